@@ -1,0 +1,161 @@
+//! The bounded in-memory buffer of batches the collector has not yet acknowledged.
+//!
+//! Invariant: a batch leaves the buffer only when the collector acknowledged
+//! a sequence number at or above it, or when the buffer is full and it is the
+//! oldest (counted in `dropped_batches` and logged). Collection only ever
+//! pushes here, so it never waits for the network.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use crate::probes::Sample;
+
+#[derive(Debug)]
+pub struct Batch {
+    /// Strictly increasing from 1 within this agent process (its epoch).
+    pub seq: u64,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Debug)]
+pub struct BatchBuffer {
+    inner: Mutex<Inner>,
+    /// Carries the newest pushed sequence number, waking the shipper.
+    newest: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    batches: VecDeque<Arc<Batch>>,
+    next_seq: u64,
+    capacity: usize,
+    acknowledged_seq: u64,
+    dropped_batches: u64,
+}
+
+/// Counts for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferStats {
+    pub buffered: usize,
+    pub pushed_seq: u64,
+    pub acknowledged_seq: u64,
+    pub dropped_batches: u64,
+}
+
+impl BatchBuffer {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                batches: VecDeque::new(),
+                next_seq: 1,
+                capacity: capacity.max(1),
+                acknowledged_seq: 0,
+                dropped_batches: 0,
+            }),
+            newest: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain data behind, still usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends a batch and returns its sequence number.
+    pub fn push(&self, samples: Vec<Sample>) -> u64 {
+        let seq = {
+            let mut inner = self.lock();
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            if inner.batches.len() >= inner.capacity {
+                inner.batches.pop_front();
+                inner.dropped_batches += 1;
+                tracing::warn!(
+                    message = "Buffer full; dropped the oldest unacknowledged batch.",
+                    capacity = inner.capacity,
+                    dropped_total = inner.dropped_batches
+                );
+            }
+            inner.batches.push_back(Arc::new(Batch { seq, samples }));
+            seq
+        };
+        self.newest.send_replace(seq);
+        seq
+    }
+
+    /// Forgets every batch at or below `seq`.
+    pub fn acknowledge(&self, seq: u64) {
+        let mut inner = self.lock();
+        inner.acknowledged_seq = inner.acknowledged_seq.max(seq);
+        while inner.batches.front().is_some_and(|batch| batch.seq <= seq) {
+            inner.batches.pop_front();
+        }
+    }
+
+    /// The oldest buffered batch after `seq`, if any.
+    pub fn next_after(&self, seq: u64) -> Option<Arc<Batch>> {
+        self.lock()
+            .batches
+            .iter()
+            .find(|batch| batch.seq > seq)
+            .cloned()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.newest.subscribe()
+    }
+
+    pub fn stats(&self) -> BufferStats {
+        let inner = self.lock();
+        BufferStats {
+            buffered: inner.batches.len(),
+            pushed_seq: inner.next_seq - 1,
+            acknowledged_seq: inner.acknowledged_seq,
+            dropped_batches: inner.dropped_batches,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_increase_and_acks_release_batches() {
+        let buffer = BatchBuffer::new(10);
+        assert_eq!(buffer.push(vec![]), 1);
+        assert_eq!(buffer.push(vec![]), 2);
+        assert_eq!(buffer.push(vec![]), 3);
+        assert_eq!(buffer.next_after(0).unwrap().seq, 1);
+        buffer.acknowledge(2);
+        assert_eq!(buffer.next_after(0).unwrap().seq, 3);
+        assert_eq!(buffer.stats().buffered, 1);
+        assert_eq!(buffer.stats().acknowledged_seq, 2);
+        assert!(buffer.next_after(3).is_none());
+    }
+
+    #[test]
+    fn full_buffer_drops_the_oldest_and_counts_it() {
+        let buffer = BatchBuffer::new(2);
+        for _ in 0..5 {
+            buffer.push(vec![]);
+        }
+        let stats = buffer.stats();
+        assert_eq!(stats.buffered, 2);
+        assert_eq!(stats.dropped_batches, 3);
+        assert_eq!(buffer.next_after(0).unwrap().seq, 4);
+    }
+
+    #[test]
+    fn push_wakes_subscribers() {
+        let buffer = BatchBuffer::new(2);
+        let mut newest = buffer.subscribe();
+        buffer.push(vec![]);
+        assert!(newest.has_changed().unwrap());
+        assert_eq!(*newest.borrow_and_update(), 1);
+    }
+}

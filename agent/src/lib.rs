@@ -1,0 +1,185 @@
+//! steward-agent: measures its host and streams samples to the collector.
+//!
+//! Layout:
+//! - [`config`]: `agent.toml`, parsed then validated ([`config_file`] reports errors with file, line and key).
+//! - [`identity`]: the persistent agent id.
+//! - [`probes`]: one file per measured subsystem; pure measurement, no network.
+//! - [`buffer`]: bounded buffer of unacknowledged batches; the hand-off point.
+//! - [`shipper`]: the gRPC/TLS client that drains the buffer; reconnects with backoff.
+//!
+//! [`run`] wires them: a collection task pushes a batch every `interval`, the
+//! shipper sends and forgets batches as the collector acknowledges them.
+
+pub mod buffer;
+pub mod config;
+pub mod config_file;
+pub mod identity;
+pub mod probes;
+pub mod shipper;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+pub use config::AgentConfig;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    #[error("cannot use state directory {path}: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read host information: {0}")]
+    Probes(#[from] sysinfo::Error),
+}
+
+/// Runs the agent until `shutdown` is cancelled.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let config = Arc::new(config);
+    let agent_id = identity::load_or_create_agent_id(&config.state_dir).map_err(|source| {
+        AgentError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        }
+    })?;
+    let hostname = config.hostname.clone().unwrap_or_else(local_hostname);
+    let identity = shipper::AgentIdentity {
+        agent_id,
+        hostname,
+        epoch: rand::random::<u64>() >> 1,
+        facts: basic_facts(),
+    };
+    tracing::info!(
+        message = "Agent starting.",
+        agent_id = %identity.agent_id,
+        hostname = %identity.hostname,
+        collector = %config.collector_url,
+        interval_s = config.interval.as_secs_f64(),
+    );
+    let buffer = Arc::new(buffer::BatchBuffer::new(config.max_buffered_batches));
+    let probes = probes::HostProbes::new()?;
+    let shipping = tokio::spawn(shipper::run(
+        Arc::clone(&config),
+        identity,
+        Arc::clone(&buffer),
+        shutdown.clone(),
+    ));
+    collect_loop(&config, probes, &buffer, &shutdown).await;
+    let _ = shipping.await;
+    tracing::info!(message = "Agent stopped.", stats = ?buffer.stats());
+    Ok(())
+}
+
+/// Measures every `interval` and pushes into the buffer; never awaits the network.
+async fn collect_loop(
+    config: &AgentConfig,
+    mut probes: probes::HostProbes,
+    buffer: &buffer::BatchBuffer,
+    shutdown: &CancellationToken,
+) {
+    // CPU usage is a delta: the first round must come a little after priming.
+    tokio::select! {
+        _ = tokio::time::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL) => {}
+        _ = shutdown.cancelled() => return,
+    }
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        // Disk statistics can stall on a hung mount; keep that off the runtime threads.
+        let measured = tokio::task::spawn_blocking(move || {
+            let samples = probes.collect(now_ms());
+            (probes, samples)
+        })
+        .await;
+        match measured {
+            Ok((returned, samples)) => {
+                probes = returned;
+                let seq = buffer.push(samples);
+                tracing::debug!(message = "Collected a batch.", seq);
+            }
+            Err(error) => {
+                tracing::error!(message = "Collection panicked; stopping collection.", %error);
+                return;
+            }
+        }
+    }
+}
+
+/// This host's name as the OS reports it, or "localhost".
+pub fn local_hostname() -> String {
+    sysinfo::System::host_name()
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+fn basic_facts() -> HashMap<String, String> {
+    let mut facts = HashMap::new();
+    facts.insert(
+        "os".into(),
+        sysinfo::System::long_os_version().unwrap_or_default(),
+    );
+    facts.insert(
+        "kernel".into(),
+        sysinfo::System::kernel_version().unwrap_or_default(),
+    );
+    facts.insert("arch".into(), sysinfo::System::cpu_arch());
+    facts
+}
+
+/// Installs the process-wide rustls crypto provider (ring). Call once at
+/// start-up in every binary; a second call is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Installs the tracing subscriber for a binary (`RUST_LOG`, default `info`).
+pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,128 @@
+//! The HTTP API (axum): health, agents, latest series, and `/metrics`.
+//!
+//! The only module that maps errors to HTTP status codes. Reads are open on
+//! the configured listener; every write route goes through [`require_token`].
+
+mod agents;
+mod series;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::registry::AgentRegistry;
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<Store>,
+    pub registry: Arc<AgentRegistry>,
+    pub telemetry: Arc<Telemetry>,
+    /// Bearer tokens accepted on write routes. Never logged.
+    pub api_tokens: Arc<Vec<String>>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/agents", get(agents::list))
+        .route("/api/v1/series", get(series::latest))
+        .layer(axum::middleware::from_fn(trace_request))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.telemetry.render(),
+    )
+        .into_response()
+}
+
+/// One span per request with method, path and outcome.
+async fn trace_request(request: Request, next: Next) -> Response {
+    let span =
+        tracing::info_span!("http", method = %request.method(), path = %request.uri().path());
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
+    tracing::debug!(message = "Served request.", %method, %path, status = response.status().as_u16());
+    response
+}
+
+/// Rejects requests without `Authorization: Bearer <api token>`.
+pub async fn require_token(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let valid = !presented.is_empty()
+        && state.api_tokens.iter().fold(false, |found, token| {
+            found | crate::ingest::constant_time_eq(token.as_bytes(), presented.as_bytes())
+        });
+    if valid {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid API token is required (Authorization: Bearer …)",
+        )
+        .into_response()
+    }
+}
+
+/// A JSON error body: `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        tracing::error!(message = "Store error while serving a request.", %error);
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// RFC 3339 text of a Unix millisecond timestamp.
+pub fn rfc3339(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}

@@ -1,0 +1,306 @@
+//! Ingest: the gRPC service agents stream to.
+//!
+//! The only collector module that sees proto and tonic types. It checks the
+//! agent's token, turns messages into store records, and acknowledges a
+//! batch only after the store reports it committed.
+
+mod auth;
+mod validate;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use steward_proto::v1 as pb;
+use steward_proto::v1::ingest_server::{Ingest, IngestServer};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+pub use auth::{AgentAuthenticator, constant_time_eq};
+
+use crate::registry::AgentRegistry;
+use crate::store::{AgentHello, CommitOutcome, SampleBatch, Store};
+use crate::telemetry::Telemetry;
+
+/// How long an agent may take to send its hello after opening a stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_AGENT_ID: usize = 128;
+const MAX_HOSTNAME: usize = 255;
+
+pub struct IngestService {
+    pub store: Arc<Store>,
+    pub registry: Arc<AgentRegistry>,
+    pub telemetry: Arc<Telemetry>,
+    pub auth: AgentAuthenticator,
+    pub max_agents: usize,
+    /// Ends every open stream when the collector shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl IngestService {
+    pub fn into_server(self, max_message_bytes: usize) -> IngestServer<Self> {
+        IngestServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(1 << 20)
+    }
+
+    fn reject_protocol(&self, message: &'static str) -> Status {
+        Telemetry::add(&self.telemetry.streams_rejected_protocol, 1);
+        Status::invalid_argument(message)
+    }
+}
+
+type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::CollectorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type StreamStream = OutboundStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |address| address.to_string());
+        let mut inbound = request.into_inner();
+        let first = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => return Err(self.reject_protocol("stream closed before hello")),
+            Ok(Err(status)) => {
+                Telemetry::add(&self.telemetry.streams_rejected_protocol, 1);
+                tracing::warn!(message = "Rejected agent stream: unreadable first message.", %peer, error = %status.message());
+                return Err(status);
+            }
+            Err(_) => return Err(self.reject_protocol("no hello within 10s")),
+        };
+        let Some(pb::agent_message::Kind::Hello(hello)) = first.kind else {
+            tracing::warn!(message = "Rejected agent stream: first message was not a hello.", %peer);
+            return Err(self.reject_protocol("the first message must be a hello"));
+        };
+        if !self.auth.is_valid(&hello.token) {
+            Telemetry::add(&self.telemetry.agents_rejected_auth, 1);
+            tracing::warn!(
+                message = "Rejected agent: missing or invalid token.",
+                %peer,
+                agent_id = %truncate(&hello.agent_id, MAX_AGENT_ID),
+                hostname = %truncate(&hello.hostname, MAX_HOSTNAME),
+            );
+            return Err(Status::unauthenticated("invalid agent token"));
+        }
+        if hello.agent_id.is_empty()
+            || hello.agent_id.len() > MAX_AGENT_ID
+            || hello.hostname.len() > MAX_HOSTNAME
+        {
+            tracing::warn!(message = "Rejected agent stream: bad agent id or hostname.", %peer);
+            return Err(
+                self.reject_protocol("agent_id must be 1..=128 bytes, hostname at most 255")
+            );
+        }
+        if !self.registry.is_connected(&hello.agent_id)
+            && self.registry.connected_count() >= self.max_agents
+        {
+            tracing::warn!(message = "Rejected agent stream: too many agents connected.", %peer, limit = self.max_agents);
+            return Err(Status::resource_exhausted(
+                "the collector's agent limit is reached",
+            ));
+        }
+
+        let now = steward_agent::now_ms();
+        let facts = hello
+            .inventory
+            .map(|inventory| inventory.facts.into_iter().collect())
+            .unwrap_or_default();
+        let record = AgentHello {
+            agent_id: hello.agent_id.clone(),
+            hostname: hello.hostname.clone(),
+            version: hello.agent_version.clone(),
+            facts,
+            seen_ms: now,
+        };
+        self.store.record_hello(record).await.map_err(internal)?;
+        let committed_seq = self
+            .store
+            .committed_seq(&hello.agent_id, hello.epoch)
+            .await
+            .map_err(internal)?;
+
+        let (outbound, outbound_rx) = mpsc::channel(32);
+        let welcome = pb::CollectorMessage {
+            kind: Some(pb::collector_message::Kind::Welcome(pb::Welcome {
+                committed_seq,
+                collector_version: crate::VERSION.to_string(),
+            })),
+        };
+        // The channel is new with room for 32, so this cannot fail.
+        let _ = outbound.try_send(Ok(welcome));
+
+        let session = self.registry.connected(&hello.agent_id);
+        self.telemetry.agents_connected.store(
+            self.registry.connected_count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        tracing::info!(
+            message = "Agent connected.",
+            %peer,
+            agent_id = %hello.agent_id,
+            hostname = %hello.hostname,
+            version = %hello.agent_version,
+            committed_seq,
+        );
+        let stream = AgentStream {
+            agent_id: hello.agent_id.clone(),
+            epoch: hello.epoch,
+            last_seq: committed_seq,
+            store: Arc::clone(&self.store),
+            telemetry: Arc::clone(&self.telemetry),
+        };
+        let registry = Arc::clone(&self.registry);
+        let telemetry = Arc::clone(&self.telemetry);
+        let shutdown = self.shutdown.clone();
+        let span = tracing::info_span!("agent_stream", agent_id = %hello.agent_id, %peer);
+        tokio::spawn(
+            async move {
+                stream.run(inbound, outbound, shutdown).await;
+                registry.disconnected(&hello.agent_id, session);
+                telemetry.agents_connected.store(
+                    registry.connected_count() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                tracing::info!(message = "Agent disconnected.");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+    }
+}
+
+fn internal(error: crate::store::StoreError) -> Status {
+    tracing::error!(message = "Store failure while opening an agent stream.", %error);
+    Status::unavailable("the collector cannot store data right now")
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}
+
+/// One authenticated agent's stream after the hello.
+struct AgentStream {
+    agent_id: String,
+    epoch: u64,
+    /// Highest sequence number seen on this stream (or committed before it).
+    last_seq: u64,
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+}
+
+type Outbound = mpsc::Sender<Result<pb::CollectorMessage, Status>>;
+
+impl AgentStream {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<pb::AgentMessage>,
+        outbound: Outbound,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            // Shutdown is checked only between messages, so a batch being
+            // committed is always finished and acknowledged first.
+            let message = tokio::select! {
+                message = inbound.message() => message,
+                _ = shutdown.cancelled() => return,
+            };
+            let message = match message {
+                Ok(Some(message)) => message,
+                Ok(None) => return,
+                Err(status) => {
+                    Telemetry::add(&self.telemetry.streams_broken, 1);
+                    tracing::warn!(message = "Agent stream broke.", code = ?status.code(), error = %status.message());
+                    return;
+                }
+            };
+            let reply = match message.kind {
+                Some(pb::agent_message::Kind::Batch(batch)) => self.handle_batch(batch).await,
+                Some(pb::agent_message::Kind::Hello(_)) => {
+                    Err(Status::invalid_argument("hello sent twice"))
+                }
+                // Kinds reserved for later work are accepted and ignored for now.
+                Some(_) | None => continue,
+            };
+            match reply {
+                Ok(ack) => {
+                    if outbound.send(Ok(ack)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(status) => {
+                    if status.code() == tonic::Code::InvalidArgument {
+                        Telemetry::add(&self.telemetry.streams_rejected_protocol, 1);
+                    }
+                    tracing::warn!(message = "Ending agent stream.", code = ?status.code(), error = %status.message());
+                    let _ = outbound.send(Err(status)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn handle_batch(
+        &mut self,
+        batch: pb::SampleBatch,
+    ) -> Result<pb::CollectorMessage, Status> {
+        // A resend of something already committed: acknowledge again, store nothing.
+        if batch.seq <= self.last_seq && batch.seq != 0 {
+            Telemetry::add(&self.telemetry.batches_duplicate, 1);
+            return Ok(ack(batch.seq));
+        }
+        if batch.seq == 0 {
+            return Err(Status::invalid_argument("batch seq must start at 1"));
+        }
+        let received = batch.samples.len();
+        let mut samples = Vec::with_capacity(received);
+        for sample in batch.samples {
+            match validate::to_record(sample) {
+                Ok(record) => samples.push(record),
+                Err(problem) => {
+                    Telemetry::add(&self.telemetry.samples_rejected, 1);
+                    tracing::debug!(message = "Dropped an invalid sample.", %problem, seq = batch.seq);
+                }
+            }
+        }
+        let record = SampleBatch {
+            agent_id: self.agent_id.clone(),
+            epoch: self.epoch,
+            seq: batch.seq,
+            received_ms: steward_agent::now_ms(),
+            samples,
+        };
+        match self.store.commit_batch(record).await {
+            Ok(CommitOutcome::Stored { samples }) => {
+                Telemetry::add(&self.telemetry.batches_committed, 1);
+                Telemetry::add(&self.telemetry.samples_ingested, samples as u64);
+            }
+            Ok(CommitOutcome::Duplicate) => Telemetry::add(&self.telemetry.batches_duplicate, 1),
+            Err(error) => {
+                Telemetry::add(&self.telemetry.batches_failed, 1);
+                tracing::error!(message = "Cannot store batch; the agent will resend it.", %error, seq = batch.seq);
+                return Err(Status::unavailable("cannot store the batch now"));
+            }
+        }
+        self.last_seq = batch.seq;
+        Ok(ack(batch.seq))
+    }
+}
+
+fn ack(committed_seq: u64) -> pb::CollectorMessage {
+    pb::CollectorMessage {
+        kind: Some(pb::collector_message::Kind::Ack(pb::Ack { committed_seq })),
+    }
+}

@@ -1,0 +1,128 @@
+//! `steward-collector [--config FILE] | init DIR | quickstart [--dir DIR]`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use steward_collector::setup::init::{InitOptions, init};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "steward-collector",
+    version,
+    about = "Steward central collector"
+)]
+struct Args {
+    /// Path to collector.toml (when running the collector).
+    #[arg(long, short = 'c', default_value = "/etc/steward/collector.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a working setup (dev CA, certificates, tokens, configs) into DIR.
+    Init {
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        grpc_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:7080")]
+        http_listen: SocketAddr,
+        /// Overwrite an existing setup in DIR.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Initialise DIR if empty, then run the collector and a local agent.
+    Quickstart {
+        #[arg(long, default_value = "steward-data")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    steward_agent::init_tracing();
+    steward_agent::install_crypto_provider();
+    match args.command {
+        Some(Command::Init {
+            dir,
+            grpc_listen,
+            http_listen,
+            force,
+        }) => match init(&InitOptions {
+            dir,
+            grpc_listen,
+            http_listen,
+            force,
+        }) {
+            Ok(report) => {
+                for (path, what) in report.files {
+                    println!("wrote {:<40} {what}", path.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("steward-collector: init failed: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Quickstart { dir }) => block_on(|shutdown| async move {
+            steward_collector::setup::quickstart::quickstart(dir, shutdown)
+                .await
+                .map_err(anyhow::Error::from)
+        }),
+        None => {
+            let config = match steward_collector::CollectorConfig::load(&args.config) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("steward-collector: invalid configuration: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            block_on(|shutdown| async move {
+                steward_collector::run(config, shutdown)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+        }
+    }
+}
+
+/// Runs `job` on a multi-threaded runtime with SIGINT/SIGTERM wired to its shutdown token.
+fn block_on<F, Fut>(job: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("steward-collector: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                steward_agent::shutdown_signal().await;
+                tracing::info!(message = "Shutdown requested; finishing in-flight batches.");
+                shutdown.cancel();
+            }
+        });
+        match job(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("steward-collector: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

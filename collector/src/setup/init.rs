@@ -1,0 +1,255 @@
+//! `steward-collector init DIR`: a dev CA, a server certificate, tokens and
+//! matching `collector.toml` / `agent.toml`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub dir: PathBuf,
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    /// Overwrite an existing setup.
+    pub force: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    #[error("{0} already holds a setup (collector.toml exists); pass --force to overwrite")]
+    Exists(PathBuf),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create certificates: {0}")]
+    Certificate(#[from] rcgen::Error),
+}
+
+/// Files written by [`init`], for the caller to print.
+#[derive(Debug)]
+pub struct InitReport {
+    pub files: Vec<(PathBuf, &'static str)>,
+}
+
+pub fn random_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
+    let dir = &options.dir;
+    if dir.join("collector.toml").exists() && !options.force {
+        return Err(InitError::Exists(dir.clone()));
+    }
+    create_dir(dir)?;
+    let hostname = steward_agent::local_hostname();
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Steward development CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate()?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
+
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if !names.contains(&hostname) {
+        names.push(hostname.clone());
+    }
+    let mut server_params = CertificateParams::new(names)?;
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "steward-collector");
+    let server_key = KeyPair::generate()?;
+    let server_cert = server_params.signed_by(&server_key, &ca)?;
+
+    let agent_token = random_token();
+    let api_token = random_token();
+    let mut report = InitReport { files: Vec::new() };
+    let mut put =
+        |name: &str, contents: &str, secret: bool, what: &'static str| -> Result<(), InitError> {
+            let path = dir.join(name);
+            write_file(&path, contents, secret)?;
+            report.files.push((path, what));
+            Ok(())
+        };
+    put(
+        "ca.pem",
+        &ca.pem(),
+        false,
+        "development CA certificate (give to agents)",
+    )?;
+    put(
+        "ca.key",
+        &ca_key_pem,
+        true,
+        "development CA key (keep private)",
+    )?;
+    put(
+        "server.pem",
+        &server_cert.pem(),
+        false,
+        "collector TLS certificate",
+    )?;
+    put(
+        "server.key",
+        &server_key.serialize_pem(),
+        true,
+        "collector TLS key",
+    )?;
+    put(
+        "agent-tokens",
+        &format!("# One agent token per line.\n{agent_token}\n"),
+        true,
+        "tokens agents may present",
+    )?;
+    put(
+        "api-token",
+        &format!("{api_token}\n"),
+        true,
+        "admin API token for write endpoints",
+    )?;
+    put(
+        "collector.toml",
+        &collector_toml(options),
+        false,
+        "collector configuration",
+    )?;
+    put(
+        "agent.toml",
+        &agent_toml(options.grpc_listen, &agent_token),
+        true,
+        "local agent configuration",
+    )?;
+    Ok(report)
+}
+
+fn collector_toml(options: &InitOptions) -> String {
+    format!(
+        r#"# Steward collector configuration, written by `steward-collector init`.
+# Relative paths are relative to this file.
+
+[server]
+grpc_listen = "{grpc}"
+http_listen = "{http}"
+
+[tls]
+cert = "server.pem"
+key = "server.key"
+
+[auth]
+agent_token_file = "agent-tokens"
+api_token_file = "api-token"
+
+[storage]
+sqlite = "steward.db"
+retention = "30d"
+"#,
+        grpc = options.grpc_listen,
+        http = options.http_listen,
+    )
+}
+
+fn agent_toml(grpc_listen: SocketAddr, token: &str) -> String {
+    let host = if grpc_listen.ip().is_unspecified() || grpc_listen.ip().is_loopback() {
+        "127.0.0.1".to_string()
+    } else {
+        grpc_listen.ip().to_string()
+    };
+    format!(
+        r#"# Steward agent configuration, written by `steward-collector init`.
+collector = "https://{host}:{port}"
+token = "{token}"
+ca = "ca.pem"
+interval = "10s"
+state_dir = "agent-state"
+"#,
+        port = grpc_listen.port(),
+    )
+}
+
+fn create_dir(dir: &Path) -> Result<(), InitError> {
+    std::fs::create_dir_all(dir).map_err(|source| InitError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), InitError> {
+    let error = |source| InitError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path).map_err(error)?;
+    // `mode` applies only to new files; tighten an existing one too.
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(error)?;
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    file.write_all(contents.as_bytes()).map_err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_writes_a_setup_both_configs_accept() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            dir: dir.path().join("setup"),
+            grpc_listen: "127.0.0.1:7443".parse().unwrap(),
+            http_listen: "127.0.0.1:7080".parse().unwrap(),
+            force: false,
+        };
+        let report = init(&options).unwrap();
+        assert_eq!(report.files.len(), 8);
+        let collector = crate::CollectorConfig::load(&options.dir.join("collector.toml")).unwrap();
+        assert!(collector.tls.is_some());
+        assert_eq!(collector.api_tokens.len(), 1);
+        let agent = steward_agent::AgentConfig::load(&options.dir.join("agent.toml")).unwrap();
+        assert_eq!(agent.collector_url, "https://127.0.0.1:7443");
+        assert_eq!(collector.agent_tokens, vec![agent.token.clone()]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(options.dir.join("api-token"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(init(&options), Err(InitError::Exists(_))));
+        assert!(
+            init(&InitOptions {
+                force: true,
+                ..options
+            })
+            .is_ok()
+        );
+    }
+}

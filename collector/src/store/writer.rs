@@ -1,0 +1,321 @@
+//! The single writer thread: groups queued jobs into one transaction, commits,
+//! and only then answers each caller.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{Connection, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AgentHello, CommitOutcome, LatestValue, LatestValues, SampleBatch, SeriesKey, StoreError,
+    labels_json,
+};
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(super) enum Job {
+    Batch {
+        batch: SampleBatch,
+        reply: Reply<CommitOutcome>,
+    },
+    Hello {
+        hello: AgentHello,
+        reply: Reply<()>,
+    },
+    Prune {
+        before_ms: i64,
+        reply: Reply<usize>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Most jobs folded into one transaction; bounds commit latency under load.
+const MAX_JOBS_PER_TRANSACTION: usize = 256;
+
+pub(super) fn spawn(
+    connection: Connection,
+    jobs: mpsc::Receiver<Job>,
+    latest: Arc<LatestValues>,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let series_ids = load_series_ids(&connection)?;
+    let writer = Writer {
+        connection,
+        series_ids,
+        latest,
+    };
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || writer.run(jobs))
+        .map_err(|_| StoreError::Closed)
+}
+
+struct Writer {
+    connection: Connection,
+    /// Cache of `series.id` by key; only grows within a process.
+    series_ids: HashMap<SeriesKey, i64>,
+    latest: Arc<LatestValues>,
+}
+
+/// What a committed job changes in memory once its transaction is durable.
+enum Applied {
+    Batch(CommitOutcome, Vec<(SeriesKey, LatestValue)>),
+    Hello,
+    Prune(usize),
+}
+
+impl Writer {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(first) = jobs.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_JOBS_PER_TRANSACTION {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let close = self.commit_group(group);
+            if let Some(reply) = close {
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    /// Applies `group` in one transaction and answers every caller. Returns
+    /// the close reply if a close was requested (after the rest is committed).
+    fn commit_group(&mut self, group: Vec<Job>) -> Option<oneshot::Sender<()>> {
+        let mut close = None;
+        let mut pending = Vec::with_capacity(group.len());
+        let transaction = match self.connection.transaction() {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                tracing::error!(message = "Cannot begin a transaction.", %error);
+                for job in group {
+                    fail(job, &error);
+                }
+                return None;
+            }
+        };
+        let mut new_series = Vec::new();
+        for job in group {
+            match job {
+                Job::Close { reply } => close = Some(reply),
+                job => {
+                    let result = apply(&transaction, &self.series_ids, &mut new_series, &job);
+                    pending.push((job, result));
+                }
+            }
+        }
+        if let Err(error) = transaction.commit() {
+            tracing::error!(message = "Commit failed; nothing in this group is acknowledged.", %error);
+            for (job, _) in pending {
+                fail(job, &error);
+            }
+            return close;
+        }
+        self.series_ids.extend(new_series);
+        for (job, result) in pending {
+            match (job, result) {
+                (Job::Batch { reply, .. }, Ok(Applied::Batch(outcome, latest))) => {
+                    self.publish_latest(latest);
+                    let _ = reply.send(Ok(outcome));
+                }
+                (Job::Hello { reply, .. }, Ok(Applied::Hello)) => {
+                    let _ = reply.send(Ok(()));
+                }
+                (Job::Prune { reply, .. }, Ok(Applied::Prune(count))) => {
+                    let _ = reply.send(Ok(count));
+                }
+                (job, Err(error)) => fail(job, &error),
+                (job, Ok(_)) => fail(job, &rusqlite::Error::InvalidQuery),
+            }
+        }
+        close
+    }
+
+    fn publish_latest(&self, values: Vec<(SeriesKey, LatestValue)>) {
+        let mut latest = self
+            .latest
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (key, value) in values {
+            let entry = latest.entry(key).or_insert(value);
+            if value.timestamp_ms >= entry.timestamp_ms {
+                *entry = value;
+            }
+        }
+    }
+}
+
+fn fail(job: Job, error: &rusqlite::Error) {
+    // rusqlite errors are not Clone; every caller in the group gets the text.
+    let error = || StoreError::Failed(error.to_string());
+    match job {
+        Job::Batch { reply, .. } => drop(reply.send(Err(error()))),
+        Job::Hello { reply, .. } => drop(reply.send(Err(error()))),
+        Job::Prune { reply, .. } => drop(reply.send(Err(error()))),
+        Job::Close { reply } => drop(reply.send(())),
+    }
+}
+
+/// Applies one job inside a savepoint, so a failing job does not undo the others.
+fn apply(
+    transaction: &Transaction<'_>,
+    series_ids: &HashMap<SeriesKey, i64>,
+    new_series: &mut Vec<(SeriesKey, i64)>,
+    job: &Job,
+) -> Result<Applied, rusqlite::Error> {
+    transaction.execute_batch("SAVEPOINT job")?;
+    let mark = new_series.len();
+    let result = match job {
+        Job::Batch { batch, .. } => store_batch(transaction, series_ids, new_series, batch)
+            .map(|(outcome, latest)| Applied::Batch(outcome, latest)),
+        Job::Hello { hello, .. } => store_hello(transaction, hello).map(|()| Applied::Hello),
+        Job::Prune { before_ms, .. } => transaction
+            .execute("DELETE FROM samples WHERE ts_ms < ?1", [before_ms])
+            .map(Applied::Prune),
+        Job::Close { .. } => Ok(Applied::Hello),
+    };
+    match &result {
+        Ok(_) => transaction.execute_batch("RELEASE job")?,
+        Err(_) => {
+            // Series rows created by this job are rolled back; forget their ids too.
+            new_series.truncate(mark);
+            transaction.execute_batch("ROLLBACK TO job; RELEASE job")?
+        }
+    }
+    result
+}
+
+fn store_hello(transaction: &Transaction<'_>, hello: &AgentHello) -> Result<(), rusqlite::Error> {
+    let facts = serde_json::to_string(&hello.facts).unwrap_or_else(|_| "{}".into());
+    transaction.execute(
+        "INSERT INTO agents (id, hostname, version, facts, first_seen_ms, last_seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+         ON CONFLICT (id) DO UPDATE SET hostname = ?2, version = ?3, facts = ?4, last_seen_ms = ?5",
+        params![
+            hello.agent_id,
+            hello.hostname,
+            hello.version,
+            facts,
+            hello.seen_ms
+        ],
+    )?;
+    Ok(())
+}
+
+fn store_batch(
+    transaction: &Transaction<'_>,
+    series_ids: &HashMap<SeriesKey, i64>,
+    new_series: &mut Vec<(SeriesKey, i64)>,
+    batch: &SampleBatch,
+) -> Result<(CommitOutcome, Vec<(SeriesKey, LatestValue)>), rusqlite::Error> {
+    let inserted = transaction.execute(
+        "INSERT OR IGNORE INTO batches (agent_id, epoch, seq, received_ms, sample_count)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            batch.agent_id,
+            batch.epoch as i64,
+            batch.seq as i64,
+            batch.received_ms,
+            batch.samples.len() as i64
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok((CommitOutcome::Duplicate, Vec::new()));
+    }
+    let mut insert_sample = transaction
+        .prepare_cached("INSERT INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)")?;
+    let mut upsert_series = transaction.prepare_cached(
+        "INSERT INTO series (agent_id, metric, labels, last_value, last_ts_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (agent_id, metric, labels) DO UPDATE SET
+           last_value = CASE WHEN excluded.last_ts_ms >= last_ts_ms THEN excluded.last_value ELSE last_value END,
+           last_ts_ms = max(last_ts_ms, excluded.last_ts_ms)
+         RETURNING id",
+    )?;
+    let mut latest: HashMap<SeriesKey, LatestValue> = HashMap::new();
+    for sample in &batch.samples {
+        let key = SeriesKey {
+            agent_id: batch.agent_id.clone(),
+            metric: sample.metric.clone(),
+            labels: sample.labels.clone(),
+        };
+        let value = LatestValue {
+            value: sample.value,
+            timestamp_ms: sample.timestamp_ms,
+        };
+        let known = series_ids.get(&key).copied().or_else(|| {
+            new_series
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, id)| *id)
+        });
+        let series_id = match known {
+            Some(id) => id,
+            None => {
+                let id: i64 = upsert_series.query_row(
+                    params![
+                        key.agent_id,
+                        key.metric,
+                        labels_json(&key.labels),
+                        value.value,
+                        value.timestamp_ms
+                    ],
+                    |row| row.get(0),
+                )?;
+                new_series.push((key.clone(), id));
+                id
+            }
+        };
+        insert_sample.execute(params![series_id, sample.timestamp_ms, sample.value])?;
+        match latest.get_mut(&key) {
+            Some(existing) if existing.timestamp_ms > value.timestamp_ms => {}
+            Some(existing) => *existing = value,
+            None => {
+                latest.insert(key, value);
+            }
+        }
+    }
+    // Mirror the newest value per series once per batch, not once per sample.
+    let mut update_series = transaction.prepare_cached(
+        "UPDATE series SET last_value = ?2, last_ts_ms = ?3 WHERE id = ?1 AND last_ts_ms <= ?3",
+    )?;
+    for (key, value) in &latest {
+        let id = series_ids
+            .get(key)
+            .copied()
+            .or_else(|| new_series.iter().find(|(k, _)| k == key).map(|(_, id)| *id));
+        if let Some(id) = id {
+            update_series.execute(params![id, value.value, value.timestamp_ms])?;
+        }
+    }
+    transaction.execute(
+        "UPDATE agents SET last_seen_ms = max(last_seen_ms, ?2) WHERE id = ?1",
+        params![batch.agent_id, batch.received_ms],
+    )?;
+    Ok((
+        CommitOutcome::Stored {
+            samples: batch.samples.len(),
+        },
+        latest.into_iter().collect(),
+    ))
+}
+
+fn load_series_ids(connection: &Connection) -> Result<HashMap<SeriesKey, i64>, StoreError> {
+    let mut statement = connection.prepare("SELECT id, agent_id, metric, labels FROM series")?;
+    let rows = statement.query_map([], |row| {
+        let labels: String = row.get(3)?;
+        Ok((
+            SeriesKey {
+                agent_id: row.get(1)?,
+                metric: row.get(2)?,
+                labels: serde_json::from_str(&labels).unwrap_or_default(),
+            },
+            row.get(0)?,
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
