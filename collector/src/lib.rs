@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod registry;
+pub mod rules;
 pub mod setup;
 pub mod store;
 pub mod telemetry;

@@ -8,6 +8,9 @@ mod disk;
 mod host;
 mod memory;
 mod network;
+pub mod patch;
+pub mod ping;
+pub mod port;
 
 use sysinfo::{Disks, Networks, System};
 

@@ -1,0 +1,1 @@
+//! OS patch level (placeholder; being written).

@@ -1,0 +1,1 @@
+//! ICMP ping probe (placeholder; being written).

@@ -1,0 +1,1 @@
+//! TCP port and TLS certificate probe (placeholder; being written).

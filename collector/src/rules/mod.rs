@@ -1,0 +1,1 @@
+//! Threshold rules (placeholder; being written).
