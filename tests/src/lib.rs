@@ -1,1 +1,393 @@
+//! Harness for end-to-end tests: runs the real `steward-collector` and
+//! `steward-agent` binaries on free loopback ports in temporary directories.
+//!
+//! Children are killed when their handle drops. When a test fails, the
+//! panic message carries the command and the tail of the process log.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a binary built by this workspace (`target/<profile>/NAME`).
+pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("STEWARD_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current_exe is readable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace` (it builds the binaries) or `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn poll<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A generous deadline: these machines are shared and slow under load.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running child process with its log file; killed on drop.
+pub struct Process {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+    command: String,
+}
+
+impl Process {
+    pub fn spawn(name: &str, program: &Path, args: &[&str], log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info,steward_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
+        Self {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+            command: format!("{} {}", program.display(), args.join(" ")),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |child| child.id() as i32)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Command line and log tail, for failure messages.
+    pub fn describe(&self) -> String {
+        let log = self.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "--- {} ({})\n{}\n---",
+            self.name,
+            self.command,
+            tail.join("\n")
+        )
+    }
+
+    pub fn signal(&self, signal: i32) {
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) with a pid we spawned and still own; no memory is touched.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let description = format!("{} to exit", self.name);
+        let status = poll(timeout, &description, || child.try_wait().ok().flatten());
+        self.child = None;
+        status.code()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.describe());
+        }
+        self.kill9();
+    }
+}
+
+/// A directory set up by `steward-collector init`, with the running collector.
+pub struct Collector {
+    pub dir: tempfile::TempDir,
+    pub process: Process,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    starts: usize,
+}
+
+impl Collector {
+    /// `init` into a fresh temp dir, then start on free ports (port 0).
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Like [`start`](Self::start), letting the test edit `collector.toml` first.
+    pub fn start_with(edit: impl FnOnce(&mut String)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let output = Command::new(binary("steward-collector"))
+            .args([
+                "init",
+                path_str(dir.path()),
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .output()
+            .expect("run steward-collector init");
+        assert!(
+            output.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        edit_file(&dir.path().join("collector.toml"), edit);
+        let (process, grpc_addr, http_addr) = launch(dir.path(), 0);
+        // Pin the ports so a restart comes back where the agents expect it.
+        edit_file(&dir.path().join("collector.toml"), |text| {
+            *text = text
+                .replace(
+                    "grpc_listen = \"127.0.0.1:0\"",
+                    &format!("grpc_listen = \"{grpc_addr}\""),
+                )
+                .replace(
+                    "http_listen = \"127.0.0.1:0\"",
+                    &format!("http_listen = \"{http_addr}\""),
+                );
+        });
+        Self {
+            dir,
+            process,
+            grpc_addr,
+            http_addr,
+            starts: 1,
+        }
+    }
+
+    /// Starts the collector again (after a kill) on the same ports and database.
+    pub fn restart(&mut self) {
+        let (process, grpc_addr, http_addr) = launch(self.dir.path(), self.starts);
+        assert_eq!(
+            grpc_addr, self.grpc_addr,
+            "restart must reuse the gRPC port"
+        );
+        self.process = process;
+        self.http_addr = http_addr;
+        self.starts += 1;
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn api_token(&self) -> String {
+        std::fs::read_to_string(self.path("api-token"))
+            .expect("api-token")
+            .trim()
+            .to_string()
+    }
+
+    /// Writes an agent config for this collector into its own directory and returns the path.
+    pub fn agent_config(&self, name: &str, edit: impl FnOnce(&mut String)) -> PathBuf {
+        let template = std::fs::read_to_string(self.path("agent.toml")).expect("agent.toml");
+        let mut text = template
+            .replace(
+                "https://127.0.0.1:0",
+                &format!("https://127.0.0.1:{}", self.grpc_addr.port()),
+            )
+            .replace("interval = \"10s\"", "interval = \"1s\"")
+            .replace(
+                "state_dir = \"agent-state\"",
+                &format!("state_dir = \"{name}-state\""),
+            );
+        edit(&mut text);
+        let path = self.path(&format!("{name}.toml"));
+        std::fs::write(&path, text).expect("write agent config");
+        path
+    }
+
+    /// Starts a real agent with the config written by [`agent_config`](Self::agent_config).
+    pub fn start_agent(&self, name: &str, edit: impl FnOnce(&mut String)) -> Process {
+        let config = self.agent_config(name, edit);
+        Process::spawn(
+            name,
+            &binary("steward-agent"),
+            &["--config", path_str(&config)],
+            self.path(&format!("{name}.log")),
+        )
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_request(self.http_addr, "GET", path, None, None)
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body)
+            .unwrap_or_else(|error| panic!("GET {path}: bad JSON ({error}): {body}"))
+    }
+
+    /// The value of one counter from `/metrics`.
+    pub fn counter(&self, name: &str) -> u64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("counter {name} missing from /metrics:\n{body}"))
+    }
+
+    /// A read-only connection to the collector's real SQLite file.
+    pub fn database(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.path("steward.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open steward.db")
+    }
+}
+
+fn launch(dir: &Path, start: usize) -> (Process, SocketAddr, SocketAddr) {
+    let config = dir.join("collector.toml");
+    let mut process = Process::spawn(
+        "collector",
+        &binary("steward-collector"),
+        &["--config", path_str(&config)],
+        dir.join(format!("collector-{start}.log")),
+    );
+    let (grpc, http) = poll(
+        DEADLINE,
+        "collector to report its listening addresses",
+        || {
+            if !process.is_running() {
+                panic!("collector exited during start-up\n{}", process.describe());
+            }
+            let log = process.log_text();
+            let line = log
+                .lines()
+                .find(|line| line.contains("Collector listening."))?;
+            Some((field(line, "grpc_addr")?, field(line, "http_addr")?))
+        },
+    );
+    (process, grpc, http)
+}
+
+/// Parses `key=value` from a tracing log line.
+fn field(line: &str, key: &str) -> Option<SocketAddr> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    line[start..].split_whitespace().next()?.parse().ok()
+}
+
+pub fn edit_file(path: &Path, edit: impl FnOnce(&mut String)) {
+    let mut text = std::fs::read_to_string(path).expect("read file to edit");
+    edit(&mut text);
+    std::fs::write(path, text).expect("write edited file");
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+/// A minimal HTTP/1.1 client, enough for the JSON API (no keep-alive, no TLS).
+pub fn http_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(10))
+        .unwrap_or_else(|error| panic!("connect to {address}: {error}"));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, rest) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut text: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = text.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        text = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Series of one agent from `/api/v1/series`, as (metric, labels, value).
+pub fn find_series<'a>(
+    series: &'a serde_json::Value,
+    metric: &str,
+    label: Option<(&str, &str)>,
+) -> Option<&'a serde_json::Value> {
+    series.as_array()?.iter().find(|item| {
+        item["metric"] == metric
+            && label.is_none_or(|(key, value)| item["labels"][key].as_str() == Some(value))
+    })
+}
