@@ -1,4 +1,5 @@
 //! The real binary refuses invalid configuration, naming file, line and key.
+#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 
