@@ -39,6 +39,12 @@ enum Command {
     Quickstart {
         #[arg(long, default_value = "steward-data")]
         dir: PathBuf,
+        /// Used only when DIR is initialised by this run.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        grpc_listen: SocketAddr,
+        /// Used only when DIR is initialised by this run.
+        #[arg(long, default_value = "127.0.0.1:7080")]
+        http_listen: SocketAddr,
     },
 }
 
@@ -69,8 +75,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some(Command::Quickstart { dir }) => block_on(|shutdown| async move {
-            steward_collector::setup::quickstart::quickstart(dir, shutdown)
+        Some(Command::Quickstart {
+            dir,
+            grpc_listen,
+            http_listen,
+        }) => block_on(|shutdown| async move {
+            let options = InitOptions {
+                dir,
+                grpc_listen,
+                http_listen,
+                force: false,
+            };
+            steward_collector::setup::quickstart::quickstart(options, shutdown)
                 .await
                 .map_err(anyhow::Error::from)
         }),

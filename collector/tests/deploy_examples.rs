@@ -6,12 +6,17 @@ use std::path::Path;
 /// Copies an example beside stand-in files for the paths it names, then loads it.
 fn stage(example: &str, files: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(example);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(example);
     let text = std::fs::read_to_string(&source).unwrap();
     // Absolute paths in the example point into the temp dir instead.
     let text = text
         .replace("/var/lib/steward/", &format!("{}/", dir.path().display()))
-        .replace("/var/lib/steward-agent", &dir.path().join("state").display().to_string())
+        .replace(
+            "/var/lib/steward-agent",
+            &dir.path().join("state").display().to_string(),
+        )
         .replace("/etc/steward/", &format!("{}/", dir.path().display()));
     for file in files {
         std::fs::write(dir.path().join(file), "0123456789abcdef0123456789\n").unwrap();
@@ -23,8 +28,12 @@ fn stage(example: &str, files: &[&str]) -> (tempfile::TempDir, std::path::PathBu
 
 #[test]
 fn deploy_collector_toml_is_valid() {
-    let (_dir, path) = stage("collector.toml", &["server.pem", "server.key", "agent-tokens", "api-token"]);
-    let config = steward_collector::CollectorConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    let (_dir, path) = stage(
+        "collector.toml",
+        &["server.pem", "server.key", "agent-tokens", "api-token"],
+    );
+    let config =
+        steward_collector::CollectorConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.http_listen.port(), 7080);
     assert!(config.tls.is_some());
 }

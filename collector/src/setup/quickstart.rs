@@ -1,8 +1,6 @@
 //! `steward-collector quickstart`: initialise `./steward-data` if needed, then
 //! run the collector and a local agent for this host in one process.
 
-use std::path::PathBuf;
-
 use tokio_util::sync::CancellationToken;
 
 use super::init::{InitOptions, init};
@@ -21,13 +19,17 @@ pub enum QuickstartError {
     Agent(#[from] steward_agent::AgentError),
 }
 
-pub async fn quickstart(dir: PathBuf, shutdown: CancellationToken) -> Result<(), QuickstartError> {
+/// Runs the quickstart. `options.force` is ignored: an existing setup in
+/// `options.dir` is reused as it is.
+pub async fn quickstart(
+    options: InitOptions,
+    shutdown: CancellationToken,
+) -> Result<(), QuickstartError> {
+    let dir = options.dir.clone();
     if !dir.join("collector.toml").exists() {
         let report = init(&InitOptions {
-            dir: dir.clone(),
-            grpc_listen: "127.0.0.1:7443".parse().map_err(|_| unreachable_addr())?,
-            http_listen: "127.0.0.1:7080".parse().map_err(|_| unreachable_addr())?,
             force: false,
+            ..options
         })?;
         println!("Initialised {}:", dir.display());
         for (path, what) in &report.files {
@@ -35,8 +37,10 @@ pub async fn quickstart(dir: PathBuf, shutdown: CancellationToken) -> Result<(),
         }
     }
     let config = CollectorConfig::load(&dir.join("collector.toml"))?;
-    let agent_config = steward_agent::AgentConfig::load(&dir.join("agent.toml"))?;
+    let mut agent_config = steward_agent::AgentConfig::load(&dir.join("agent.toml"))?;
     let collector = crate::start(config, shutdown.clone()).await?;
+    // The local agent follows the port actually bound (the config may say port 0).
+    agent_config.collector_url = format!("https://127.0.0.1:{}", collector.grpc_addr.port());
     println!();
     println!("Steward is running.");
     println!("  Web/API:  http://{}/api/v1/agents", collector.http_addr);
@@ -55,12 +59,4 @@ pub async fn quickstart(dir: PathBuf, shutdown: CancellationToken) -> Result<(),
         result?;
     }
     Ok(collected?)
-}
-
-// The literals above are valid socket addresses; this exists only to avoid a panic path.
-fn unreachable_addr() -> super::init::InitError {
-    super::init::InitError::Write {
-        path: PathBuf::from("<listen address>"),
-        source: std::io::Error::other("invalid built-in listen address"),
-    }
 }
