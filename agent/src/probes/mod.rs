@@ -6,6 +6,7 @@
 mod cpu;
 mod disk;
 mod host;
+pub mod inventory;
 mod memory;
 mod network;
 pub mod patch;

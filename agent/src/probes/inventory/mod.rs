@@ -1,0 +1,1 @@
+//! Hardware/software inventory (placeholder; being written).
