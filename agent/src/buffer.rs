@@ -11,12 +11,32 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::probes::Sample;
+use crate::probes::inventory::InventoryDiff;
 
 #[derive(Debug)]
 pub struct Batch {
     /// Strictly increasing from 1 within this agent process (its epoch).
     pub seq: u64,
-    pub samples: Vec<Sample>,
+    pub payload: Payload,
+}
+
+/// What a batch carries. Both kinds share one sequence space and one
+/// acknowledgement, so neither is lost while the agent holds it.
+#[derive(Debug)]
+pub enum Payload {
+    Samples(Vec<Sample>),
+    Inventory(Box<InventoryChange>),
+}
+
+/// An inventory change: a full snapshot (expressed as a diff from nothing,
+/// replacing everything) or a diff from the previous one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryChange {
+    pub full: bool,
+    pub diff: InventoryDiff,
+    /// Fingerprint of the package list after this change.
+    pub packages_fingerprint: u64,
+    pub timestamp_ms: i64,
 }
 
 #[derive(Debug)]
@@ -65,8 +85,16 @@ impl BatchBuffer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Appends a batch and returns its sequence number.
+    /// Appends a batch of samples and returns its sequence number.
     pub fn push(&self, samples: Vec<Sample>) -> u64 {
+        self.push_payload(Payload::Samples(samples))
+    }
+
+    pub fn push_inventory(&self, change: InventoryChange) -> u64 {
+        self.push_payload(Payload::Inventory(Box::new(change)))
+    }
+
+    fn push_payload(&self, payload: Payload) -> u64 {
         let seq = {
             let mut inner = self.lock();
             let seq = inner.next_seq;
@@ -80,7 +108,7 @@ impl BatchBuffer {
                     dropped_total = inner.dropped_batches
                 );
             }
-            inner.batches.push_back(Arc::new(Batch { seq, samples }));
+            inner.batches.push_back(Arc::new(Batch { seq, payload }));
             seq
         };
         self.newest.send_replace(seq);

@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config_file::{self, ConfigError, ConfigSource};
+use crate::probes::ping::PingTarget;
+use crate::probes::port::PortTarget;
 
 /// `agent.toml` as written. Unknown keys are errors.
 #[derive(Debug, Deserialize)]
@@ -38,6 +40,83 @@ struct RawAgentConfig {
     /// Plain-text gRPC for loopback development only.
     #[serde(default)]
     allow_plaintext: bool,
+    /// How often ping and port checks run; defaults to `interval`.
+    #[serde(default, deserialize_with = "config_file::optional_duration")]
+    check_interval: Option<Duration>,
+    #[serde(default)]
+    ping: Vec<PingTarget>,
+    #[serde(default)]
+    port: Vec<PortTarget>,
+    #[serde(default)]
+    patch: PatchConfig,
+    #[serde(default)]
+    inventory: InventoryConfig,
+}
+
+/// `[patch]`: OS patch level, checked on its own slow schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(
+        default = "default_patch_interval",
+        deserialize_with = "config_file::duration"
+    )]
+    pub interval: Duration,
+    #[serde(
+        default = "default_patch_timeout",
+        deserialize_with = "config_file::duration"
+    )]
+    pub timeout: Duration,
+}
+
+impl Default for PatchConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_patch_interval(),
+            timeout: default_patch_timeout(),
+        }
+    }
+}
+
+/// `[inventory]`: hardware/software inventory, diffed and sent when it changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(
+        default = "default_inventory_interval",
+        deserialize_with = "config_file::duration"
+    )]
+    pub interval: Duration,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_inventory_interval(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_patch_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_patch_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_inventory_interval() -> Duration {
+    Duration::from_secs(900)
 }
 
 fn default_interval() -> Duration {
@@ -66,6 +145,11 @@ pub struct AgentConfig {
     pub hostname: Option<String>,
     pub max_buffered_batches: usize,
     pub plaintext: bool,
+    pub check_interval: Duration,
+    pub ping: Vec<PingTarget>,
+    pub port: Vec<PortTarget>,
+    pub patch: PatchConfig,
+    pub inventory: InventoryConfig,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -79,6 +163,11 @@ impl std::fmt::Debug for AgentConfig {
             .field("hostname", &self.hostname)
             .field("max_buffered_batches", &self.max_buffered_batches)
             .field("plaintext", &self.plaintext)
+            .field("check_interval", &self.check_interval)
+            .field("ping", &self.ping.len())
+            .field("port", &self.port.len())
+            .field("patch", &self.patch)
+            .field("inventory", &self.inventory)
             .finish()
     }
 }
@@ -162,6 +251,34 @@ impl AgentConfig {
         if raw.interval < Duration::from_secs(1) {
             return Err(source.error("interval", "must be at least 1s"));
         }
+        let check_interval = raw.check_interval.unwrap_or(raw.interval);
+        if check_interval < Duration::from_secs(1) {
+            return Err(source.error("check_interval", "must be at least 1s"));
+        }
+        for (index, target) in raw.ping.iter().enumerate() {
+            target.validate().map_err(|invalid| {
+                source.error(&format!("ping[{index}].{}", invalid.key), invalid.message)
+            })?;
+        }
+        let mut port = raw.port;
+        for (index, target) in port.iter_mut().enumerate() {
+            target.validate().map_err(|invalid| {
+                source.error(&format!("port[{index}].{}", invalid.key), invalid.message)
+            })?;
+            // A CA path in the file is relative to the file, like every other path.
+            if let Some(ca) = &target.ca {
+                target.ca = Some(source.resolve(ca));
+            }
+        }
+        if raw.patch.interval < Duration::from_secs(60) {
+            return Err(source.error(
+                "patch.interval",
+                "must be at least 1m (patch scans are expensive)",
+            ));
+        }
+        if raw.inventory.interval < Duration::from_secs(10) {
+            return Err(source.error("inventory.interval", "must be at least 10s"));
+        }
         if raw.max_buffered_batches == 0 {
             return Err(source.error("max_buffered_batches", "must be at least 1"));
         }
@@ -175,6 +292,11 @@ impl AgentConfig {
             hostname: raw.hostname,
             max_buffered_batches: raw.max_buffered_batches,
             plaintext,
+            check_interval,
+            ping: raw.ping,
+            port,
+            patch: raw.patch,
+            inventory: raw.inventory,
         })
     }
 }
@@ -259,6 +381,25 @@ mod tests {
             assert_eq!(error.key.as_deref(), Some(key), "{text}: {error}");
             assert_eq!(error.line.unwrap_or(0), line, "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn checks_are_parsed_and_validated_with_their_index() {
+        let base = "collector = \"https://h:1\"\ntoken = \"t\"\nca = \"ca.pem\"\n";
+        let config = load(&format!(
+            "{base}[[ping]]\ntarget = \"127.0.0.1\"\n[[port]]\ntarget = \"127.0.0.1:22\"\ntls = true\nca = \"ca.pem\"\n[patch]\ninterval = \"2h\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.ping.len(), 1);
+        assert_eq!(config.check_interval, config.interval);
+        assert!(config.port[0].ca.as_ref().unwrap().is_absolute());
+        assert_eq!(config.patch.interval, Duration::from_secs(7200));
+        let error = load(&format!(
+            "{base}[[ping]]\ntarget = \"a\"\n[[ping]]\ntarget = \"b\"\ncount = 0\n"
+        ))
+        .unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("ping[1].count"), "{error}");
+        assert_eq!(error.line, Some(8), "{error}");
     }
 
     #[test]

@@ -144,20 +144,40 @@ fn table_header(trimmed: &str) -> Option<String> {
     Some(inner.trim().to_string())
 }
 
-/// Finds the line that sets a dotted key such as `tls.cert`.
+/// Finds the line that sets a dotted key such as `tls.cert`, or
+/// `ping[1].count` for the second `[[ping]]` table.
 fn find_key_line(text: &str, dotted: &str) -> Option<usize> {
     let (table, key) = match dotted.rsplit_once('.') {
         Some((table, key)) => (table, key),
         None => ("", dotted),
     };
+    // `name[i]` selects the i-th `[[name]]` table.
+    let (table, wanted_index) = match table
+        .strip_suffix(']')
+        .and_then(|rest| rest.split_once('['))
+    {
+        Some((name, index)) => (name, index.parse::<usize>().ok()),
+        None => (table, None),
+    };
     let mut current = String::new();
+    let mut seen_of_table = 0usize;
+    let mut current_index = None;
     for (index, raw) in text.lines().enumerate() {
         let trimmed = raw.trim();
         if let Some(header) = table_header(trimmed) {
             current = header;
+            if current == table && trimmed.starts_with("[[") {
+                current_index = Some(seen_of_table);
+                seen_of_table += 1;
+            } else {
+                current_index = None;
+            }
             if current == dotted {
                 return Some(index + 1);
             }
+            continue;
+        }
+        if wanted_index.is_some() && current_index != wanted_index {
             continue;
         }
         if current == table

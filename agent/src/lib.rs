@@ -6,6 +6,7 @@
 //! - [`probes`]: one file per measured subsystem; pure measurement, no network.
 //! - [`buffer`]: bounded buffer of unacknowledged batches; the hand-off point.
 //! - [`shipper`]: the gRPC/TLS client that drains the buffer; reconnects with backoff.
+//! - `schedule`: the slower loops (ping/port checks, patch scans, inventory), one task each.
 //!
 //! [`run`] wires them: a collection task pushes a batch every `interval`, the
 //! shipper sends and forgets batches as the collector acknowledges them.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod config_file;
 pub mod identity;
 pub mod probes;
+mod schedule;
 pub mod shipper;
 
 use std::collections::HashMap;
@@ -64,14 +66,36 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     );
     let buffer = Arc::new(buffer::BatchBuffer::new(config.max_buffered_batches));
     let probes = probes::HostProbes::new()?;
-    let shipping = tokio::spawn(shipper::run(
+    let inventory = Arc::new(schedule::InventoryState::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(shipper::run(
         Arc::clone(&config),
         identity,
         Arc::clone(&buffer),
+        Arc::clone(&inventory),
+        shutdown.clone(),
+    ));
+    // Each schedule has its own task, so a slow patch scan or an unreachable
+    // ping target never delays host metrics.
+    tasks.spawn(schedule::checks(
+        Arc::clone(&config),
+        Arc::clone(&buffer),
+        shutdown.clone(),
+    ));
+    tasks.spawn(schedule::patch(
+        Arc::clone(&config),
+        Arc::clone(&buffer),
+        Arc::clone(&inventory),
+        shutdown.clone(),
+    ));
+    tasks.spawn(schedule::inventory(
+        Arc::clone(&config),
+        Arc::clone(&buffer),
+        inventory,
         shutdown.clone(),
     ));
     collect_loop(&config, probes, &buffer, &shutdown).await;
-    let _ = shipping.await;
+    while tasks.join_next().await.is_some() {}
     tracing::info!(message = "Agent stopped.", stats = ?buffer.stats());
     Ok(())
 }

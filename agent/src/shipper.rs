@@ -13,8 +13,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::buffer::{Batch, BatchBuffer};
+use crate::buffer::{Batch, BatchBuffer, InventoryChange, Payload};
 use crate::config::AgentConfig;
+use crate::probes::inventory::{DiskInfo, InterfaceInfo};
+use crate::schedule::InventoryState;
 
 /// Who this agent is, sent in every hello.
 #[derive(Debug, Clone)]
@@ -60,11 +62,20 @@ pub async fn run(
     config: Arc<AgentConfig>,
     identity: AgentIdentity,
     buffer: Arc<BatchBuffer>,
+    inventory: Arc<InventoryState>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = INITIAL_BACKOFF;
     loop {
-        let result = session(&config, &identity, &buffer, &shutdown, &mut backoff).await;
+        let result = session(
+            &config,
+            &identity,
+            &buffer,
+            &inventory,
+            &shutdown,
+            &mut backoff,
+        )
+        .await;
         if shutdown.is_cancelled() {
             return;
         }
@@ -122,6 +133,7 @@ async fn session(
     config: &AgentConfig,
     identity: &AgentIdentity,
     buffer: &Arc<BatchBuffer>,
+    inventory: &InventoryState,
     shutdown: &CancellationToken,
     backoff: &mut Duration,
 ) -> Result<(), SessionError> {
@@ -143,6 +155,7 @@ async fn session(
             epoch: identity.epoch,
             inventory: Some(pb::Inventory {
                 facts: identity.facts.clone(),
+                ..Default::default()
             }),
         })),
     };
@@ -184,9 +197,11 @@ async fn session(
             }
         }
     });
+    inventory.resync_if_needed(buffer, welcome.packages_fingerprint);
     let result = send_batches(
         buffer,
         welcome.committed_seq,
+        welcome.packages_fingerprint,
         &outbound,
         &mut acks,
         shutdown,
@@ -206,6 +221,7 @@ async fn session(
 async fn send_batches(
     buffer: &Arc<BatchBuffer>,
     mut last_sent: u64,
+    collector_fingerprint: u64,
     outbound: &mpsc::Sender<pb::AgentMessage>,
     acks: &mut tokio::task::JoinHandle<SessionError>,
     shutdown: &CancellationToken,
@@ -215,7 +231,7 @@ async fn send_batches(
         newest.borrow_and_update();
         if let Some(batch) = buffer.next_after(last_sent) {
             tokio::select! {
-                sent = outbound.send(to_proto(&batch)) => {
+                sent = outbound.send(to_proto(&batch, collector_fingerprint)) => {
                     sent.map_err(|_| SessionError::Closed)?;
                     last_sent = batch.seq;
                 }
@@ -232,12 +248,25 @@ async fn send_batches(
     }
 }
 
-fn to_proto(batch: &Batch) -> pb::AgentMessage {
+/// Maps a buffered batch to its message. A full inventory whose package list
+/// the collector already holds (same fingerprint) travels without the list.
+fn to_proto(batch: &Batch, collector_packages_fingerprint: u64) -> pb::AgentMessage {
+    let samples = match &batch.payload {
+        Payload::Samples(samples) => samples,
+        Payload::Inventory(change) => {
+            return pb::AgentMessage {
+                kind: Some(pb::agent_message::Kind::Inventory(inventory_to_proto(
+                    batch.seq,
+                    change,
+                    collector_packages_fingerprint,
+                ))),
+            };
+        }
+    };
     pb::AgentMessage {
         kind: Some(pb::agent_message::Kind::Batch(pb::SampleBatch {
             seq: batch.seq,
-            samples: batch
-                .samples
+            samples: samples
                 .iter()
                 .map(|sample| pb::Sample {
                     metric: sample.metric.to_string(),
@@ -254,5 +283,84 @@ fn to_proto(batch: &Batch) -> pb::AgentMessage {
                 })
                 .collect(),
         })),
+    }
+}
+
+fn inventory_to_proto(
+    seq: u64,
+    change: &InventoryChange,
+    collector_packages_fingerprint: u64,
+) -> pb::InventoryUpdate {
+    let diff = &change.diff;
+    let skip_packages =
+        change.full && change.packages_fingerprint == collector_packages_fingerprint;
+    let disk = |disk: &DiskInfo| pb::Disk {
+        device: disk.device.clone(),
+        model: disk.model.clone().unwrap_or_default(),
+        size_bytes: disk.size_bytes,
+        filesystem: disk.filesystem.clone(),
+        mount: disk.mount.clone(),
+    };
+    let interface = |interface: &InterfaceInfo| pb::NetworkInterface {
+        name: interface.name.clone(),
+        mac: interface.mac.clone().unwrap_or_default(),
+        ipv4: interface.ipv4.clone(),
+        ipv6: interface.ipv6.clone(),
+    };
+    pb::InventoryUpdate {
+        seq,
+        full: change.full,
+        facts_changed: diff.facts_changed.clone().into_iter().collect(),
+        facts_removed: diff.facts_removed.clone(),
+        disks_changed: diff.disks.is_some(),
+        disks: diff.disks.iter().flatten().map(disk).collect(),
+        interfaces_changed: diff.interfaces.is_some(),
+        interfaces: diff.interfaces.iter().flatten().map(interface).collect(),
+        packages_replaced: change.full && !skip_packages,
+        packages_upserted: if skip_packages {
+            Vec::new()
+        } else {
+            diff.packages_upserted
+                .iter()
+                .map(|(name, version)| pb::Package {
+                    name: name.clone(),
+                    version: version.clone(),
+                })
+                .collect()
+        },
+        packages_removed: diff.packages_removed.clone(),
+        packages_fingerprint: change.packages_fingerprint,
+        timestamp_ms: change.timestamp_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::inventory::InventoryDiff;
+
+    fn change(full: bool) -> InventoryChange {
+        InventoryChange {
+            full,
+            diff: InventoryDiff {
+                packages_upserted: [("bash".to_string(), "5.2".to_string())].into(),
+                ..Default::default()
+            },
+            packages_fingerprint: 42,
+            timestamp_ms: 1,
+        }
+    }
+
+    #[test]
+    fn full_inventory_omits_packages_the_collector_already_holds() {
+        let same = inventory_to_proto(1, &change(true), 42);
+        assert!(!same.packages_replaced);
+        assert!(same.packages_upserted.is_empty());
+        let different = inventory_to_proto(1, &change(true), 7);
+        assert!(different.packages_replaced);
+        assert_eq!(different.packages_upserted.len(), 1);
+        let diff = inventory_to_proto(2, &change(false), 42);
+        assert!(!diff.packages_replaced, "a diff never replaces the list");
+        assert_eq!(diff.packages_upserted.len(), 1);
     }
 }

@@ -1,5 +1,6 @@
 //! The collector's configuration: `collector.toml`, parsed raw then validated.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,9 +8,16 @@ use std::time::Duration;
 use serde::Deserialize;
 use steward_agent::config_file::{self, ConfigError, ConfigSource};
 
+use crate::incidents::SlaPolicy;
+use crate::incidents::sla::RawSlaTarget;
+use crate::rules::{RawRule, Rule, validate_rules};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCollectorConfig {
+    /// Further files whose `[[rule]]` tables are added to this file's.
+    #[serde(default)]
+    include: Vec<PathBuf>,
     server: RawServer,
     #[serde(default)]
     tls: RawTls,
@@ -18,6 +26,10 @@ struct RawCollectorConfig {
     storage: RawStorage,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+    #[serde(default)]
+    sla: BTreeMap<String, RawSlaTarget>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +111,14 @@ fn default_max_agents() -> usize {
     10_000
 }
 
+/// An included file holds only rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
 /// PEM certificate chain and key for the gRPC listener.
 #[derive(Clone)]
 pub struct TlsIdentity {
@@ -125,6 +145,10 @@ pub struct CollectorConfig {
     pub retention: Duration,
     pub max_message_bytes: usize,
     pub max_agents: usize,
+    pub rules: Vec<Rule>,
+    pub sla: SlaPolicy,
+    /// Where this config came from, so SIGHUP can re-read it.
+    pub path: PathBuf,
 }
 
 impl std::fmt::Debug for CollectorConfig {
@@ -137,6 +161,7 @@ impl std::fmt::Debug for CollectorConfig {
             .field("api_tokens", &self.api_tokens.len())
             .field("sqlite_path", &self.sqlite_path)
             .field("retention", &self.retention)
+            .field("rules", &self.rules.len())
             .finish_non_exhaustive()
     }
 }
@@ -199,6 +224,22 @@ impl CollectorConfig {
             "auth.api_tokens",
             "auth.api_token_file",
         )?;
+        let mut rules = validate_rules(source, raw.rule)?;
+        for (index, include) in raw.include.iter().enumerate() {
+            let path = source.resolve(include);
+            let included = ConfigSource::read(&path)
+                .map_err(|error| source.error(&format!("include[{index}]"), error.to_string()))?;
+            let file: RulesFile = included.parse()?;
+            for rule in validate_rules(&included, file.rule)? {
+                if rules.iter().any(|existing| existing.name == rule.name) {
+                    return Err(
+                        included.error("rule", format!("rule {:?} is defined twice", rule.name))
+                    );
+                }
+                rules.push(rule);
+            }
+        }
+        let sla = SlaPolicy::validate(source, raw.sla)?;
         if raw.limits.max_message_bytes < 1024 {
             return Err(source.error("limits.max_message_bytes", "must be at least 1024"));
         }
@@ -212,6 +253,9 @@ impl CollectorConfig {
             retention: raw.storage.retention,
             max_message_bytes: raw.limits.max_message_bytes,
             max_agents: raw.limits.max_agents,
+            rules,
+            sla,
+            path: source.path.clone(),
         })
     }
 }

@@ -3,6 +3,8 @@
 //! Layout (data flows top to bottom):
 //! - [`ingest`]: gRPC service; authenticates agents, validates, acknowledges after commit.
 //! - [`store`]: SQLite (WAL) with one batching writer thread; latest value per series in memory.
+//! - [`rules`]: pure threshold/absence evaluation (no I/O, no clock).
+//! - [`incidents`]: the task that owns the rule engine and changes incident state; SLAs.
 //! - [`registry`]: which agents are connected now.
 //! - [`api`]: HTTP API on top of the store and registry.
 //! - [`telemetry`]: the collector's own counters for `/metrics`.
@@ -11,6 +13,7 @@
 
 pub mod api;
 pub mod config;
+pub mod incidents;
 pub mod ingest;
 pub mod registry;
 pub mod rules;
@@ -54,6 +57,8 @@ pub struct RunningCollector {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub store: Arc<store::Store>,
+    /// Acknowledge/resolve and subscribe to incident events in-process.
+    pub incidents: incidents::IncidentHandle,
     tasks: JoinSet<Result<(), CollectorError>>,
 }
 
@@ -75,6 +80,13 @@ pub async fn start(
     let registry = Arc::new(registry::AgentRegistry::default());
     let telemetry = Arc::new(telemetry::Telemetry::default());
 
+    let (incidents, incidents_task) = incidents::start(
+        Arc::clone(&store),
+        config.rules.clone(),
+        config.sla.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_listener = bind(config.http_listen).await?;
     let grpc_addr = grpc_listener
@@ -96,6 +108,7 @@ pub async fn start(
         telemetry: Arc::clone(&telemetry),
         auth: ingest::AgentAuthenticator::new(&config.agent_tokens),
         max_agents: config.max_agents,
+        incidents: incidents.clone(),
         shutdown: shutdown.clone(),
     };
     let mut server = Server::builder()
@@ -125,6 +138,7 @@ pub async fn start(
         store: Arc::clone(&store),
         registry,
         telemetry,
+        incidents: incidents.clone(),
         api_tokens: Arc::new(config.api_tokens.clone()),
     });
     let http_shutdown = shutdown.clone();
@@ -139,18 +153,29 @@ pub async fn start(
         config.retention,
         shutdown.clone(),
     ));
+    tasks.spawn(reload_on_sighup(
+        config.path.clone(),
+        incidents.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(async move {
+        let _ = incidents_task.await;
+        Ok(())
+    });
 
     tracing::info!(
         message = "Collector listening.",
         grpc_addr = %grpc_addr,
         http_addr = %http_addr,
         tls = config.tls.is_some(),
+        rules = config.rules.len(),
         database = %config.sqlite_path.display(),
     );
     Ok(RunningCollector {
         grpc_addr,
         http_addr,
         store,
+        incidents,
         tasks,
     })
 }
@@ -184,6 +209,43 @@ async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, CollectorE
     tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| CollectorError::Listen { address, source })
+}
+
+/// Re-reads the rules and SLA targets on SIGHUP; an invalid file is logged
+/// and the running rules stay in force.
+async fn reload_on_sighup(
+    path: std::path::PathBuf,
+    incidents: incidents::IncidentHandle,
+    shutdown: CancellationToken,
+) -> Result<(), CollectorError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return Ok(());
+        };
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+            match CollectorConfig::load(&path) {
+                Ok(config) => {
+                    tracing::info!(message = "Reloading rules.", path = %path.display(), rules = config.rules.len());
+                    incidents.replace_rules(config.rules, config.sla).await;
+                }
+                Err(error) => {
+                    tracing::error!(message = "Reload refused: invalid configuration; keeping the current rules.", %error);
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, incidents);
+        shutdown.cancelled().await;
+        Ok(())
+    }
 }
 
 async fn prune_loop(

@@ -10,6 +10,7 @@ pub struct Telemetry {
     pub batches_committed: AtomicU64,
     pub batches_duplicate: AtomicU64,
     pub batches_failed: AtomicU64,
+    pub inventory_updates: AtomicU64,
     pub agents_rejected_auth: AtomicU64,
     pub streams_rejected_protocol: AtomicU64,
     pub streams_broken: AtomicU64,
@@ -22,7 +23,7 @@ impl Telemetry {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 9] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
             (
                 "steward_samples_ingested_total",
                 "counter",
@@ -52,6 +53,12 @@ impl Telemetry {
                 "counter",
                 "Batches that could not be stored (not acknowledged).",
                 &self.batches_failed,
+            ),
+            (
+                "steward_inventory_updates_total",
+                "counter",
+                "Inventory updates stored.",
+                &self.inventory_updates,
             ),
             (
                 "steward_agents_rejected_auth_total",

@@ -21,6 +21,8 @@ fn stage(example: &str, files: &[&str]) -> (tempfile::TempDir, std::path::PathBu
     for file in files {
         std::fs::write(dir.path().join(file), "0123456789abcdef0123456789\n").unwrap();
     }
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/default-rules.toml");
+    std::fs::copy(rules, dir.path().join("default-rules.toml")).unwrap();
     let path = dir.path().join(example);
     std::fs::write(&path, text).unwrap();
     (dir, path)
@@ -36,6 +38,7 @@ fn deploy_collector_toml_is_valid() {
         steward_collector::CollectorConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.http_listen.port(), 7080);
     assert!(config.tls.is_some());
+    assert_eq!(config.rules.len(), 9, "the default rules are included");
 }
 
 #[test]

@@ -1,8 +1,11 @@
-//! `GET /api/v1/agents`
+//! `GET /api/v1/agents`, one agent with its inventory, its packages and its
+//! inventory changes.
 
 use axum::Json;
-use axum::extract::State;
-use serde::Serialize;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{ApiError, ApiState, rfc3339};
 
@@ -30,6 +33,89 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<AgentView>>,
                 id: agent.id,
                 hostname: agent.hostname,
                 version: agent.version,
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /api/v1/agents/{id}`: the agent plus its latest inventory.
+pub async fn detail(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let agent = state
+        .store
+        .agent(&id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such agent"))?;
+    let inventory = state.store.inventory(&id).await?;
+    let mut body = serde_json::json!({
+        "id": agent.id,
+        "hostname": agent.hostname,
+        "connected": state.registry.is_connected(&agent.id),
+        "last_seen": rfc3339(agent.last_seen_ms),
+        "first_seen": rfc3339(agent.first_seen_ms),
+        "version": agent.version,
+        "inventory": Value::Null,
+    });
+    if let Some(inventory) = inventory {
+        body["inventory"] = serde_json::json!({
+            "facts": inventory.facts,
+            "disks": inventory.disks,
+            "interfaces": inventory.interfaces,
+            "package_count": inventory.package_count,
+            "updated_at": rfc3339(inventory.updated_ms),
+        });
+    }
+    Ok(Json(body))
+}
+
+#[derive(Serialize)]
+pub struct PackageView {
+    name: String,
+    version: String,
+}
+
+/// `GET /api/v1/agents/{id}/packages`
+pub async fn packages(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<PackageView>>, ApiError> {
+    let packages = state.store.packages(&id).await?;
+    Ok(Json(
+        packages
+            .into_iter()
+            .map(|(name, version)| PackageView { name, version })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ChangesQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/agents/{id}/changes`: inventory changes, newest first.
+pub async fn changes(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<ChangesQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let events = state
+        .store
+        .inventory_events(&id, query.limit.unwrap_or(200).min(5000))
+        .await?;
+    Ok(Json(
+        events
+            .into_iter()
+            .map(|event| {
+                serde_json::json!({
+                    "at": rfc3339(event.ts_ms),
+                    "kind": event.kind,
+                    "subject": event.subject,
+                    "before": event.before,
+                    "after": event.after,
+                })
             })
             .collect(),
     ))

@@ -4,6 +4,7 @@
 //! the configured listener; every write route goes through [`require_token`].
 
 mod agents;
+mod incidents;
 mod series;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::registry::AgentRegistry;
 use crate::store::Store;
@@ -24,16 +25,33 @@ pub struct ApiState {
     pub store: Arc<Store>,
     pub registry: Arc<AgentRegistry>,
     pub telemetry: Arc<Telemetry>,
+    pub incidents: crate::incidents::IncidentHandle,
     /// Bearer tokens accepted on write routes. Never logged.
     pub api_tokens: Arc<Vec<String>>,
 }
 
 pub fn router(state: ApiState) -> Router {
+    let writes = Router::new()
+        .route("/api/v1/incidents/{id}/ack", post(incidents::acknowledge))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/api/v1/incidents/{id}/notes", post(incidents::add_note))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::detail))
+        .route("/api/v1/rules", get(incidents::rules))
+        .route("/api/v1/sla", get(incidents::sla))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/agents", get(agents::list))
+        .route("/api/v1/agents/{id}", get(agents::detail))
+        .route("/api/v1/agents/{id}/packages", get(agents::packages))
+        .route("/api/v1/agents/{id}/changes", get(agents::changes))
         .route("/api/v1/series", get(series::latest))
+        .merge(writes)
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
 }

@@ -5,6 +5,7 @@
 //! batch only after the store reports it committed.
 
 mod auth;
+mod inventory;
 mod validate;
 
 use std::pin::Pin;
@@ -22,8 +23,9 @@ use tracing::Instrument;
 
 pub use auth::{AgentAuthenticator, constant_time_eq};
 
+use crate::incidents::{IncidentHandle, RulesInput};
 use crate::registry::AgentRegistry;
-use crate::store::{AgentHello, CommitOutcome, SampleBatch, Store};
+use crate::store::{AgentHello, CommitOutcome, InventoryOutcome, SampleBatch, Store};
 use crate::telemetry::Telemetry;
 
 /// How long an agent may take to send its hello after opening a stream.
@@ -37,6 +39,8 @@ pub struct IngestService {
     pub telemetry: Arc<Telemetry>,
     pub auth: AgentAuthenticator,
     pub max_agents: usize,
+    /// Where committed samples go for rule evaluation.
+    pub incidents: IncidentHandle,
     /// Ends every open stream when the collector shuts down.
     pub shutdown: CancellationToken,
 }
@@ -128,17 +132,29 @@ impl Ingest for IngestService {
             .committed_seq(&hello.agent_id, hello.epoch)
             .await
             .map_err(internal)?;
+        let packages_fingerprint = self
+            .store
+            .packages_fingerprint(&hello.agent_id)
+            .await
+            .map_err(internal)?;
 
         let (outbound, outbound_rx) = mpsc::channel(32);
         let welcome = pb::CollectorMessage {
             kind: Some(pb::collector_message::Kind::Welcome(pb::Welcome {
                 committed_seq,
                 collector_version: crate::VERSION.to_string(),
+                packages_fingerprint,
             })),
         };
         // The channel is new with room for 32, so this cannot fail.
         let _ = outbound.try_send(Ok(welcome));
 
+        self.incidents
+            .committed(RulesInput::Hello {
+                agent_id: hello.agent_id.clone(),
+                hostname: hello.hostname.clone(),
+            })
+            .await;
         let session = self.registry.connected(&hello.agent_id);
         self.telemetry.agents_connected.store(
             self.registry.connected_count() as u64,
@@ -158,6 +174,7 @@ impl Ingest for IngestService {
             last_seq: committed_seq,
             store: Arc::clone(&self.store),
             telemetry: Arc::clone(&self.telemetry),
+            incidents: self.incidents.clone(),
         };
         let registry = Arc::clone(&self.registry);
         let telemetry = Arc::clone(&self.telemetry);
@@ -199,6 +216,7 @@ struct AgentStream {
     last_seq: u64,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
+    incidents: IncidentHandle,
 }
 
 type Outbound = mpsc::Sender<Result<pb::CollectorMessage, Status>>;
@@ -228,6 +246,9 @@ impl AgentStream {
             };
             let reply = match message.kind {
                 Some(pb::agent_message::Kind::Batch(batch)) => self.handle_batch(batch).await,
+                Some(pb::agent_message::Kind::Inventory(update)) => {
+                    self.handle_inventory(update).await
+                }
                 Some(pb::agent_message::Kind::Hello(_)) => {
                     Err(Status::invalid_argument("hello sent twice"))
                 }
@@ -275,6 +296,10 @@ impl AgentStream {
                 }
             }
         }
+        let for_rules: Vec<_> = samples
+            .iter()
+            .map(|sample| (sample.metric.clone(), sample.labels.clone(), sample.value))
+            .collect();
         let record = SampleBatch {
             agent_id: self.agent_id.clone(),
             epoch: self.epoch,
@@ -286,6 +311,15 @@ impl AgentStream {
             Ok(CommitOutcome::Stored { samples }) => {
                 Telemetry::add(&self.telemetry.batches_committed, 1);
                 Telemetry::add(&self.telemetry.samples_ingested, samples as u64);
+                // Rules see a sample only once it is durable, so an incident
+                // never refers to data a crash could take back.
+                self.incidents
+                    .committed(RulesInput::Committed {
+                        agent_id: self.agent_id.clone(),
+                        samples: for_rules,
+                        now_ms: steward_agent::now_ms(),
+                    })
+                    .await;
             }
             Ok(CommitOutcome::Duplicate) => Telemetry::add(&self.telemetry.batches_duplicate, 1),
             Err(error) => {
@@ -296,6 +330,43 @@ impl AgentStream {
         }
         self.last_seq = batch.seq;
         Ok(ack(batch.seq))
+    }
+}
+
+impl AgentStream {
+    async fn handle_inventory(
+        &mut self,
+        update: pb::InventoryUpdate,
+    ) -> Result<pb::CollectorMessage, Status> {
+        if update.seq == 0 {
+            return Err(Status::invalid_argument("inventory seq must start at 1"));
+        }
+        if update.seq <= self.last_seq {
+            Telemetry::add(&self.telemetry.batches_duplicate, 1);
+            return Ok(ack(update.seq));
+        }
+        let seq = update.seq;
+        let record =
+            inventory::to_record(&self.agent_id, self.epoch, steward_agent::now_ms(), update);
+        match self.store.commit_inventory(record).await {
+            Ok(InventoryOutcome::Stored(applied)) => {
+                Telemetry::add(&self.telemetry.inventory_updates, 1);
+                if !applied.packages_in_sync {
+                    tracing::warn!(
+                        message = "Package list out of sync with the agent; it will resend the full list on reconnect.",
+                        seq
+                    );
+                }
+            }
+            Ok(InventoryOutcome::Duplicate) => Telemetry::add(&self.telemetry.batches_duplicate, 1),
+            Err(error) => {
+                Telemetry::add(&self.telemetry.batches_failed, 1);
+                tracing::error!(message = "Cannot store inventory; the agent will resend it.", %error, seq);
+                return Err(Status::unavailable("cannot store the inventory now"));
+            }
+        }
+        self.last_seq = seq;
+        Ok(ack(seq))
     }
 }
 

@@ -123,6 +123,12 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         "admin API token for write endpoints",
     )?;
     put(
+        "default-rules.toml",
+        DEFAULT_RULES,
+        false,
+        "default alert rules (included by collector.toml)",
+    )?;
+    put(
         "collector.toml",
         &collector_toml(options),
         false,
@@ -137,10 +143,14 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     Ok(report)
 }
 
+/// The shipped default rules; the same file as `deploy/default-rules.toml`.
+pub const DEFAULT_RULES: &str = include_str!("../../../deploy/default-rules.toml");
+
 fn collector_toml(options: &InitOptions) -> String {
     format!(
         r#"# Steward collector configuration, written by `steward-collector init`.
 # Relative paths are relative to this file.
+include = ["default-rules.toml"]
 
 [server]
 grpc_listen = "{grpc}"
@@ -227,10 +237,14 @@ mod tests {
             force: false,
         };
         let report = init(&options).unwrap();
-        assert_eq!(report.files.len(), 8);
+        assert_eq!(report.files.len(), 9);
         let collector = crate::CollectorConfig::load(&options.dir.join("collector.toml")).unwrap();
         assert!(collector.tls.is_some());
         assert_eq!(collector.api_tokens.len(), 1);
+        assert!(
+            collector.rules.iter().any(|rule| rule.name == "agent-down"),
+            "default rules are included"
+        );
         let agent = steward_agent::AgentConfig::load(&options.dir.join("agent.toml")).unwrap();
         assert_eq!(agent.collector_url, "https://127.0.0.1:7443");
         assert_eq!(collector.agent_tokens, vec![agent.token.clone()]);

@@ -6,7 +6,19 @@
 //! Reads use a separate connection (WAL lets them run beside the writer).
 //! This module knows nothing of proto, tonic or HTTP.
 
+mod incidents;
+mod inventory;
 mod writer;
+
+pub use incidents::{
+    AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, IncidentRecord, NewIncident,
+    TimelineEntry,
+};
+
+pub use inventory::{
+    DiskRecord, InterfaceRecord, InventoryApplied, InventoryEvent, InventorySnapshot,
+    InventoryUpdate,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -49,6 +61,12 @@ pub enum CommitOutcome {
         samples: usize,
     },
     /// Already stored earlier (a resend after a lost acknowledgement).
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InventoryOutcome {
+    Stored(InventoryApplied),
     Duplicate,
 }
 
@@ -166,6 +184,15 @@ impl Store {
             .await
     }
 
+    /// Applies an inventory update; resolves after it has committed.
+    pub async fn commit_inventory(
+        &self,
+        update: InventoryUpdate,
+    ) -> Result<InventoryOutcome, StoreError> {
+        self.submit(|reply| writer::Job::Inventory { update, reply })
+            .await
+    }
+
     pub async fn record_hello(&self, hello: AgentHello) -> Result<(), StoreError> {
         self.submit(|reply| writer::Job::Hello { hello, reply })
             .await
@@ -174,6 +201,109 @@ impl Store {
     /// Deletes samples older than `before_ms`; returns how many.
     pub async fn prune_samples(&self, before_ms: i64) -> Result<usize, StoreError> {
         self.submit(|reply| writer::Job::Prune { before_ms, reply })
+            .await
+    }
+
+    /// Runs `write` in the writer's next transaction; resolves after commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let run: writer::ExecFn = Box::new(move |transaction| {
+            write(transaction).map(|output| Box::new(output) as Box<dyn std::any::Any + Send>)
+        });
+        let output = self
+            .submit(|reply| writer::Job::Exec { run, reply })
+            .await?;
+        output
+            .downcast::<T>()
+            .map(|output| *output)
+            .map_err(|_| StoreError::Failed("write returned an unexpected type".into()))
+    }
+
+    /// Applies rule decisions in one transaction (one disk sync for a burst
+    /// of a thousand breaches), in order.
+    pub async fn apply_incident_changes(
+        &self,
+        changes: Vec<IncidentChange>,
+    ) -> Result<Vec<AppliedChange>, StoreError> {
+        self.write(move |transaction| incidents::apply_changes(transaction, &changes))
+            .await
+    }
+
+    pub async fn acknowledge_incident(
+        &self,
+        id: i64,
+        by: String,
+        note: Option<String>,
+        now_ms: i64,
+    ) -> Result<Result<IncidentRecord, ChangeRefused>, StoreError> {
+        self.write(move |transaction| {
+            incidents::acknowledge(transaction, id, &by, note.as_deref(), now_ms)
+        })
+        .await
+    }
+
+    pub async fn resolve_incident(
+        &self,
+        id: i64,
+        by: String,
+        reason: String,
+        value: Option<f64>,
+        now_ms: i64,
+    ) -> Result<Result<IncidentRecord, ChangeRefused>, StoreError> {
+        self.write(move |transaction| {
+            incidents::resolve(transaction, id, &by, &reason, value, now_ms)
+        })
+        .await
+    }
+
+    pub async fn add_incident_note(
+        &self,
+        id: i64,
+        by: String,
+        text: String,
+        now_ms: i64,
+    ) -> Result<Result<IncidentRecord, ChangeRefused>, StoreError> {
+        self.write(move |transaction| incidents::add_note(transaction, id, &by, &text, now_ms))
+            .await
+    }
+
+    pub async fn mark_sla_breaches(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(IncidentRecord, &'static str)>, StoreError> {
+        self.write(move |transaction| incidents::mark_sla_breaches(transaction, now_ms))
+            .await
+    }
+
+    pub async fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
+        self.read(move |connection| incidents::get_in(connection, id))
+            .await
+    }
+
+    pub async fn incidents(
+        &self,
+        filter: IncidentFilter,
+    ) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.read(move |connection| incidents::list(connection, &filter))
+            .await
+    }
+
+    pub async fn unresolved_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.read(incidents::unresolved_all).await
+    }
+
+    pub async fn incident_timeline(&self, id: i64) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.read(move |connection| incidents::timeline(connection, id))
+            .await
+    }
+
+    pub async fn incidents_opened_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.read(move |connection| incidents::opened_since(connection, since_ms))
             .await
     }
 
@@ -249,6 +379,36 @@ impl Store {
         .await
     }
 
+    pub async fn inventory(&self, agent_id: &str) -> Result<Option<InventorySnapshot>, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.read(move |connection| inventory::snapshot(connection, &agent_id))
+            .await
+    }
+
+    pub async fn packages(&self, agent_id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.read(move |connection| inventory::packages(connection, &agent_id))
+            .await
+    }
+
+    /// Newest first.
+    pub async fn inventory_events(
+        &self,
+        agent_id: &str,
+        limit: u32,
+    ) -> Result<Vec<InventoryEvent>, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.read(move |connection| inventory::events(connection, &agent_id, limit))
+            .await
+    }
+
+    /// Fingerprint of the stored package list (0: none), sent in the welcome.
+    pub async fn packages_fingerprint(&self, agent_id: &str) -> Result<u64, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.read(move |connection| inventory::fingerprint(connection, &agent_id))
+            .await
+    }
+
     /// Total stored samples and batches, for tests and diagnostics.
     pub async fn counts(&self) -> Result<(u64, u64), StoreError> {
         self.read(|connection| {
@@ -259,6 +419,15 @@ impl Store {
             Ok((samples as u64, batches as u64))
         })
         .await
+    }
+
+    /// The latest value of one series, if known.
+    pub fn latest_value(&self, key: &SeriesKey) -> Option<LatestValue> {
+        self.latest
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(key)
+            .copied()
     }
 
     /// Latest values, optionally for one agent, ordered by series key.

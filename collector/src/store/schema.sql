@@ -36,3 +36,78 @@ CREATE TABLE IF NOT EXISTS batches (
     sample_count INTEGER NOT NULL,
     PRIMARY KEY (agent_id, epoch, seq)
 ) WITHOUT ROWID;
+
+-- Latest inventory per agent. disks/interfaces are JSON arrays.
+CREATE TABLE IF NOT EXISTS inventory (
+    agent_id             TEXT PRIMARY KEY,
+    facts                TEXT NOT NULL DEFAULT '{}',
+    disks                TEXT NOT NULL DEFAULT '[]',
+    interfaces           TEXT NOT NULL DEFAULT '[]',
+    packages_fingerprint INTEGER NOT NULL DEFAULT 0,
+    updated_ms           INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS packages (
+    agent_id TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    version  TEXT NOT NULL,
+    PRIMARY KEY (agent_id, name)
+) WITHOUT ROWID;
+
+-- What changed in an agent's inventory, and when: the raw material of asset history.
+-- kind: fact | disks | interfaces | package_installed | package_removed | package_upgraded
+CREATE TABLE IF NOT EXISTS inventory_events (
+    id       INTEGER PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    ts_ms    INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    before   TEXT,
+    after    TEXT
+);
+CREATE INDEX IF NOT EXISTS inventory_events_by_agent ON inventory_events (agent_id, ts_ms);
+
+-- Incidents. The partial unique index is the store's guarantee of at most
+-- one unresolved incident per dedup key, whatever the caller does.
+CREATE TABLE IF NOT EXISTS incidents (
+    id                 INTEGER PRIMARY KEY,
+    dedup_key          TEXT NOT NULL,
+    rule               TEXT NOT NULL,
+    metric             TEXT NOT NULL,
+    agent_id           TEXT NOT NULL,
+    host               TEXT NOT NULL,
+    labels             TEXT NOT NULL,
+    severity           TEXT NOT NULL,
+    state              TEXT NOT NULL,
+    flapping           INTEGER NOT NULL DEFAULT 0,
+    summary            TEXT NOT NULL,
+    runbook            TEXT,
+    value              REAL,
+    last_value         REAL,
+    since_ms           INTEGER NOT NULL,
+    opened_at_ms       INTEGER NOT NULL,
+    acknowledged_at_ms INTEGER,
+    acknowledged_by    TEXT,
+    resolved_at_ms     INTEGER,
+    resolved_by        TEXT,
+    resolve_reason     TEXT,
+    ack_due_at_ms      INTEGER,
+    resolve_due_at_ms  INTEGER,
+    ack_breached       INTEGER NOT NULL DEFAULT 0,
+    resolve_breached   INTEGER NOT NULL DEFAULT 0,
+    previous_id        INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_unresolved_per_key
+    ON incidents (dedup_key) WHERE state != 'resolved';
+CREATE INDEX IF NOT EXISTS incidents_by_state ON incidents (state, opened_at_ms);
+CREATE INDEX IF NOT EXISTS incidents_by_agent ON incidents (agent_id, opened_at_ms);
+
+CREATE TABLE IF NOT EXISTS incident_timeline (
+    id          INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incident_timeline_by_incident ON incident_timeline (incident_id, id);

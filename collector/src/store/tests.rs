@@ -138,3 +138,310 @@ async fn prune_removes_only_old_samples() {
     assert_eq!(store.prune_samples(500).await.unwrap(), 1);
     assert_eq!(store.counts().await.unwrap().0, 1);
 }
+
+fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {
+    NewIncident {
+        dedup_key: key.into(),
+        rule: "disk".into(),
+        metric: "disk.used_percent".into(),
+        agent_id: "a1".into(),
+        host: "web-1".into(),
+        labels: Labels::from([("mount".to_string(), "/".to_string())]),
+        severity: "critical".into(),
+        summary: "Disk / on web-1 at 95%".into(),
+        runbook: None,
+        value: Some(95.0),
+        since_ms: opened_at_ms,
+        opened_at_ms,
+        ack_due_at_ms: Some(opened_at_ms + 1_000),
+        resolve_due_at_ms: Some(opened_at_ms + 5_000),
+    }
+}
+
+fn resolve_change(key: &str, now_ms: i64) -> IncidentChange {
+    IncidentChange::Resolve {
+        dedup_key: key.into(),
+        reason: "cleared".into(),
+        value: Some(10.0),
+        now_ms,
+    }
+}
+
+#[tokio::test]
+async fn one_unresolved_incident_per_key_and_recurrences_link_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let applied = store
+        .apply_incident_changes(vec![
+            IncidentChange::Open(Box::new(new_incident("k", 100))),
+            IncidentChange::Open(Box::new(new_incident("k", 200))),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied[0].as_ref().map(|(kind, _)| *kind), Some("opened"));
+    assert!(
+        applied[1].is_none(),
+        "a second open for the same key is not a new incident"
+    );
+    let first = applied[0].clone().unwrap().1;
+
+    let applied = store
+        .apply_incident_changes(vec![resolve_change("k", 300)])
+        .await
+        .unwrap();
+    let resolved = applied[0].clone().unwrap().1;
+    assert_eq!(
+        (resolved.state.as_str(), resolved.resolved_at_ms),
+        ("resolved", Some(300))
+    );
+    assert_eq!(resolved.last_value, Some(10.0));
+    // Resolving again finds nothing unresolved.
+    assert!(
+        store
+            .apply_incident_changes(vec![resolve_change("k", 400)])
+            .await
+            .unwrap()[0]
+            .is_none()
+    );
+
+    let applied = store
+        .apply_incident_changes(vec![IncidentChange::Open(Box::new(new_incident("k", 500)))])
+        .await
+        .unwrap();
+    let second = applied[0].clone().unwrap().1;
+    assert_ne!(second.id, first.id);
+    assert_eq!(second.previous_id, Some(first.id));
+    let timeline = store.incident_timeline(second.id).await.unwrap();
+    assert!(
+        timeline[0]
+            .detail
+            .contains(&format!("recurrence of incident {}", first.id)),
+        "{timeline:?}"
+    );
+}
+
+#[tokio::test]
+async fn acknowledge_and_resolve_refuse_invalid_transitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let applied = store
+        .apply_incident_changes(vec![IncidentChange::Open(Box::new(new_incident("k", 100)))])
+        .await
+        .unwrap();
+    let id = applied[0].clone().unwrap().1.id;
+    let acked = store
+        .acknowledge_incident(id, "alice".into(), Some("on it".into()), 150)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acked.state, "acknowledged");
+    assert_eq!(
+        store
+            .acknowledge_incident(id, "bob".into(), None, 160)
+            .await
+            .unwrap(),
+        Err(ChangeRefused::AlreadyAcknowledged)
+    );
+    store
+        .resolve_incident(id, "alice".into(), "fixed".into(), None, 200)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .acknowledge_incident(id, "bob".into(), None, 250)
+            .await
+            .unwrap(),
+        Err(ChangeRefused::AlreadyResolved)
+    );
+    assert_eq!(
+        store
+            .resolve_incident(id, "bob".into(), "again".into(), None, 250)
+            .await
+            .unwrap(),
+        Err(ChangeRefused::AlreadyResolved)
+    );
+    assert_eq!(
+        store
+            .acknowledge_incident(999, "bob".into(), None, 250)
+            .await
+            .unwrap(),
+        Err(ChangeRefused::NotFound)
+    );
+    let kinds: Vec<String> = store
+        .incident_timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["opened", "acknowledged", "resolved"]);
+}
+
+#[tokio::test]
+async fn sla_breaches_are_marked_once_when_due_times_pass_unmet() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    store
+        .apply_incident_changes(vec![IncidentChange::Open(Box::new(new_incident("k", 100)))])
+        .await
+        .unwrap();
+    assert!(
+        store.mark_sla_breaches(1_000).await.unwrap().is_empty(),
+        "not yet due"
+    );
+    let breaches: Vec<&str> = store
+        .mark_sla_breaches(1_100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, kind)| kind)
+        .collect();
+    assert_eq!(breaches, ["ack"]);
+    assert!(
+        store.mark_sla_breaches(1_200).await.unwrap().is_empty(),
+        "marked once"
+    );
+    let breaches: Vec<&str> = store
+        .mark_sla_breaches(5_100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, kind)| kind)
+        .collect();
+    assert_eq!(breaches, ["resolve"]);
+    let incident = store.unresolved_incidents().await.unwrap().remove(0);
+    assert!(incident.ack_breached && incident.resolve_breached);
+}
+
+fn packages(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|(name, version)| (name.to_string(), version.to_string()))
+        .collect()
+}
+
+fn full_inventory(seq: u64, list: &[(&str, &str)], kernel: &str) -> InventoryUpdate {
+    InventoryUpdate {
+        agent_id: "a1".into(),
+        epoch: 7,
+        seq,
+        received_ms: 1_000 * seq as i64,
+        full: true,
+        facts_changed: BTreeMap::from([
+            ("hostname".to_string(), "web-1".to_string()),
+            ("kernel".to_string(), kernel.to_string()),
+        ]),
+        facts_removed: vec![],
+        disks: Some(vec![]),
+        interfaces: Some(vec![]),
+        packages_replaced: true,
+        packages_upserted: packages(list),
+        packages_removed: vec![],
+        packages_fingerprint: steward_agent::probes::inventory::packages_fingerprint(&packages(
+            list,
+        )),
+    }
+}
+
+#[tokio::test]
+async fn inventory_diffs_patch_the_stored_list_and_record_each_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let first = store
+        .commit_inventory(full_inventory(
+            1,
+            &[("bash", "5.1"), ("curl", "7.0")],
+            "6.1",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, InventoryOutcome::Stored(applied) if applied.packages_in_sync && applied.events == 0)
+    );
+    assert_eq!(
+        store.packages_fingerprint("a1").await.unwrap(),
+        full_inventory(1, &[("bash", "5.1"), ("curl", "7.0")], "").packages_fingerprint
+    );
+
+    let after = [("bash", "5.2"), ("vim", "9.0")];
+    let diff = InventoryUpdate {
+        seq: 2,
+        received_ms: 2_000,
+        full: false,
+        facts_changed: BTreeMap::from([("kernel".to_string(), "6.2".to_string())]),
+        disks: None,
+        interfaces: None,
+        packages_replaced: false,
+        packages_upserted: packages(&[("bash", "5.2"), ("vim", "9.0")]),
+        packages_removed: vec!["curl".into()],
+        packages_fingerprint: steward_agent::probes::inventory::packages_fingerprint(&packages(
+            &after,
+        )),
+        ..full_inventory(2, &[], "")
+    };
+    let applied = store.commit_inventory(diff.clone()).await.unwrap();
+    assert!(
+        matches!(applied, InventoryOutcome::Stored(applied) if applied.packages_in_sync && applied.events == 4)
+    );
+    assert_eq!(
+        store.commit_inventory(diff).await.unwrap(),
+        InventoryOutcome::Duplicate
+    );
+    assert_eq!(store.packages("a1").await.unwrap(), packages(&after));
+    let snapshot = store.inventory("a1").await.unwrap().unwrap();
+    assert_eq!(snapshot.facts["kernel"], "6.2");
+    assert_eq!(
+        snapshot.facts["hostname"], "web-1",
+        "a diff keeps facts it does not mention"
+    );
+    assert_eq!(snapshot.package_count, 2);
+
+    let mut events: Vec<(String, String, Option<String>, Option<String>)> = store
+        .inventory_events("a1", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| (event.kind, event.subject, event.before, event.after))
+        .collect();
+    events.sort();
+    let some = |text: &str| Some(text.to_string());
+    assert_eq!(
+        events,
+        [
+            ("fact".into(), "kernel".into(), some("6.1"), some("6.2")),
+            ("package_installed".into(), "vim".into(), None, some("9.0")),
+            ("package_removed".into(), "curl".into(), some("7.0"), None),
+            (
+                "package_upgraded".into(),
+                "bash".into(),
+                some("5.1"),
+                some("5.2")
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_lost_diff_shows_as_a_fingerprint_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    store
+        .commit_inventory(full_inventory(1, &[("bash", "5.1")], "6.1"))
+        .await
+        .unwrap();
+    // The agent believes it also has curl (its diff adding curl was lost).
+    let diff =
+        InventoryUpdate {
+            seq: 3,
+            full: false,
+            packages_replaced: false,
+            packages_upserted: packages(&[("vim", "9.0")]),
+            packages_fingerprint: steward_agent::probes::inventory::packages_fingerprint(
+                &packages(&[("bash", "5.1"), ("curl", "7.0"), ("vim", "9.0")]),
+            ),
+            facts_changed: BTreeMap::new(),
+            ..full_inventory(3, &[], "")
+        };
+    let applied = store.commit_inventory(diff).await.unwrap();
+    assert!(matches!(applied, InventoryOutcome::Stored(applied) if !applied.packages_in_sync));
+}

@@ -1,18 +1,23 @@
 //! The single writer thread: groups queued jobs into one transaction, commits,
 //! and only then answers each caller.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::{Connection, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::inventory::{self, InventoryUpdate};
 use super::{
-    AgentHello, CommitOutcome, LatestValue, LatestValues, SampleBatch, SeriesKey, StoreError,
-    labels_json,
+    AgentHello, CommitOutcome, InventoryOutcome, LatestValue, LatestValues, SampleBatch, SeriesKey,
+    StoreError, labels_json,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(super) type ExecFn =
+    Box<dyn FnOnce(&Transaction<'_>) -> Result<Box<dyn Any + Send>, rusqlite::Error> + Send>;
 
 pub(super) enum Job {
     Batch {
@@ -23,9 +28,18 @@ pub(super) enum Job {
         hello: AgentHello,
         reply: Reply<()>,
     },
+    Inventory {
+        update: InventoryUpdate,
+        reply: Reply<InventoryOutcome>,
+    },
     Prune {
         before_ms: i64,
         reply: Reply<usize>,
+    },
+    /// Any other write, as a closure run inside the group's transaction.
+    Exec {
+        run: ExecFn,
+        reply: Reply<Box<dyn Any + Send>>,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -63,7 +77,9 @@ struct Writer {
 enum Applied {
     Batch(CommitOutcome, Vec<(SeriesKey, LatestValue)>),
     Hello,
+    Inventory(InventoryOutcome),
     Prune(usize),
+    Exec(Box<dyn Any + Send>),
 }
 
 impl Writer {
@@ -103,8 +119,8 @@ impl Writer {
         for job in group {
             match job {
                 Job::Close { reply } => close = Some(reply),
-                job => {
-                    let result = apply(&transaction, &self.series_ids, &mut new_series, &job);
+                mut job => {
+                    let result = apply(&transaction, &self.series_ids, &mut new_series, &mut job);
                     pending.push((job, result));
                 }
             }
@@ -126,8 +142,14 @@ impl Writer {
                 (Job::Hello { reply, .. }, Ok(Applied::Hello)) => {
                     let _ = reply.send(Ok(()));
                 }
+                (Job::Inventory { reply, .. }, Ok(Applied::Inventory(outcome))) => {
+                    let _ = reply.send(Ok(outcome));
+                }
                 (Job::Prune { reply, .. }, Ok(Applied::Prune(count))) => {
                     let _ = reply.send(Ok(count));
+                }
+                (Job::Exec { reply, .. }, Ok(Applied::Exec(output))) => {
+                    let _ = reply.send(Ok(output));
                 }
                 (job, Err(error)) => fail(job, &error),
                 (job, Ok(_)) => fail(job, &rusqlite::Error::InvalidQuery),
@@ -156,6 +178,8 @@ fn fail(job: Job, error: &rusqlite::Error) {
     match job {
         Job::Batch { reply, .. } => drop(reply.send(Err(error()))),
         Job::Hello { reply, .. } => drop(reply.send(Err(error()))),
+        Job::Inventory { reply, .. } => drop(reply.send(Err(error()))),
+        Job::Exec { reply, .. } => drop(reply.send(Err(error()))),
         Job::Prune { reply, .. } => drop(reply.send(Err(error()))),
         Job::Close { reply } => drop(reply.send(())),
     }
@@ -166,7 +190,7 @@ fn apply(
     transaction: &Transaction<'_>,
     series_ids: &HashMap<SeriesKey, i64>,
     new_series: &mut Vec<(SeriesKey, i64)>,
-    job: &Job,
+    job: &mut Job,
 ) -> Result<Applied, rusqlite::Error> {
     transaction.execute_batch("SAVEPOINT job")?;
     let mark = new_series.len();
@@ -174,9 +198,17 @@ fn apply(
         Job::Batch { batch, .. } => store_batch(transaction, series_ids, new_series, batch)
             .map(|(outcome, latest)| Applied::Batch(outcome, latest)),
         Job::Hello { hello, .. } => store_hello(transaction, hello).map(|()| Applied::Hello),
+        Job::Inventory { update, .. } => {
+            store_inventory(transaction, update).map(Applied::Inventory)
+        }
         Job::Prune { before_ms, .. } => transaction
-            .execute("DELETE FROM samples WHERE ts_ms < ?1", [before_ms])
+            .execute("DELETE FROM samples WHERE ts_ms < ?1", [*before_ms])
             .map(Applied::Prune),
+        Job::Exec { run, .. } => {
+            // The closure runs once; a placeholder is left behind in the job.
+            let run = std::mem::replace(run, Box::new(|_| Err(rusqlite::Error::InvalidQuery)));
+            run(transaction).map(Applied::Exec)
+        }
         Job::Close { .. } => Ok(Applied::Hello),
     };
     match &result {
@@ -213,18 +245,14 @@ fn store_batch(
     new_series: &mut Vec<(SeriesKey, i64)>,
     batch: &SampleBatch,
 ) -> Result<(CommitOutcome, Vec<(SeriesKey, LatestValue)>), rusqlite::Error> {
-    let inserted = transaction.execute(
-        "INSERT OR IGNORE INTO batches (agent_id, epoch, seq, received_ms, sample_count)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            batch.agent_id,
-            batch.epoch as i64,
-            batch.seq as i64,
-            batch.received_ms,
-            batch.samples.len() as i64
-        ],
-    )?;
-    if inserted == 0 {
+    if !claim_seq(
+        transaction,
+        &batch.agent_id,
+        batch.epoch,
+        batch.seq,
+        batch.received_ms,
+        batch.samples.len(),
+    )? {
         return Ok((CommitOutcome::Duplicate, Vec::new()));
     }
     let mut insert_sample = transaction
@@ -302,6 +330,47 @@ fn store_batch(
         },
         latest.into_iter().collect(),
     ))
+}
+
+/// Records `(agent_id, epoch, seq)` as stored; false if it already was.
+/// Sample batches and inventory updates share this sequence space.
+fn claim_seq(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+    epoch: u64,
+    seq: u64,
+    received_ms: i64,
+    sample_count: usize,
+) -> Result<bool, rusqlite::Error> {
+    let inserted = transaction.execute(
+        "INSERT OR IGNORE INTO batches (agent_id, epoch, seq, received_ms, sample_count)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            agent_id,
+            epoch as i64,
+            seq as i64,
+            received_ms,
+            sample_count as i64
+        ],
+    )?;
+    Ok(inserted == 1)
+}
+
+fn store_inventory(
+    transaction: &Transaction<'_>,
+    update: &InventoryUpdate,
+) -> Result<InventoryOutcome, rusqlite::Error> {
+    if !claim_seq(
+        transaction,
+        &update.agent_id,
+        update.epoch,
+        update.seq,
+        update.received_ms,
+        0,
+    )? {
+        return Ok(InventoryOutcome::Duplicate);
+    }
+    inventory::apply(transaction, update).map(InventoryOutcome::Stored)
 }
 
 fn load_series_ids(connection: &Connection) -> Result<HashMap<SeriesKey, i64>, StoreError> {

@@ -1,0 +1,342 @@
+//! Incident routes: list, detail with timeline, acknowledge, resolve, notes,
+//! rules, and SLA figures (MTTA/MTTR and breaches per severity).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{ApiError, ApiState, rfc3339};
+use crate::incidents::{IncidentError, describe_rule};
+use crate::store::{IncidentFilter, IncidentRecord, Labels, SeriesKey};
+
+#[derive(Serialize)]
+pub struct IncidentView {
+    id: i64,
+    rule: String,
+    metric: String,
+    agent_id: String,
+    host: String,
+    labels: Labels,
+    severity: String,
+    /// `open`, `acknowledged`, `flapping` (unresolved and held) or `resolved`.
+    state: String,
+    flapping: bool,
+    summary: String,
+    runbook: Option<String>,
+    value: Option<f64>,
+    last_value: Option<f64>,
+    opened_at: String,
+    acknowledged_at: Option<String>,
+    acknowledged_by: Option<String>,
+    resolved_at: Option<String>,
+    resolved_by: Option<String>,
+    resolve_reason: Option<String>,
+    ack_due_at: Option<String>,
+    resolve_due_at: Option<String>,
+    sla_breached: bool,
+    sla_ack_breached: bool,
+    sla_resolve_breached: bool,
+    dedup_key: String,
+    previous_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<Vec<TimelineView>>,
+}
+
+#[derive(Serialize)]
+struct TimelineView {
+    at: String,
+    kind: String,
+    actor: String,
+    detail: String,
+}
+
+pub fn view(state: &ApiState, incident: IncidentRecord) -> IncidentView {
+    let latest = state
+        .store
+        .latest_value(&SeriesKey {
+            agent_id: incident.agent_id.clone(),
+            metric: incident.metric.clone(),
+            labels: incident.labels.clone(),
+        })
+        .map(|latest| latest.value);
+    let late = |done: Option<i64>, due: Option<i64>| matches!((done, due), (Some(done), Some(due)) if done > due);
+    let ack_breached =
+        incident.ack_breached || late(incident.acknowledged_at_ms, incident.ack_due_at_ms);
+    let resolve_breached =
+        incident.resolve_breached || late(incident.resolved_at_ms, incident.resolve_due_at_ms);
+    let state_name = if incident.flapping && incident.state != "resolved" {
+        "flapping".to_string()
+    } else {
+        incident.state.clone()
+    };
+    IncidentView {
+        id: incident.id,
+        last_value: if incident.state == "resolved" {
+            incident.last_value
+        } else {
+            latest.or(incident.last_value)
+        },
+        rule: incident.rule,
+        metric: incident.metric,
+        agent_id: incident.agent_id,
+        host: incident.host,
+        labels: incident.labels,
+        severity: incident.severity,
+        state: state_name,
+        flapping: incident.flapping,
+        summary: incident.summary,
+        runbook: incident.runbook,
+        value: incident.value,
+        opened_at: rfc3339(incident.opened_at_ms),
+        acknowledged_at: incident.acknowledged_at_ms.map(rfc3339),
+        acknowledged_by: incident.acknowledged_by,
+        resolved_at: incident.resolved_at_ms.map(rfc3339),
+        resolved_by: incident.resolved_by,
+        resolve_reason: incident.resolve_reason,
+        ack_due_at: incident.ack_due_at_ms.map(rfc3339),
+        resolve_due_at: incident.resolve_due_at_ms.map(rfc3339),
+        sla_breached: ack_breached || resolve_breached,
+        sla_ack_breached: ack_breached,
+        sla_resolve_breached: resolve_breached,
+        dedup_key: incident.dedup_key,
+        previous_id: incident.previous_id,
+        timeline: None,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    severity: Option<String>,
+    agent: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<IncidentView>>, ApiError> {
+    // `flapping` is a view of unresolved incidents; the store filters by stored state.
+    let (stored_state, only_flapping) = match query.state.as_deref() {
+        None => (None, false),
+        Some("flapping") => (None, true),
+        Some(name @ ("open" | "acknowledged" | "resolved")) => (Some(name.to_string()), false),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown state {other:?}; expected open, acknowledged, flapping or resolved"
+                ),
+            ));
+        }
+    };
+    let incidents = state
+        .store
+        .incidents(IncidentFilter {
+            state: stored_state,
+            severity: query.severity,
+            agent_id: query.agent,
+            limit: query.limit.unwrap_or(500).min(5000),
+        })
+        .await?;
+    Ok(Json(
+        incidents
+            .into_iter()
+            .filter(|incident| {
+                !only_flapping || (incident.flapping && incident.state != "resolved")
+            })
+            .map(|incident| view(&state, incident))
+            .collect(),
+    ))
+}
+
+pub async fn detail(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<Json<IncidentView>, ApiError> {
+    let incident = state
+        .store
+        .incident(id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such incident"))?;
+    let timeline = state.store.incident_timeline(id).await?;
+    let mut view = view(&state, incident);
+    view.timeline = Some(
+        timeline
+            .into_iter()
+            .map(|entry| TimelineView {
+                at: rfc3339(entry.ts_ms),
+                kind: entry.kind,
+                actor: entry.actor,
+                detail: entry.detail,
+            })
+            .collect(),
+    );
+    Ok(Json(view))
+}
+
+/// Body of ack/resolve/notes; every field optional except a note's `text`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    by: Option<String>,
+    note: Option<String>,
+    text: Option<String>,
+}
+
+fn actor(body: &ActionBody) -> String {
+    body.by
+        .clone()
+        .filter(|by| !by.trim().is_empty())
+        .unwrap_or_else(|| "api".into())
+}
+
+fn parse_body(body: &str) -> Result<ActionBody, ApiError> {
+    if body.trim().is_empty() {
+        return Ok(ActionBody::default());
+    }
+    serde_json::from_str(body).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {error}"),
+        )
+    })
+}
+
+impl From<IncidentError> for ApiError {
+    fn from(error: IncidentError) -> Self {
+        match error {
+            IncidentError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "no such incident"),
+            IncidentError::AlreadyResolved => {
+                ApiError::new(StatusCode::CONFLICT, "the incident is already resolved")
+            }
+            IncidentError::AlreadyAcknowledged => {
+                ApiError::new(StatusCode::CONFLICT, "the incident is already acknowledged")
+            }
+            IncidentError::Store(error) => error.into(),
+        }
+    }
+}
+
+pub async fn acknowledge(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    body: String,
+) -> Result<Json<IncidentView>, ApiError> {
+    let body = parse_body(&body)?;
+    let incident = state
+        .incidents
+        .acknowledge(id, actor(&body), body.note.clone())
+        .await?;
+    Ok(Json(view(&state, incident)))
+}
+
+pub async fn resolve(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    body: String,
+) -> Result<Json<IncidentView>, ApiError> {
+    let body = parse_body(&body)?;
+    let incident = state.incidents.resolve(id, actor(&body)).await?;
+    Ok(Json(view(&state, incident)))
+}
+
+pub async fn add_note(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    body: String,
+) -> Result<(StatusCode, Json<IncidentView>), ApiError> {
+    let body = parse_body(&body)?;
+    let text = body
+        .text
+        .clone()
+        .or(body.note.clone())
+        .filter(|text| !text.trim().is_empty())
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "a note needs a non-empty \"text\"")
+        })?;
+    let incident = state.incidents.add_note(id, actor(&body), text).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, incident))))
+}
+
+pub async fn rules(State(state): State<ApiState>) -> Json<Vec<Value>> {
+    Json(state.incidents.rules().iter().map(describe_rule).collect())
+}
+
+#[derive(Deserialize)]
+pub struct SlaQuery {
+    /// Window to report on, e.g. `7d` (default), `24h`.
+    window: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+struct SeverityFigures {
+    incidents: u64,
+    acknowledged: u64,
+    resolved: u64,
+    open: u64,
+    mtta_seconds: Option<f64>,
+    mttr_seconds: Option<f64>,
+    ack_breaches: u64,
+    resolve_breaches: u64,
+}
+
+pub async fn sla(
+    State(state): State<ApiState>,
+    Query(query): Query<SlaQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let window = match query.window.as_deref() {
+        None => std::time::Duration::from_secs(7 * 24 * 3600),
+        Some(text) => humantime::parse_duration(text).map_err(|error| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid window {text:?}: {error}"),
+            )
+        })?,
+    };
+    let now = steward_agent::now_ms();
+    let since = now - window.as_millis() as i64;
+    let incidents = state.store.incidents_opened_since(since).await?;
+    let mut by_severity: std::collections::BTreeMap<String, (SeverityFigures, Vec<f64>, Vec<f64>)> =
+        Default::default();
+    for incident in incidents {
+        let view = view(&state, incident.clone());
+        let (figures, ack_times, resolve_times) =
+            by_severity.entry(incident.severity.clone()).or_default();
+        figures.incidents += 1;
+        if let Some(at) = incident.acknowledged_at_ms {
+            figures.acknowledged += 1;
+            ack_times.push((at - incident.opened_at_ms) as f64 / 1000.0);
+        }
+        match incident.resolved_at_ms {
+            Some(at) => {
+                figures.resolved += 1;
+                resolve_times.push((at - incident.opened_at_ms) as f64 / 1000.0);
+            }
+            None => figures.open += 1,
+        }
+        figures.ack_breaches += u64::from(view.sla_ack_breached);
+        figures.resolve_breaches += u64::from(view.sla_resolve_breached);
+    }
+    let mean = |values: &[f64]| {
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let severities: serde_json::Map<String, Value> = by_severity
+        .into_iter()
+        .map(|(severity, (mut figures, ack_times, resolve_times))| {
+            figures.mtta_seconds = mean(&ack_times);
+            figures.mttr_seconds = mean(&resolve_times);
+            (
+                severity,
+                serde_json::to_value(figures).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "window_seconds": window.as_secs(),
+        "since": rfc3339(since),
+        "severities": severities,
+    })))
+}

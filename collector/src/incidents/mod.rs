@@ -1,0 +1,426 @@
+//! Incidents: the only module that changes incident state.
+//!
+//! A single task owns the rule engine. It receives committed samples from
+//! `ingest` over a bounded channel, asks `rules` what changed, and carries
+//! the transitions out in the store (open with SLA due times, resolve,
+//! flapping). A one-second tick advances `for`, `keep_firing_for`, absence
+//! and SLA breaches. Operators acknowledge, resolve and annotate through
+//! [`IncidentHandle`]. Every change is announced on a broadcast channel for
+//! notification delivery.
+
+pub mod sla;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use sla::{SlaPolicy, SlaTarget};
+
+use crate::rules::{self, RestoredIncident, Rule, RuleEngine, Transition};
+use crate::store::{
+    ChangeRefused, IncidentChange, IncidentRecord, Labels, NewIncident, Store, StoreError,
+};
+
+/// Input for the incidents task.
+#[derive(Debug)]
+pub enum RulesInput {
+    /// Samples of one batch, after it committed.
+    Committed {
+        agent_id: String,
+        samples: Vec<(String, Labels, f64)>,
+        now_ms: i64,
+    },
+    /// An agent said hello (its host name is used in summaries).
+    Hello { agent_id: String, hostname: String },
+    /// A new rule set (SIGHUP).
+    ReplaceRules { rules: Vec<Rule>, sla: SlaPolicy },
+}
+
+/// What happened to an incident, for notification and observers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentEvent {
+    /// `opened`, `acknowledged`, `resolved`, `flapping_started`, `flapping_stopped`, `sla_breached`.
+    pub kind: &'static str,
+    pub incident: IncidentRecord,
+}
+
+/// How often time alone is allowed to change incidents.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The synthetic metric every committed batch sets to 1 for its agent, so a
+/// built-in `absent` rule can notice a silent host.
+pub const AGENT_UP_METRIC: &str = "agent.up";
+
+/// Cheap, cloneable access for the API and ingest.
+#[derive(Clone)]
+pub struct IncidentHandle {
+    store: Arc<Store>,
+    inputs: mpsc::Sender<RulesInput>,
+    events: broadcast::Sender<IncidentEvent>,
+    rules: Arc<std::sync::RwLock<Vec<Rule>>>,
+}
+
+impl std::fmt::Debug for IncidentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IncidentHandle { .. }")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IncidentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("incident not found")]
+    NotFound,
+    #[error("incident is already resolved")]
+    AlreadyResolved,
+    #[error("incident is already acknowledged")]
+    AlreadyAcknowledged,
+}
+
+impl From<ChangeRefused> for IncidentError {
+    fn from(refused: ChangeRefused) -> Self {
+        match refused {
+            ChangeRefused::NotFound => Self::NotFound,
+            ChangeRefused::AlreadyResolved => Self::AlreadyResolved,
+            ChangeRefused::AlreadyAcknowledged => Self::AlreadyAcknowledged,
+        }
+    }
+}
+
+impl IncidentHandle {
+    /// Queues committed samples for rule evaluation; waits if the queue is full.
+    pub async fn committed(&self, input: RulesInput) {
+        let _ = self.inputs.send(input).await;
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<IncidentEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn rules(&self) -> Vec<Rule> {
+        self.rules
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub async fn replace_rules(&self, rules: Vec<Rule>, sla: SlaPolicy) {
+        let _ = self
+            .inputs
+            .send(RulesInput::ReplaceRules { rules, sla })
+            .await;
+    }
+
+    fn announce(&self, kind: &'static str, incident: IncidentRecord) {
+        // No receiver is fine: notification delivery may not be configured.
+        let _ = self.events.send(IncidentEvent { kind, incident });
+    }
+
+    pub async fn acknowledge(
+        &self,
+        id: i64,
+        by: String,
+        note: Option<String>,
+    ) -> Result<IncidentRecord, IncidentError> {
+        let record = self
+            .store
+            .acknowledge_incident(id, by, note, steward_agent::now_ms())
+            .await??;
+        tracing::info!(message = "Incident acknowledged.", id, by = ?record.acknowledged_by);
+        self.announce("acknowledged", record.clone());
+        Ok(record)
+    }
+
+    /// Resolves by hand. If the condition persists, the rule opens a new
+    /// incident only after it has cleared and breached again.
+    pub async fn resolve(&self, id: i64, by: String) -> Result<IncidentRecord, IncidentError> {
+        let record = self
+            .store
+            .resolve_incident(
+                id,
+                by,
+                "resolved by operator".into(),
+                None,
+                steward_agent::now_ms(),
+            )
+            .await??;
+        tracing::info!(message = "Incident resolved by operator.", id);
+        self.announce("resolved", record.clone());
+        Ok(record)
+    }
+
+    pub async fn add_note(
+        &self,
+        id: i64,
+        by: String,
+        text: String,
+    ) -> Result<IncidentRecord, IncidentError> {
+        Ok(self
+            .store
+            .add_incident_note(id, by, text, steward_agent::now_ms())
+            .await??)
+    }
+}
+
+/// Starts the incidents task: restores open incidents into the engine, then
+/// serves inputs and ticks until `shutdown`.
+pub async fn start(
+    store: Arc<Store>,
+    rules: Vec<Rule>,
+    sla: SlaPolicy,
+    shutdown: CancellationToken,
+) -> Result<(IncidentHandle, tokio::task::JoinHandle<()>), StoreError> {
+    let (inputs, receiver) = mpsc::channel(1024);
+    let (events, _) = broadcast::channel(1024);
+    let handle = IncidentHandle {
+        store: Arc::clone(&store),
+        inputs,
+        events,
+        rules: Arc::new(std::sync::RwLock::new(rules.clone())),
+    };
+    let mut engine = RuleEngine::new(rules);
+    for agent in store.agents().await? {
+        engine.set_host_name(&agent.id, &agent.hostname);
+    }
+    for (key, latest) in store.latest(None) {
+        engine.seed_last_seen(&key.agent_id, &key.metric, &key.labels, latest.timestamp_ms);
+    }
+    let open = store.unresolved_incidents().await?;
+    let restored = engine.restore(open.iter().map(|incident| RestoredIncident {
+        dedup_key: incident.dedup_key.clone(),
+        opened_ms: incident.opened_at_ms,
+        flapping: incident.flapping,
+    }));
+    let mut worker = Worker {
+        handle: handle.clone(),
+        engine,
+        sla,
+        hosts: HashMap::new(),
+    };
+    worker.apply(restored, steward_agent::now_ms()).await;
+    tracing::info!(message = "Incidents restored.", unresolved = open.len());
+    let task = tokio::spawn(worker.run(receiver, shutdown));
+    Ok((handle, task))
+}
+
+struct Worker {
+    handle: IncidentHandle,
+    engine: RuleEngine,
+    sla: SlaPolicy,
+    hosts: HashMap<String, String>,
+}
+
+impl Worker {
+    async fn run(mut self, mut inputs: mpsc::Receiver<RulesInput>, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => self.handle_input(input).await,
+                    None => return,
+                },
+                _ = ticker.tick() => self.tick(steward_agent::now_ms()).await,
+                _ = shutdown.cancelled() => {
+                    // Evaluate what was already committed before stopping.
+                    while let Ok(input) = inputs.try_recv() {
+                        self.handle_input(input).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn handle_input(&mut self, input: RulesInput) {
+        match input {
+            RulesInput::Committed {
+                agent_id,
+                samples,
+                now_ms,
+            } => {
+                let mut transitions = Vec::new();
+                for (metric, labels, value) in &samples {
+                    transitions.extend(
+                        self.engine
+                            .observe(&agent_id, metric, labels, *value, now_ms),
+                    );
+                }
+                transitions.extend(self.engine.observe(
+                    &agent_id,
+                    AGENT_UP_METRIC,
+                    &Labels::new(),
+                    1.0,
+                    now_ms,
+                ));
+                self.apply(transitions, now_ms).await;
+            }
+            RulesInput::Hello { agent_id, hostname } => {
+                self.engine.set_host_name(&agent_id, &hostname);
+                self.hosts.insert(agent_id, hostname);
+            }
+            RulesInput::ReplaceRules { rules, sla } => {
+                let count = rules.len();
+                *self
+                    .handle
+                    .rules
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = rules.clone();
+                let transitions = self.engine.replace_rules(rules);
+                self.sla = sla;
+                tracing::info!(
+                    message = "Rules reloaded.",
+                    rules = count,
+                    resolved = transitions.len()
+                );
+                self.apply(transitions, steward_agent::now_ms()).await;
+            }
+        }
+    }
+
+    async fn tick(&mut self, now_ms: i64) {
+        let mut transitions = self.engine.tick(now_ms);
+        transitions.extend(self.engine.evaluate_absence(now_ms));
+        self.apply(transitions, now_ms).await;
+        match self.handle.store.mark_sla_breaches(now_ms).await {
+            Ok(breaches) => {
+                for (incident, kind) in breaches {
+                    tracing::warn!(message = "SLA target missed.", id = incident.id, target = kind, rule = %incident.rule);
+                    self.handle.announce("sla_breached", incident);
+                }
+            }
+            Err(error) => tracing::warn!(message = "Cannot check SLA due times.", %error),
+        }
+    }
+
+    fn host(&self, agent_id: &str) -> String {
+        self.hosts
+            .get(agent_id)
+            .cloned()
+            .unwrap_or_else(|| agent_id.to_string())
+    }
+
+    /// Carries out transitions in order, in one transaction. If the write
+    /// fails it is logged; the unique index keeps a later retry from ever
+    /// duplicating an incident.
+    async fn apply(&mut self, transitions: Vec<Transition>, now_ms: i64) {
+        if transitions.is_empty() {
+            return;
+        }
+        let changes: Vec<IncidentChange> = transitions
+            .into_iter()
+            .map(|transition| self.change_for(transition, now_ms))
+            .collect();
+        match self.handle.store.apply_incident_changes(changes).await {
+            Ok(applied) => {
+                for (kind, incident) in applied.into_iter().flatten() {
+                    match kind {
+                        "opened" => tracing::warn!(
+                            message = "Incident opened.",
+                            id = incident.id,
+                            rule = %incident.rule,
+                            host = %incident.host,
+                            severity = %incident.severity,
+                            summary = %incident.summary,
+                        ),
+                        _ => tracing::info!(
+                            message = "Incident changed.",
+                            id = incident.id,
+                            change = kind
+                        ),
+                    }
+                    self.handle.announce(kind, incident);
+                }
+            }
+            Err(error) => tracing::error!(message = "Cannot record incident changes.", %error),
+        }
+    }
+
+    fn change_for(&self, transition: Transition, now_ms: i64) -> IncidentChange {
+        match transition {
+            Transition::Open {
+                dedup_key,
+                rule,
+                metric,
+                agent_id,
+                labels,
+                value,
+                severity,
+                summary,
+                runbook,
+                since_ms,
+            } => {
+                let (ack_due_at_ms, resolve_due_at_ms) = self.sla.due(severity, now_ms);
+                IncidentChange::Open(Box::new(NewIncident {
+                    dedup_key,
+                    rule,
+                    metric,
+                    host: self.host(&agent_id),
+                    agent_id,
+                    labels,
+                    severity: severity.as_str().to_string(),
+                    summary,
+                    runbook,
+                    value,
+                    since_ms,
+                    opened_at_ms: now_ms,
+                    ack_due_at_ms,
+                    resolve_due_at_ms,
+                }))
+            }
+            Transition::Resolve {
+                dedup_key,
+                value,
+                reason,
+            } => IncidentChange::Resolve {
+                dedup_key,
+                reason: reason.to_string(),
+                value,
+                now_ms,
+            },
+            Transition::FlappingStarted { dedup_key, percent } => IncidentChange::Flapping {
+                dedup_key,
+                flapping: true,
+                detail: format!("Flapping: {percent:.0}% state changes; notifications held."),
+                now_ms,
+            },
+            Transition::FlappingStopped { dedup_key, percent } => IncidentChange::Flapping {
+                dedup_key,
+                flapping: false,
+                detail: format!("Stopped flapping ({percent:.0}% state changes)."),
+                now_ms,
+            },
+        }
+    }
+}
+
+/// Rules as the API shows them.
+pub fn describe_rule(rule: &Rule) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "name": rule.name,
+        "metric": rule.metric,
+        "match": rule.matchers,
+        "severity": rule.severity.as_str(),
+        "summary": rule.summary,
+        "runbook": rule.runbook,
+    });
+    match &rule.kind {
+        rules::RuleKind::Threshold(threshold) => {
+            value["kind"] = "threshold".into();
+            value["op"] = threshold.op.as_str().into();
+            value["threshold"] = threshold.threshold.into();
+            value["clear"] = threshold.clear.into();
+            value["for_seconds"] = threshold.for_duration.as_secs_f64().into();
+            value["keep_firing_for_seconds"] = threshold.keep_firing_for.as_secs_f64().into();
+        }
+        rules::RuleKind::Absent(_) => {
+            value["kind"] = "absent".into();
+        }
+    }
+    value
+}

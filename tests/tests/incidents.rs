@@ -1,0 +1,194 @@
+//! End to end: a port check against a loopback listener drives a threshold
+//! rule; incidents open, are acknowledged, resolve, and survive kill -9.
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+
+use serde_json::Value;
+use steward_tests::{Collector, DEADLINE, http_request, poll};
+
+const RULE: &str = r#"
+[[rule]]
+name = "port-down"
+metric = "port.up"
+op = "<"
+threshold = 1
+severity = "critical"
+summary = "Port {target} on {host} is down"
+runbook = "https://wiki.example/runbooks/port-down"
+
+[sla.critical]
+ack = "10m"
+resolve = "1h"
+"#;
+
+fn incidents(collector: &Collector, query: &str) -> Vec<Value> {
+    collector
+        .get_json(&format!("/api/v1/incidents{query}"))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits for exactly `count` incidents matching `query`.
+fn wait_for(collector: &Collector, query: &str, count: usize, what: &str) -> Vec<Value> {
+    poll(DEADLINE, what, || {
+        let found = incidents(collector, query);
+        (found.len() == count).then_some(found)
+    })
+}
+
+fn post(collector: &Collector, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let (status, body) = http_request(collector.http_addr, "POST", path, token, Some(body));
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn port_down_opens_one_incident_ack_shows_in_timeline_and_recovery_resolves_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut collector = Collector::start_with(|text| text.push_str(RULE));
+    let _agent = collector.start_agent("web", |text| {
+        text.push_str(&format!(
+            "hostname = \"web-1\"\n\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+        ));
+    });
+    poll(DEADLINE, "port.up = 1 while the listener is open", || {
+        let series = collector.get_json("/api/v1/series?metric=port.up");
+        (series[0]["value"] == 1.0).then_some(())
+    });
+    assert!(incidents(&collector, "").is_empty());
+
+    drop(listener);
+    let opened = wait_for(
+        &collector,
+        "?state=open",
+        1,
+        "one open incident after the listener closed",
+    );
+    let incident = &opened[0];
+    assert_eq!(incident["rule"], "port-down");
+    assert_eq!(incident["host"], "web-1");
+    assert_eq!(incident["severity"], "critical");
+    assert_eq!(incident["value"], 0.0);
+    assert_eq!(incident["labels"]["target"], format!("127.0.0.1:{port}"));
+    assert_eq!(
+        incident["summary"],
+        format!("Port 127.0.0.1:{port} on web-1 is down")
+    );
+    assert!(incident["ack_due_at"].is_string() && incident["resolve_due_at"].is_string());
+    assert_eq!(incident["sla_breached"], false);
+    let id = incident["id"].as_i64().unwrap();
+    let dedup_key = incident["dedup_key"].as_str().unwrap().to_string();
+
+    // Further failing checks do not open a second incident.
+    let committed = collector.counter("steward_batches_committed_total");
+    poll(DEADLINE, "more failing checks", || {
+        (collector.counter("steward_batches_committed_total") >= committed + 3).then_some(())
+    });
+    assert_eq!(incidents(&collector, "").len(), 1);
+
+    // Writes need the API token.
+    let (status, _) = post(
+        &collector,
+        &format!("/api/v1/incidents/{id}/ack"),
+        None,
+        "{}",
+    );
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        &collector,
+        &format!("/api/v1/incidents/{id}/ack"),
+        Some("wrong"),
+        "{}",
+    );
+    assert_eq!(status, 401);
+    let token = collector.api_token();
+    let (status, acked) = post(
+        &collector,
+        &format!("/api/v1/incidents/{id}/ack"),
+        Some(&token),
+        r#"{"by": "alice", "note": "looking"}"#,
+    );
+    assert_eq!(status, 200, "{acked}");
+    assert_eq!(acked["state"], "acknowledged");
+    let (status, _) = post(
+        &collector,
+        &format!("/api/v1/incidents/{id}/ack"),
+        Some(&token),
+        "{}",
+    );
+    assert_eq!(status, 409, "a second acknowledgement is refused");
+    let (status, _) = post(
+        &collector,
+        &format!("/api/v1/incidents/{id}/notes"),
+        Some(&token),
+        r#"{"by": "alice", "text": "service restarted"}"#,
+    );
+    assert_eq!(status, 201);
+
+    let detail = collector.get_json(&format!("/api/v1/incidents/{id}"));
+    assert_eq!(detail["acknowledged_by"], "alice");
+    let kinds: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["opened", "acknowledged", "note"]);
+    assert_eq!(detail["timeline"][1]["actor"], "alice");
+
+    // kill -9 while the incident is open: nothing lost, nothing duplicated.
+    collector.process.kill9();
+    collector.restart();
+    let after = incidents(&collector, "");
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["id"], id);
+    assert_eq!(after[0]["state"], "acknowledged");
+    assert_eq!(
+        after[0]["ack_due_at"], incident["ack_due_at"],
+        "SLA timers survive the restart"
+    );
+    let committed = collector.counter("steward_batches_committed_total");
+    poll(DEADLINE, "failing checks after the restart", || {
+        (collector.counter("steward_batches_committed_total") >= committed + 3).then_some(())
+    });
+    assert_eq!(
+        incidents(&collector, "").len(),
+        1,
+        "the restart must not duplicate the incident"
+    );
+
+    // Recovery resolves it.
+    let _listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let resolved = wait_for(
+        &collector,
+        "?state=resolved",
+        1,
+        "the incident to resolve after recovery",
+    );
+    assert_eq!(resolved[0]["id"], id);
+    assert_eq!(resolved[0]["dedup_key"], dedup_key.as_str());
+    assert!(resolved[0]["resolved_at"].is_string());
+    let detail = collector.get_json(&format!("/api/v1/incidents/{id}"));
+    let last = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["kind"], "resolved");
+    assert_eq!(last["actor"], "rules");
+    assert!(incidents(&collector, "?state=open").is_empty());
+
+    let sla = collector.get_json("/api/v1/sla?window=1h");
+    let critical = &sla["severities"]["critical"];
+    assert_eq!(critical["incidents"], 1);
+    assert_eq!(critical["resolved"], 1);
+    assert!(critical["mtta_seconds"].as_f64().unwrap() >= 0.0);
+    assert!(
+        critical["mttr_seconds"].as_f64().unwrap() >= critical["mtta_seconds"].as_f64().unwrap()
+    );
+    let rules = collector.get_json("/api/v1/rules");
+    assert_eq!(rules[0]["name"], "port-down");
+}
