@@ -12,9 +12,11 @@
 //! - [`config`]: `collector.toml`, parsed then validated.
 
 pub mod api;
+pub mod assets;
 pub mod config;
 pub mod incidents;
 pub mod ingest;
+pub mod notify;
 pub mod registry;
 pub mod rules;
 pub mod setup;

@@ -1,0 +1,1 @@
+//! Asset records (CMDB) kept current from agent inventory (placeholder; being written).

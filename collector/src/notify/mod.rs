@@ -1,0 +1,1 @@
+//! Alert delivery to on-call staff (placeholder; being written).
