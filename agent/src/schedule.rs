@@ -105,6 +105,12 @@ pub(crate) async fn inventory(
             return;
         };
         collected.facts.extend(lock(&state.extra_facts).clone());
+        // A configured host name is what this host is called everywhere.
+        if let Some(hostname) = &config.hostname {
+            collected
+                .facts
+                .insert(inventory::fact::HOSTNAME.to_string(), hostname.clone());
+        }
         let mut current = lock(&state.current);
         // A failed package read yields no package facts and an empty list;
         // that means "unknown", not "everything was uninstalled".

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use steward_agent::config_file::{self, ConfigError, ConfigSource};
 
+use crate::assets::{AssetPolicy, RawAssetPolicy};
 use crate::incidents::SlaPolicy;
 use crate::incidents::sla::RawSlaTarget;
 use crate::rules::{RawRule, Rule, validate_rules};
@@ -30,6 +31,8 @@ struct RawCollectorConfig {
     rule: Vec<RawRule>,
     #[serde(default)]
     sla: BTreeMap<String, RawSlaTarget>,
+    #[serde(default)]
+    assets: RawAssetPolicy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +150,7 @@ pub struct CollectorConfig {
     pub max_agents: usize,
     pub rules: Vec<Rule>,
     pub sla: SlaPolicy,
+    pub assets: AssetPolicy,
     /// Where this config came from, so SIGHUP can re-read it.
     pub path: PathBuf,
 }
@@ -240,6 +244,7 @@ impl CollectorConfig {
             }
         }
         let sla = SlaPolicy::validate(source, raw.sla)?;
+        let assets = AssetPolicy::validate(source, raw.assets)?;
         if raw.limits.max_message_bytes < 1024 {
             return Err(source.error("limits.max_message_bytes", "must be at least 1024"));
         }
@@ -255,6 +260,7 @@ impl CollectorConfig {
             max_agents: raw.limits.max_agents,
             rules,
             sla,
+            assets,
             path: source.path.clone(),
         })
     }

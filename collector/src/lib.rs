@@ -5,6 +5,8 @@
 //! - [`store`]: SQLite (WAL) with one batching writer thread; latest value per series in memory.
 //! - [`rules`]: pure threshold/absence evaluation (no I/O, no clock).
 //! - [`incidents`]: the task that owns the rule engine and changes incident state; SLAs.
+//! - [`assets`]: asset records (CMDB) kept current from inventory; pure logic plus one task.
+//! - [`notify`]: alert delivery logic (payloads, routing, on-call, escalation).
 //! - [`registry`]: which agents are connected now.
 //! - [`api`]: HTTP API on top of the store and registry.
 //! - [`telemetry`]: the collector's own counters for `/metrics`.
@@ -82,10 +84,24 @@ pub async fn start(
     let registry = Arc::new(registry::AgentRegistry::default());
     let telemetry = Arc::new(telemetry::Telemetry::default());
 
+    let suppression = Arc::new(assets::service::AlertSuppression::default());
     let (incidents, incidents_task) = incidents::start(
         Arc::clone(&store),
         config.rules.clone(),
         config.sla.clone(),
+        Arc::clone(&suppression),
+        shutdown.clone(),
+    )
+    .await?;
+    // Often enough that `stale_after` is honoured to within a quarter of itself.
+    let sweep_every =
+        (config.assets.stale_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let (assets, assets_task) = assets::service::start(
+        Arc::clone(&store),
+        config.assets.clone(),
+        sweep_every,
+        incidents.clone(),
+        suppression,
         shutdown.clone(),
     )
     .await?;
@@ -111,6 +127,7 @@ pub async fn start(
         auth: ingest::AgentAuthenticator::new(&config.agent_tokens),
         max_agents: config.max_agents,
         incidents: incidents.clone(),
+        assets: assets.clone(),
         shutdown: shutdown.clone(),
     };
     let mut server = Server::builder()
@@ -141,6 +158,8 @@ pub async fn start(
         registry,
         telemetry,
         incidents: incidents.clone(),
+        assets,
+        asset_policy: Arc::new(config.assets.clone()),
         api_tokens: Arc::new(config.api_tokens.clone()),
     });
     let http_shutdown = shutdown.clone();
@@ -162,6 +181,7 @@ pub async fn start(
     ));
     tasks.spawn(async move {
         let _ = incidents_task.await;
+        let _ = assets_task.await;
         Ok(())
     });
 

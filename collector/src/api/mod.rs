@@ -4,7 +4,8 @@
 //! the configured listener; every write route goes through [`require_token`].
 
 mod agents;
-mod incidents;
+mod assets;
+pub mod incidents;
 mod series;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct ApiState {
     pub registry: Arc<AgentRegistry>,
     pub telemetry: Arc<Telemetry>,
     pub incidents: crate::incidents::IncidentHandle,
+    pub assets: crate::assets::service::AssetHandle,
+    pub asset_policy: Arc<crate::assets::AssetPolicy>,
     /// Bearer tokens accepted on write routes. Never logged.
     pub api_tokens: Arc<Vec<String>>,
 }
@@ -35,6 +38,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(incidents::acknowledge))
         .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/incidents/{id}/notes", post(incidents::add_note))
+        .route("/api/v1/assets/{id}", axum::routing::patch(assets::update))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -43,6 +47,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::detail))
         .route("/api/v1/rules", get(incidents::rules))
+        .route("/api/v1/assets", get(assets::list))
+        .route("/api/v1/assets/export", get(assets::export))
+        .route("/api/v1/assets/{id}", get(assets::detail))
+        .route("/api/v1/assets/{id}/history", get(assets::history))
         .route("/api/v1/sla", get(incidents::sla))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -41,6 +41,7 @@ pub mod lifecycle;
 pub mod merge;
 pub mod model;
 pub mod policy;
+pub mod service;
 
 pub use compliance::{Finding, compliance, compliance_samples};
 pub use edit::{AssetEdit, EditError, apply_edit};

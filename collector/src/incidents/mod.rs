@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use sla::{SlaPolicy, SlaTarget};
 
+use crate::assets::service::AlertSuppression;
 use crate::rules::{self, RestoredIncident, Rule, RuleEngine, Transition};
 use crate::store::{
     ChangeRefused, IncidentChange, IncidentRecord, Labels, NewIncident, Store, StoreError,
@@ -32,6 +33,9 @@ pub enum RulesInput {
         agent_id: String,
         samples: Vec<(String, Labels, f64)>,
         now_ms: i64,
+        /// Computed by the collector (asset compliance), not sent by the
+        /// agent: does not count as the agent being up.
+        synthetic: bool,
     },
     /// An agent said hello (its host name is used in summaries).
     Hello { agent_id: String, hostname: String },
@@ -173,6 +177,7 @@ pub async fn start(
     store: Arc<Store>,
     rules: Vec<Rule>,
     sla: SlaPolicy,
+    suppression: Arc<AlertSuppression>,
     shutdown: CancellationToken,
 ) -> Result<(IncidentHandle, tokio::task::JoinHandle<()>), StoreError> {
     let (inputs, receiver) = mpsc::channel(1024);
@@ -184,6 +189,9 @@ pub async fn start(
         rules: Arc::new(std::sync::RwLock::new(rules.clone())),
     };
     let mut engine = RuleEngine::new(rules);
+    // Laptops tagged `expected_offline` may go quiet without paging anyone.
+    let offline = Arc::clone(&suppression);
+    engine.set_expected_offline(move |agent_id| offline.is_expected_offline(agent_id));
     for agent in store.agents().await? {
         engine.set_host_name(&agent.id, &agent.hostname);
     }
@@ -201,6 +209,7 @@ pub async fn start(
         engine,
         sla,
         hosts: HashMap::new(),
+        suppression,
     };
     worker.apply(restored, steward_agent::now_ms()).await;
     tracing::info!(message = "Incidents restored.", unresolved = open.len());
@@ -213,6 +222,7 @@ struct Worker {
     engine: RuleEngine,
     sla: SlaPolicy,
     hosts: HashMap<String, String>,
+    suppression: Arc<AlertSuppression>,
 }
 
 impl Worker {
@@ -243,6 +253,7 @@ impl Worker {
                 agent_id,
                 samples,
                 now_ms,
+                synthetic,
             } => {
                 let mut transitions = Vec::new();
                 for (metric, labels, value) in &samples {
@@ -251,13 +262,15 @@ impl Worker {
                             .observe(&agent_id, metric, labels, *value, now_ms),
                     );
                 }
-                transitions.extend(self.engine.observe(
-                    &agent_id,
-                    AGENT_UP_METRIC,
-                    &Labels::new(),
-                    1.0,
-                    now_ms,
-                ));
+                if !synthetic {
+                    transitions.extend(self.engine.observe(
+                        &agent_id,
+                        AGENT_UP_METRIC,
+                        &Labels::new(),
+                        1.0,
+                        now_ms,
+                    ));
+                }
                 self.apply(transitions, now_ms).await;
             }
             RulesInput::Hello { agent_id, hostname } => {
@@ -314,8 +327,16 @@ impl Worker {
         }
         let changes: Vec<IncidentChange> = transitions
             .into_iter()
+            // Retired assets do not page: their breaches open no incident.
+            .filter(|transition| match transition {
+                Transition::Open { agent_id, .. } => !self.suppression.is_retired(agent_id),
+                _ => true,
+            })
             .map(|transition| self.change_for(transition, now_ms))
             .collect();
+        if changes.is_empty() {
+            return;
+        }
         match self.handle.store.apply_incident_changes(changes).await {
             Ok(applied) => {
                 for (kind, incident) in applied.into_iter().flatten() {

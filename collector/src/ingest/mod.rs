@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 pub use auth::{AgentAuthenticator, constant_time_eq};
 
+use crate::assets::service::AssetHandle;
 use crate::incidents::{IncidentHandle, RulesInput};
 use crate::registry::AgentRegistry;
 use crate::store::{AgentHello, CommitOutcome, InventoryOutcome, SampleBatch, Store};
@@ -41,6 +42,8 @@ pub struct IngestService {
     pub max_agents: usize,
     /// Where committed samples go for rule evaluation.
     pub incidents: IncidentHandle,
+    /// Where committed inventory and patch levels go to update asset records.
+    pub assets: AssetHandle,
     /// Ends every open stream when the collector shuts down.
     pub shutdown: CancellationToken,
 }
@@ -175,6 +178,7 @@ impl Ingest for IngestService {
             store: Arc::clone(&self.store),
             telemetry: Arc::clone(&self.telemetry),
             incidents: self.incidents.clone(),
+            assets: self.assets.clone(),
         };
         let registry = Arc::clone(&self.registry);
         let telemetry = Arc::clone(&self.telemetry);
@@ -217,6 +221,7 @@ struct AgentStream {
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     incidents: IncidentHandle,
+    assets: AssetHandle,
 }
 
 type Outbound = mpsc::Sender<Result<pb::CollectorMessage, Status>>;
@@ -300,6 +305,11 @@ impl AgentStream {
             .iter()
             .map(|sample| (sample.metric.clone(), sample.labels.clone(), sample.value))
             .collect();
+        let patch: Vec<(String, f64)> = samples
+            .iter()
+            .filter(|sample| sample.metric.starts_with("patch."))
+            .map(|sample| (sample.metric.clone(), sample.value))
+            .collect();
         let record = SampleBatch {
             agent_id: self.agent_id.clone(),
             epoch: self.epoch,
@@ -318,8 +328,14 @@ impl AgentStream {
                         agent_id: self.agent_id.clone(),
                         samples: for_rules,
                         now_ms: steward_agent::now_ms(),
+                        synthetic: false,
                     })
                     .await;
+                if !patch.is_empty() {
+                    self.assets
+                        .patch_committed(self.agent_id.clone(), patch, steward_agent::now_ms())
+                        .await;
+                }
             }
             Ok(CommitOutcome::Duplicate) => Telemetry::add(&self.telemetry.batches_duplicate, 1),
             Err(error) => {
@@ -351,6 +367,9 @@ impl AgentStream {
         match self.store.commit_inventory(record).await {
             Ok(InventoryOutcome::Stored(applied)) => {
                 Telemetry::add(&self.telemetry.inventory_updates, 1);
+                self.assets
+                    .inventory_committed(self.agent_id.clone(), steward_agent::now_ms())
+                    .await;
                 if !applied.packages_in_sync {
                     tracing::warn!(
                         message = "Package list out of sync with the agent; it will resend the full list on reconnect.",

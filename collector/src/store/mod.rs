@@ -6,10 +6,12 @@
 //! Reads use a separate connection (WAL lets them run beside the writer).
 //! This module knows nothing of proto, tonic or HTTP.
 
+mod assets;
 mod incidents;
 mod inventory;
 mod writer;
 
+pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
 pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, IncidentRecord, NewIncident,
     TimelineEntry,
@@ -228,6 +230,37 @@ impl Store {
         changes: Vec<IncidentChange>,
     ) -> Result<Vec<AppliedChange>, StoreError> {
         self.write(move |transaction| incidents::apply_changes(transaction, &changes))
+            .await
+    }
+
+    /// Writes asset records, links and history in one transaction.
+    pub async fn write_assets(&self, writes: Vec<AssetWrite>) -> Result<(), StoreError> {
+        self.write(move |transaction| assets::write(transaction, &writes))
+            .await
+    }
+
+    pub async fn assets(&self) -> Result<Vec<AssetRow>, StoreError> {
+        self.read(assets::all).await
+    }
+
+    pub async fn asset(&self, id: &str) -> Result<Option<AssetRow>, StoreError> {
+        let id = id.to_string();
+        self.read(move |connection| assets::get(connection, &id))
+            .await
+    }
+
+    pub async fn asset_links(&self) -> Result<Vec<AssetLink>, StoreError> {
+        self.read(assets::links).await
+    }
+
+    /// Newest first.
+    pub async fn asset_events(
+        &self,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<AssetEventRow>, StoreError> {
+        let id = id.to_string();
+        self.read(move |connection| assets::events(connection, &id, limit))
             .await
     }
 

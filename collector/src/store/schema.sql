@@ -111,3 +111,34 @@ CREATE TABLE IF NOT EXISTS incident_timeline (
     detail      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incident_timeline_by_incident ON incident_timeline (incident_id, id);
+
+-- Asset records (CMDB). `record` is the JSON of assets::Asset; the other
+-- columns duplicate what queries filter on.
+CREATE TABLE IF NOT EXISTS assets (
+    id         TEXT PRIMARY KEY,
+    record     TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    hostname   TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+
+-- Which agent belongs to which asset, and how sure the match was.
+CREATE TABLE IF NOT EXISTS asset_agents (
+    agent_id   TEXT PRIMARY KEY,
+    asset_id   TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    reasons    TEXT NOT NULL,
+    matched_ms INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS asset_events (
+    id       INTEGER PRIMARY KEY,
+    asset_id TEXT NOT NULL,
+    ts_ms    INTEGER NOT NULL,
+    source   TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    field    TEXT,
+    before   TEXT,
+    after    TEXT
+);
+CREATE INDEX IF NOT EXISTS asset_events_by_asset ON asset_events (asset_id, id);

@@ -1,0 +1,371 @@
+//! Asset routes: list with filters, one asset, its history, operator edits
+//! and lifecycle changes, and CSV/JSON export.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{ApiError, ApiState, rfc3339};
+use crate::assets::service::{AssetChangeError, OperatorChange};
+use crate::assets::{Asset, AssetEdit, Disposal, Lifecycle, compliance};
+
+impl From<AssetChangeError> for ApiError {
+    fn from(error: AssetChangeError) -> Self {
+        match error {
+            AssetChangeError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "no such asset"),
+            AssetChangeError::Edit(error) => {
+                ApiError::new(StatusCode::BAD_REQUEST, error.to_string())
+            }
+            AssetChangeError::Lifecycle(error) => {
+                ApiError::new(StatusCode::CONFLICT, error.to_string())
+            }
+            AssetChangeError::Store(error) => error.into(),
+            AssetChangeError::Stopped => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+            }
+        }
+    }
+}
+
+/// Every asset with `last_seen` taken from its agents' latest contact.
+async fn load(state: &ApiState) -> Result<Vec<Asset>, ApiError> {
+    let last_seen: HashMap<String, i64> = state
+        .store
+        .agents()
+        .await?
+        .into_iter()
+        .map(|agent| (agent.id, agent.last_seen_ms))
+        .collect();
+    let rows = state.store.assets().await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| serde_json::from_str::<Asset>(&row.record).ok())
+        .map(|mut asset| {
+            for agent in &asset.agent_ids {
+                if let Some(seen) = last_seen.get(agent) {
+                    asset.last_seen_ms = asset.last_seen_ms.max(*seen);
+                }
+            }
+            asset
+        })
+        .collect())
+}
+
+fn view(asset: &Asset, state: &ApiState) -> Value {
+    let mut value = serde_json::to_value(asset).unwrap_or(Value::Null);
+    let now = steward_agent::now_ms();
+    value["last_seen"] = rfc3339(asset.last_seen_ms).into();
+    value["first_seen"] = rfc3339(asset.first_seen_ms).into();
+    value["connected"] = asset
+        .agent_ids
+        .iter()
+        .any(|agent| state.registry.is_connected(agent))
+        .into();
+    value["findings"] = compliance(asset, now, &state.asset_policy)
+        .into_iter()
+        .map(|finding| serde_json::json!({"check": finding.check, "detail": finding.detail}))
+        .collect();
+    value["due_for_replacement"] =
+        crate::assets::lifecycle::due_for_replacement(asset, now, &state.asset_policy)
+            .map(|due| serde_json::to_value(due).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null);
+    value
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    tag: Option<String>,
+    os: Option<String>,
+    /// Free text over hostname, FQDN, serial, vendor, model, owner, location, IPs, MACs, notes.
+    q: Option<String>,
+}
+
+fn matches(asset: &Asset, query: &ListQuery) -> bool {
+    let contains = |haystack: &Option<String>, needle: &str| {
+        haystack
+            .as_deref()
+            .is_some_and(|text| text.to_lowercase().contains(needle))
+    };
+    if let Some(status) = &query.status
+        && asset.status.as_str() != status
+    {
+        return false;
+    }
+    if let Some(tag) = &query.tag
+        && !asset.tags.contains(tag)
+    {
+        return false;
+    }
+    if let Some(os) = &query.os {
+        let os = os.to_lowercase();
+        if !contains(&asset.os, &os) && !contains(&asset.os_id, &os) {
+            return false;
+        }
+    }
+    if let Some(q) = &query.q {
+        let q = q.to_lowercase();
+        let fields = [
+            &asset.hostname,
+            &asset.fqdn,
+            &asset.serial,
+            &asset.vendor,
+            &asset.model,
+            &asset.owner,
+            &asset.location,
+            &asset.notes,
+            &asset.os,
+        ];
+        let found = fields.iter().any(|field| contains(field, &q))
+            || asset.id.contains(&q)
+            || asset
+                .ips
+                .iter()
+                .chain(&asset.macs)
+                .any(|text| text.to_lowercase().contains(&q));
+        if !found {
+            return false;
+        }
+    }
+    true
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    if let Some(status) = &query.status
+        && Lifecycle::from_name(status).is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown status {status:?}"),
+        ));
+    }
+    let assets = load(&state).await?;
+    Ok(Json(
+        assets
+            .iter()
+            .filter(|asset| matches(asset, &query))
+            .map(|asset| view(asset, &state))
+            .collect(),
+    ))
+}
+
+async fn find(state: &ApiState, id: &str) -> Result<Asset, ApiError> {
+    load(state)
+        .await?
+        .into_iter()
+        .find(|asset| asset.id == id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such asset"))
+}
+
+pub async fn detail(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let asset = find(&state, &id).await?;
+    let mut value = view(&asset, &state);
+    let links: Vec<Value> = state
+        .store
+        .asset_links()
+        .await?
+        .into_iter()
+        .filter(|link| link.asset_id == id)
+        .map(|link| serde_json::to_value(link).unwrap_or(Value::Null))
+        .collect();
+    value["agents"] = links.into();
+    Ok(Json(value))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    limit: Option<u32>,
+}
+
+/// Field changes of the asset plus package changes of its agents, newest first.
+pub async fn history(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let asset = find(&state, &id).await?;
+    let limit = query.limit.unwrap_or(500).min(5000);
+    let mut events: Vec<(i64, Value)> = state
+        .store
+        .asset_events(&id, limit)
+        .await?
+        .into_iter()
+        .map(|event| {
+            (
+                event.ts_ms,
+                serde_json::json!({
+                    "at": rfc3339(event.ts_ms), "source": event.source, "kind": event.kind,
+                    "field": event.field, "before": event.before, "after": event.after,
+                }),
+            )
+        })
+        .collect();
+    for agent in &asset.agent_ids {
+        for event in state.store.inventory_events(agent, limit).await? {
+            if event.kind.starts_with("package_") {
+                events.push((
+                    event.ts_ms,
+                    serde_json::json!({
+                        "at": rfc3339(event.ts_ms), "source": "agent", "kind": event.kind,
+                        "field": event.subject, "before": event.before, "after": event.after,
+                    }),
+                ));
+            }
+        }
+    }
+    events.sort_by_key(|event| std::cmp::Reverse(event.0));
+    events.truncate(limit as usize);
+    Ok(Json(events.into_iter().map(|(_, event)| event).collect()))
+}
+
+/// `PATCH /api/v1/assets/{id}`: operator fields, plus optional `status`
+/// (a lifecycle transition, validated), `disposal` and `by`.
+pub async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let mut body: serde_json::Map<String, Value> =
+        serde_json::from_str(&body).map_err(|error| bad(format!("invalid JSON body: {error}")))?;
+    let by = match body.remove("by") {
+        Some(Value::String(by)) if !by.trim().is_empty() => by,
+        _ => "api".to_string(),
+    };
+    let status = match body.remove("status") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(
+            Lifecycle::from_name(&name).ok_or_else(|| bad(format!("unknown status {name:?}")))?,
+        ),
+        Some(other) => return Err(bad(format!("status must be a string, not {other}"))),
+    };
+    let disposal = match body.remove("disposal") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            serde_json::from_value::<Disposal>(value)
+                .map_err(|error| bad(format!("invalid disposal: {error}")))?,
+        ),
+    };
+    let edit: AssetEdit = serde_json::from_value(Value::Object(body))
+        .map_err(|error| bad(format!("invalid asset edit: {error}")))?;
+    let asset = state
+        .assets
+        .change(
+            id,
+            OperatorChange {
+                edit,
+                status,
+                disposal,
+                by,
+            },
+        )
+        .await?;
+    Ok(Json(view(&asset, &state)))
+}
+
+#[derive(Deserialize)]
+pub struct ExportQuery {
+    format: Option<String>,
+}
+
+const CSV_COLUMNS: [&str; 18] = [
+    "id",
+    "hostname",
+    "status",
+    "os",
+    "kernel",
+    "vendor",
+    "model",
+    "serial",
+    "cpu_model",
+    "memory_total_bytes",
+    "ips",
+    "owner",
+    "location",
+    "tags",
+    "purchase_date",
+    "warranty_end",
+    "last_seen",
+    "patch_security",
+];
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+pub async fn export(
+    State(state): State<ApiState>,
+    Query(query): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let assets = load(&state).await?;
+    match query.format.as_deref().unwrap_or("json") {
+        "json" => Ok(Json(
+            assets
+                .iter()
+                .map(|asset| view(asset, &state))
+                .collect::<Vec<_>>(),
+        )
+        .into_response()),
+        "csv" => {
+            let mut out = CSV_COLUMNS.join(",");
+            out.push('\n');
+            for asset in &assets {
+                let text = |value: &Option<String>| value.clone().unwrap_or_default();
+                let row = [
+                    asset.id.clone(),
+                    text(&asset.hostname),
+                    asset.status.as_str().to_string(),
+                    text(&asset.os),
+                    text(&asset.kernel),
+                    text(&asset.vendor),
+                    text(&asset.model),
+                    text(&asset.serial),
+                    text(&asset.cpu_model),
+                    asset
+                        .memory_total_bytes
+                        .map(|bytes| bytes.to_string())
+                        .unwrap_or_default(),
+                    asset.ips.join(" "),
+                    text(&asset.owner),
+                    text(&asset.location),
+                    asset.tags.iter().cloned().collect::<Vec<_>>().join(" "),
+                    text(&asset.purchase_date),
+                    text(&asset.warranty_end),
+                    rfc3339(asset.last_seen_ms),
+                    asset
+                        .patch
+                        .security
+                        .map(|count| count.to_string())
+                        .unwrap_or_default(),
+                ];
+                out.push_str(
+                    &row.iter()
+                        .map(|field| csv_field(field))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+                out.push('\n');
+            }
+            Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+        }
+        other => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format {other:?}; expected csv or json"),
+        )),
+    }
+}

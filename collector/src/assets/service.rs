@@ -1,0 +1,567 @@
+//! The asset task: the one place that runs the pure asset logic against the
+//! store. Inventory commits and operator edits arrive over a channel; a sweep
+//! moves silent assets to `stale`/`missing`, keeps patch state current, and
+//! feeds compliance figures to the rules engine as `asset.*` samples.
+//!
+//! Everything else in `assets` is pure; this file is where it meets I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::history::{self, AssetEvent};
+use super::identity::{Identifiers, KnownAsset, Match, Observed, match_asset};
+use super::lifecycle::{Actor, Lifecycle, LifecycleError, automatic_status, change_status};
+use super::{
+    Asset, AssetEdit, AssetPolicy, Disposal, EditError, apply_edit, compliance_samples, diff_assets,
+};
+use crate::incidents::{IncidentHandle, RulesInput};
+use crate::store::{AssetEventRow, AssetLink, AssetRow, AssetWrite, Labels, Store, StoreError};
+
+/// Agents whose alerts must not page, shared with `incidents`.
+#[derive(Debug, Default)]
+pub struct AlertSuppression {
+    /// Agents of retired or disposed assets: incidents are not opened.
+    pub retired: RwLock<HashSet<String>>,
+    /// Agents of assets tagged `expected_offline`: silence is not an incident.
+    pub expected_offline: RwLock<HashSet<String>>,
+}
+
+impl AlertSuppression {
+    pub fn is_retired(&self, agent_id: &str) -> bool {
+        self.retired
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(agent_id)
+    }
+
+    pub fn is_expected_offline(&self, agent_id: &str) -> bool {
+        self.expected_offline
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(agent_id)
+    }
+}
+
+/// An operator's change to one asset.
+#[derive(Debug)]
+pub struct OperatorChange {
+    pub edit: AssetEdit,
+    pub status: Option<Lifecycle>,
+    pub disposal: Option<Disposal>,
+    pub by: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AssetChangeError {
+    #[error("no such asset")]
+    NotFound,
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the asset service is not running")]
+    Stopped,
+}
+
+enum AssetInput {
+    Inventory {
+        agent_id: String,
+        now_ms: i64,
+    },
+    Patch {
+        agent_id: String,
+        samples: Vec<(String, f64)>,
+        now_ms: i64,
+    },
+    Change {
+        id: String,
+        change: Box<OperatorChange>,
+        reply: oneshot::Sender<Result<Asset, AssetChangeError>>,
+    },
+}
+
+/// Cloneable access for ingest and the API.
+#[derive(Clone)]
+pub struct AssetHandle {
+    inputs: mpsc::Sender<AssetInput>,
+    pub suppression: Arc<AlertSuppression>,
+}
+
+impl std::fmt::Debug for AssetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AssetHandle { .. }")
+    }
+}
+
+impl AssetHandle {
+    /// An inventory update for `agent_id` has committed.
+    pub async fn inventory_committed(&self, agent_id: String, now_ms: i64) {
+        let _ = self
+            .inputs
+            .send(AssetInput::Inventory { agent_id, now_ms })
+            .await;
+    }
+
+    /// `patch.*` samples of a committed batch.
+    pub async fn patch_committed(
+        &self,
+        agent_id: String,
+        samples: Vec<(String, f64)>,
+        now_ms: i64,
+    ) {
+        let _ = self
+            .inputs
+            .send(AssetInput::Patch {
+                agent_id,
+                samples,
+                now_ms,
+            })
+            .await;
+    }
+
+    pub async fn change(
+        &self,
+        id: String,
+        change: OperatorChange,
+    ) -> Result<Asset, AssetChangeError> {
+        let (reply, response) = oneshot::channel();
+        self.inputs
+            .send(AssetInput::Change {
+                id,
+                change: Box::new(change),
+                reply,
+            })
+            .await
+            .map_err(|_| AssetChangeError::Stopped)?;
+        response.await.map_err(|_| AssetChangeError::Stopped)?
+    }
+}
+
+fn text<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn event_row(event: &AssetEvent) -> AssetEventRow {
+    AssetEventRow {
+        ts_ms: event.ts_ms,
+        source: event.source.as_str().to_string(),
+        kind: text(&event.kind),
+        field: Some(event.field.clone()),
+        before: event.before.clone(),
+        after: event.after.clone(),
+    }
+}
+
+fn asset_row(asset: &Asset, now_ms: i64) -> AssetRow {
+    AssetRow {
+        id: asset.id.clone(),
+        record: serde_json::to_string(asset).unwrap_or_else(|_| "{}".into()),
+        status: asset.status.as_str().to_string(),
+        hostname: asset.hostname.clone().unwrap_or_default(),
+        updated_ms: now_ms,
+    }
+}
+
+/// Starts the asset task; loads every asset into memory first.
+pub async fn start(
+    store: Arc<Store>,
+    policy: AssetPolicy,
+    sweep_every: Duration,
+    incidents: IncidentHandle,
+    suppression: Arc<AlertSuppression>,
+    shutdown: CancellationToken,
+) -> Result<(AssetHandle, tokio::task::JoinHandle<()>), StoreError> {
+    let mut assets = BTreeMap::new();
+    for row in store.assets().await? {
+        match serde_json::from_str::<Asset>(&row.record) {
+            Ok(asset) => {
+                assets.insert(asset.id.clone(), asset);
+            }
+            Err(error) => {
+                tracing::error!(message = "Unreadable asset record; skipping it.", id = %row.id, %error)
+            }
+        }
+    }
+    let by_agent = store
+        .asset_links()
+        .await?
+        .into_iter()
+        .map(|link| (link.agent_id, link.asset_id))
+        .collect();
+    let (inputs, receiver) = mpsc::channel(256);
+    let handle = AssetHandle {
+        inputs,
+        suppression,
+    };
+    let service = AssetService {
+        store,
+        policy,
+        assets,
+        by_agent,
+        incidents,
+        suppression: Arc::clone(&handle.suppression),
+    };
+    service.refresh_suppression();
+    tracing::info!(message = "Assets loaded.", assets = service.assets.len());
+    let task = tokio::spawn(service.run(receiver, sweep_every, shutdown));
+    Ok((handle, task))
+}
+
+struct AssetService {
+    store: Arc<Store>,
+    policy: AssetPolicy,
+    assets: BTreeMap<String, Asset>,
+    /// agent id → asset id.
+    by_agent: HashMap<String, String>,
+    incidents: IncidentHandle,
+    suppression: Arc<AlertSuppression>,
+}
+
+impl AssetService {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<AssetInput>,
+        sweep_every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(sweep_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => self.handle(input).await,
+                    None => return,
+                },
+                _ = ticker.tick() => self.sweep(steward_agent::now_ms()).await,
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn handle(&mut self, input: AssetInput) {
+        let result = match input {
+            AssetInput::Inventory { agent_id, now_ms } => {
+                self.on_inventory(&agent_id, now_ms).await
+            }
+            AssetInput::Patch {
+                agent_id,
+                samples,
+                now_ms,
+            } => self.on_patch(&agent_id, &samples, now_ms).await,
+            AssetInput::Change { id, change, reply } => {
+                let _ = reply.send(self.on_change(&id, change).await);
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(message = "Cannot update an asset record.", %error);
+        }
+    }
+
+    /// Saves `after` with the history of how it differs from `before`.
+    async fn save(
+        &mut self,
+        before: Option<&Asset>,
+        after: Asset,
+        source: Actor,
+        mut extra: Vec<AssetEventRow>,
+        links: Vec<AssetLink>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut events: Vec<AssetEventRow> = match before {
+            Some(before) => diff_assets(before, &after, source, now_ms)
+                .iter()
+                .map(event_row)
+                .collect(),
+            None => vec![event_row(&history::created(&after, source, now_ms))],
+        };
+        events.append(&mut extra);
+        let status_changed = before.is_none_or(|before| before.status != after.status);
+        self.store
+            .write_assets(vec![AssetWrite {
+                row: asset_row(&after, now_ms),
+                events,
+                links,
+                removed: Vec::new(),
+            }])
+            .await?;
+        self.assets.insert(after.id.clone(), after);
+        if status_changed {
+            self.refresh_suppression();
+        }
+        Ok(())
+    }
+
+    async fn on_inventory(&mut self, agent_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let Some(inventory) = self.store.inventory(agent_id).await? else {
+            return Ok(());
+        };
+        let known_asset = self
+            .by_agent
+            .get(agent_id)
+            .and_then(|id| self.assets.get(id))
+            .cloned();
+        if let Some(before) = known_asset {
+            let mut after = before.clone();
+            after.mark_seen(agent_id, now_ms);
+            after.apply_inventory(&inventory.facts, &inventory.disks, &inventory.interfaces);
+            if let Some(status) = automatic_status(
+                after.status,
+                after.last_seen_ms,
+                now_ms,
+                &self.policy,
+                after.expected_offline(),
+            ) && let Ok(changed) = change_status(&after, status, Actor::System, None)
+            {
+                after = changed;
+            }
+            if after != before {
+                return self
+                    .save(
+                        Some(&before),
+                        after,
+                        Actor::Agent,
+                        Vec::new(),
+                        Vec::new(),
+                        now_ms,
+                    )
+                    .await;
+            }
+            return Ok(());
+        }
+
+        let observed = Observed {
+            agent_id: agent_id.to_string(),
+            ids: Identifiers::from_inventory(&inventory.facts, &inventory.interfaces),
+        };
+        let known: Vec<KnownAsset> = self.assets.values().map(KnownAsset::of).collect();
+        let decision = match_asset(&observed, &known);
+        let reasons = serde_json::to_string(&decision).unwrap_or_default();
+        let (before, mut after, confidence) = match &decision {
+            Match::Existing {
+                asset_id,
+                confidence,
+                ..
+            } => match self.assets.get(asset_id) {
+                Some(existing) => (Some(existing.clone()), existing.clone(), *confidence),
+                None => (
+                    None,
+                    Asset::discovered(steward_agent::identity::new_uuid_v4(), agent_id, now_ms),
+                    0.0,
+                ),
+            },
+            Match::New { .. } | Match::Ambiguous { .. } => (
+                None,
+                Asset::discovered(steward_agent::identity::new_uuid_v4(), agent_id, now_ms),
+                0.0,
+            ),
+        };
+        after.mark_seen(agent_id, now_ms);
+        after.apply_inventory(&inventory.facts, &inventory.disks, &inventory.interfaces);
+        // A re-linked or doubtful match is worth a line in the history; a plain new asset is not.
+        let mut extra = Vec::new();
+        if before.is_some() || matches!(decision, Match::Ambiguous { .. }) {
+            extra.push(AssetEventRow {
+                ts_ms: now_ms,
+                source: "system".into(),
+                kind: "identity".into(),
+                field: Some("agent_match".into()),
+                before: None,
+                after: Some(reasons.clone()),
+            });
+        }
+        if let Match::Ambiguous { .. } = decision {
+            tracing::warn!(
+                message = "New agent resembles existing assets; created a separate asset for review.",
+                %agent_id,
+                asset = %after.id,
+            );
+        }
+        let link = AssetLink {
+            agent_id: agent_id.to_string(),
+            asset_id: after.id.clone(),
+            confidence,
+            reasons,
+            matched_ms: now_ms,
+        };
+        self.by_agent.insert(agent_id.to_string(), after.id.clone());
+        tracing::info!(message = "Agent linked to asset.", %agent_id, asset = %after.id, confidence);
+        self.save(
+            before.as_ref(),
+            after,
+            Actor::Agent,
+            extra,
+            vec![link],
+            now_ms,
+        )
+        .await
+    }
+
+    async fn on_patch(
+        &mut self,
+        agent_id: &str,
+        samples: &[(String, f64)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let Some(before) = self
+            .by_agent
+            .get(agent_id)
+            .and_then(|id| self.assets.get(id))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let mut after = before.clone();
+        for (metric, value) in samples {
+            after.apply_patch_metric(metric, *value, now_ms);
+        }
+        if after != before {
+            self.save(
+                Some(&before),
+                after,
+                Actor::Agent,
+                Vec::new(),
+                Vec::new(),
+                now_ms,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_change(
+        &mut self,
+        id: &str,
+        change: Box<OperatorChange>,
+    ) -> Result<Asset, AssetChangeError> {
+        let before = self
+            .assets
+            .get(id)
+            .cloned()
+            .ok_or(AssetChangeError::NotFound)?;
+        let mut after = apply_edit(&before, &change.edit)?;
+        if let Some(status) = change.status
+            && status != after.status
+        {
+            after = change_status(&after, status, Actor::Operator, change.disposal)?;
+        }
+        let now = steward_agent::now_ms();
+        tracing::info!(message = "Asset changed by operator.", id, by = %change.by);
+        self.save(
+            Some(&before),
+            after.clone(),
+            Actor::Operator,
+            Vec::new(),
+            Vec::new(),
+            now,
+        )
+        .await?;
+        Ok(after)
+    }
+
+    /// Moves silent assets along the lifecycle, and publishes compliance
+    /// figures for the rules engine.
+    async fn sweep(&mut self, now_ms: i64) {
+        let last_seen: HashMap<String, i64> = match self.store.agents().await {
+            Ok(agents) => agents
+                .into_iter()
+                .map(|agent| (agent.id, agent.last_seen_ms))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(message = "Cannot read agents for the asset sweep.", %error);
+                return;
+            }
+        };
+        let ids: Vec<String> = self.assets.keys().cloned().collect();
+        for id in ids {
+            let Some(before) = self.assets.get(&id).cloned() else {
+                continue;
+            };
+            let mut after = before.clone();
+            for agent_id in &before.agent_ids {
+                if let Some(seen) = last_seen.get(agent_id) {
+                    after.last_seen_ms = after.last_seen_ms.max(*seen);
+                }
+            }
+            if let Some(status) = automatic_status(
+                after.status,
+                after.last_seen_ms,
+                now_ms,
+                &self.policy,
+                after.expected_offline(),
+            ) && let Ok(changed) = change_status(&after, status, Actor::System, None)
+            {
+                tracing::info!(message = "Asset status changed.", id = %after.id, from = before.status.as_str(), to = status.as_str());
+                after = changed;
+            }
+            if after.status != before.status {
+                if let Err(error) = self
+                    .save(
+                        Some(&before),
+                        after.clone(),
+                        Actor::System,
+                        Vec::new(),
+                        Vec::new(),
+                        now_ms,
+                    )
+                    .await
+                {
+                    tracing::error!(message = "Cannot save an asset status change.", %error);
+                }
+            } else if after != before {
+                // last_seen only: keep it in memory, persisted with the next real change.
+                self.assets.insert(id.clone(), after.clone());
+            }
+            if let Some(agent_id) = after.agent_ids.first() {
+                let labels = Labels::from([("asset".to_string(), after.id.clone())]);
+                let samples = compliance_samples(&after, now_ms, &self.policy)
+                    .into_iter()
+                    .map(|(metric, value)| (metric.to_string(), labels.clone(), value))
+                    .collect();
+                self.incidents
+                    .committed(RulesInput::Committed {
+                        agent_id: agent_id.clone(),
+                        samples,
+                        now_ms,
+                        synthetic: true,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    fn refresh_suppression(&self) {
+        let mut retired = HashSet::new();
+        let mut offline = HashSet::new();
+        for asset in self.assets.values() {
+            if matches!(asset.status, Lifecycle::Retired | Lifecycle::Disposed) {
+                retired.extend(asset.agent_ids.iter().cloned());
+            }
+            if asset.expected_offline() {
+                offline.extend(asset.agent_ids.iter().cloned());
+            }
+        }
+        *self
+            .suppression
+            .retired
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = retired;
+        *self
+            .suppression
+            .expected_offline
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = offline;
+    }
+}

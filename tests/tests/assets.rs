@@ -1,0 +1,151 @@
+//! End to end: asset records follow what agents report — created from
+//! inventory, kept across a rename, marked stale when the agent goes quiet,
+//! edited and retired by an operator.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use steward_tests::{Collector, DEADLINE, http_request, poll};
+
+fn assets(collector: &Collector, query: &str) -> Vec<Value> {
+    collector
+        .get_json(&format!("/api/v1/assets{query}"))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn asset_follows_inventory_survives_rename_goes_stale_and_is_edited() {
+    let collector = Collector::start_with(|text| {
+        text.push_str("\n[assets]\nstale_after = \"3s\"\nmissing_after = \"1h\"\n")
+    });
+    let mut agent =
+        collector.start_agent("laptop", |text| text.push_str("hostname = \"desk-1\"\n"));
+
+    let asset = poll(
+        DEADLINE,
+        "an asset created from the agent's inventory",
+        || {
+            assets(&collector, "")
+                .into_iter()
+                .find(|asset| asset["hostname"] == "desk-1")
+        },
+    );
+    let id = asset["id"].as_str().unwrap().to_string();
+    assert_eq!(asset["status"], "active");
+    assert!(
+        asset["os"].is_string() && asset["kernel"].is_string(),
+        "{asset}"
+    );
+    assert!(asset["memory_total_bytes"].as_u64().unwrap() > 0);
+    assert!(asset["last_seen"].is_string());
+    assert!(asset["patch"].is_object());
+    let patch = poll(DEADLINE, "the patch level on the asset", || {
+        let asset = collector.get_json(&format!("/api/v1/assets/{id}"));
+        (!asset["patch"]["pending"].is_null()).then(|| asset["patch"].clone())
+    });
+    assert!(patch["pending"].as_u64().is_some(), "{patch}");
+
+    // Same agent (same state directory), new host name: same asset, one rename event.
+    agent.kill9();
+    let _agent = collector.start_agent("laptop", |text| text.push_str("hostname = \"desk-2\"\n"));
+    poll(DEADLINE, "the asset to take the new host name", || {
+        let asset = collector.get_json(&format!("/api/v1/assets/{id}"));
+        (asset["hostname"] == "desk-2").then_some(())
+    });
+    assert_eq!(
+        assets(&collector, "").len(),
+        1,
+        "a rename must not create a second asset"
+    );
+    let history = collector.get_json(&format!("/api/v1/assets/{id}/history"));
+    let renames: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["field"] == "hostname" && event["source"] == "agent")
+        .collect();
+    assert_eq!(renames.len(), 1, "{history}");
+    assert_eq!(renames[0]["before"], "desk-1");
+    assert_eq!(renames[0]["after"], "desk-2");
+
+    // Filters and export.
+    assert_eq!(assets(&collector, "?q=desk-2").len(), 1);
+    assert_eq!(assets(&collector, "?status=retired").len(), 0);
+    let (status, csv) = collector.get("/api/v1/assets/export?format=csv");
+    assert_eq!(status, 200);
+    assert!(csv.starts_with("id,hostname,status"), "{csv}");
+    assert!(csv.contains(&id));
+
+    // Operator edit: needs the token, validates, records history.
+    let token = collector.api_token();
+    let path = format!("/api/v1/assets/{id}");
+    let (status, _) = http_request(
+        collector.http_addr,
+        "PATCH",
+        &path,
+        None,
+        Some(r#"{"owner":"bob"}"#),
+    );
+    assert_eq!(status, 401);
+    let (status, body) = http_request(
+        collector.http_addr,
+        "PATCH",
+        &path,
+        Some(&token),
+        Some(
+            r#"{"owner":"bob","location":"HQ 2.14","tags":["laptop"],"warranty_end":"2027-13-01"}"#,
+        ),
+    );
+    assert_eq!(status, 400, "an invalid date is refused: {body}");
+    let (status, body) = http_request(
+        collector.http_addr,
+        "PATCH",
+        &path,
+        Some(&token),
+        Some(
+            r#"{"by":"helpdesk","owner":"bob","location":"HQ 2.14","tags":["laptop"],"warranty_end":"2027-12-31"}"#,
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_request(
+        collector.http_addr,
+        "PATCH",
+        &path,
+        Some(&token),
+        Some(r#"{"status":"disposed"}"#),
+    );
+    assert_eq!(
+        status, 409,
+        "disposing an active asset skips retirement: {body}"
+    );
+
+    // The agent stops: the asset goes stale after the configured period.
+    drop(_agent);
+    poll(DEADLINE, "the asset to go stale", || {
+        let asset = collector.get_json(&format!("/api/v1/assets/{id}"));
+        (asset["status"] == "stale").then_some(())
+    });
+    let history = collector.get_json(&format!("/api/v1/assets/{id}/history"));
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|event| event["field"] == "status"
+                && event["after"] == "stale"
+                && event["source"] == "system"),
+        "{history}"
+    );
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|event| event["field"] == "owner" && event["source"] == "operator"),
+        "{history}"
+    );
+    let asset = collector.get_json(&format!("/api/v1/assets/{id}"));
+    assert_eq!(asset["owner"], "bob");
+    assert_eq!(asset["tags"], serde_json::json!(["laptop"]));
+}
