@@ -38,7 +38,7 @@ fn deploy_collector_toml_is_valid() {
         steward_collector::CollectorConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.http_listen.port(), 7080);
     assert!(config.tls.is_some());
-    assert_eq!(config.rules.len(), 9, "the default rules are included");
+    assert_eq!(config.rules.len(), 11, "the default rules are included");
 }
 
 #[test]

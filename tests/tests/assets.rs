@@ -149,3 +149,89 @@ fn asset_follows_inventory_survives_rename_goes_stale_and_is_edited() {
     assert_eq!(asset["owner"], "bob");
     assert_eq!(asset["tags"], serde_json::json!(["laptop"]));
 }
+
+#[test]
+fn reinstalled_agent_on_the_same_hardware_continues_the_asset_and_can_be_split_and_merged() {
+    let collector = Collector::start();
+    let _first = collector.start_agent("first", |text| text.push_str("hostname = \"srv-1\"\n"));
+    let asset = poll(DEADLINE, "the first agent's asset", || {
+        assets(&collector, "")
+            .into_iter()
+            .find(|asset| asset["hostname"] == "srv-1")
+    });
+    let id = asset["id"].as_str().unwrap().to_string();
+    let first_agent = asset["agent_ids"][0].as_str().unwrap().to_string();
+
+    // A second agent with a fresh identity on this same machine (same
+    // machine-id and MACs): a reinstall, so the same asset continues.
+    let _second = collector.start_agent("second", |text| text.push_str("hostname = \"srv-1b\"\n"));
+    let asset = poll(DEADLINE, "the second agent to join the asset", || {
+        let asset = collector.get_json(&format!("/api/v1/assets/{id}"));
+        (asset["agent_ids"].as_array()?.len() == 2).then_some(asset)
+    });
+    assert_eq!(assets(&collector, "").len(), 1, "{asset}");
+    let second_agent = asset["agent_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|agent| agent.as_str().unwrap().to_string())
+        .find(|agent| *agent != first_agent)
+        .unwrap();
+    let links = asset["agents"].as_array().unwrap();
+    assert!(
+        links
+            .iter()
+            .all(|link| link["confidence"].as_f64().unwrap() > 0.0),
+        "{asset}"
+    );
+
+    // Split the second agent out, then merge it back: both recorded.
+    let token = collector.api_token();
+    let (status, body) = http_request(
+        collector.http_addr,
+        "POST",
+        &format!("/api/v1/assets/{id}/split"),
+        Some(&token),
+        Some(&format!(
+            r#"{{"agent_id": "{second_agent}", "by": "helpdesk"}}"#
+        )),
+    );
+    assert_eq!(status, 200, "{body}");
+    let all = assets(&collector, "");
+    assert_eq!(all.len(), 2);
+    let other = all.iter().find(|asset| asset["id"] != id.as_str()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = http_request(
+        collector.http_addr,
+        "POST",
+        &format!("/api/v1/assets/{id}/merge"),
+        Some(&token),
+        Some(&format!(r#"{{"from": "{other}", "by": "helpdesk"}}"#)),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(assets(&collector, "").len(), 1);
+    let history = collector.get_json(&format!("/api/v1/assets/{id}/history"));
+    let kinds: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"split") && kinds.contains(&"merged"),
+        "{kinds:?}"
+    );
+    let (status, _) = http_request(
+        collector.http_addr,
+        "POST",
+        &format!("/api/v1/assets/{id}/merge"),
+        Some(&token),
+        Some(&format!(r#"{{"from": "{id}"}}"#)),
+    );
+    assert_eq!(status, 409, "an asset cannot absorb itself");
+
+    let compliance = collector.get_json("/api/v1/compliance");
+    assert!(compliance.is_array());
+}

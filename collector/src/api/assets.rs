@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, ApiState, rfc3339};
-use crate::assets::service::{AssetChangeError, OperatorChange};
+use crate::assets::service::{AssetChangeError, OperatorChange, Regroup};
 use crate::assets::{Asset, AssetEdit, Disposal, Lifecycle, compliance};
 
 impl From<AssetChangeError> for ApiError {
@@ -22,6 +22,9 @@ impl From<AssetChangeError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, error.to_string())
             }
             AssetChangeError::Lifecycle(error) => {
+                ApiError::new(StatusCode::CONFLICT, error.to_string())
+            }
+            AssetChangeError::Merge(error) => {
                 ApiError::new(StatusCode::CONFLICT, error.to_string())
             }
             AssetChangeError::Store(error) => error.into(),
@@ -368,4 +371,97 @@ pub async fn export(
             format!("unknown format {other:?}; expected csv or json"),
         )),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeBody {
+    /// The asset folded into the one in the path, then removed.
+    from: String,
+    by: Option<String>,
+}
+
+/// `POST /api/v1/assets/{id}/merge`: one machine recorded twice.
+pub async fn merge(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Json(body): Json<MergeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let by = body.by.unwrap_or_else(|| "api".into());
+    let assets = state
+        .assets
+        .regroup(id, Regroup::Merge { from: body.from }, by)
+        .await?;
+    Ok(Json(
+        assets.iter().map(|asset| view(asset, &state)).collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBody {
+    /// The agent moved to a new asset of its own.
+    agent_id: String,
+    by: Option<String>,
+}
+
+/// `POST /api/v1/assets/{id}/split`: two machines recorded as one.
+pub async fn split(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Json(body): Json<SplitBody>,
+) -> Result<Json<Value>, ApiError> {
+    let by = body.by.unwrap_or_else(|| "api".into());
+    let assets = state
+        .assets
+        .regroup(
+            id,
+            Regroup::Split {
+                agent_id: body.agent_id,
+            },
+            by,
+        )
+        .await?;
+    Ok(Json(
+        assets.iter().map(|asset| view(asset, &state)).collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ComplianceQuery {
+    /// Only assets with this finding (`check` names as in each finding).
+    check: Option<String>,
+}
+
+/// `GET /api/v1/compliance`: assets with at least one finding, and the findings.
+pub async fn compliance_view(
+    State(state): State<ApiState>,
+    Query(query): Query<ComplianceQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let now = steward_agent::now_ms();
+    let assets = load(&state).await?;
+    Ok(Json(
+        assets
+            .iter()
+            .filter_map(|asset| {
+                let findings = compliance(asset, now, &state.asset_policy);
+                let wanted = match &query.check {
+                    Some(check) => findings.iter().any(|finding| finding.check == check),
+                    None => !findings.is_empty(),
+                };
+                wanted.then(|| {
+                    serde_json::json!({
+                        "id": asset.id,
+                        "hostname": asset.hostname,
+                        "status": asset.status.as_str(),
+                        "os": asset.os,
+                        "findings": findings
+                            .iter()
+                            .map(|finding| serde_json::json!({"check": finding.check, "detail": finding.detail}))
+                            .collect::<Vec<_>>(),
+                    })
+                })
+            })
+            .collect(),
+    ))
 }

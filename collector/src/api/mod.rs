@@ -39,6 +39,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/incidents/{id}/notes", post(incidents::add_note))
         .route("/api/v1/assets/{id}", axum::routing::patch(assets::update))
+        .route("/api/v1/assets/{id}/merge", post(assets::merge))
+        .route("/api/v1/assets/{id}/split", post(assets::split))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -48,6 +50,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}", get(incidents::detail))
         .route("/api/v1/rules", get(incidents::rules))
         .route("/api/v1/assets", get(assets::list))
+        .route("/api/v1/compliance", get(assets::compliance_view))
         .route("/api/v1/assets/export", get(assets::export))
         .route("/api/v1/assets/{id}", get(assets::detail))
         .route("/api/v1/assets/{id}/history", get(assets::history))

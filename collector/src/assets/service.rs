@@ -66,9 +66,20 @@ pub enum AssetChangeError {
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
     #[error(transparent)]
+    Merge(#[from] super::MergeError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the asset service is not running")]
     Stopped,
+}
+
+/// An explicit merge or split, decided by an operator.
+#[derive(Debug)]
+pub enum Regroup {
+    /// Fold asset `from` into the asset named in the request (one machine recorded twice).
+    Merge { from: String },
+    /// Move `agent_id` out of the asset into a new one (two machines recorded as one).
+    Split { agent_id: String },
 }
 
 enum AssetInput {
@@ -85,6 +96,12 @@ enum AssetInput {
         id: String,
         change: Box<OperatorChange>,
         reply: oneshot::Sender<Result<Asset, AssetChangeError>>,
+    },
+    Regroup {
+        id: String,
+        regroup: Regroup,
+        by: String,
+        reply: oneshot::Sender<Result<Vec<Asset>, AssetChangeError>>,
     },
 }
 
@@ -137,6 +154,28 @@ impl AssetHandle {
             .send(AssetInput::Change {
                 id,
                 change: Box::new(change),
+                reply,
+            })
+            .await
+            .map_err(|_| AssetChangeError::Stopped)?;
+        response.await.map_err(|_| AssetChangeError::Stopped)?
+    }
+}
+
+impl AssetHandle {
+    /// Merges or splits; returns the resulting assets (kept one first).
+    pub async fn regroup(
+        &self,
+        id: String,
+        regroup: Regroup,
+        by: String,
+    ) -> Result<Vec<Asset>, AssetChangeError> {
+        let (reply, response) = oneshot::channel();
+        self.inputs
+            .send(AssetInput::Regroup {
+                id,
+                regroup,
+                by,
                 reply,
             })
             .await
@@ -264,6 +303,15 @@ impl AssetService {
                 let _ = reply.send(self.on_change(&id, change).await);
                 Ok(())
             }
+            AssetInput::Regroup {
+                id,
+                regroup,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.on_regroup(&id, regroup, &by).await);
+                Ok(())
+            }
         };
         if let Err(error) = result {
             tracing::error!(message = "Cannot update an asset record.", %error);
@@ -362,7 +410,14 @@ impl AssetService {
                     0.0,
                 ),
             },
-            Match::New { .. } | Match::Ambiguous { .. } => (
+            // A new record is certainly this agent's own (confidence 1); an
+            // ambiguous one keeps 0 so it stands out for review.
+            Match::New { .. } => (
+                None,
+                Asset::discovered(steward_agent::identity::new_uuid_v4(), agent_id, now_ms),
+                1.0,
+            ),
+            Match::Ambiguous { .. } => (
                 None,
                 Asset::discovered(steward_agent::identity::new_uuid_v4(), agent_id, now_ms),
                 0.0,
@@ -469,6 +524,87 @@ impl AssetService {
         )
         .await?;
         Ok(after)
+    }
+
+    async fn on_regroup(
+        &mut self,
+        id: &str,
+        regroup: Regroup,
+        by: &str,
+    ) -> Result<Vec<Asset>, AssetChangeError> {
+        let now = steward_agent::now_ms();
+        let asset = self
+            .assets
+            .get(id)
+            .cloned()
+            .ok_or(AssetChangeError::NotFound)?;
+        let link = |agent_id: &str, asset_id: &str, reason: &str| AssetLink {
+            agent_id: agent_id.to_string(),
+            asset_id: asset_id.to_string(),
+            confidence: 1.0,
+            reasons: format!("{reason} by {by}"),
+            matched_ms: now,
+        };
+        let (writes, results, removed) = match regroup {
+            Regroup::Merge { from } => {
+                let absorbed = self
+                    .assets
+                    .get(&from)
+                    .cloned()
+                    .ok_or(AssetChangeError::NotFound)?;
+                let merged = super::merge(&asset, &absorbed, now)?;
+                let links = merged
+                    .asset
+                    .agent_ids
+                    .iter()
+                    .map(|agent| link(agent, id, "merged"))
+                    .collect();
+                let write = AssetWrite {
+                    row: asset_row(&merged.asset, now),
+                    events: merged.events.iter().map(event_row).collect(),
+                    links,
+                    removed: vec![merged.removed_id.clone()],
+                };
+                (vec![write], vec![merged.asset], Some(merged.removed_id))
+            }
+            Regroup::Split { agent_id } => {
+                let new_id = steward_agent::identity::new_uuid_v4();
+                let split = super::split(&asset, &agent_id, &new_id, now)?;
+                let writes = vec![
+                    AssetWrite {
+                        row: asset_row(&split.remaining, now),
+                        events: split.remaining_events.iter().map(event_row).collect(),
+                        links: Vec::new(),
+                        removed: Vec::new(),
+                    },
+                    AssetWrite {
+                        row: asset_row(&split.split_off, now),
+                        events: split.split_off_events.iter().map(event_row).collect(),
+                        links: vec![link(&agent_id, &new_id, "split")],
+                        removed: Vec::new(),
+                    },
+                ];
+                (writes, vec![split.remaining, split.split_off], None)
+            }
+        };
+        self.store.write_assets(writes).await?;
+        if let Some(removed) = removed {
+            self.assets.remove(&removed);
+        }
+        for asset in &results {
+            for agent in &asset.agent_ids {
+                self.by_agent.insert(agent.clone(), asset.id.clone());
+            }
+            self.assets.insert(asset.id.clone(), asset.clone());
+        }
+        self.refresh_suppression();
+        tracing::info!(
+            message = "Assets regrouped by operator.",
+            id,
+            by,
+            results = results.len()
+        );
+        Ok(results)
     }
 
     /// Moves silent assets along the lifecycle, and publishes compliance
