@@ -11,6 +11,10 @@ use steward_agent::config_file::{self, ConfigError, ConfigSource};
 use crate::assets::{AssetPolicy, RawAssetPolicy};
 use crate::incidents::SlaPolicy;
 use crate::incidents::sla::RawSlaTarget;
+use crate::notify::NotifyConfig;
+use crate::notify::config::{
+    RawChannel, RawEscalation, RawNotify, RawPerson, RawRoute, RawSchedule,
+};
 use crate::rules::{RawRule, Rule, validate_rules};
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +37,26 @@ struct RawCollectorConfig {
     sla: BTreeMap<String, RawSlaTarget>,
     #[serde(default)]
     assets: RawAssetPolicy,
+    #[serde(default)]
+    notify: RawNotifySettings,
+    #[serde(default)]
+    channel: Vec<RawChannel>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+    #[serde(default)]
+    person: Vec<RawPerson>,
+    #[serde(default)]
+    schedule: Vec<RawSchedule>,
+    #[serde(default)]
+    escalation: Vec<RawEscalation>,
+}
+
+/// `[notify]`: settings shared by every channel.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotifySettings {
+    /// Public URL of the HTTP API, for links in messages; defaults to `http://{http_listen}`.
+    base_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +175,9 @@ pub struct CollectorConfig {
     pub rules: Vec<Rule>,
     pub sla: SlaPolicy,
     pub assets: AssetPolicy,
+    pub notify: std::sync::Arc<NotifyConfig>,
+    /// Public URL of the HTTP API, for links in notifications.
+    pub base_url: String,
     /// Where this config came from, so SIGHUP can re-read it.
     pub path: PathBuf,
 }
@@ -245,6 +272,22 @@ impl CollectorConfig {
         }
         let sla = SlaPolicy::validate(source, raw.sla)?;
         let assets = AssetPolicy::validate(source, raw.assets)?;
+        let notify = NotifyConfig::validate(
+            source,
+            RawNotify {
+                channel: raw.channel,
+                route: raw.route,
+                person: raw.person,
+                schedule: raw.schedule,
+                escalation: raw.escalation,
+            },
+        )?;
+        let base_url = raw
+            .notify
+            .base_url
+            .unwrap_or_else(|| format!("http://{}", raw.server.http_listen))
+            .trim_end_matches('/')
+            .to_string();
         if raw.limits.max_message_bytes < 1024 {
             return Err(source.error("limits.max_message_bytes", "must be at least 1024"));
         }
@@ -261,6 +304,8 @@ impl CollectorConfig {
             rules,
             sla,
             assets,
+            notify: std::sync::Arc::new(notify),
+            base_url,
             path: source.path.clone(),
         })
     }

@@ -105,6 +105,15 @@ pub async fn start(
         shutdown.clone(),
     )
     .await?;
+    let notify_task = tokio::spawn(
+        notify::service::NotifyService {
+            store: Arc::clone(&store),
+            config: Arc::clone(&config.notify),
+            base_url: config.base_url.clone(),
+            telemetry: Arc::clone(&telemetry),
+        }
+        .run(incidents.clone(), shutdown.clone()),
+    );
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_listener = bind(config.http_listen).await?;
     let grpc_addr = grpc_listener
@@ -182,6 +191,7 @@ pub async fn start(
     tasks.spawn(async move {
         let _ = incidents_task.await;
         let _ = assets_task.await;
+        let _ = notify_task.await;
         Ok(())
     });
 

@@ -11,6 +11,9 @@ pub struct Telemetry {
     pub batches_duplicate: AtomicU64,
     pub batches_failed: AtomicU64,
     pub inventory_updates: AtomicU64,
+    pub notifications_sent: AtomicU64,
+    pub notifications_failed: AtomicU64,
+    pub notification_retries: AtomicU64,
     pub agents_rejected_auth: AtomicU64,
     pub streams_rejected_protocol: AtomicU64,
     pub streams_broken: AtomicU64,
@@ -23,7 +26,25 @@ impl Telemetry {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
+            (
+                "steward_notifications_sent_total",
+                "counter",
+                "Notifications a receiver accepted.",
+                &self.notifications_sent,
+            ),
+            (
+                "steward_notifications_failed_total",
+                "counter",
+                "Notifications given up (refused, or retries exhausted).",
+                &self.notifications_failed,
+            ),
+            (
+                "steward_notification_retries_total",
+                "counter",
+                "Delivery attempts that failed and were scheduled again.",
+                &self.notification_retries,
+            ),
             (
                 "steward_samples_ingested_total",
                 "counter",

@@ -396,3 +396,156 @@ pub fn find_series<'a>(
             && label.is_none_or(|(key, value)| item["labels"][key].as_str() == Some(value))
     })
 }
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    /// Lower-case header names.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// The status the receiver answered with.
+    pub status: u16,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A real HTTP server on 127.0.0.1 that records requests and answers with
+/// the statuses it is told (then 200). Stops when dropped.
+pub struct Receiver {
+    pub address: SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    statuses: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Receiver {
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let address = listener.local_addr().expect("receiver address");
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let statuses =
+            std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log, plan, halt) = (received.clone(), statuses.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let status = plan
+                            .lock()
+                            .map(|mut plan| plan.pop_front())
+                            .ok()
+                            .flatten()
+                            .unwrap_or(200);
+                        if let Some(request) = serve(stream, status)
+                            && let Ok(mut log) = log.lock()
+                        {
+                            log.push(request);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            address,
+            received,
+            statuses,
+            stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Answer the next requests with these statuses, in order.
+    pub fn answer_with(&self, statuses: &[u16]) {
+        self.statuses
+            .lock()
+            .expect("status plan")
+            .extend(statuses.iter().copied());
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().expect("received log").clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn serve(mut stream: TcpStream, status: u16) -> Option<Received> {
+    stream.set_nonblocking(false).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let read = stream.read(&mut chunk).ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let path = lines.next()?.split_whitespace().nth(1)?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < head_end + length {
+        let read = stream.read(&mut chunk).ok()?;
+        if read == 0 {
+            break;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    let body = String::from_utf8_lossy(&buffer[head_end..]).into_owned();
+    let reason = if status < 300 { "OK" } else { "Error" };
+    let retry = if status == 429 {
+        "Retry-After: 1\r\n"
+    } else {
+        ""
+    };
+    let _ = stream.write_all(
+        format!(
+            "HTTP/1.1 {status} {reason}\r\n{retry}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+        )
+        .as_bytes(),
+    );
+    Some(Received {
+        path,
+        headers,
+        body,
+        status,
+    })
+}

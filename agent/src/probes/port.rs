@@ -472,7 +472,7 @@ async fn handshake(stream: TcpStream, target: &PortTarget, deadline: Instant) ->
 
 /// The CA file's certificates, or the first system bundle found (read once
 /// per process: the system bundle is large and changes only with packages).
-fn trust_anchors(ca: Option<&Path>) -> Result<Arc<RootCertStore>, TrustAnchorError> {
+pub fn trust_anchors(ca: Option<&Path>) -> Result<Arc<RootCertStore>, TrustAnchorError> {
     if let Some(path) = ca {
         // A small local file, read every round so a replaced CA takes effect
         // without a restart.

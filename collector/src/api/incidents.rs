@@ -61,6 +61,12 @@ pub fn view(state: &ApiState, incident: IncidentRecord) -> IncidentView {
             labels: incident.labels.clone(),
         })
         .map(|latest| latest.value);
+    incident_view(incident, latest)
+}
+
+/// The incident as the API shows it, given the latest value of its series.
+/// Notifications embed exactly this.
+pub fn incident_view(incident: IncidentRecord, latest: Option<f64>) -> IncidentView {
     let late = |done: Option<i64>, due: Option<i64>| matches!((done, due), (Some(done), Some(due)) if done > due);
     let ack_breached =
         incident.ack_breached || late(incident.acknowledged_at_ms, incident.ack_due_at_ms);
@@ -339,4 +345,41 @@ pub async fn sla(
         "since": rfc3339(since),
         "severities": severities,
     })))
+}
+
+#[derive(Deserialize)]
+pub struct NotificationsQuery {
+    /// `pending`, `delivered` or `failed`.
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/notifications`: the outbox, newest first (failed deliveries included).
+pub async fn notifications(
+    State(state): State<ApiState>,
+    Query(query): Query<NotificationsQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let rows = state
+        .store
+        .notifications(query.state, query.limit.unwrap_or(200).min(5000))
+        .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| {
+                serde_json::json!({
+                    "id": row.id,
+                    "idempotency_key": row.idempotency_key,
+                    "incident_id": row.incident_id,
+                    "event": row.event,
+                    "channel": row.channel,
+                    "state": row.state,
+                    "attempts": row.attempts,
+                    "next_attempt_at": rfc3339(row.next_attempt_ms),
+                    "last_error": row.last_error,
+                    "created_at": rfc3339(row.created_ms),
+                    "delivered_at": row.delivered_ms.map(rfc3339),
+                })
+            })
+            .collect(),
+    ))
 }

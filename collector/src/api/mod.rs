@@ -49,6 +49,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::detail))
         .route("/api/v1/rules", get(incidents::rules))
+        .route("/api/v1/notifications", get(incidents::notifications))
         .route("/api/v1/assets", get(assets::list))
         .route("/api/v1/compliance", get(assets::compliance_view))
         .route("/api/v1/assets/export", get(assets::export))

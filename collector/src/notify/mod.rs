@@ -21,9 +21,11 @@
 
 pub mod config;
 pub mod escalation;
+pub mod http;
 pub mod oncall;
 pub mod payload;
 pub mod routing;
+pub mod service;
 
 use std::fmt;
 

@@ -204,6 +204,7 @@ pub(super) fn open(
         "rules",
         &detail,
     )?;
+    super::outbox::journal(transaction, id, "opened", new.opened_at_ms)?;
     let record = get_in(transaction, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     Ok((record, true))
 }
@@ -242,6 +243,7 @@ pub(super) fn acknowledge(
         |note| format!("Acknowledged: {note}"),
     );
     add_timeline(transaction, id, now_ms, "acknowledged", by, &detail)?;
+    super::outbox::journal(transaction, id, "acknowledged", now_ms)?;
     Ok(get_in(transaction, id)?.ok_or(ChangeRefused::NotFound))
 }
 
@@ -271,6 +273,7 @@ pub(super) fn resolve(
         by,
         &format!("Resolved: {reason}{value}."),
     )?;
+    super::outbox::journal(transaction, id, "resolved", now_ms)?;
     Ok(get_in(transaction, id)?.ok_or(ChangeRefused::NotFound))
 }
 

@@ -9,6 +9,7 @@
 mod assets;
 mod incidents;
 mod inventory;
+mod outbox;
 mod writer;
 
 pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
@@ -16,6 +17,7 @@ pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, IncidentRecord, NewIncident,
     TimelineEntry,
 };
+pub use outbox::{DeliveryAttempt, JournalEntry, NewNotification, Notification};
 
 pub use inventory::{
     DiskRecord, InterfaceRecord, InventoryApplied, InventoryEvent, InventorySnapshot,
@@ -230,6 +232,55 @@ impl Store {
         changes: Vec<IncidentChange>,
     ) -> Result<Vec<AppliedChange>, StoreError> {
         self.write(move |transaction| incidents::apply_changes(transaction, &changes))
+            .await
+    }
+
+    /// Incident changes after the notification cursor, oldest first.
+    pub async fn unnotified_journal(&self, limit: u32) -> Result<Vec<JournalEntry>, StoreError> {
+        self.read(move |connection| {
+            let position = outbox::cursor(connection)?;
+            outbox::journal_after(connection, position, limit)
+        })
+        .await
+    }
+
+    /// Queues notifications and advances the journal cursor to `position` atomically.
+    pub async fn enqueue_notifications(
+        &self,
+        notifications: Vec<NewNotification>,
+        position: i64,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |transaction| {
+            outbox::enqueue(transaction, &notifications, position, now_ms)
+        })
+        .await
+    }
+
+    pub async fn due_notifications(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.read(move |connection| outbox::due(connection, now_ms, limit))
+            .await
+    }
+
+    pub async fn next_notification_due(&self) -> Result<Option<i64>, StoreError> {
+        self.read(outbox::next_due).await
+    }
+
+    pub async fn record_delivery(&self, attempt: DeliveryAttempt) -> Result<(), StoreError> {
+        self.write(move |transaction| outbox::record_attempt(transaction, &attempt))
+            .await
+    }
+
+    pub async fn notifications(
+        &self,
+        state: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.read(move |connection| outbox::list(connection, state.as_deref(), limit))
             .await
     }
 

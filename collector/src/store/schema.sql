@@ -142,3 +142,40 @@ CREATE TABLE IF NOT EXISTS asset_events (
     after    TEXT
 );
 CREATE INDEX IF NOT EXISTS asset_events_by_asset ON asset_events (asset_id, id);
+
+-- Journal of incident changes, written in the same transaction as the
+-- change itself; notification delivery reads it from a durable cursor, so a
+-- crash between the change and its notification loses nothing.
+CREATE TABLE IF NOT EXISTS incident_events (
+    id          INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    ts_ms       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notify_cursor (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    position INTEGER NOT NULL
+);
+
+-- Durable outbox: one row per (incident, event, recipient), never two.
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    incident_id     INTEGER NOT NULL,
+    event           TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    created_ms      INTEGER NOT NULL,
+    delivered_ms    INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS outbox_attempts (
+    id        INTEGER PRIMARY KEY,
+    outbox_id INTEGER NOT NULL,
+    ts_ms     INTEGER NOT NULL,
+    status    INTEGER,
+    error     TEXT
+);

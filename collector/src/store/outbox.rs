@@ -1,0 +1,194 @@
+//! The incident journal and the notification outbox. Delivery logic lives in
+//! `notify`; this file only reads and writes rows.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+/// One journal entry: something happened to an incident.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    pub position: i64,
+    pub incident_id: i64,
+    pub kind: String,
+    pub ts_ms: i64,
+}
+
+/// A notification to queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub idempotency_key: String,
+    pub incident_id: i64,
+    pub event: String,
+    pub channel: String,
+    pub due_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub incident_id: i64,
+    pub event: String,
+    pub channel: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub delivered_ms: Option<i64>,
+}
+
+/// What one delivery attempt did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttempt {
+    pub id: i64,
+    pub ts_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// `delivered`, `failed`, or `pending` with the next try at `retry_at_ms`.
+    pub state: &'static str,
+    pub retry_at_ms: i64,
+}
+
+pub(super) fn journal(
+    transaction: &Transaction<'_>,
+    incident_id: i64,
+    kind: &str,
+    ts_ms: i64,
+) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO incident_events (incident_id, kind, ts_ms) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![incident_id, kind, ts_ms])?;
+    Ok(())
+}
+
+pub(super) fn cursor(connection: &Connection) -> rusqlite::Result<i64> {
+    Ok(connection
+        .query_row(
+            "SELECT position FROM notify_cursor WHERE id = 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+pub(super) fn journal_after(
+    connection: &Connection,
+    position: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<JournalEntry>> {
+    let mut statement = connection.prepare(
+        "SELECT id, incident_id, kind, ts_ms FROM incident_events WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = statement.query_map(params![position, limit], |row| {
+        Ok(JournalEntry {
+            position: row.get(0)?,
+            incident_id: row.get(1)?,
+            kind: row.get(2)?,
+            ts_ms: row.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Queues notifications (ignoring ones already queued) and moves the cursor, atomically.
+pub(super) fn enqueue(
+    transaction: &Transaction<'_>,
+    notifications: &[NewNotification],
+    position: i64,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let mut queued = 0;
+    let mut insert = transaction.prepare_cached(
+        "INSERT OR IGNORE INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
+    )?;
+    for notification in notifications {
+        queued += insert.execute(params![
+            notification.idempotency_key,
+            notification.incident_id,
+            notification.event,
+            notification.channel,
+            notification.due_ms,
+            now_ms
+        ])?;
+    }
+    transaction.execute(
+        "INSERT INTO notify_cursor (id, position) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET position = max(position, ?1)",
+        [position],
+    )?;
+    Ok(queued)
+}
+
+const COLUMNS: &str = "id, idempotency_key, incident_id, event, channel, state, attempts, next_attempt_ms, last_error, created_ms, delivered_ms";
+
+fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
+    Ok(Notification {
+        id: row.get(0)?,
+        idempotency_key: row.get(1)?,
+        incident_id: row.get(2)?,
+        event: row.get(3)?,
+        channel: row.get(4)?,
+        state: row.get(5)?,
+        attempts: row.get(6)?,
+        next_attempt_ms: row.get(7)?,
+        last_error: row.get(8)?,
+        created_ms: row.get(9)?,
+        delivered_ms: row.get(10)?,
+    })
+}
+
+pub(super) fn due(
+    connection: &Connection,
+    now_ms: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<Notification>> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT {COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2"
+    ))?;
+    let rows = statement.query_map(params![now_ms, limit], row)?;
+    rows.collect()
+}
+
+/// The earliest pending delivery time, if any.
+pub(super) fn next_due(connection: &Connection) -> rusqlite::Result<Option<i64>> {
+    connection.query_row(
+        "SELECT min(next_attempt_ms) FROM outbox WHERE state = 'pending'",
+        [],
+        |row| row.get(0),
+    )
+}
+
+pub(super) fn record_attempt(
+    transaction: &Transaction<'_>,
+    attempt: &DeliveryAttempt,
+) -> rusqlite::Result<()> {
+    transaction.execute(
+        "INSERT INTO outbox_attempts (outbox_id, ts_ms, status, error) VALUES (?1, ?2, ?3, ?4)",
+        params![attempt.id, attempt.ts_ms, attempt.status, attempt.error],
+    )?;
+    transaction.execute(
+        "UPDATE outbox SET attempts = attempts + 1, state = ?2, next_attempt_ms = ?3, last_error = ?4,
+             delivered_ms = CASE WHEN ?2 = 'delivered' THEN ?5 ELSE delivered_ms END
+         WHERE id = ?1",
+        params![attempt.id, attempt.state, attempt.retry_at_ms, attempt.error, attempt.ts_ms],
+    )?;
+    Ok(())
+}
+
+pub(super) fn list(
+    connection: &Connection,
+    state: Option<&str>,
+    limit: u32,
+) -> rusqlite::Result<Vec<Notification>> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT {COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
+    ))?;
+    let rows = statement.query_map(params![state, limit], row)?;
+    rows.collect()
+}
