@@ -169,6 +169,7 @@ pub async fn start(
         incidents: incidents.clone(),
         assets,
         asset_policy: Arc::new(config.assets.clone()),
+        notify: Arc::clone(&config.notify),
         api_tokens: Arc::new(config.api_tokens.clone()),
     });
     let http_shutdown = shutdown.clone();

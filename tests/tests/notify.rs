@@ -248,3 +248,167 @@ fn sigkill_with_a_pending_notification_delivers_it_after_restart_exactly_once() 
     );
     assert_eq!(delivered(&pagerduty, "trigger").len(), 1);
 }
+
+const ESCALATION: &str = r#"
+[[person]]
+name = "alice"
+channels = ["ops-webhook"]
+
+[[person]]
+name = "bob"
+channels = ["pagerduty"]
+
+[[schedule]]
+name = "primary"
+time_zone = "Europe/Berlin"
+rotation = "weekly"
+handoff = "09:00"
+start = "2026-01-05"
+members = ["alice"]
+
+[[escalation]]
+name = "ops"
+levels = [{ notify = ["person:bob"], after = "3s" }]
+repeat = 2
+repeat_after = "3s"
+
+[[route]]
+channels = ["ops-webhook"]
+escalation = "ops"
+"#;
+
+#[test]
+fn unacknowledged_incident_escalates_and_acknowledgement_stops_it() {
+    let (webhook, pagerduty) = (Receiver::start(), Receiver::start());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let collector = Collector::start_with(|text| {
+        text.push_str(&config(&webhook, &pagerduty));
+        text.push_str(ESCALATION);
+    });
+    let oncall = collector.get_json("/api/v1/oncall");
+    assert_eq!(oncall[0]["schedule"], "primary");
+    assert_eq!(oncall[0]["now"]["person"], "alice");
+
+    let _agent = collector.start_agent("web", |text| {
+        text.push_str(&format!(
+            "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+        ));
+    });
+    poll(DEADLINE, "port.up = 1", || {
+        let series = collector.get_json("/api/v1/series?metric=port.up");
+        (series[0]["value"] == 1.0).then_some(())
+    });
+    drop(listener);
+    // Level 0 is the route's channel; the escalation pages bob after 3 s without an ack.
+    let opened = wait_delivered(&webhook, "opened", "the route's channel to be paged");
+    assert!(
+        delivered(&pagerduty, "trigger").is_empty(),
+        "bob is paged only after the timeout"
+    );
+    let escalated = wait_delivered(&pagerduty, "trigger", "the escalation to page bob");
+    assert_eq!(escalated["dedup_key"], opened["dedup_key"]);
+    let outbox = collector.get_json("/api/v1/notifications");
+    assert!(
+        outbox
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["event"] == "escalated.0.0" && row["channel"] == "pagerduty"),
+        "{outbox}"
+    );
+
+    let id = opened["incident"]["id"].as_i64().unwrap();
+    let (status, _) = http_request(
+        collector.http_addr,
+        "POST",
+        &format!("/api/v1/incidents/{id}/ack"),
+        Some(&collector.api_token()),
+        Some(r#"{"by":"bob"}"#),
+    );
+    assert_eq!(status, 200);
+    wait_delivered(&webhook, "acknowledged", "the acknowledgement to be sent");
+    let pages = delivered(&pagerduty, "trigger").len();
+    // Longer than `repeat_after`: a repeat round would have fired by now.
+    let committed = collector.counter("steward_batches_committed_total");
+    poll(DEADLINE, "five more seconds of checks", || {
+        (collector.counter("steward_batches_committed_total") >= committed + 5).then_some(())
+    });
+    assert_eq!(
+        delivered(&pagerduty, "trigger").len(),
+        pages,
+        "acknowledgement stops escalation"
+    );
+}
+
+#[test]
+fn maintenance_window_holds_pages_until_it_ends_and_resolution_is_always_sent() {
+    let (webhook, pagerduty) = (Receiver::start(), Receiver::start());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let collector = Collector::start_with(|text| text.push_str(&config(&webhook, &pagerduty)));
+    let _agent = collector.start_agent("db", |text| {
+        text.push_str(&format!(
+            "hostname = \"db-1\"\n\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+        ));
+    });
+    let asset = poll(DEADLINE, "the asset record", || {
+        let assets = collector.get_json("/api/v1/assets");
+        assets
+            .as_array()?
+            .iter()
+            .find(|asset| asset["hostname"] == "db-1")
+            .cloned()
+    });
+    poll(DEADLINE, "port.up = 1", || {
+        let series = collector.get_json("/api/v1/series?metric=port.up");
+        (series[0]["value"] == 1.0).then_some(())
+    });
+    let token = collector.api_token();
+    let (status, body) = http_request(
+        collector.http_addr,
+        "POST",
+        "/api/v1/maintenance",
+        Some(&token),
+        Some(&format!(
+            r#"{{"assets": ["{}"], "duration": "1h", "change": "CHG-42", "reason": "database upgrade", "by": "alice"}}"#,
+            asset["id"].as_str().unwrap()
+        )),
+    );
+    assert_eq!(status, 201, "{body}");
+    let window: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(window["active"], true);
+
+    drop(listener);
+    poll(DEADLINE, "the incident to be recorded", || {
+        let incidents = collector.get_json("/api/v1/incidents?state=open");
+        (incidents.as_array()?.len() == 1).then_some(())
+    });
+    poll(DEADLINE, "its notifications to be held", || {
+        let held = collector.get_json("/api/v1/notifications?state=held");
+        (held.as_array()?.len() == 2).then_some(())
+    });
+    assert!(
+        webhook.requests().is_empty() && pagerduty.requests().is_empty(),
+        "nothing pages during maintenance"
+    );
+
+    let (status, _) = http_request(
+        collector.http_addr,
+        "POST",
+        &format!("/api/v1/maintenance/{}/end", window["id"]),
+        Some(&token),
+        Some("{}"),
+    );
+    assert_eq!(status, 200);
+    wait_delivered(
+        &webhook,
+        "opened",
+        "the held page to go out once the window ends",
+    );
+    wait_delivered(&pagerduty, "trigger", "PagerDuty too");
+
+    let _listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    wait_delivered(&webhook, "resolved", "the resolution");
+    assert_eq!(delivered(&webhook, "opened").len(), 1);
+}

@@ -6,6 +6,7 @@
 mod agents;
 mod assets;
 pub mod incidents;
+mod oncall;
 mod series;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub struct ApiState {
     pub incidents: crate::incidents::IncidentHandle,
     pub assets: crate::assets::service::AssetHandle,
     pub asset_policy: Arc<crate::assets::AssetPolicy>,
+    pub notify: Arc<crate::notify::NotifyConfig>,
     /// Bearer tokens accepted on write routes. Never logged.
     pub api_tokens: Arc<Vec<String>>,
 }
@@ -40,6 +42,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}/notes", post(incidents::add_note))
         .route("/api/v1/assets/{id}", axum::routing::patch(assets::update))
         .route("/api/v1/assets/{id}/merge", post(assets::merge))
+        .route("/api/v1/maintenance", post(oncall::create))
+        .route("/api/v1/maintenance/{id}/end", post(oncall::end))
         .route("/api/v1/assets/{id}/split", post(assets::split))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -50,6 +54,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}", get(incidents::detail))
         .route("/api/v1/rules", get(incidents::rules))
         .route("/api/v1/notifications", get(incidents::notifications))
+        .route("/api/v1/oncall", get(oncall::oncall))
+        .route("/api/v1/maintenance", get(oncall::list))
         .route("/api/v1/assets", get(assets::list))
         .route("/api/v1/compliance", get(assets::compliance_view))
         .route("/api/v1/assets/export", get(assets::export))

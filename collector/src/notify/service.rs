@@ -1,12 +1,15 @@
 //! The delivery task: turns journaled incident changes into outbox rows
-//! (routing), then delivers due rows with retries.
+//! (routing, escalation, maintenance holds), then delivers due rows with retries.
 //!
 //! Durability: an incident change and its journal entry commit together;
 //! outbox rows are written together with the journal cursor; each outbox row
 //! has a unique idempotency key `(incident, event, recipient)`. So a crash
 //! anywhere loses no notification and queues none twice. A delivery cut off
 //! by a crash mid-request is retried with the same `Idempotency-Key` header.
+//! Escalation state lives in memory and is rebuilt at start-up from open
+//! incidents; replayed steps are dropped by their idempotency keys.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{ChannelKind, NotifyConfig};
 use super::payload::{self, MessageContext};
 use super::routing::{RouteInput, route};
-use super::{NotificationEvent, http, idempotency_key};
+use super::{EscalationState, NotificationEvent, http, idempotency_key};
 use crate::incidents::IncidentHandle;
 use crate::store::{
     DeliveryAttempt, JournalEntry, NewNotification, Notification, Store, StoreError,
@@ -37,13 +40,34 @@ pub struct NotifyService {
     pub telemetry: Arc<Telemetry>,
 }
 
+/// Parses an outbox event: `opened`, `acknowledged`, `resolved` or
+/// `escalated.{level}.{round}`.
 fn event_of(kind: &str) -> Option<NotificationEvent> {
     match kind {
         "opened" => Some(NotificationEvent::Opened),
         "acknowledged" => Some(NotificationEvent::Acknowledged),
         "resolved" => Some(NotificationEvent::Resolved),
-        _ => None,
+        other => {
+            let mut parts = other.strip_prefix("escalated.")?.split('.');
+            let level = parts.next()?.parse().ok()?;
+            let round = parts.next()?.parse().ok()?;
+            Some(NotificationEvent::Escalated { level, round })
+        }
     }
+}
+
+fn event_text(event: NotificationEvent) -> String {
+    match event {
+        NotificationEvent::Escalated { level, round } => format!("escalated.{level}.{round}"),
+        other => other.as_str().to_string(),
+    }
+}
+
+/// Where an incident's agent sits among assets: its asset id and tags.
+#[derive(Debug, Default)]
+struct AssetContext {
+    asset_id: Option<String>,
+    tags: Vec<String>,
 }
 
 /// Exponential backoff with jitter: about 1 s, 2 s, 4 s … up to 5 minutes.
@@ -55,18 +79,33 @@ fn backoff(attempts: i64) -> Duration {
 impl NotifyService {
     pub async fn run(self, incidents: IncidentHandle, shutdown: CancellationToken) {
         let mut wake = incidents.subscribe();
+        let mut escalations = match self.rebuild_escalations().await {
+            Ok(escalations) => escalations,
+            Err(error) => {
+                tracing::error!(message = "Cannot restore escalations.", %error);
+                HashMap::new()
+            }
+        };
         loop {
-            if let Err(error) = self.route_journal().await {
+            if let Err(error) = self.route_journal(&mut escalations).await {
                 tracing::error!(message = "Cannot queue notifications.", %error);
+            }
+            if let Err(error) = self.escalate(&mut escalations).await {
+                tracing::error!(message = "Cannot escalate.", %error);
+            }
+            if let Err(error) = self.release_held().await {
+                tracing::error!(message = "Cannot release held notifications.", %error);
             }
             if let Err(error) = self.deliver_due().await {
                 tracing::error!(message = "Cannot read due notifications.", %error);
             }
-            let until_next = match self.store.next_notification_due().await {
-                Ok(Some(due)) => {
+            let next_escalation = escalations.values().filter_map(EscalationState::due).min();
+            let next_delivery = self.store.next_notification_due().await.ok().flatten();
+            let until_next = match next_escalation.into_iter().chain(next_delivery).min() {
+                Some(due) => {
                     Duration::from_millis((due - steward_agent::now_ms()).clamp(0, 500) as u64)
                 }
-                _ => IDLE_POLL,
+                None => IDLE_POLL,
             };
             tokio::select! {
                 // Any incident event may have journaled something to send.
@@ -78,7 +117,10 @@ impl NotifyService {
     }
 
     /// Routes every journal entry past the cursor into outbox rows.
-    async fn route_journal(&self) -> Result<(), StoreError> {
+    async fn route_journal(
+        &self,
+        escalations: &mut HashMap<i64, EscalationState>,
+    ) -> Result<(), StoreError> {
         loop {
             let entries = self.store.unnotified_journal(200).await?;
             let Some(last) = entries.last().map(|entry| entry.position) else {
@@ -86,7 +128,7 @@ impl NotifyService {
             };
             let mut queued = Vec::new();
             for entry in &entries {
-                queued.extend(self.notifications_for(entry).await?);
+                queued.extend(self.notifications_for(entry, escalations).await?);
             }
             let count = self
                 .store
@@ -99,6 +141,7 @@ impl NotifyService {
     async fn notifications_for(
         &self,
         entry: &JournalEntry,
+        escalations: &mut HashMap<i64, EscalationState>,
     ) -> Result<Vec<NewNotification>, StoreError> {
         let Some(event) = event_of(&entry.kind) else {
             return Ok(Vec::new());
@@ -106,25 +149,192 @@ impl NotifyService {
         let Some(incident) = self.store.incident(entry.incident_id).await? else {
             return Ok(Vec::new());
         };
+        let context = self.asset_context(&incident.agent_id).await?;
         let decision = route(
-            &RouteInput::from_record(&incident, Vec::new()),
+            &RouteInput::from_record(&incident, context.tags.clone()),
             &self.config.routes,
             &self.config.channels,
         );
-        if let Some(policy) = &decision.escalation {
-            tracing::debug!(message = "Escalation policies are not applied yet; paging the route's channels.", %policy);
+        match event {
+            NotificationEvent::Opened => {
+                if let Some(policy) = decision
+                    .escalation
+                    .as_deref()
+                    .and_then(|name| self.config.escalation(name))
+                {
+                    escalations.insert(
+                        incident.id,
+                        EscalationState::start(
+                            policy.clone(),
+                            incident.opened_at_ms,
+                            incident.ack_due_at_ms,
+                        ),
+                    );
+                }
+            }
+            // Acknowledge stops escalation; resolve ends it.
+            _ => {
+                escalations.remove(&incident.id);
+            }
         }
+        // "Resolved" is always sent, even for incidents held when they opened.
+        let held = event != NotificationEvent::Resolved
+            && self.in_maintenance(&context, entry.ts_ms).await?;
         Ok(decision
             .channels
             .into_iter()
             .map(|channel| NewNotification {
                 idempotency_key: idempotency_key(incident.id, event, &channel),
                 incident_id: incident.id,
-                event: event.as_str().to_string(),
+                event: event_text(event),
                 channel,
                 due_ms: entry.ts_ms,
+                held,
             })
             .collect())
+    }
+
+    /// Escalations of incidents that are open and unacknowledged, as they
+    /// stand now; steps already sent are dropped by their idempotency keys.
+    async fn rebuild_escalations(&self) -> Result<HashMap<i64, EscalationState>, StoreError> {
+        let mut escalations = HashMap::new();
+        for incident in self.store.unresolved_incidents().await? {
+            if incident.state != "open" {
+                continue;
+            }
+            let context = self.asset_context(&incident.agent_id).await?;
+            let decision = route(
+                &RouteInput::from_record(&incident, context.tags),
+                &self.config.routes,
+                &self.config.channels,
+            );
+            if let Some(policy) = decision
+                .escalation
+                .as_deref()
+                .and_then(|name| self.config.escalation(name))
+            {
+                escalations.insert(
+                    incident.id,
+                    EscalationState::start(
+                        policy.clone(),
+                        incident.opened_at_ms,
+                        incident.ack_due_at_ms,
+                    ),
+                );
+            }
+        }
+        Ok(escalations)
+    }
+
+    /// Queues the escalation steps that have come due.
+    async fn escalate(
+        &self,
+        escalations: &mut HashMap<i64, EscalationState>,
+    ) -> Result<(), StoreError> {
+        let now = steward_agent::now_ms();
+        let mut queued = Vec::new();
+        for (incident_id, state) in escalations.iter_mut() {
+            let steps = state.advance(now);
+            if steps.is_empty() {
+                continue;
+            }
+            let Some(incident) = self.store.incident(*incident_id).await? else {
+                continue;
+            };
+            let held = self
+                .in_maintenance(&self.asset_context(&incident.agent_id).await?, now)
+                .await?;
+            for step in steps {
+                let event = NotificationEvent::Escalated {
+                    level: step.level,
+                    round: step.round,
+                };
+                tracing::info!(
+                    message = "Escalating.",
+                    incident = incident.id,
+                    level = step.level,
+                    round = step.round
+                );
+                for target in &step.targets {
+                    for contact in self.config.contacts_for(target, step.at_ms) {
+                        let recipient = contact.recipient();
+                        queued.push(NewNotification {
+                            idempotency_key: idempotency_key(incident.id, event, &recipient),
+                            incident_id: incident.id,
+                            event: event_text(event),
+                            channel: recipient,
+                            due_ms: step.at_ms,
+                            held,
+                        });
+                    }
+                }
+            }
+        }
+        escalations.retain(|_, state| !state.is_finished());
+        if !queued.is_empty() {
+            // Position 0 leaves the journal cursor where it is.
+            self.store.enqueue_notifications(queued, 0, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn asset_context(&self, agent_id: &str) -> Result<AssetContext, StoreError> {
+        let links = self.store.asset_links().await?;
+        let Some(asset_id) = links
+            .into_iter()
+            .find(|link| link.agent_id == agent_id)
+            .map(|link| link.asset_id)
+        else {
+            return Ok(AssetContext::default());
+        };
+        let tags = match self.store.asset(&asset_id).await? {
+            Some(row) => serde_json::from_str::<crate::assets::Asset>(&row.record)
+                .map(|asset| asset.tags.into_iter().collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(AssetContext {
+            asset_id: Some(asset_id),
+            tags,
+        })
+    }
+
+    /// Whether an open maintenance window covers the asset (by id or tag).
+    async fn in_maintenance(&self, context: &AssetContext, at_ms: i64) -> Result<bool, StoreError> {
+        let Some(asset_id) = &context.asset_id else {
+            return Ok(false);
+        };
+        let windows = self.store.maintenance_windows(at_ms).await?;
+        Ok(windows.iter().any(|window| {
+            window.is_active(at_ms)
+                && (window.asset_ids.contains(asset_id)
+                    || window.tags.iter().any(|tag| context.tags.contains(tag)))
+        }))
+    }
+
+    /// Pages held notifications once their window has closed, if the
+    /// incident is still unresolved; otherwise they are suppressed.
+    async fn release_held(&self) -> Result<(), StoreError> {
+        let now = steward_agent::now_ms();
+        for notification in self.store.held_notifications().await? {
+            let Some(incident) = self.store.incident(notification.incident_id).await? else {
+                continue;
+            };
+            if incident.state == "resolved" {
+                self.store
+                    .release_notification(notification.id, "suppressed", now)
+                    .await?;
+                continue;
+            }
+            let context = self.asset_context(&incident.agent_id).await?;
+            if !self.in_maintenance(&context, now).await? {
+                tracing::info!(message = "Maintenance over; paging a held notification.", key = %notification.idempotency_key);
+                self.store
+                    .release_notification(notification.id, "pending", now)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn deliver_due(&self) -> Result<(), StoreError> {
@@ -162,6 +372,11 @@ impl NotifyService {
             state: "failed",
             retry_at_ms: now,
         };
+        if let Some((kind, _)) = notification.channel.split_once(':') {
+            return failed(format!(
+                "direct {kind} contacts are not supported yet; use a channel"
+            ));
+        }
         let Some(channel) = self.config.channel(&notification.channel) else {
             return failed(format!(
                 "channel {:?} is no longer configured",
@@ -288,9 +503,16 @@ mod tests {
     }
 
     #[test]
-    fn only_lifecycle_events_are_sent() {
-        assert_eq!(event_of("opened"), Some(NotificationEvent::Opened));
-        assert_eq!(event_of("resolved"), Some(NotificationEvent::Resolved));
+    fn events_round_trip_through_their_text() {
+        for event in [
+            NotificationEvent::Opened,
+            NotificationEvent::Acknowledged,
+            NotificationEvent::Resolved,
+            NotificationEvent::Escalated { level: 2, round: 1 },
+        ] {
+            assert_eq!(event_of(&event_text(event)), Some(event));
+        }
         assert_eq!(event_of("note"), None);
+        assert_eq!(event_of("escalated.x.1"), None);
     }
 }

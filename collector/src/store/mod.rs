@@ -17,7 +17,7 @@ pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, IncidentRecord, NewIncident,
     TimelineEntry,
 };
-pub use outbox::{DeliveryAttempt, JournalEntry, NewNotification, Notification};
+pub use outbox::{DeliveryAttempt, JournalEntry, MaintenanceWindow, NewNotification, Notification};
 
 pub use inventory::{
     DiskRecord, InterfaceRecord, InventoryApplied, InventoryEvent, InventorySnapshot,
@@ -272,6 +272,39 @@ impl Store {
 
     pub async fn record_delivery(&self, attempt: DeliveryAttempt) -> Result<(), StoreError> {
         self.write(move |transaction| outbox::record_attempt(transaction, &attempt))
+            .await
+    }
+
+    pub async fn create_maintenance(&self, window: MaintenanceWindow) -> Result<i64, StoreError> {
+        self.write(move |transaction| outbox::create_window(transaction, &window))
+            .await
+    }
+
+    pub async fn end_maintenance(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        self.write(move |transaction| outbox::end_window(transaction, id, now_ms))
+            .await
+    }
+
+    /// Windows that end after `ending_after_ms` (current and future ones).
+    pub async fn maintenance_windows(
+        &self,
+        ending_after_ms: i64,
+    ) -> Result<Vec<MaintenanceWindow>, StoreError> {
+        self.read(move |connection| outbox::windows(connection, ending_after_ms))
+            .await
+    }
+
+    pub async fn held_notifications(&self) -> Result<Vec<Notification>, StoreError> {
+        self.read(outbox::held).await
+    }
+
+    pub async fn release_notification(
+        &self,
+        id: i64,
+        state: &'static str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |transaction| outbox::release(transaction, id, state, now_ms))
             .await
     }
 

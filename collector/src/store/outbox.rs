@@ -21,6 +21,8 @@ pub struct NewNotification {
     pub event: String,
     pub channel: String,
     pub due_ms: i64,
+    /// Queued as `held` (maintenance) instead of `pending`.
+    pub held: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -105,7 +107,7 @@ pub(super) fn enqueue(
     let mut queued = 0;
     let mut insert = transaction.prepare_cached(
         "INSERT OR IGNORE INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for notification in notifications {
         queued += insert.execute(params![
@@ -113,6 +115,7 @@ pub(super) fn enqueue(
             notification.incident_id,
             notification.event,
             notification.channel,
+            if notification.held { "held" } else { "pending" },
             notification.due_ms,
             now_ms
         ])?;
@@ -191,4 +194,107 @@ pub(super) fn list(
     ))?;
     let rows = statement.query_map(params![state, limit], row)?;
     rows.collect()
+}
+
+/// A maintenance window as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaintenanceWindow {
+    pub id: i64,
+    pub asset_ids: Vec<String>,
+    pub tags: Vec<String>,
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+    pub change_ref: Option<String>,
+    pub reason: Option<String>,
+    pub created_by: String,
+    pub created_ms: i64,
+}
+
+impl MaintenanceWindow {
+    pub fn is_active(&self, now_ms: i64) -> bool {
+        self.starts_ms <= now_ms && now_ms < self.ends_ms
+    }
+}
+
+pub(super) fn create_window(
+    transaction: &Transaction<'_>,
+    window: &MaintenanceWindow,
+) -> rusqlite::Result<i64> {
+    transaction.execute(
+        "INSERT INTO maintenance_windows (asset_ids, tags, starts_ms, ends_ms, change_ref, reason, created_by, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            serde_json::to_string(&window.asset_ids).unwrap_or_else(|_| "[]".into()),
+            serde_json::to_string(&window.tags).unwrap_or_else(|_| "[]".into()),
+            window.starts_ms,
+            window.ends_ms,
+            window.change_ref,
+            window.reason,
+            window.created_by,
+            window.created_ms
+        ],
+    )?;
+    Ok(transaction.last_insert_rowid())
+}
+
+/// Ends a window now (if it ends later); false if there is no such window.
+pub(super) fn end_window(
+    transaction: &Transaction<'_>,
+    id: i64,
+    now_ms: i64,
+) -> rusqlite::Result<bool> {
+    let changed = transaction.execute(
+        "UPDATE maintenance_windows SET ends_ms = min(ends_ms, ?2), starts_ms = min(starts_ms, ?2) WHERE id = ?1",
+        params![id, now_ms],
+    )?;
+    Ok(changed == 1)
+}
+
+pub(super) fn windows(
+    connection: &Connection,
+    ending_after_ms: i64,
+) -> rusqlite::Result<Vec<MaintenanceWindow>> {
+    let mut statement = connection.prepare(
+        "SELECT id, asset_ids, tags, starts_ms, ends_ms, change_ref, reason, created_by, created_ms
+         FROM maintenance_windows WHERE ends_ms > ?1 ORDER BY starts_ms, id",
+    )?;
+    let rows = statement.query_map([ending_after_ms], |row| {
+        let assets: String = row.get(1)?;
+        let tags: String = row.get(2)?;
+        Ok(MaintenanceWindow {
+            id: row.get(0)?,
+            asset_ids: serde_json::from_str(&assets).unwrap_or_default(),
+            tags: serde_json::from_str(&tags).unwrap_or_default(),
+            starts_ms: row.get(3)?,
+            ends_ms: row.get(4)?,
+            change_ref: row.get(5)?,
+            reason: row.get(6)?,
+            created_by: row.get(7)?,
+            created_ms: row.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Notifications held by maintenance.
+pub(super) fn held(connection: &Connection) -> rusqlite::Result<Vec<Notification>> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT {COLUMNS} FROM outbox WHERE state = 'held' ORDER BY id"
+    ))?;
+    let rows = statement.query_map([], row)?;
+    rows.collect()
+}
+
+/// Moves a held notification to `pending` (due now) or `suppressed`.
+pub(super) fn release(
+    transaction: &Transaction<'_>,
+    id: i64,
+    state: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    transaction.execute(
+        "UPDATE outbox SET state = ?2, next_attempt_ms = ?3 WHERE id = ?1 AND state = 'held'",
+        params![id, state, now_ms],
+    )?;
+    Ok(())
 }

@@ -179,3 +179,17 @@ CREATE TABLE IF NOT EXISTS outbox_attempts (
     status    INTEGER,
     error     TEXT
 );
+
+-- Maintenance windows (change management): incidents on these assets are
+-- recorded but do not page while the window is open.
+CREATE TABLE IF NOT EXISTS maintenance_windows (
+    id         INTEGER PRIMARY KEY,
+    asset_ids  TEXT NOT NULL,
+    tags       TEXT NOT NULL,
+    starts_ms  INTEGER NOT NULL,
+    ends_ms    INTEGER NOT NULL,
+    change_ref TEXT,
+    reason     TEXT,
+    created_by TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);

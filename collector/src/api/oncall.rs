@@ -1,0 +1,169 @@
+//! On-call and maintenance routes: who is on call now and next, and
+//! maintenance windows (create, list, end).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{ApiError, ApiState, rfc3339};
+use crate::notify::{OnCall, next, on_call};
+use crate::store::MaintenanceWindow;
+
+fn shift(on_call: Option<OnCall>) -> Value {
+    match on_call {
+        Some(shift) => serde_json::json!({
+            "person": shift.person,
+            "from": rfc3339(shift.from_ms),
+            "until": rfc3339(shift.until_ms),
+        }),
+        None => Value::Null,
+    }
+}
+
+/// `GET /api/v1/oncall`: for each schedule, who is on call now and who is next.
+pub async fn oncall(State(state): State<ApiState>) -> Json<Vec<Value>> {
+    let now = steward_agent::now_ms();
+    Json(
+        state
+            .notify
+            .schedules
+            .iter()
+            .map(|schedule| {
+                serde_json::json!({
+                    "schedule": schedule.name,
+                    "time_zone": schedule.time_zone.iana_name(),
+                    "now": shift(on_call(schedule, now)),
+                    "next": shift(next(schedule, now)),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn window_view(window: &MaintenanceWindow, now_ms: i64) -> Value {
+    serde_json::json!({
+        "id": window.id,
+        "assets": window.asset_ids,
+        "tags": window.tags,
+        "starts_at": rfc3339(window.starts_ms),
+        "ends_at": rfc3339(window.ends_ms),
+        "active": window.is_active(now_ms),
+        "change": window.change_ref,
+        "reason": window.reason,
+        "created_by": window.created_by,
+        "created_at": rfc3339(window.created_ms),
+    })
+}
+
+/// `GET /api/v1/maintenance`: current and future windows.
+pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<Value>>, ApiError> {
+    let now = steward_agent::now_ms();
+    let windows = state.store.maintenance_windows(now).await?;
+    Ok(Json(
+        windows
+            .iter()
+            .map(|window| window_view(window, now))
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWindow {
+    #[serde(default)]
+    assets: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    /// RFC 3339; default now.
+    starts_at: Option<String>,
+    /// RFC 3339; or give `duration`.
+    ends_at: Option<String>,
+    /// e.g. "2h"; from `starts_at`.
+    duration: Option<String>,
+    /// Change reference (ticket), optional.
+    change: Option<String>,
+    reason: Option<String>,
+    by: Option<String>,
+}
+
+fn parse_time(text: &str) -> Result<i64, ApiError> {
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid time {text:?}: {error}"),
+            )
+        })
+        .map(|time| {
+            time.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as i64)
+        })
+}
+
+/// `POST /api/v1/maintenance`
+pub async fn create(
+    State(state): State<ApiState>,
+    Json(body): Json<NewWindow>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, message.to_string());
+    if body.assets.is_empty() && body.tags.is_empty() {
+        return Err(bad("a window needs `assets` (ids) or `tags`"));
+    }
+    let now = steward_agent::now_ms();
+    let starts_ms = body
+        .starts_at
+        .as_deref()
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(now);
+    let ends_ms = match (body.ends_at.as_deref(), body.duration.as_deref()) {
+        (Some(end), None) => parse_time(end)?,
+        (None, Some(duration)) => {
+            let duration = humantime::parse_duration(duration).map_err(|error| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid duration: {error}"),
+                )
+            })?;
+            starts_ms + duration.as_millis() as i64
+        }
+        _ => return Err(bad("give exactly one of `ends_at` and `duration`")),
+    };
+    if ends_ms <= starts_ms {
+        return Err(bad("the window must end after it starts"));
+    }
+    let mut window = MaintenanceWindow {
+        id: 0,
+        asset_ids: body.assets,
+        tags: body.tags,
+        starts_ms,
+        ends_ms,
+        change_ref: body.change,
+        reason: body.reason,
+        created_by: body.by.unwrap_or_else(|| "api".into()),
+        created_ms: now,
+    };
+    window.id = state.store.create_maintenance(window.clone()).await?;
+    tracing::info!(message = "Maintenance window created.", id = window.id, by = %window.created_by);
+    Ok((StatusCode::CREATED, Json(window_view(&window, now))))
+}
+
+/// `POST /api/v1/maintenance/{id}/end`: closes the window now.
+pub async fn end(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let now = steward_agent::now_ms();
+    if !state.store.end_maintenance(id, now).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such maintenance window",
+        ));
+    }
+    tracing::info!(message = "Maintenance window ended.", id);
+    Ok(Json(
+        serde_json::json!({"id": id, "ended_at": rfc3339(now)}),
+    ))
+}
