@@ -549,3 +549,4 @@ fn serve(mut stream: TcpStream, status: u16) -> Option<Received> {
         status,
     })
 }
+pub mod smtp;

@@ -20,6 +20,7 @@
 //! collector restarts or re-evaluates.
 
 pub mod config;
+pub mod email;
 pub mod escalation;
 pub mod http;
 pub mod oncall;
