@@ -412,3 +412,67 @@ fn maintenance_window_holds_pages_until_it_ends_and_resolution_is_always_sent() 
     wait_delivered(&webhook, "resolved", "the resolution");
     assert_eq!(delivered(&webhook, "opened").len(), 1);
 }
+
+#[test]
+fn breach_and_recovery_are_emailed_over_smtp() {
+    let smtp = steward_tests::smtp::SmtpServer::start();
+    smtp.fail_next(1);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let collector = Collector::start_with(|text| {
+        text.push_str(&format!(
+            r#"
+[[rule]]
+name = "port-down"
+metric = "port.up"
+op = "<"
+threshold = 1
+severity = "major"
+summary = "Port {{target}} on {{host}} is down"
+
+[[channel]]
+name = "ops-email"
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+starttls = false
+from = "steward@example.net"
+to = ["oncall@example.net"]
+"#,
+            smtp_port = smtp.address.port()
+        ))
+    });
+    let _agent = collector.start_agent("mail", |text| {
+        text.push_str(&format!(
+            "hostname = \"mail-1\"\n\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+        ));
+    });
+    poll(DEADLINE, "port.up = 1", || {
+        let series = collector.get_json("/api/v1/series?metric=port.up");
+        (series[0]["value"] == 1.0).then_some(())
+    });
+    drop(listener);
+    // The first attempt meets a 451 (transient) and is retried.
+    let opened = poll(DEADLINE, "the incident email", || {
+        smtp.messages().into_iter().next()
+    });
+    assert_eq!(opened.recipients, ["oncall@example.net"]);
+    let subject = opened.header("subject").unwrap_or_default().to_string();
+    assert!(
+        subject.contains("mail-1") || opened.body().contains("mail-1"),
+        "{}",
+        opened.data
+    );
+    assert!(
+        opened.body().contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        opened.data
+    );
+    let _listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    poll(DEADLINE, "the resolution email", || {
+        (smtp.messages().len() == 2).then_some(())
+    });
+    let outbox = collector.get_json("/api/v1/notifications?state=delivered");
+    assert_eq!(outbox.as_array().unwrap().len(), 2, "{outbox}");
+    assert!(collector.counter("steward_notification_retries_total") >= 1);
+}

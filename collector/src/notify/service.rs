@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::config::{ChannelKind, NotifyConfig};
+use super::config::{Channel, ChannelKind, EmailChannel, NotifyConfig};
 use super::payload::{self, MessageContext};
 use super::routing::{RouteInput, route};
-use super::{EscalationState, NotificationEvent, http, idempotency_key};
+use super::{EscalationState, NotificationEvent, email, http, idempotency_key};
 use crate::incidents::IncidentHandle;
 use crate::store::{
     DeliveryAttempt, JournalEntry, NewNotification, Notification, Store, StoreError,
@@ -372,16 +372,45 @@ impl NotifyService {
             state: "failed",
             retry_at_ms: now,
         };
-        if let Some((kind, _)) = notification.channel.split_once(':') {
-            return failed(format!(
-                "direct {kind} contacts are not supported yet; use a channel"
-            ));
-        }
-        let Some(channel) = self.config.channel(&notification.channel) else {
-            return failed(format!(
-                "channel {:?} is no longer configured",
-                notification.channel
-            ));
+        // A person's direct email address goes out through the first email
+        // channel's server, to that address alone.
+        let direct_email;
+        let channel = match notification.channel.split_once(':') {
+            Some(("email", address)) => {
+                let Some(server) =
+                    self.config
+                        .channels
+                        .iter()
+                        .find_map(|channel| match &channel.kind {
+                            ChannelKind::Email(server) => Some(server),
+                            _ => None,
+                        })
+                else {
+                    return failed("no email channel is configured to send direct email".into());
+                };
+                direct_email = Channel {
+                    name: notification.channel.clone(),
+                    kind: ChannelKind::Email(EmailChannel {
+                        to: vec![address.to_string()],
+                        ..server.clone()
+                    }),
+                };
+                &direct_email
+            }
+            Some((kind, _)) => {
+                return failed(format!(
+                    "direct {kind} contacts are not supported; use a channel"
+                ));
+            }
+            None => match self.config.channel(&notification.channel) {
+                Some(channel) => channel,
+                None => {
+                    return failed(format!(
+                        "channel {:?} is no longer configured",
+                        notification.channel
+                    ));
+                }
+            },
         };
         let incident = match self.store.incident(notification.incident_id).await {
             Ok(Some(incident)) => incident,
@@ -422,7 +451,41 @@ impl NotifyService {
                 (url, payload::pagerduty(&context, routing_key))
             }
             ChannelKind::Slack { url } => (url, payload::slack(&context)),
-            ChannelKind::Email(_) => return failed("email delivery is not implemented yet".into()),
+            ChannelKind::Email(server) => {
+                let message = payload::email(&context);
+                let sent = email::send_with_idempotency_key(
+                    server,
+                    &message,
+                    &[],
+                    &notification.idempotency_key,
+                    REQUEST_TIMEOUT,
+                )
+                .await;
+                return match sent {
+                    Ok(()) => {
+                        tracing::info!(message = "Email delivered.");
+                        DeliveryAttempt {
+                            id: notification.id,
+                            ts_ms: now,
+                            status: None,
+                            error: None,
+                            state: "delivered",
+                            retry_at_ms: now,
+                        }
+                    }
+                    Err(error) if error.is_permanent() => DeliveryAttempt {
+                        status: error.smtp_code(),
+                        ..failed(error.to_string())
+                    },
+                    Err(error) => self.retry(
+                        notification,
+                        now,
+                        error.smtp_code(),
+                        error.to_string(),
+                        None,
+                    ),
+                };
+            }
         };
         let mut headers = body.headers.clone();
         if !headers
