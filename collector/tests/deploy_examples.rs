@@ -48,3 +48,23 @@ fn deploy_agent_toml_is_valid() {
     assert_eq!(config.server_name, "collector.example.net");
     assert_eq!(config.interval, std::time::Duration::from_secs(10));
 }
+
+#[test]
+fn deploy_collector_full_toml_with_notifications_is_valid() {
+    let (_dir, path) = stage(
+        "collector-full.toml",
+        &[
+            "server.pem",
+            "server.key",
+            "agent-tokens",
+            "api-token",
+            "smtp-password",
+        ],
+    );
+    let config =
+        steward_collector::CollectorConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.notify.channels.len(), 5);
+    assert_eq!(config.notify.routes.len(), 2);
+    assert_eq!(config.notify.escalations.len(), 1);
+    assert_eq!(config.base_url, "https://steward.example.net");
+}
