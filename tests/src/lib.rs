@@ -406,6 +406,8 @@ pub struct Received {
     pub body: String,
     /// The status the receiver answered with.
     pub status: u16,
+    /// When the request had been read.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -547,6 +549,7 @@ fn serve(mut stream: TcpStream, status: u16) -> Option<Received> {
         headers,
         body,
         status,
+        at: std::time::Instant::now(),
     })
 }
 pub mod smtp;
