@@ -553,3 +553,22 @@ fn serve(mut stream: TcpStream, status: u16) -> Option<Received> {
     })
 }
 pub mod smtp;
+
+impl Collector {
+    /// Waits until an agent's port check reports `port.up = 1`.
+    pub fn wait_port_up(&self) {
+        poll(DEADLINE, "port.up = 1 while the listener is open", || {
+            let series = self.get_json("/api/v1/series?metric=port.up");
+            (series[0]["value"] == 1.0).then_some(())
+        });
+    }
+}
+
+/// `hostname` (when given) and one `[[port]]` check on `127.0.0.1:port`,
+/// for appending to an agent config.
+pub fn port_check(hostname: Option<&str>, port: u16) -> String {
+    let hostname = hostname
+        .map(|name| format!("hostname = \"{name}\"\n"))
+        .unwrap_or_default();
+    format!("{hostname}\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n")
+}

@@ -5,7 +5,7 @@
 use std::net::TcpListener;
 
 use serde_json::Value;
-use steward_tests::{Collector, DEADLINE, http_request, poll};
+use steward_tests::{Collector, DEADLINE, http_request, poll, port_check};
 
 const RULE: &str = r#"
 [[rule]]
@@ -49,14 +49,9 @@ fn port_down_opens_one_incident_ack_shows_in_timeline_and_recovery_resolves_it()
     let port = listener.local_addr().unwrap().port();
     let mut collector = Collector::start_with(|text| text.push_str(RULE));
     let _agent = collector.start_agent("web", |text| {
-        text.push_str(&format!(
-            "hostname = \"web-1\"\n\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
-        ));
+        text.push_str(&port_check(Some("web-1"), port))
     });
-    poll(DEADLINE, "port.up = 1 while the listener is open", || {
-        let series = collector.get_json("/api/v1/series?metric=port.up");
-        (series[0]["value"] == 1.0).then_some(())
-    });
+    collector.wait_port_up();
     assert!(incidents(&collector, "").is_empty());
 
     drop(listener);

@@ -6,7 +6,7 @@
 use std::net::TcpListener;
 
 use serde_json::Value;
-use steward_tests::{Collector, DEADLINE, Receiver, http_request, poll};
+use steward_tests::{Collector, DEADLINE, Receiver, http_request, poll, port_check};
 
 fn config(webhook: &Receiver, pagerduty: &Receiver) -> String {
     format!(
@@ -60,14 +60,9 @@ fn breach_pages_webhook_and_pagerduty_ack_and_resolve_follow() {
     let port = listener.local_addr().unwrap().port();
     let collector = Collector::start_with(|text| text.push_str(&config(&webhook, &pagerduty)));
     let _agent = collector.start_agent("web", |text| {
-        text.push_str(&format!(
-            "hostname = \"web-1\"\n\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
-        ));
+        text.push_str(&port_check(Some("web-1"), port))
     });
-    poll(DEADLINE, "port.up = 1", || {
-        let series = collector.get_json("/api/v1/series?metric=port.up");
-        (series[0]["value"] == 1.0).then_some(())
-    });
+    collector.wait_port_up();
     drop(listener);
 
     let opened = wait_delivered(
@@ -146,15 +141,8 @@ fn failing_receiver_is_retried_until_one_delivery_succeeds() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let collector = Collector::start_with(|text| text.push_str(&config(&webhook, &pagerduty)));
-    let _agent = collector.start_agent("web", |text| {
-        text.push_str(&format!(
-            "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
-        ));
-    });
-    poll(DEADLINE, "port.up = 1", || {
-        let series = collector.get_json("/api/v1/series?metric=port.up");
-        (series[0]["value"] == 1.0).then_some(())
-    });
+    let _agent = collector.start_agent("web", |text| text.push_str(&port_check(None, port)));
+    collector.wait_port_up();
     drop(listener);
     wait_delivered(
         &webhook,
@@ -186,15 +174,8 @@ fn refused_notification_is_not_retried_and_is_visible() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let collector = Collector::start_with(|text| text.push_str(&config(&webhook, &pagerduty)));
-    let _agent = collector.start_agent("web", |text| {
-        text.push_str(&format!(
-            "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
-        ));
-    });
-    poll(DEADLINE, "port.up = 1", || {
-        let series = collector.get_json("/api/v1/series?metric=port.up");
-        (series[0]["value"] == 1.0).then_some(())
-    });
+    let _agent = collector.start_agent("web", |text| text.push_str(&port_check(None, port)));
+    collector.wait_port_up();
     drop(listener);
     let failed = poll(DEADLINE, "the refused delivery to be marked failed", || {
         let failed = collector.get_json("/api/v1/notifications?state=failed");
@@ -214,15 +195,8 @@ fn sigkill_with_a_pending_notification_delivers_it_after_restart_exactly_once() 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut collector = Collector::start_with(|text| text.push_str(&config(&webhook, &pagerduty)));
-    let _agent = collector.start_agent("web", |text| {
-        text.push_str(&format!(
-            "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
-        ));
-    });
-    poll(DEADLINE, "port.up = 1", || {
-        let series = collector.get_json("/api/v1/series?metric=port.up");
-        (series[0]["value"] == 1.0).then_some(())
-    });
+    let _agent = collector.start_agent("web", |text| text.push_str(&port_check(None, port)));
+    collector.wait_port_up();
     drop(listener);
     poll(
         DEADLINE,
@@ -290,15 +264,8 @@ fn unacknowledged_incident_escalates_and_acknowledgement_stops_it() {
     assert_eq!(oncall[0]["schedule"], "primary");
     assert_eq!(oncall[0]["now"]["person"], "alice");
 
-    let _agent = collector.start_agent("web", |text| {
-        text.push_str(&format!(
-            "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
-        ));
-    });
-    poll(DEADLINE, "port.up = 1", || {
-        let series = collector.get_json("/api/v1/series?metric=port.up");
-        (series[0]["value"] == 1.0).then_some(())
-    });
+    let _agent = collector.start_agent("web", |text| text.push_str(&port_check(None, port)));
+    collector.wait_port_up();
     drop(listener);
     // Level 0 is the route's channel; the escalation pages bob after 3 s without an ack.
     let opened = wait_delivered(&webhook, "opened", "the route's channel to be paged");
@@ -357,11 +324,7 @@ fn maintenance_window_holds_pages_until_it_ends_and_resolution_is_always_sent() 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let collector = Collector::start_with(|text| text.push_str(&config(&webhook, &pagerduty)));
-    let _agent = collector.start_agent("db", |text| {
-        text.push_str(&format!(
-            "hostname = \"db-1\"\n\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
-        ));
-    });
+    let _agent = collector.start_agent("db", |text| text.push_str(&port_check(Some("db-1"), port)));
     let asset = poll(DEADLINE, "the asset record", || {
         let assets = collector.get_json("/api/v1/assets");
         assets
@@ -370,10 +333,7 @@ fn maintenance_window_holds_pages_until_it_ends_and_resolution_is_always_sent() 
             .find(|asset| asset["hostname"] == "db-1")
             .cloned()
     });
-    poll(DEADLINE, "port.up = 1", || {
-        let series = collector.get_json("/api/v1/series?metric=port.up");
-        (series[0]["value"] == 1.0).then_some(())
-    });
+    collector.wait_port_up();
     let token = collector.api_token();
     let (status, body) = http_request(
         collector.http_addr,
@@ -453,14 +413,9 @@ to = ["oncall@example.net"]
         ))
     });
     let _agent = collector.start_agent("mail", |text| {
-        text.push_str(&format!(
-            "hostname = \"mail-1\"\n\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
-        ));
+        text.push_str(&port_check(Some("mail-1"), port))
     });
-    poll(DEADLINE, "port.up = 1", || {
-        let series = collector.get_json("/api/v1/series?metric=port.up");
-        (series[0]["value"] == 1.0).then_some(())
-    });
+    collector.wait_port_up();
     drop(listener);
     // The first attempt meets a 451 (transient) and is retried.
     let opened = poll(DEADLINE, "the incident email", || {

@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{Channel, ChannelKind, EmailChannel, NotifyConfig};
 use super::payload::{self, MessageContext};
-use super::routing::{RouteInput, route};
+use super::routing::{RouteDecision, RouteInput, route};
 use super::{EscalationState, NotificationEvent, email, http, idempotency_key};
 use crate::incidents::IncidentHandle;
 use crate::store::{
-    DeliveryAttempt, JournalEntry, NewNotification, Notification, Store, StoreError,
+    DeliveryAttempt, IncidentRecord, JournalEntry, NewNotification, Notification, Store, StoreError,
 };
 use crate::telemetry::Telemetry;
 
@@ -157,19 +157,8 @@ impl NotifyService {
         );
         match event {
             NotificationEvent::Opened => {
-                if let Some(policy) = decision
-                    .escalation
-                    .as_deref()
-                    .and_then(|name| self.config.escalation(name))
-                {
-                    escalations.insert(
-                        incident.id,
-                        EscalationState::start(
-                            policy.clone(),
-                            incident.opened_at_ms,
-                            incident.ack_due_at_ms,
-                        ),
-                    );
+                if let Some(state) = self.escalation_for(&incident, &decision) {
+                    escalations.insert(incident.id, state);
                 }
             }
             // Acknowledge stops escalation; resolve ends it.
@@ -208,22 +197,25 @@ impl NotifyService {
                 &self.config.routes,
                 &self.config.channels,
             );
-            if let Some(policy) = decision
-                .escalation
-                .as_deref()
-                .and_then(|name| self.config.escalation(name))
-            {
-                escalations.insert(
-                    incident.id,
-                    EscalationState::start(
-                        policy.clone(),
-                        incident.opened_at_ms,
-                        incident.ack_due_at_ms,
-                    ),
-                );
+            if let Some(state) = self.escalation_for(&incident, &decision) {
+                escalations.insert(incident.id, state);
             }
         }
         Ok(escalations)
+    }
+
+    /// The escalation the route names for `incident`, started at its opening.
+    fn escalation_for(
+        &self,
+        incident: &IncidentRecord,
+        decision: &RouteDecision,
+    ) -> Option<EscalationState> {
+        let policy = self.config.escalation(decision.escalation.as_deref()?)?;
+        Some(EscalationState::start(
+            policy.clone(),
+            incident.opened_at_ms,
+            incident.ack_due_at_ms,
+        ))
     }
 
     /// Queues the escalation steps that have come due.
