@@ -2,7 +2,8 @@
 //!
 //! Invariant: a batch leaves the buffer only when the collector acknowledged
 //! a sequence number at or above it, or when the buffer is full and it is the
-//! oldest (counted in `dropped_batches` and logged). Collection only ever
+//! oldest sample batch (counted in `dropped_batches` and logged; inventory
+//! changes are never dropped). Collection only ever
 //! pushes here, so it never waits for the network.
 
 use std::collections::VecDeque;
@@ -100,10 +101,17 @@ impl BatchBuffer {
             let seq = inner.next_seq;
             inner.next_seq += 1;
             if inner.batches.len() >= inner.capacity {
-                inner.batches.pop_front();
+                // Drop the oldest samples, never an inventory change: later
+                // inventory diffs build on it, and it is small and rare.
+                let victim = inner
+                    .batches
+                    .iter()
+                    .position(|batch| matches!(batch.payload, Payload::Samples(_)))
+                    .unwrap_or(0);
+                inner.batches.remove(victim);
                 inner.dropped_batches += 1;
                 tracing::warn!(
-                    message = "Buffer full; dropped the oldest unacknowledged batch.",
+                    message = "Buffer full; dropped the oldest unacknowledged sample batch.",
                     capacity = inner.capacity,
                     dropped_total = inner.dropped_batches
                 );
@@ -176,6 +184,27 @@ mod tests {
         assert_eq!(stats.buffered, 2);
         assert_eq!(stats.dropped_batches, 3);
         assert_eq!(buffer.next_after(0).unwrap().seq, 4);
+    }
+
+    #[test]
+    fn a_full_buffer_keeps_inventory_changes() {
+        let buffer = BatchBuffer::new(2);
+        let inventory = buffer.push_inventory(InventoryChange {
+            full: true,
+            diff: Default::default(),
+            packages_fingerprint: 1,
+            timestamp_ms: 1,
+        });
+        for _ in 0..3 {
+            buffer.push(vec![]);
+        }
+        assert_eq!(
+            buffer.next_after(0).unwrap().seq,
+            inventory,
+            "the snapshot survives"
+        );
+        assert_eq!(buffer.stats().buffered, 2);
+        assert_eq!(buffer.stats().dropped_batches, 2);
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub async fn start(
     let registry = Arc::new(registry::AgentRegistry::default());
     let telemetry = Arc::new(telemetry::Telemetry::default());
 
-    let suppression = Arc::new(assets::service::AlertSuppression::default());
+    let suppression = Arc::new(assets::service::AlertSuppression::load(&store).await?);
     let (incidents, incidents_task) = incidents::start(
         Arc::clone(&store),
         config.rules.clone(),
@@ -293,9 +293,9 @@ async fn prune_loop(
             _ = shutdown.cancelled() => return Ok(()),
         }
         let cutoff = steward_agent::now_ms() - retention.as_millis() as i64;
-        match store.prune_samples(cutoff).await {
+        match store.prune(cutoff).await {
             Ok(0) => {}
-            Ok(removed) => tracing::info!(message = "Pruned samples past retention.", removed),
+            Ok(removed) => tracing::info!(message = "Pruned data past retention.", removed),
             Err(error) => tracing::warn!(message = "Pruning failed.", %error),
         }
     }

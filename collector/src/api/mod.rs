@@ -74,8 +74,12 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(state): State<ApiState>) -> Response {
+    if state.store.is_writable() {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store writer stopped\n").into_response()
+    }
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

@@ -32,6 +32,41 @@ pub struct AlertSuppression {
 }
 
 impl AlertSuppression {
+    /// Reads the sets from stored assets; done before the incidents task
+    /// starts, so its first evaluation already honours them.
+    pub async fn load(store: &Store) -> Result<Self, StoreError> {
+        let suppression = Self::default();
+        let assets: Vec<Asset> = store
+            .assets()
+            .await?
+            .into_iter()
+            .filter_map(|row| serde_json::from_str(&row.record).ok())
+            .collect();
+        suppression.set_from(assets.iter());
+        Ok(suppression)
+    }
+
+    fn set_from<'a>(&self, assets: impl Iterator<Item = &'a Asset>) {
+        let mut retired = HashSet::new();
+        let mut offline = HashSet::new();
+        for asset in assets {
+            if matches!(asset.status, Lifecycle::Retired | Lifecycle::Disposed) {
+                retired.extend(asset.agent_ids.iter().cloned());
+            }
+            if asset.expected_offline() {
+                offline.extend(asset.agent_ids.iter().cloned());
+            }
+        }
+        *self
+            .retired
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = retired;
+        *self
+            .expected_offline
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = offline;
+    }
+
     pub fn is_retired(&self, agent_id: &str) -> bool {
         self.retired
             .read()
@@ -252,7 +287,7 @@ pub async fn start(
         incidents,
         suppression: Arc::clone(&handle.suppression),
     };
-    service.refresh_suppression();
+    service.refresh_suppression().await;
     tracing::info!(message = "Assets loaded.", assets = service.assets.len());
     let task = tokio::spawn(service.run(receiver, sweep_every, shutdown));
     Ok((handle, task))
@@ -336,7 +371,6 @@ impl AssetService {
             None => vec![event_row(&history::created(&after, source, now_ms))],
         };
         events.append(&mut extra);
-        let status_changed = before.is_none_or(|before| before.status != after.status);
         self.store
             .write_assets(vec![AssetWrite {
                 row: asset_row(&after, now_ms),
@@ -346,9 +380,8 @@ impl AssetService {
             }])
             .await?;
         self.assets.insert(after.id.clone(), after);
-        if status_changed {
-            self.refresh_suppression();
-        }
+        // Tags, agents and status all decide who may page; recompute every time.
+        self.refresh_suppression().await;
         Ok(())
     }
 
@@ -597,7 +630,7 @@ impl AssetService {
             }
             self.assets.insert(asset.id.clone(), asset.clone());
         }
-        self.refresh_suppression();
+        self.refresh_suppression().await;
         tracing::info!(
             message = "Assets regrouped by operator.",
             id,
@@ -678,26 +711,28 @@ impl AssetService {
         }
     }
 
-    fn refresh_suppression(&self) {
-        let mut retired = HashSet::new();
-        let mut offline = HashSet::new();
-        for asset in self.assets.values() {
-            if matches!(asset.status, Lifecycle::Retired | Lifecycle::Disposed) {
-                retired.extend(asset.agent_ids.iter().cloned());
-            }
-            if asset.expected_offline() {
-                offline.extend(asset.agent_ids.iter().cloned());
-            }
-        }
-        *self
+    /// Recomputes the suppression sets; newly retired agents are forgotten
+    /// by the rules engine so their open incidents resolve and stop paging.
+    async fn refresh_suppression(&self) {
+        let before = self
             .suppression
             .retired
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = retired;
-        *self
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        self.suppression.set_from(self.assets.values());
+        let retired = self
             .suppression
-            .expected_offline
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = offline;
+            .retired
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for agent_id in retired.difference(&before) {
+            self.incidents
+                .committed(RulesInput::ForgetAgent {
+                    agent_id: agent_id.clone(),
+                })
+                .await;
+        }
     }
 }

@@ -39,6 +39,8 @@ pub enum RulesInput {
     },
     /// An agent said hello (its host name is used in summaries).
     Hello { agent_id: String, hostname: String },
+    /// The agent's asset was retired: resolve and forget its series.
+    ForgetAgent { agent_id: String },
     /// A new rule set (SIGHUP).
     ReplaceRules { rules: Vec<Rule>, sla: SlaPolicy },
 }
@@ -194,6 +196,15 @@ pub async fn start(
     engine.set_expected_offline(move |agent_id| offline.is_expected_offline(agent_id));
     for agent in store.agents().await? {
         engine.set_host_name(&agent.id, &agent.hostname);
+        // `agent.up` is synthetic and never stored: its last sighting is the
+        // agent's last contact, so hosts that stayed down through a collector
+        // restart are still noticed by absence rules.
+        engine.seed_last_seen(
+            &agent.id,
+            AGENT_UP_METRIC,
+            &Labels::new(),
+            agent.last_seen_ms,
+        );
     }
     for (key, latest) in store.latest(None) {
         engine.seed_last_seen(&key.agent_id, &key.metric, &key.labels, latest.timestamp_ms);
@@ -210,6 +221,7 @@ pub async fn start(
         sla,
         hosts: HashMap::new(),
         suppression,
+        unapplied: Vec::new(),
     };
     worker.apply(restored, steward_agent::now_ms()).await;
     tracing::info!(message = "Incidents restored.", unresolved = open.len());
@@ -223,7 +235,12 @@ struct Worker {
     sla: SlaPolicy,
     hosts: HashMap<String, String>,
     suppression: Arc<AlertSuppression>,
+    /// Changes the store refused (e.g. disk full), retried on every tick.
+    unapplied: Vec<IncidentChange>,
 }
+
+/// Bound on retained unrecorded changes while the store is failing.
+const MAX_UNAPPLIED: usize = 100_000;
 
 impl Worker {
     async fn run(mut self, mut inputs: mpsc::Receiver<RulesInput>, shutdown: CancellationToken) {
@@ -272,6 +289,11 @@ impl Worker {
                     ));
                 }
                 self.apply(transitions, now_ms).await;
+            }
+            RulesInput::ForgetAgent { agent_id } => {
+                let transitions = self.engine.forget_agent(&agent_id);
+                tracing::info!(message = "Forgot a retired agent's series.", %agent_id, resolved = transitions.len());
+                self.apply(transitions, steward_agent::now_ms()).await;
             }
             RulesInput::Hello { agent_id, hostname } => {
                 self.engine.set_host_name(&agent_id, &hostname);
@@ -322,10 +344,10 @@ impl Worker {
     /// fails it is logged; the unique index keeps a later retry from ever
     /// duplicating an incident.
     async fn apply(&mut self, transitions: Vec<Transition>, now_ms: i64) {
-        if transitions.is_empty() {
+        if transitions.is_empty() && self.unapplied.is_empty() {
             return;
         }
-        let changes: Vec<IncidentChange> = transitions
+        let fresh: Vec<IncidentChange> = transitions
             .into_iter()
             // Retired assets do not page: their breaches open no incident.
             .filter(|transition| match transition {
@@ -334,10 +356,18 @@ impl Worker {
             })
             .map(|transition| self.change_for(transition, now_ms))
             .collect();
+        // Changes a failed write left behind go first, in their order.
+        let mut changes = std::mem::take(&mut self.unapplied);
+        changes.extend(fresh);
         if changes.is_empty() {
             return;
         }
-        match self.handle.store.apply_incident_changes(changes).await {
+        match self
+            .handle
+            .store
+            .apply_incident_changes(changes.clone())
+            .await
+        {
             Ok(applied) => {
                 for (kind, incident) in applied.into_iter().flatten() {
                     match kind {
@@ -358,7 +388,21 @@ impl Worker {
                     self.handle.announce(kind, incident);
                 }
             }
-            Err(error) => tracing::error!(message = "Cannot record incident changes.", %error),
+            Err(error) => {
+                // The engine has already moved on, so keep the changes and
+                // retry them on the next tick; replaying is safe (an open of
+                // an open key and a resolve of a resolved key change nothing).
+                tracing::error!(message = "Cannot record incident changes; will retry.", %error, pending = changes.len());
+                self.unapplied = changes;
+                if self.unapplied.len() > MAX_UNAPPLIED {
+                    let dropped = self.unapplied.len() - MAX_UNAPPLIED;
+                    self.unapplied.drain(..dropped);
+                    tracing::error!(
+                        message = "Dropped the oldest unrecorded incident changes.",
+                        dropped
+                    );
+                }
+            }
         }
     }
 

@@ -292,8 +292,9 @@ impl AgentStream {
         }
         let received = batch.samples.len();
         let mut samples = Vec::with_capacity(received);
+        let now = steward_agent::now_ms();
         for sample in batch.samples {
-            match validate::to_record(sample) {
+            match validate::to_record(sample, now) {
                 Ok(record) => samples.push(record),
                 Err(problem) => {
                     Telemetry::add(&self.telemetry.samples_rejected, 1);

@@ -21,7 +21,7 @@ pub enum SampleProblem {
     Label,
     #[error("value is not a finite number")]
     Value,
-    #[error("timestamp is not positive")]
+    #[error("timestamp is not positive or too far in the future")]
     Timestamp,
 }
 
@@ -43,7 +43,12 @@ fn is_label_key(key: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
-pub fn to_record(sample: pb::Sample) -> Result<SampleRecord, SampleProblem> {
+/// How far ahead of the collector's clock a sample may be stamped. Beyond
+/// it the sample is refused: one far-future value would otherwise pin the
+/// series' latest value forever.
+pub const MAX_CLOCK_SKEW_MS: i64 = 3_600_000;
+
+pub fn to_record(sample: pb::Sample, now_ms: i64) -> Result<SampleRecord, SampleProblem> {
     if !is_metric_name(&sample.metric) {
         return Err(SampleProblem::MetricName);
     }
@@ -53,7 +58,7 @@ pub fn to_record(sample: pb::Sample) -> Result<SampleRecord, SampleProblem> {
     if !sample.value.is_finite() {
         return Err(SampleProblem::Value);
     }
-    if sample.timestamp_ms <= 0 {
+    if sample.timestamp_ms <= 0 || sample.timestamp_ms > now_ms + MAX_CLOCK_SKEW_MS {
         return Err(SampleProblem::Timestamp);
     }
     let mut labels = Labels::new();
@@ -74,6 +79,8 @@ pub fn to_record(sample: pb::Sample) -> Result<SampleRecord, SampleProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
 
     fn sample(metric: &str, key: &str, value: f64, timestamp_ms: i64) -> pb::Sample {
         pb::Sample {
@@ -111,10 +118,15 @@ mod tests {
                 Some(SampleProblem::Value),
             ),
             (sample("cpu", "cpu", 1.0, 0), Some(SampleProblem::Timestamp)),
+            (
+                sample("cpu", "cpu", 1.0, NOW + MAX_CLOCK_SKEW_MS + 1),
+                Some(SampleProblem::Timestamp),
+            ),
+            (sample("cpu", "cpu", 1.0, NOW + MAX_CLOCK_SKEW_MS), None),
         ];
         for (input, expected) in cases {
             let shown = format!("{input:?}");
-            assert_eq!(to_record(input).err(), expected, "{shown}");
+            assert_eq!(to_record(input, NOW).err(), expected, "{shown}");
         }
     }
 }

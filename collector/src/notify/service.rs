@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{Channel, ChannelKind, EmailChannel, NotifyConfig};
@@ -29,6 +30,8 @@ use crate::telemetry::Telemetry;
 const MAX_ATTEMPTS: i64 = 12;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deliveries in flight at once, so one slow receiver does not hold up the rest.
+const PARALLEL_DELIVERIES: usize = 8;
 /// How often the task looks for work when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -77,7 +80,23 @@ fn backoff(attempts: i64) -> Duration {
 }
 
 impl NotifyService {
+    /// Runs routing (journal, escalation, maintenance) and delivery as two
+    /// loops, so a slow receiver never delays queueing the next page.
     pub async fn run(self, incidents: IncidentHandle, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let queued = Arc::new(Notify::new());
+        let delivery =
+            tokio::spawn(Arc::clone(&this).delivery_loop(Arc::clone(&queued), shutdown.clone()));
+        this.routing_loop(incidents, queued, shutdown).await;
+        let _ = delivery.await;
+    }
+
+    async fn routing_loop(
+        &self,
+        incidents: IncidentHandle,
+        queued: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
         let mut wake = incidents.subscribe();
         let mut escalations = match self.rebuild_escalations().await {
             Ok(escalations) => escalations,
@@ -96,12 +115,8 @@ impl NotifyService {
             if let Err(error) = self.release_held().await {
                 tracing::error!(message = "Cannot release held notifications.", %error);
             }
-            if let Err(error) = self.deliver_due().await {
-                tracing::error!(message = "Cannot read due notifications.", %error);
-            }
-            let next_escalation = escalations.values().filter_map(EscalationState::due).min();
-            let next_delivery = self.store.next_notification_due().await.ok().flatten();
-            let until_next = match next_escalation.into_iter().chain(next_delivery).min() {
+            queued.notify_one();
+            let until_next = match escalations.values().filter_map(EscalationState::due).min() {
                 Some(due) => {
                     Duration::from_millis((due - steward_agent::now_ms()).clamp(0, 500) as u64)
                 }
@@ -110,6 +125,25 @@ impl NotifyService {
             tokio::select! {
                 // Any incident event may have journaled something to send.
                 _ = wake.recv() => {}
+                _ = tokio::time::sleep(until_next) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn delivery_loop(self: Arc<Self>, queued: Arc<Notify>, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = Arc::clone(&self).deliver_due().await {
+                tracing::error!(message = "Cannot deliver due notifications.", %error);
+            }
+            let until_next = match self.store.next_notification_due().await.ok().flatten() {
+                Some(due) => {
+                    Duration::from_millis((due - steward_agent::now_ms()).clamp(0, 500) as u64)
+                }
+                None => IDLE_POLL,
+            };
+            tokio::select! {
+                _ = queued.notified() => {}
                 _ = tokio::time::sleep(until_next) => {}
                 _ = shutdown.cancelled() => return,
             }
@@ -271,10 +305,10 @@ impl NotifyService {
     }
 
     async fn asset_context(&self, agent_id: &str) -> Result<AssetContext, StoreError> {
-        let links = self.store.asset_links().await?;
-        let Some(asset_id) = links
-            .into_iter()
-            .find(|link| link.agent_id == agent_id)
+        let Some(asset_id) = self
+            .store
+            .asset_link(agent_id)
+            .await?
             .map(|link| link.asset_id)
         else {
             return Ok(AssetContext::default());
@@ -329,13 +363,32 @@ impl NotifyService {
         Ok(())
     }
 
-    async fn deliver_due(&self) -> Result<(), StoreError> {
-        for notification in self
+    /// Delivers what is due, up to [`PARALLEL_DELIVERIES`] at once, and
+    /// records each attempt as it finishes.
+    async fn deliver_due(self: Arc<Self>) -> Result<(), StoreError> {
+        let mut due = self
             .store
             .due_notifications(steward_agent::now_ms(), 50)
             .await?
-        {
-            let attempt = self.deliver(&notification).await;
+            .into_iter();
+        let mut in_flight = tokio::task::JoinSet::new();
+        loop {
+            while in_flight.len() < PARALLEL_DELIVERIES {
+                let Some(notification) = due.next() else {
+                    break;
+                };
+                let this = Arc::clone(&self);
+                in_flight.spawn(async move {
+                    let attempt = this.deliver(&notification).await;
+                    (notification, attempt)
+                });
+            }
+            let Some(joined) = in_flight.join_next().await else {
+                return Ok(());
+            };
+            let Ok((notification, attempt)) = joined else {
+                continue;
+            };
             match attempt.state {
                 "delivered" => Telemetry::add(&self.telemetry.notifications_sent, 1),
                 "failed" => {
@@ -350,7 +403,6 @@ impl NotifyService {
             }
             self.store.record_delivery(attempt).await?;
         }
-        Ok(())
     }
 
     #[tracing::instrument(name = "deliver", skip_all, fields(key = %notification.idempotency_key, channel = %notification.channel))]

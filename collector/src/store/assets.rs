@@ -128,6 +128,24 @@ pub(super) fn links(connection: &Connection) -> rusqlite::Result<Vec<AssetLink>>
     rows.collect()
 }
 
+pub(super) fn link(connection: &Connection, agent_id: &str) -> rusqlite::Result<Option<AssetLink>> {
+    connection
+        .query_row(
+            "SELECT agent_id, asset_id, confidence, reasons, matched_ms FROM asset_agents WHERE agent_id = ?1",
+            [agent_id],
+            |row| {
+                Ok(AssetLink {
+                    agent_id: row.get(0)?,
+                    asset_id: row.get(1)?,
+                    confidence: row.get(2)?,
+                    reasons: row.get(3)?,
+                    matched_ms: row.get(4)?,
+                })
+            },
+        )
+        .optional()
+}
+
 pub(super) fn events(
     connection: &Connection,
     id: &str,

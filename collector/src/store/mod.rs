@@ -202,10 +202,20 @@ impl Store {
             .await
     }
 
-    /// Deletes samples older than `before_ms`; returns how many.
-    pub async fn prune_samples(&self, before_ms: i64) -> Result<usize, StoreError> {
-        self.submit(|reply| writer::Job::Prune { before_ms, reply })
-            .await
+    /// Deletes rows older than `before_ms` in chunks, each its own
+    /// transaction so ingest keeps flowing; returns, summed over chunks, the
+    /// most rows any one table lost in a chunk.
+    pub async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .submit(|reply| writer::Job::Prune { before_ms, reply })
+                .await?;
+            total += deleted;
+            if (deleted as i64) < writer::PRUNE_CHUNK {
+                return Ok(total);
+            }
+        }
     }
 
     /// Runs `write` in the writer's next transaction; resolves after commit.
@@ -330,6 +340,13 @@ impl Store {
     pub async fn asset(&self, id: &str) -> Result<Option<AssetRow>, StoreError> {
         let id = id.to_string();
         self.read(move |connection| assets::get(connection, &id))
+            .await
+    }
+
+    /// The asset an agent belongs to, if any.
+    pub async fn asset_link(&self, agent_id: &str) -> Result<Option<AssetLink>, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.read(move |connection| assets::link(connection, &agent_id))
             .await
     }
 
@@ -560,6 +577,15 @@ impl Store {
             .collect();
         values.sort_by(|a, b| a.0.cmp(&b.0));
         values
+    }
+
+    /// False once the writer thread has stopped: nothing can be stored.
+    pub fn is_writable(&self) -> bool {
+        self.writer_thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
     }
 
     /// Finishes queued writes and stops the writer thread.

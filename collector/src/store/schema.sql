@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS batches (
     sample_count INTEGER NOT NULL,
     PRIMARY KEY (agent_id, epoch, seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batches_by_time ON batches (received_ms);
 
 -- Latest inventory per agent. disks/interfaces are JSON arrays.
 CREATE TABLE IF NOT EXISTS inventory (
@@ -101,6 +102,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_unresolved_per_key
     ON incidents (dedup_key) WHERE state != 'resolved';
 CREATE INDEX IF NOT EXISTS incidents_by_state ON incidents (state, opened_at_ms);
 CREATE INDEX IF NOT EXISTS incidents_by_agent ON incidents (agent_id, opened_at_ms);
+-- Finding the previous incident of a key (recurrence link) must not scan the table.
+CREATE INDEX IF NOT EXISTS incidents_by_key ON incidents (dedup_key, id);
 
 CREATE TABLE IF NOT EXISTS incident_timeline (
     id          INTEGER PRIMARY KEY,
@@ -179,6 +182,7 @@ CREATE TABLE IF NOT EXISTS outbox_attempts (
     status    INTEGER,
     error     TEXT
 );
+CREATE INDEX IF NOT EXISTS outbox_attempts_by_outbox ON outbox_attempts (outbox_id);
 
 -- Maintenance windows (change management): incidents on these assets are
 -- recorded but do not page while the window is open.

@@ -135,8 +135,18 @@ async fn prune_removes_only_old_samples() {
         ))
         .await
         .unwrap();
-    assert_eq!(store.prune_samples(500).await.unwrap(), 1);
-    assert_eq!(store.counts().await.unwrap().0, 1);
+    assert_eq!(store.prune(500).await.unwrap(), 1);
+    assert_eq!(
+        store.counts().await.unwrap(),
+        (1, 1),
+        "the batch record is younger than the cutoff"
+    );
+    assert!(store.prune(2_000).await.unwrap() >= 1);
+    assert_eq!(
+        store.counts().await.unwrap(),
+        (0, 0),
+        "old batch records go too"
+    );
 }
 
 fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {

@@ -92,7 +92,20 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let close = self.commit_group(group);
+            // A panic in one group (a bug, not bad input) rolls its
+            // transaction back and fails its callers; the writer lives on.
+            let close = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit_group(group)
+            })) {
+                Ok(close) => close,
+                Err(_) => {
+                    tracing::error!(
+                        message =
+                            "Store writer panicked on a group of writes; they were not committed."
+                    );
+                    None
+                }
+            };
             if let Some(reply) = close {
                 let _ = reply.send(());
                 return;
@@ -201,9 +214,7 @@ fn apply(
         Job::Inventory { update, .. } => {
             store_inventory(transaction, update).map(Applied::Inventory)
         }
-        Job::Prune { before_ms, .. } => transaction
-            .execute("DELETE FROM samples WHERE ts_ms < ?1", [*before_ms])
-            .map(Applied::Prune),
+        Job::Prune { before_ms, .. } => prune(transaction, *before_ms).map(Applied::Prune),
         Job::Exec { run, .. } => {
             // The closure runs once; a placeholder is left behind in the job.
             let run = std::mem::replace(run, Box::new(|_| Err(rusqlite::Error::InvalidQuery)));
@@ -330,6 +341,29 @@ fn store_batch(
         },
         latest.into_iter().collect(),
     ))
+}
+
+/// Rows deleted per table per prune job: small enough that acknowledgements
+/// grouped into the same transaction are not held up for long.
+pub(super) const PRUNE_CHUNK: i64 = 10_000;
+
+/// Deletes one chunk of expired rows from each growing table: samples,
+/// batch records (resends that old cannot arrive), journal entries already
+/// routed, and delivery attempts. Incident, asset and inventory history is kept.
+fn prune(transaction: &Transaction<'_>, before_ms: i64) -> Result<usize, rusqlite::Error> {
+    let statements = [
+        "DELETE FROM samples WHERE rowid IN (SELECT rowid FROM samples WHERE ts_ms < ?1 LIMIT ?2)",
+        "DELETE FROM batches WHERE (agent_id, epoch, seq) IN
+             (SELECT agent_id, epoch, seq FROM batches WHERE received_ms < ?1 LIMIT ?2)",
+        "DELETE FROM incident_events WHERE id IN (SELECT id FROM incident_events WHERE ts_ms < ?1
+             AND id <= (SELECT coalesce(max(position), 0) FROM notify_cursor) LIMIT ?2)",
+        "DELETE FROM outbox_attempts WHERE id IN (SELECT id FROM outbox_attempts WHERE ts_ms < ?1 LIMIT ?2)",
+    ];
+    let mut deleted = 0;
+    for statement in statements {
+        deleted = deleted.max(transaction.execute(statement, params![before_ms, PRUNE_CHUNK])?);
+    }
+    Ok(deleted)
 }
 
 /// Records `(agent_id, epoch, seq)` as stored; false if it already was.
