@@ -187,3 +187,71 @@ fn port_down_opens_one_incident_ack_shows_in_timeline_and_recovery_resolves_it()
     let rules = collector.get_json("/api/v1/rules");
     assert_eq!(rules[0]["name"], "port-down");
 }
+
+/// Regression: `agent.up` is never stored, so absence must be seeded from the
+/// agents' last contact after a restart; and an asset tagged
+/// `expected_offline` (a laptop) must not page when it goes quiet.
+#[test]
+fn silent_server_pages_after_a_collector_restart_but_an_expected_offline_laptop_does_not() {
+    let mut collector = Collector::start_with(|text| {
+        text.push_str(
+            "\n[[rule]]\nname = \"agent-down\"\nkind = \"absent\"\nmetric = \"agent.up\"\nfor = \"3s\"\nseverity = \"critical\"\n",
+        )
+    });
+    let mut laptop =
+        collector.start_agent("laptop", |text| text.push_str("hostname = \"laptop-1\"\n"));
+    // No inventory, so no asset: nothing can exempt this one.
+    let mut server = collector.start_agent("server", |text| {
+        text.push_str("hostname = \"srv-1\"\n\n[inventory]\nenabled = false\n")
+    });
+    let asset = poll(DEADLINE, "the laptop's asset", || {
+        let assets = collector.get_json("/api/v1/assets");
+        assets
+            .as_array()?
+            .iter()
+            .find(|asset| asset["hostname"] == "laptop-1")
+            .cloned()
+    });
+    let (status, body) = http_request(
+        collector.http_addr,
+        "PATCH",
+        &format!("/api/v1/assets/{}", asset["id"].as_str().unwrap()),
+        Some(&collector.api_token()),
+        Some(r#"{"tags": ["expected_offline"]}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    poll(DEADLINE, "both agents connected", || {
+        let agents = collector.get_json("/api/v1/agents");
+        (agents
+            .as_array()?
+            .iter()
+            .filter(|agent| agent["connected"] == true)
+            .count()
+            == 2)
+            .then_some(())
+    });
+
+    // Everything goes down at once; only the collector comes back.
+    collector.process.kill9();
+    laptop.kill9();
+    server.kill9();
+    collector.restart();
+    let incidents = poll(DEADLINE, "agent-down for the silent server", || {
+        let incidents = collector.get_json("/api/v1/incidents?state=open");
+        (!incidents.as_array()?.is_empty()).then_some(incidents)
+    });
+    // Wait beyond `for` once more, then check the laptop never paged.
+    let committed_at = std::time::Instant::now();
+    poll(DEADLINE, "four more seconds", || {
+        (committed_at.elapsed().as_secs() >= 4).then_some(())
+    });
+    let incidents = collector.get_json("/api/v1/incidents");
+    let hosts: Vec<&str> = incidents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|incident| incident["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["srv-1"], "{incidents}");
+    assert_eq!(incidents[0]["rule"], "agent-down");
+}

@@ -194,8 +194,10 @@ pub async fn start(
     // Laptops tagged `expected_offline` may go quiet without paging anyone.
     let offline = Arc::clone(&suppression);
     engine.set_expected_offline(move |agent_id| offline.is_expected_offline(agent_id));
+    let mut hosts = HashMap::new();
     for agent in store.agents().await? {
         engine.set_host_name(&agent.id, &agent.hostname);
+        hosts.insert(agent.id.clone(), agent.hostname.clone());
         // `agent.up` is synthetic and never stored: its last sighting is the
         // agent's last contact, so hosts that stayed down through a collector
         // restart are still noticed by absence rules.
@@ -219,7 +221,8 @@ pub async fn start(
         handle: handle.clone(),
         engine,
         sla,
-        hosts: HashMap::new(),
+        // Known before any agent says hello again, for incidents opened meanwhile.
+        hosts,
         suppression,
         unapplied: Vec::new(),
     };
