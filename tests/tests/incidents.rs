@@ -256,3 +256,68 @@ fn silent_server_pages_after_a_collector_restart_but_an_expected_offline_laptop_
     assert_eq!(hosts, ["srv-1"], "{incidents}");
     assert_eq!(incidents[0]["rule"], "agent-down");
 }
+
+#[test]
+fn sighup_reloads_rules_keeping_open_incidents_and_refuses_invalid_files() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let collector = Collector::start_with(|text| text.push_str(RULE));
+    let _agent = collector.start_agent("web", |text| {
+        text.push_str(&port_check(Some("web-1"), port))
+    });
+    collector.wait_port_up();
+    drop(listener);
+    let opened = poll(DEADLINE, "the incident", || {
+        let open = collector.get_json("/api/v1/incidents?state=open");
+        open.as_array()?.first().cloned()
+    });
+
+    // Add a rule and change the existing one's severity, then SIGHUP.
+    let config = collector.path("collector.toml");
+    steward_tests::edit_file(&config, |text| {
+        *text = text.replace("severity = \"critical\"", "severity = \"major\"");
+        text.push_str("\n[[rule]]\nname = \"port-slow\"\nmetric = \"port.connect_ms\"\nop = \">\"\nthreshold = 10000\nseverity = \"warning\"\n");
+    });
+    collector.process.signal(libc::SIGHUP);
+    poll(DEADLINE, "the new rule set", || {
+        let rules = collector.get_json("/api/v1/rules");
+        (rules.as_array()?.len() == 2 && rules[0]["severity"] == "major").then_some(())
+    });
+    let committed = collector.counter("steward_batches_committed_total");
+    poll(DEADLINE, "more failing checks after the reload", || {
+        (collector.counter("steward_batches_committed_total") >= committed + 3).then_some(())
+    });
+    let open = collector.get_json("/api/v1/incidents?state=open");
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(
+        open[0]["id"], opened["id"],
+        "the open incident survives the reload"
+    );
+
+    // An invalid file is refused and the running rules stay.
+    steward_tests::edit_file(&config, |text| text.push_str("\nbogus = 1\n"));
+    collector.process.signal(libc::SIGHUP);
+    poll(DEADLINE, "the refusal in the log", || {
+        collector
+            .process
+            .log_text()
+            .contains("Reload refused")
+            .then_some(())
+    });
+    assert!(collector.process.log_text().contains("bogus"));
+    assert_eq!(
+        collector
+            .get_json("/api/v1/rules")
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // The reloaded engine still resolves the incident it kept.
+    let _listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    poll(DEADLINE, "the kept incident to resolve", || {
+        let resolved = collector.get_json("/api/v1/incidents?state=resolved");
+        (resolved.as_array()?.len() == 1 && resolved[0]["id"] == opened["id"]).then_some(())
+    });
+}

@@ -252,14 +252,16 @@ impl NotifyService {
         ))
     }
 
-    /// Queues the escalation steps that have come due.
+    /// Queues the escalation steps that have come due. The states advance
+    /// only once the steps are durably queued, so a failed write retries them.
     async fn escalate(
         &self,
         escalations: &mut HashMap<i64, EscalationState>,
     ) -> Result<(), StoreError> {
         let now = steward_agent::now_ms();
         let mut queued = Vec::new();
-        for (incident_id, state) in escalations.iter_mut() {
+        let mut advanced = escalations.clone();
+        for (incident_id, state) in advanced.iter_mut() {
             let steps = state.advance(now);
             if steps.is_empty() {
                 continue;
@@ -296,11 +298,12 @@ impl NotifyService {
                 }
             }
         }
-        escalations.retain(|_, state| !state.is_finished());
         if !queued.is_empty() {
             // Position 0 leaves the journal cursor where it is.
             self.store.enqueue_notifications(queued, 0, now).await?;
         }
+        advanced.retain(|_, state| !state.is_finished());
+        *escalations = advanced;
         Ok(())
     }
 
