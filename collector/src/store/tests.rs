@@ -147,6 +147,17 @@ async fn prune_removes_only_old_samples() {
         (0, 0),
         "old batch records go too"
     );
+    assert!(
+        store.latest(None).is_empty(),
+        "a series silent for the whole retention is forgotten"
+    );
+    // A new sample for the same series starts it afresh.
+    store
+        .commit_batch(batch(2, vec![sample("m", "/", 3.0, 3_000)]))
+        .await
+        .unwrap();
+    assert_eq!(store.latest(None).len(), 1);
+    assert_eq!(store.counts().await.unwrap(), (1, 1));
 }
 
 fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {

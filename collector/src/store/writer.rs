@@ -78,7 +78,8 @@ enum Applied {
     Batch(CommitOutcome, Vec<(SeriesKey, LatestValue)>),
     Hello,
     Inventory(InventoryOutcome),
-    Prune(usize),
+    /// Rows deleted, and the series that went with them.
+    Prune(usize, Vec<SeriesKey>),
     Exec(Box<dyn Any + Send>),
 }
 
@@ -158,7 +159,8 @@ impl Writer {
                 (Job::Inventory { reply, .. }, Ok(Applied::Inventory(outcome))) => {
                     let _ = reply.send(Ok(outcome));
                 }
-                (Job::Prune { reply, .. }, Ok(Applied::Prune(count))) => {
+                (Job::Prune { reply, .. }, Ok(Applied::Prune(count, gone))) => {
+                    self.forget_series(&gone);
                     let _ = reply.send(Ok(count));
                 }
                 (Job::Exec { reply, .. }, Ok(Applied::Exec(output))) => {
@@ -169,6 +171,21 @@ impl Writer {
             }
         }
         close
+    }
+
+    /// Drops pruned series from the id cache and the latest values.
+    fn forget_series(&mut self, gone: &[SeriesKey]) {
+        if gone.is_empty() {
+            return;
+        }
+        let mut latest = self
+            .latest
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for key in gone {
+            self.series_ids.remove(key);
+            latest.remove(key);
+        }
     }
 
     fn publish_latest(&self, values: Vec<(SeriesKey, LatestValue)>) {
@@ -214,7 +231,9 @@ fn apply(
         Job::Inventory { update, .. } => {
             store_inventory(transaction, update).map(Applied::Inventory)
         }
-        Job::Prune { before_ms, .. } => prune(transaction, *before_ms).map(Applied::Prune),
+        Job::Prune { before_ms, .. } => {
+            prune(transaction, *before_ms).map(|(count, gone)| Applied::Prune(count, gone))
+        }
         Job::Exec { run, .. } => {
             // The closure runs once; a placeholder is left behind in the job.
             let run = std::mem::replace(run, Box::new(|_| Err(rusqlite::Error::InvalidQuery)));
@@ -350,7 +369,10 @@ pub(super) const PRUNE_CHUNK: i64 = 10_000;
 /// Deletes one chunk of expired rows from each growing table: samples,
 /// batch records (resends that old cannot arrive), journal entries already
 /// routed, and delivery attempts. Incident, asset and inventory history is kept.
-fn prune(transaction: &Transaction<'_>, before_ms: i64) -> Result<usize, rusqlite::Error> {
+fn prune(
+    transaction: &Transaction<'_>,
+    before_ms: i64,
+) -> Result<(usize, Vec<SeriesKey>), rusqlite::Error> {
     let statements = [
         "DELETE FROM samples WHERE rowid IN (SELECT rowid FROM samples WHERE ts_ms < ?1 LIMIT ?2)",
         "DELETE FROM batches WHERE (agent_id, epoch, seq) IN
@@ -363,7 +385,23 @@ fn prune(transaction: &Transaction<'_>, before_ms: i64) -> Result<usize, rusqlit
     for statement in statements {
         deleted = deleted.max(transaction.execute(statement, params![before_ms, PRUNE_CHUNK])?);
     }
-    Ok(deleted)
+    // Series silent for the whole retention (a container's interface, an
+    // unmounted disk) go too, so churning label sets do not grow forever.
+    let mut gone_series = transaction.prepare(
+        "DELETE FROM series WHERE id IN (SELECT id FROM series WHERE last_ts_ms < ?1 LIMIT ?2)
+         RETURNING agent_id, metric, labels",
+    )?;
+    let gone: Vec<SeriesKey> = gone_series
+        .query_map(params![before_ms, PRUNE_CHUNK], |row| {
+            let labels: String = row.get(2)?;
+            Ok(SeriesKey {
+                agent_id: row.get(0)?,
+                metric: row.get(1)?,
+                labels: serde_json::from_str(&labels).unwrap_or_default(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok((deleted.max(gone.len()), gone))
 }
 
 /// Records `(agent_id, epoch, seq)` as stored; false if it already was.
