@@ -235,3 +235,75 @@ fn reinstalled_agent_on_the_same_hardware_continues_the_asset_and_can_be_split_a
     let compliance = collector.get_json("/api/v1/compliance");
     assert!(compliance.is_array());
 }
+
+#[test]
+fn retiring_an_asset_resolves_and_silences_its_incidents_and_reactivating_restores_them() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let collector = Collector::start_with(|text| {
+        text.push_str("\n[[rule]]\nname = \"port-down\"\nmetric = \"port.up\"\nop = \"<\"\nthreshold = 1\nseverity = \"major\"\n")
+    });
+    let _agent = collector.start_agent("old", |text| {
+        text.push_str(&steward_tests::port_check(Some("old-1"), port))
+    });
+    collector.wait_port_up();
+    let asset = poll(DEADLINE, "the asset", || {
+        assets(&collector, "")
+            .into_iter()
+            .find(|asset| asset["hostname"] == "old-1")
+    });
+    let path = format!("/api/v1/assets/{}", asset["id"].as_str().unwrap());
+    drop(listener);
+    poll(DEADLINE, "the port-down incident", || {
+        let open = collector.get_json("/api/v1/incidents?state=open");
+        (open.as_array()?.len() == 1).then_some(())
+    });
+
+    let token = collector.api_token();
+    let (status, body) = http_request(
+        collector.http_addr,
+        "PATCH",
+        &path,
+        Some(&token),
+        Some(r#"{"status": "retired"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let resolved = poll(DEADLINE, "retirement to resolve the incident", || {
+        let resolved = collector.get_json("/api/v1/incidents?state=resolved");
+        resolved.as_array()?.first().cloned()
+    });
+    assert_eq!(resolved["resolve_reason"], "agent_forgotten");
+    let committed = collector.counter("steward_batches_committed_total");
+    poll(DEADLINE, "more failing checks while retired", || {
+        (collector.counter("steward_batches_committed_total") >= committed + 3).then_some(())
+    });
+    assert!(
+        collector
+            .get_json("/api/v1/incidents?state=open")
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "a retired asset does not page"
+    );
+
+    // Back into service the way ITAM expects: retired -> in stock -> active.
+    for status in ["in_stock", "active"] {
+        let body = format!(r#"{{"status": "{status}"}}"#);
+        let (code, response) = http_request(
+            collector.http_addr,
+            "PATCH",
+            &path,
+            Some(&token),
+            Some(&body),
+        );
+        assert_eq!(code, 200, "{response}");
+    }
+    poll(
+        DEADLINE,
+        "a new incident once the asset is back in service",
+        || {
+            let open = collector.get_json("/api/v1/incidents?state=open");
+            (open.as_array()?.len() == 1).then_some(())
+        },
+    );
+}

@@ -711,8 +711,9 @@ impl AssetService {
         }
     }
 
-    /// Recomputes the suppression sets; newly retired agents are forgotten
-    /// by the rules engine so their open incidents resolve and stop paging.
+    /// Recomputes the suppression sets. Agents entering or leaving the
+    /// retired set are forgotten by the rules engine: entering resolves their
+    /// open incidents (they stop paging), leaving lets breaches open again.
     async fn refresh_suppression(&self) {
         let before = self
             .suppression
@@ -727,7 +728,9 @@ impl AssetService {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        for agent_id in retired.difference(&before) {
+        // Newly retired: resolve what is open. Back in service: start afresh,
+        // so a series that kept breaching while retired opens an incident.
+        for agent_id in retired.symmetric_difference(&before) {
             self.incidents
                 .committed(RulesInput::ForgetAgent {
                     agent_id: agent_id.clone(),
