@@ -232,8 +232,29 @@ fn reinstalled_agent_on_the_same_hardware_continues_the_asset_and_can_be_split_a
     );
     assert_eq!(status, 409, "an asset cannot absorb itself");
 
-    let compliance = collector.get_json("/api/v1/compliance");
-    assert!(compliance.is_array());
+    // A machine bought in 2010 is due for replacement: the compliance view says so.
+    let (status, body) = http_request(
+        collector.http_addr,
+        "PATCH",
+        &format!("/api/v1/assets/{id}"),
+        Some(&token),
+        Some(r#"{"purchase_date": "2010-01-01"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let due = collector.get_json("/api/v1/compliance?check=due_for_replacement");
+    let ids: Vec<&str> = due
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "{due}");
+    for item in collector.get_json("/api/v1/compliance").as_array().unwrap() {
+        assert!(
+            !item["findings"].as_array().unwrap().is_empty(),
+            "only assets with findings: {item}"
+        );
+    }
 }
 
 #[test]
