@@ -398,16 +398,7 @@ impl AssetService {
             let mut after = before.clone();
             after.mark_seen(agent_id, now_ms);
             after.apply_inventory(&inventory.facts, &inventory.disks, &inventory.interfaces);
-            if let Some(status) = automatic_status(
-                after.status,
-                after.last_seen_ms,
-                now_ms,
-                &self.policy,
-                after.expected_offline(),
-            ) && let Ok(changed) = change_status(&after, status, Actor::System, None)
-            {
-                after = changed;
-            }
+            self.apply_automatic_status(&mut after, now_ms);
             if after != before {
                 return self
                     .save(
@@ -495,6 +486,20 @@ impl AssetService {
             now_ms,
         )
         .await
+    }
+
+    /// Moves `asset` to the status silence (or a return) calls for, if any;
+    /// returns the new status.
+    fn apply_automatic_status(&self, asset: &mut Asset, now_ms: i64) -> Option<Lifecycle> {
+        let status = automatic_status(
+            asset.status,
+            asset.last_seen_ms,
+            now_ms,
+            &self.policy,
+            asset.expected_offline(),
+        )?;
+        *asset = change_status(asset, status, Actor::System, None).ok()?;
+        Some(status)
     }
 
     async fn on_patch(
@@ -664,16 +669,8 @@ impl AssetService {
                     after.last_seen_ms = after.last_seen_ms.max(*seen);
                 }
             }
-            if let Some(status) = automatic_status(
-                after.status,
-                after.last_seen_ms,
-                now_ms,
-                &self.policy,
-                after.expected_offline(),
-            ) && let Ok(changed) = change_status(&after, status, Actor::System, None)
-            {
+            if let Some(status) = self.apply_automatic_status(&mut after, now_ms) {
                 tracing::info!(message = "Asset status changed.", id = %after.id, from = before.status.as_str(), to = status.as_str());
-                after = changed;
             }
             if after.status != before.status {
                 if let Err(error) = self
