@@ -65,6 +65,16 @@ fn sample(metric: &str, value: f64) -> pb::Sample {
     }
 }
 
+async fn assert_acked(inbound: &mut tonic::Streaming<pb::CollectorMessage>, seq: u64) {
+    let ack = inbound.next().await.unwrap().unwrap();
+    assert_eq!(
+        ack.kind,
+        Some(pb::collector_message::Kind::Ack(pb::Ack {
+            committed_seq: seq
+        }))
+    );
+}
+
 fn assert_still_serving(collector: &Collector) {
     let (status, body) = collector.get("/healthz");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
@@ -124,13 +134,7 @@ async fn invalid_samples_are_dropped_and_counted_while_the_batch_is_stored() {
         ))
         .await
         .unwrap();
-    let ack = inbound.next().await.unwrap().unwrap();
-    assert_eq!(
-        ack.kind,
-        Some(pb::collector_message::Kind::Ack(pb::Ack {
-            committed_seq: 1
-        }))
-    );
+    assert_acked(&mut inbound, 1).await;
     assert_eq!(collector.counter("steward_samples_rejected_total"), 2);
     let series = collector.get_json("/api/v1/series?agent=raw-client");
     let metrics: Vec<&str> = series
@@ -146,13 +150,7 @@ async fn invalid_samples_are_dropped_and_counted_while_the_batch_is_stored() {
         .send(batch(1, vec![sample("good.metric", 2.0)]))
         .await
         .unwrap();
-    let ack = inbound.next().await.unwrap().unwrap();
-    assert_eq!(
-        ack.kind,
-        Some(pb::collector_message::Kind::Ack(pb::Ack {
-            committed_seq: 1
-        }))
-    );
+    assert_acked(&mut inbound, 1).await;
     assert_eq!(collector.counter("steward_batches_duplicate_total"), 1);
     let samples: i64 = collector
         .database()

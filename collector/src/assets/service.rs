@@ -697,7 +697,7 @@ impl AssetService {
                     .map(|(metric, value)| (metric.to_string(), labels.clone(), value))
                     .collect();
                 self.incidents
-                    .committed(RulesInput::Committed {
+                    .send(RulesInput::Committed {
                         agent_id: agent_id.clone(),
                         samples,
                         now_ms,
@@ -729,7 +729,7 @@ impl AssetService {
         // so a series that kept breaching while retired opens an incident.
         for agent_id in retired.symmetric_difference(&before) {
             self.incidents
-                .committed(RulesInput::ForgetAgent {
+                .send(RulesInput::ForgetAgent {
                     agent_id: agent_id.clone(),
                 })
                 .await;

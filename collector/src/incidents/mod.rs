@@ -99,8 +99,9 @@ impl From<ChangeRefused> for IncidentError {
 }
 
 impl IncidentHandle {
-    /// Queues committed samples for rule evaluation; waits if the queue is full.
-    pub async fn committed(&self, input: RulesInput) {
+    /// Queues an input (committed samples, a hello, a retired agent) for the
+    /// incidents task; waits if the queue is full.
+    pub async fn send(&self, input: RulesInput) {
         let _ = self.inputs.send(input).await;
     }
 

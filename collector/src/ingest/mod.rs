@@ -153,7 +153,7 @@ impl Ingest for IngestService {
         let _ = outbound.try_send(Ok(welcome));
 
         self.incidents
-            .committed(RulesInput::Hello {
+            .send(RulesInput::Hello {
                 agent_id: hello.agent_id.clone(),
                 hostname: hello.hostname.clone(),
             })
@@ -325,7 +325,7 @@ impl AgentStream {
                 // Rules see a sample only once it is durable, so an incident
                 // never refers to data a crash could take back.
                 self.incidents
-                    .committed(RulesInput::Committed {
+                    .send(RulesInput::Committed {
                         agent_id: self.agent_id.clone(),
                         samples: for_rules,
                         now_ms: steward_agent::now_ms(),
