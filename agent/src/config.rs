@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config_file::{self, ConfigError, ConfigSource};
 use crate::probes::ping::PingTarget;
 use crate::probes::port::PortTarget;
+use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 /// `agent.toml` as written. Unknown keys are errors.
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,8 @@
 use std::io;
 use std::path::Path;
 
+use steward_core::ids::{is_uuid, new_uuid_v4};
+
 const ID_FILE: &str = "agent-id";
 
 /// Returns the persisted agent id, creating it (and the directory) on first use.
@@ -27,30 +29,6 @@ pub fn load_or_create_agent_id(state_dir: &Path) -> io::Result<String> {
     std::fs::write(&temporary, format!("{id}\n"))?;
     std::fs::rename(&temporary, &path)?;
     Ok(id)
-}
-
-/// A random (version 4) UUID in its canonical text form.
-pub fn new_uuid_v4() -> String {
-    let mut bytes: [u8; 16] = rand::random();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-fn is_uuid(text: &str) -> bool {
-    text.len() == 36
-        && text.char_indices().all(|(index, c)| match index {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        })
 }
 
 #[cfg(test)]

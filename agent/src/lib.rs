@@ -1,7 +1,8 @@
 //! steward-agent: measures its host and streams samples to the collector.
 //!
 //! Layout:
-//! - [`config`]: `agent.toml`, parsed then validated ([`config_file`] reports errors with file, line and key).
+//! - [`config`]: `agent.toml`, parsed then validated (`steward_core::config_file`
+//!   reports errors with file, line and key).
 //! - [`identity`]: the persistent agent id.
 //! - [`probes`]: one file per measured subsystem; pure measurement, no network.
 //! - [`buffer`]: bounded buffer of unacknowledged batches; the hand-off point.
@@ -13,7 +14,6 @@
 
 pub mod buffer;
 pub mod config;
-pub mod config_file;
 pub mod identity;
 pub mod probes;
 mod schedule;
@@ -21,7 +21,6 @@ pub mod shipper;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +49,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             source,
         }
     })?;
-    let hostname = config.hostname.clone().unwrap_or_else(local_hostname);
+    let hostname = config
+        .hostname
+        .clone()
+        .unwrap_or_else(steward_core::process::hostname);
     let identity = shipper::AgentIdentity {
         agent_id,
         hostname,
@@ -121,7 +123,7 @@ async fn collect_loop(
         }
         // Disk statistics can stall on a hung mount; keep that off the runtime threads.
         let measured = tokio::task::spawn_blocking(move || {
-            let samples = probes.collect(now_ms());
+            let samples = probes.collect(steward_core::now_ms());
             (probes, samples)
         })
         .await;
@@ -139,20 +141,6 @@ async fn collect_loop(
     }
 }
 
-/// This host's name as the OS reports it, or "localhost".
-pub fn local_hostname() -> String {
-    sysinfo::System::host_name()
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
-
 fn basic_facts() -> HashMap<String, String> {
     let mut facts = HashMap::new();
     facts.insert(
@@ -165,45 +153,4 @@ fn basic_facts() -> HashMap<String, String> {
     );
     facts.insert("arch".into(), sysinfo::System::cpu_arch());
     facts
-}
-
-/// Installs the process-wide rustls crypto provider (ring). Call once at
-/// start-up in every binary; a second call is harmless.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Installs the tracing subscriber for a binary (`RUST_LOG`, default `info`).
-pub fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

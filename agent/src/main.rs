@@ -16,8 +16,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    steward_agent::init_tracing();
-    steward_agent::install_crypto_provider();
+    steward_core::process::init_tracing();
+    steward_core::tls::install_crypto_provider();
     let config = match steward_agent::AgentConfig::load(&args.config) {
         Ok(config) => config,
         Err(error) => {
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
-                steward_agent::shutdown_signal().await;
+                steward_core::process::shutdown_signal().await;
                 tracing::info!(message = "Shutdown requested.");
                 shutdown.cancel();
             }

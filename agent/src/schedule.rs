@@ -49,7 +49,7 @@ fn full_change(inventory: &Inventory) -> InventoryChange {
             packages_removed: Vec::new(),
         },
         packages_fingerprint: inventory::packages_fingerprint(&inventory.packages),
-        timestamp_ms: crate::now_ms(),
+        timestamp_ms: steward_core::now_ms(),
     }
 }
 
@@ -135,7 +135,7 @@ pub(crate) async fn inventory(
                 full: false,
                 diff,
                 packages_fingerprint: inventory::packages_fingerprint(&collected.packages),
-                timestamp_ms: crate::now_ms(),
+                timestamp_ms: steward_core::now_ms(),
             }),
         };
         if let Some(change) = change {
@@ -176,7 +176,7 @@ pub(crate) async fn checks(
             _ = ticker.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let now = crate::now_ms();
+        let now = steward_core::now_ms();
         let pings = async {
             match &pinger {
                 Some(pinger) => pinger.probe_all(&config.ping, now).await,
@@ -226,7 +226,7 @@ pub(crate) async fn patch(
                     reboot_required = ?report.reboot_required,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                 );
-                buffer.push(patch::to_samples(&report, crate::now_ms()));
+                buffer.push(patch::to_samples(&report, steward_core::now_ms()));
                 let mut facts =
                     BTreeMap::from([("patch_backend".to_string(), report.backend.to_string())]);
                 if let Some(kernel) = &report.running_kernel {

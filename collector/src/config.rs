@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use steward_agent::config_file::{self, ConfigError, ConfigSource};
+use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use crate::assets::{AssetPolicy, RawAssetPolicy};
 use crate::incidents::SlaPolicy;

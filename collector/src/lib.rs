@@ -292,7 +292,7 @@ async fn prune_loop(
             _ = ticker.tick() => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
-        let cutoff = steward_agent::now_ms() - retention.as_millis() as i64;
+        let cutoff = steward_core::now_ms() - retention.as_millis() as i64;
         match store.prune(cutoff).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(message = "Pruned data past retention.", removed),

@@ -36,6 +36,7 @@ enum Command {
         force: bool,
     },
     /// Initialise DIR if empty, then run the collector and a local agent.
+    #[cfg(feature = "embedded-agent")]
     Quickstart {
         #[arg(long, default_value = "steward-data")]
         dir: PathBuf,
@@ -50,8 +51,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    steward_agent::init_tracing();
-    steward_agent::install_crypto_provider();
+    steward_core::process::init_tracing();
+    steward_core::tls::install_crypto_provider();
     match args.command {
         Some(Command::Init {
             dir,
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        #[cfg(feature = "embedded-agent")]
         Some(Command::Quickstart {
             dir,
             grpc_listen,
@@ -128,7 +130,7 @@ where
         tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
-                steward_agent::shutdown_signal().await;
+                steward_core::process::shutdown_signal().await;
                 tracing::info!(message = "Shutdown requested; finishing in-flight batches.");
                 shutdown.cancel();
             }

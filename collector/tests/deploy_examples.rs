@@ -42,14 +42,6 @@ fn deploy_collector_toml_is_valid() {
 }
 
 #[test]
-fn deploy_agent_toml_is_valid() {
-    let (_dir, path) = stage("agent.toml", &["agent-token", "ca.pem"]);
-    let config = steward_agent::AgentConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(config.server_name, "collector.example.net");
-    assert_eq!(config.interval, std::time::Duration::from_secs(10));
-}
-
-#[test]
 fn deploy_collector_full_toml_with_notifications_is_valid() {
     let (_dir, path) = stage(
         "collector-full.toml",

@@ -131,6 +131,10 @@ fn breach_pages_webhook_and_pagerduty_ack_and_resolve_follow() {
     for event in ["opened", "acknowledged", "resolved"] {
         assert_eq!(delivered(&webhook, event).len(), 1, "{event}");
     }
+    // The receiver answers before the collector records the delivery: poll.
+    poll(DEADLINE, "six deliveries to be counted", || {
+        (collector.counter("steward_notifications_sent_total") >= 6).then_some(())
+    });
     assert_eq!(collector.counter("steward_notifications_sent_total"), 6);
 }
 

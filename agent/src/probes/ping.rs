@@ -29,7 +29,7 @@ use surge_ping::{Client, Config, ICMP, PingIdentifier, PingSequence, SurgeError}
 use tokio::task::JoinSet;
 
 use super::Sample;
-use crate::config_file;
+use steward_core::config_file;
 
 /// Most echoes one target may send per round; keeps a typo from turning a
 /// round into a flood and keeps sequence numbers of one round distinct.

@@ -24,16 +24,15 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -41,17 +40,11 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
 use super::Sample;
-use crate::config_file;
+use steward_core::config_file;
+use steward_core::tls::trust_roots;
 
 /// Well-known CA bundles, tried in order when a target names no `ca`:
 /// Debian/Ubuntu/Arch/Alpine, Fedora/RHEL, openSUSE, then BSD/macOS/Alpine.
-const SYSTEM_CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
 const MILLIS_PER_DAY: f64 = 86_400_000.0;
 
 /// One `[[port]]` table in `agent.toml`.
@@ -195,20 +188,6 @@ pub enum PortError {
     Handshake(#[source] io::Error),
     #[error("TLS handshake not finished within {0:?}")]
     HandshakeTimedOut(Duration),
-}
-
-/// Why a chain could not be checked at all; reported as `tls.verified = 0`.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum TrustAnchorError {
-    #[error("cannot read CA file {path}: {message}")]
-    Read { path: PathBuf, message: String },
-    #[error("CA file {path} holds no usable certificate")]
-    Empty { path: PathBuf },
-    #[error("no system CA bundle found (looked for {})", SYSTEM_CA_BUNDLES.join(", "))]
-    NoSystemBundle,
-    #[error("cannot build a certificate verifier: {0}")]
-    Verifier(String),
 }
 
 /// What one probe measured for one target.
@@ -393,11 +372,13 @@ async fn connect(
 /// aborting on a bad certificate.
 async fn handshake(stream: TcpStream, target: &PortTarget, deadline: Instant) -> TlsOutcome {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let webpki = trust_anchors(target.ca.as_deref()).and_then(|roots| {
-        WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
-            .build()
-            .map_err(|error| TrustAnchorError::Verifier(error.to_string()))
-    });
+    let webpki = trust_roots(target.ca.as_deref())
+        .map_err(|error| error.to_string())
+        .and_then(|roots| {
+            WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
+                .build()
+                .map_err(|error| format!("cannot build a certificate verifier: {error}"))
+        });
     let recorder = Arc::new(RecordingVerifier {
         webpki,
         provider: Arc::clone(&provider),
@@ -470,47 +451,6 @@ async fn handshake(stream: TcpStream, target: &PortTarget, deadline: Instant) ->
     }
 }
 
-/// The CA file's certificates, or the first system bundle found (read once
-/// per process: the system bundle is large and changes only with packages).
-pub fn trust_anchors(ca: Option<&Path>) -> Result<Arc<RootCertStore>, TrustAnchorError> {
-    if let Some(path) = ca {
-        // A small local file, read every round so a replaced CA takes effect
-        // without a restart.
-        return read_trust_anchors(path).map(Arc::new);
-    }
-    static SYSTEM: OnceLock<Result<Arc<RootCertStore>, TrustAnchorError>> = OnceLock::new();
-    SYSTEM
-        .get_or_init(|| {
-            let path = SYSTEM_CA_BUNDLES
-                .iter()
-                .map(Path::new)
-                .find(|path| path.is_file())
-                .ok_or(TrustAnchorError::NoSystemBundle)?;
-            read_trust_anchors(path).map(Arc::new)
-        })
-        .clone()
-}
-
-fn read_trust_anchors(path: &Path) -> Result<RootCertStore, TrustAnchorError> {
-    let read_error = |error: rustls::pki_types::pem::Error| TrustAnchorError::Read {
-        path: path.to_path_buf(),
-        message: error.to_string(),
-    };
-    let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(read_error)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(read_error)?;
-    let mut roots = RootCertStore::empty();
-    // Bundles carry the odd certificate webpki cannot use; skip those.
-    let (added, _skipped) = roots.add_parsable_certificates(certificates);
-    if added == 0 {
-        return Err(TrustAnchorError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(roots)
-}
-
 /// What the server presented and whether webpki accepted it.
 struct Presented {
     chain: Vec<CertificateDer<'static>>,
@@ -522,7 +462,8 @@ struct Presented {
 /// signatures are still checked, so a completed handshake still proves the
 /// server holds the certificate's key.
 struct RecordingVerifier {
-    webpki: Result<Arc<WebPkiServerVerifier>, TrustAnchorError>,
+    /// Why no chain can be checked at all, reported as `tls.verified = 0`.
+    webpki: Result<Arc<WebPkiServerVerifier>, String>,
     provider: Arc<CryptoProvider>,
     /// Written by the handshake (one per verifier: each probe builds its own).
     presented: Mutex<Option<Presented>>,
@@ -550,7 +491,7 @@ impl ServerCertVerifier for RecordingVerifier {
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
                 .map(|_| ())
                 .map_err(|error| error.to_string()),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(error.clone()),
         };
         let chain = std::iter::once(end_entity)
             .chain(intermediates)
@@ -749,6 +690,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::path::Path;
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use rcgen::{
@@ -777,7 +719,7 @@ mod tests {
     }
 
     fn now_ms() -> i64 {
-        crate::now_ms()
+        steward_core::now_ms()
     }
 
     /// A private CA: its issuer handle and its certificate as a PEM file.

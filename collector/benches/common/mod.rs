@@ -25,7 +25,7 @@ pub struct Bench {
 /// Starts a collector whose config is `init`'s without default rules, plus
 /// `extra` (rules, channels), and opens an authenticated agent stream.
 pub async fn start(extra: &str) -> BenchResult<Bench> {
-    steward_agent::install_crypto_provider();
+    steward_core::tls::install_crypto_provider();
     let dir = tempfile::tempdir()?;
     init(&InitOptions {
         dir: dir.path().to_path_buf(),
@@ -96,7 +96,7 @@ impl Bench {
 
 /// A batch of `series` samples of `bench.value` (label `series` = index), all `value`.
 pub fn batch(seq: u64, series: usize, value: f64) -> pb::AgentMessage {
-    let now = steward_agent::now_ms();
+    let now = steward_core::now_ms();
     pb::AgentMessage {
         kind: Some(pb::agent_message::Kind::Batch(pb::SampleBatch {
             seq,

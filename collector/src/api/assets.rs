@@ -61,7 +61,7 @@ async fn load(state: &ApiState) -> Result<Vec<Asset>, ApiError> {
 
 fn view(asset: &Asset, state: &ApiState) -> Value {
     let mut value = serde_json::to_value(asset).unwrap_or(Value::Null);
-    let now = steward_agent::now_ms();
+    let now = steward_core::now_ms();
     value["last_seen"] = rfc3339(asset.last_seen_ms).into();
     value["first_seen"] = rfc3339(asset.first_seen_ms).into();
     value["connected"] = asset
@@ -438,7 +438,7 @@ pub async fn compliance_view(
     State(state): State<ApiState>,
     Query(query): Query<ComplianceQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let now = steward_agent::now_ms();
+    let now = steward_core::now_ms();
     let assets = load(&state).await?;
     Ok(Json(
         assets

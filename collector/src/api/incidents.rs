@@ -302,7 +302,7 @@ pub async fn sla(
             )
         })?,
     };
-    let now = steward_agent::now_ms();
+    let now = steward_core::now_ms();
     let since = now - window.as_millis() as i64;
     let incidents = state.store.incidents_opened_since(since).await?;
     let mut by_severity: std::collections::BTreeMap<String, (SeverityFigures, Vec<f64>, Vec<f64>)> =

@@ -161,8 +161,4 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// RFC 3339 text of a Unix millisecond timestamp.
-pub fn rfc3339(ms: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
-}
+pub use steward_core::text::rfc3339_ms as rfc3339;

@@ -24,7 +24,7 @@ fn shift(on_call: Option<OnCall>) -> Value {
 
 /// `GET /api/v1/oncall`: for each schedule, who is on call now and who is next.
 pub async fn oncall(State(state): State<ApiState>) -> Json<Vec<Value>> {
-    let now = steward_agent::now_ms();
+    let now = steward_core::now_ms();
     Json(
         state
             .notify
@@ -59,7 +59,7 @@ fn window_view(window: &MaintenanceWindow, now_ms: i64) -> Value {
 
 /// `GET /api/v1/maintenance`: current and future windows.
 pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<Value>>, ApiError> {
-    let now = steward_agent::now_ms();
+    let now = steward_core::now_ms();
     let windows = state.store.maintenance_windows(now).await?;
     Ok(Json(
         windows
@@ -111,7 +111,7 @@ pub async fn create(
     if body.assets.is_empty() && body.tags.is_empty() {
         return Err(bad("a window needs `assets` (ids) or `tags`"));
     }
-    let now = steward_agent::now_ms();
+    let now = steward_core::now_ms();
     let starts_ms = body
         .starts_at
         .as_deref()
@@ -155,7 +155,7 @@ pub async fn end(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let now = steward_agent::now_ms();
+    let now = steward_core::now_ms();
     if !state.store.end_maintenance(id, now).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

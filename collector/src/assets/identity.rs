@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
-use steward_agent::probes::inventory::dmi::clean_value;
+use steward_core::inventory::clean_firmware_value as clean_value;
 
 use super::lifecycle::Lifecycle;
 use super::model::Asset;

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use steward_agent::config_file::{self, ConfigError, ConfigSource};
+use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 

@@ -318,7 +318,7 @@ impl AssetService {
                     Some(input) => self.handle(input).await,
                     None => return,
                 },
-                _ = ticker.tick() => self.sweep(steward_agent::now_ms()).await,
+                _ = ticker.tick() => self.sweep(steward_core::now_ms()).await,
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -430,7 +430,7 @@ impl AssetService {
                 Some(existing) => (Some(existing.clone()), existing.clone(), *confidence),
                 None => (
                     None,
-                    Asset::discovered(steward_agent::identity::new_uuid_v4(), agent_id, now_ms),
+                    Asset::discovered(steward_core::ids::new_uuid_v4(), agent_id, now_ms),
                     0.0,
                 ),
             },
@@ -438,12 +438,12 @@ impl AssetService {
             // ambiguous one keeps 0 so it stands out for review.
             Match::New { .. } => (
                 None,
-                Asset::discovered(steward_agent::identity::new_uuid_v4(), agent_id, now_ms),
+                Asset::discovered(steward_core::ids::new_uuid_v4(), agent_id, now_ms),
                 1.0,
             ),
             Match::Ambiguous { .. } => (
                 None,
-                Asset::discovered(steward_agent::identity::new_uuid_v4(), agent_id, now_ms),
+                Asset::discovered(steward_core::ids::new_uuid_v4(), agent_id, now_ms),
                 0.0,
             ),
         };
@@ -550,7 +550,7 @@ impl AssetService {
         {
             after = change_status(&after, status, Actor::Operator, change.disposal)?;
         }
-        let now = steward_agent::now_ms();
+        let now = steward_core::now_ms();
         tracing::info!(message = "Asset changed by operator.", id, by = %change.by);
         self.save(
             Some(&before),
@@ -570,7 +570,7 @@ impl AssetService {
         regroup: Regroup,
         by: &str,
     ) -> Result<Vec<Asset>, AssetChangeError> {
-        let now = steward_agent::now_ms();
+        let now = steward_core::now_ms();
         let asset = self
             .assets
             .get(id)
@@ -606,7 +606,7 @@ impl AssetService {
                 (vec![write], vec![merged.asset], Some(merged.removed_id))
             }
             Regroup::Split { agent_id } => {
-                let new_id = steward_agent::identity::new_uuid_v4();
+                let new_id = steward_core::ids::new_uuid_v4();
                 let split = super::split(&asset, &agent_id, &new_id, now)?;
                 let writes = vec![
                     AssetWrite {

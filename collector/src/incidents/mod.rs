@@ -136,7 +136,7 @@ impl IncidentHandle {
     ) -> Result<IncidentRecord, IncidentError> {
         let record = self
             .store
-            .acknowledge_incident(id, by, note, steward_agent::now_ms())
+            .acknowledge_incident(id, by, note, steward_core::now_ms())
             .await??;
         tracing::info!(message = "Incident acknowledged.", id, by = ?record.acknowledged_by);
         self.announce("acknowledged", record.clone());
@@ -153,7 +153,7 @@ impl IncidentHandle {
                 by,
                 "resolved by operator".into(),
                 None,
-                steward_agent::now_ms(),
+                steward_core::now_ms(),
             )
             .await??;
         tracing::info!(message = "Incident resolved by operator.", id);
@@ -169,7 +169,7 @@ impl IncidentHandle {
     ) -> Result<IncidentRecord, IncidentError> {
         Ok(self
             .store
-            .add_incident_note(id, by, text, steward_agent::now_ms())
+            .add_incident_note(id, by, text, steward_core::now_ms())
             .await??)
     }
 }
@@ -227,7 +227,7 @@ pub async fn start(
         suppression,
         unapplied: Vec::new(),
     };
-    worker.apply(restored, steward_agent::now_ms()).await;
+    worker.apply(restored, steward_core::now_ms()).await;
     tracing::info!(message = "Incidents restored.", unresolved = open.len());
     let task = tokio::spawn(worker.run(receiver, shutdown));
     Ok((handle, task))
@@ -256,7 +256,7 @@ impl Worker {
                     Some(input) => self.handle_input(input).await,
                     None => return,
                 },
-                _ = ticker.tick() => self.tick(steward_agent::now_ms()).await,
+                _ = ticker.tick() => self.tick(steward_core::now_ms()).await,
                 _ = shutdown.cancelled() => {
                     // Evaluate what was already committed before stopping.
                     while let Ok(input) = inputs.try_recv() {
@@ -297,7 +297,7 @@ impl Worker {
             RulesInput::ForgetAgent { agent_id } => {
                 let transitions = self.engine.forget_agent(&agent_id);
                 tracing::info!(message = "Forgot a retired agent's series.", %agent_id, resolved = transitions.len());
-                self.apply(transitions, steward_agent::now_ms()).await;
+                self.apply(transitions, steward_core::now_ms()).await;
             }
             RulesInput::Hello { agent_id, hostname } => {
                 self.engine.set_host_name(&agent_id, &hostname);
@@ -317,7 +317,7 @@ impl Worker {
                     rules = count,
                     resolved = transitions.len()
                 );
-                self.apply(transitions, steward_agent::now_ms()).await;
+                self.apply(transitions, steward_core::now_ms()).await;
             }
         }
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
-use steward_agent::config_file::{self, ConfigError, ConfigSource};
+use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use crate::rules::Severity;
 

@@ -117,7 +117,7 @@ impl Ingest for IngestService {
             ));
         }
 
-        let now = steward_agent::now_ms();
+        let now = steward_core::now_ms();
         let facts = hello
             .inventory
             .map(|inventory| inventory.facts.into_iter().collect())
@@ -292,7 +292,7 @@ impl AgentStream {
         }
         let received = batch.samples.len();
         let mut samples = Vec::with_capacity(received);
-        let now = steward_agent::now_ms();
+        let now = steward_core::now_ms();
         for sample in batch.samples {
             match validate::to_record(sample, now) {
                 Ok(record) => samples.push(record),
@@ -315,7 +315,7 @@ impl AgentStream {
             agent_id: self.agent_id.clone(),
             epoch: self.epoch,
             seq: batch.seq,
-            received_ms: steward_agent::now_ms(),
+            received_ms: steward_core::now_ms(),
             samples,
         };
         match self.store.commit_batch(record).await {
@@ -328,13 +328,13 @@ impl AgentStream {
                     .send(RulesInput::Committed {
                         agent_id: self.agent_id.clone(),
                         samples: for_rules,
-                        now_ms: steward_agent::now_ms(),
+                        now_ms: steward_core::now_ms(),
                         synthetic: false,
                     })
                     .await;
                 if !patch.is_empty() {
                     self.assets
-                        .patch_committed(self.agent_id.clone(), patch, steward_agent::now_ms())
+                        .patch_committed(self.agent_id.clone(), patch, steward_core::now_ms())
                         .await;
                 }
             }
@@ -364,12 +364,12 @@ impl AgentStream {
         }
         let seq = update.seq;
         let record =
-            inventory::to_record(&self.agent_id, self.epoch, steward_agent::now_ms(), update);
+            inventory::to_record(&self.agent_id, self.epoch, steward_core::now_ms(), update);
         match self.store.commit_inventory(record).await {
             Ok(InventoryOutcome::Stored(applied)) => {
                 Telemetry::add(&self.telemetry.inventory_updates, 1);
                 self.assets
-                    .inventory_committed(self.agent_id.clone(), steward_agent::now_ms())
+                    .inventory_committed(self.agent_id.clone(), steward_core::now_ms())
                     .await;
                 if !applied.packages_in_sync {
                     tracing::warn!(

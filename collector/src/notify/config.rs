@@ -71,7 +71,7 @@ use std::time::Duration;
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
-use steward_agent::config_file::{self, ConfigError, ConfigSource};
+use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use super::escalation::{EscalationLevel, EscalationPolicy, Target};
 use super::oncall::{OnCallSchedule, Override, Rotation};

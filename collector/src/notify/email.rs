@@ -232,10 +232,7 @@ fn parse_mailbox(field: &str, address: &str) -> Result<Mailbox, EmailError> {
 /// the same id, and the hash keeps recipient addresses out of it.
 fn stable_message_id(key: &str, from: &Mailbox) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    let hex: String = digest.as_ref()[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let hex = hex::encode(&digest.as_ref()[..16]);
     format!("<{hex}.steward@{}>", from.email.domain())
 }
 

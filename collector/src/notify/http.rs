@@ -111,8 +111,8 @@ async fn post_inner(
         .body(Full::new(Bytes::from(body)))
         .map_err(|error| HttpError::Url(error.to_string()))?;
     if target.tls {
-        let roots = steward_agent::probes::port::trust_anchors(None)
-            .map_err(|error| HttpError::Tls(error.to_string()))?;
+        let roots =
+            steward_core::tls::system_roots().map_err(|error| HttpError::Tls(error.to_string()))?;
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots.as_ref().clone())
             .with_no_client_auth();

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use ring::{digest, hmac};
 use serde_json::{Value, json};
+use steward_core::text::rfc3339_ms;
 
 use super::NotificationEvent;
 use super::config::Secret;
@@ -124,7 +125,7 @@ pub fn webhook(
         "event": ctx.event.as_str(),
         "dedup_key": ctx.incident.dedup_key,
         "incident": ctx.incident_json,
-        "sent_at": rfc3339(ctx.sent_at_ms),
+        "sent_at": rfc3339_ms(ctx.sent_at_ms),
         "links": { "ui": ctx.ui_url(), "api": ctx.api_url() },
     });
     if let NotificationEvent::Escalated { level, round } = ctx.event
@@ -152,7 +153,7 @@ pub fn webhook(
 /// Receivers recompute it over the raw body and compare in constant time.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    format!("sha256={}", hex(hmac::sign(&key, body).as_ref()))
+    format!("sha256={}", hex::encode(hmac::sign(&key, body).as_ref()))
 }
 
 /// Alertmanager's webhook format (version 4), one alert per message, so any
@@ -183,8 +184,8 @@ pub fn alertmanager(ctx: &MessageContext<'_>, receiver: &str) -> Payload {
         annotations.insert("runbook_url".to_string(), runbook.clone());
     }
     let ends_at = match (status, incident.resolved_at_ms) {
-        ("resolved", Some(ms)) => rfc3339(ms),
-        ("resolved", None) => rfc3339(ctx.sent_at_ms),
+        ("resolved", Some(ms)) => rfc3339_ms(ms),
+        ("resolved", None) => rfc3339_ms(ctx.sent_at_ms),
         _ => ZERO_TIME.to_string(),
     };
     // One alert per group, so the group is labelled by all of its labels, in
@@ -211,7 +212,7 @@ pub fn alertmanager(ctx: &MessageContext<'_>, receiver: &str) -> Payload {
             "status": status,
             "labels": labels,
             "annotations": annotations,
-            "startsAt": rfc3339(incident.opened_at_ms),
+            "startsAt": rfc3339_ms(incident.opened_at_ms),
             "endsAt": ends_at,
             "generatorURL": ctx.ui_url(),
             "fingerprint": fingerprint(&incident.dedup_key),
@@ -236,7 +237,7 @@ fn alert_labels(incident: &IncidentRecord) -> BTreeMap<String, String> {
 /// SHA-256), the same for every event of the incident and across restarts.
 pub fn fingerprint(dedup_key: &str) -> String {
     let digest = digest::digest(&digest::SHA256, dedup_key.as_bytes());
-    hex(&digest.as_ref()[..8])
+    hex::encode(&digest.as_ref()[..8])
 }
 
 /// PagerDuty Events API v2. The incident's dedup key is PagerDuty's, so
@@ -259,7 +260,7 @@ pub fn pagerduty(ctx: &MessageContext<'_>, routing_key: &Secret) -> Payload {
             "summary": truncate(&incident.summary, PAGERDUTY_SUMMARY_MAX),
             "source": incident.host,
             "severity": pagerduty_severity(&incident.severity),
-            "timestamp": rfc3339(incident.opened_at_ms),
+            "timestamp": rfc3339_ms(incident.opened_at_ms),
             "component": incident.metric,
             "group": incident.agent_id,
             "class": incident.rule,
@@ -378,7 +379,7 @@ pub fn email(ctx: &MessageContext<'_>) -> EmailMessage {
     let _ = writeln!(text, "Metric:   {}", incident.metric);
     let _ = writeln!(text, "Value:    {}", ctx.value_text());
     let _ = writeln!(text, "State:    {}", incident.state);
-    let _ = writeln!(text, "Opened:   {}", rfc3339(incident.opened_at_ms));
+    let _ = writeln!(text, "Opened:   {}", rfc3339_ms(incident.opened_at_ms));
     if let Some(runbook) = &incident.runbook {
         let _ = writeln!(text, "Runbook:  {runbook}");
     }
@@ -403,20 +404,6 @@ fn truncate(text: &str, max_chars: usize) -> String {
     let mut cut: String = text.chars().take(max_chars.saturating_sub(1)).collect();
     cut.push('…');
     cut
-}
-
-/// Same format as the incidents API (`2024-01-02T03:04:05.678Z`).
-fn rfc3339(ms: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
-use steward_agent::config_file::{self, ConfigError, ConfigSource};
+use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use super::Labels;
 use super::summary::check_template;

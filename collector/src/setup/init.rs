@@ -38,18 +38,13 @@ pub struct InitReport {
     pub files: Vec<(PathBuf, &'static str)>,
 }
 
-pub fn random_token() -> String {
-    let bytes: [u8; 24] = rand::random();
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     let dir = &options.dir;
     if dir.join("collector.toml").exists() && !options.force {
         return Err(InitError::Exists(dir.clone()));
     }
     create_dir(dir)?;
-    let hostname = steward_agent::local_hostname();
+    let hostname = steward_core::process::hostname();
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -76,8 +71,8 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     let server_key = KeyPair::generate()?;
     let server_cert = server_params.signed_by(&server_key, &ca)?;
 
-    let agent_token = random_token();
-    let api_token = random_token();
+    let agent_token = steward_core::ids::random_token();
+    let api_token = steward_core::ids::random_token();
     let mut report = InitReport { files: Vec::new() };
     let mut put =
         |name: &str, contents: &str, secret: bool, what: &'static str| -> Result<(), InitError> {
@@ -245,9 +240,12 @@ mod tests {
             collector.rules.iter().any(|rule| rule.name == "agent-down"),
             "default rules are included"
         );
-        let agent = steward_agent::AgentConfig::load(&options.dir.join("agent.toml")).unwrap();
-        assert_eq!(agent.collector_url, "https://127.0.0.1:7443");
-        assert_eq!(collector.agent_tokens, vec![agent.token.clone()]);
+        #[cfg(feature = "embedded-agent")]
+        {
+            let agent = steward_agent::AgentConfig::load(&options.dir.join("agent.toml")).unwrap();
+            assert_eq!(agent.collector_url, "https://127.0.0.1:7443");
+            assert_eq!(collector.agent_tokens, vec![agent.token.clone()]);
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -2,4 +2,5 @@
 //! collector and a local agent from it in one process.
 
 pub mod init;
+#[cfg(feature = "embedded-agent")]
 pub mod quickstart;

@@ -12,7 +12,7 @@ pub enum QuickstartError {
     #[error(transparent)]
     Init(#[from] super::init::InitError),
     #[error("invalid configuration: {0}")]
-    Config(#[from] steward_agent::config_file::ConfigError),
+    Config(#[from] steward_core::config_file::ConfigError),
     #[error(transparent)]
     Collector(#[from] crate::CollectorError),
     #[error("the local agent failed: {0}")]

@@ -228,7 +228,7 @@ pub(super) fn apply(
         }
     }
     let packages = stored_packages(transaction, &update.agent_id)?;
-    let fingerprint = steward_agent::probes::inventory::packages_fingerprint(&packages);
+    let fingerprint = steward_core::inventory::packages_fingerprint(&packages);
 
     transaction.execute(
         "INSERT INTO inventory (agent_id, facts, disks, interfaces, packages_fingerprint, updated_ms)

@@ -358,9 +358,7 @@ fn full_inventory(seq: u64, list: &[(&str, &str)], kernel: &str) -> InventoryUpd
         packages_replaced: true,
         packages_upserted: packages(list),
         packages_removed: vec![],
-        packages_fingerprint: steward_agent::probes::inventory::packages_fingerprint(&packages(
-            list,
-        )),
+        packages_fingerprint: steward_core::inventory::packages_fingerprint(&packages(list)),
     }
 }
 
@@ -395,9 +393,7 @@ async fn inventory_diffs_patch_the_stored_list_and_record_each_change() {
         packages_replaced: false,
         packages_upserted: packages(&[("bash", "5.2"), ("vim", "9.0")]),
         packages_removed: vec!["curl".into()],
-        packages_fingerprint: steward_agent::probes::inventory::packages_fingerprint(&packages(
-            &after,
-        )),
+        packages_fingerprint: steward_core::inventory::packages_fingerprint(&packages(&after)),
         ..full_inventory(2, &[], "")
     };
     let applied = store.commit_inventory(diff.clone()).await.unwrap();
@@ -451,18 +447,19 @@ async fn a_lost_diff_shows_as_a_fingerprint_mismatch() {
         .await
         .unwrap();
     // The agent believes it also has curl (its diff adding curl was lost).
-    let diff =
-        InventoryUpdate {
-            seq: 3,
-            full: false,
-            packages_replaced: false,
-            packages_upserted: packages(&[("vim", "9.0")]),
-            packages_fingerprint: steward_agent::probes::inventory::packages_fingerprint(
-                &packages(&[("bash", "5.1"), ("curl", "7.0"), ("vim", "9.0")]),
-            ),
-            facts_changed: BTreeMap::new(),
-            ..full_inventory(3, &[], "")
-        };
+    let diff = InventoryUpdate {
+        seq: 3,
+        full: false,
+        packages_replaced: false,
+        packages_upserted: packages(&[("vim", "9.0")]),
+        packages_fingerprint: steward_core::inventory::packages_fingerprint(&packages(&[
+            ("bash", "5.1"),
+            ("curl", "7.0"),
+            ("vim", "9.0"),
+        ])),
+        facts_changed: BTreeMap::new(),
+        ..full_inventory(3, &[], "")
+    };
     let applied = store.commit_inventory(diff).await.unwrap();
     assert!(matches!(applied, InventoryOutcome::Stored(applied) if !applied.packages_in_sync));
 }

@@ -15,6 +15,7 @@ use std::path::Path;
 use tracing::debug;
 
 use super::fact;
+pub use steward_core::inventory::clean_firmware_value as clean_value;
 
 /// What identifies the physical (or virtual) machine. Filled from DMI on
 /// Linux, from `system_profiler` on macOS and from CIM on Windows.
@@ -68,46 +69,6 @@ pub fn read(root: &Path) -> HardwareIdentity {
     }
 }
 
-/// Trims a firmware string and drops the placeholders vendors leave in unset
-/// SMBIOS fields.
-pub fn clean_value(raw: &str) -> Option<String> {
-    let value = raw.trim().trim_matches('\0').trim();
-    if value.is_empty() {
-        return None;
-    }
-    const PLACEHOLDERS: &[&str] = &[
-        "to be filled by o.e.m.",
-        "to be filled by oem",
-        "default string",
-        "system serial number",
-        "system product name",
-        "system manufacturer",
-        "not specified",
-        "not applicable",
-        "not available",
-        "none",
-        "n/a",
-        "0",
-        "o.e.m.",
-        "oem",
-        "0123456789",
-        "123456789",
-        // AMI firmware's default system UUID, shared by countless boards.
-        "03000200-0400-0500-0006-000700080009",
-    ];
-    let lower = value.to_ascii_lowercase();
-    if PLACEHOLDERS.contains(&lower.as_str()) {
-        return None;
-    }
-    // All-zero and all-F UUIDs (and serials made only of those digits) are
-    // "unset" in SMBIOS.
-    let digits: Vec<char> = lower.chars().filter(|c| *c != '-' && *c != ' ').collect();
-    if digits.len() >= 8 && (digits.iter().all(|c| *c == '0') || digits.iter().all(|c| *c == 'f')) {
-        return None;
-    }
-    Some(value.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,31 +119,5 @@ mod tests {
             identity.facts().map(|(key, _)| key).collect::<Vec<_>>(),
             [fact::DMI_SYS_VENDOR, fact::DMI_PRODUCT_NAME]
         );
-    }
-
-    #[test]
-    fn drops_firmware_placeholders() {
-        let cases = [
-            ("Dell Inc.\n", Some("Dell Inc.")),
-            ("  VMware-56 4d 1c 3e  \n", Some("VMware-56 4d 1c 3e")),
-            ("To Be Filled By O.E.M.\n", None),
-            ("Default string\n", None),
-            ("System Serial Number", None),
-            ("Not Specified", None),
-            ("None", None),
-            ("0", None),
-            ("", None),
-            ("\n", None),
-            ("00000000-0000-0000-0000-000000000000", None),
-            ("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", None),
-            ("03000200-0400-0500-0006-000700080009", None),
-            (
-                "ec2a1b7e-3c1d-9f4b-8a55-0b1e2d3c4f5a",
-                Some("ec2a1b7e-3c1d-9f4b-8a55-0b1e2d3c4f5a"),
-            ),
-        ];
-        for (raw, expected) in cases {
-            assert_eq!(clean_value(raw).as_deref(), expected, "{raw:?}");
-        }
     }
 }

@@ -228,29 +228,7 @@ fn add_version(packages: &mut BTreeMap<String, String>, name: String, version: &
     *entry = versions.join(", ");
 }
 
-/// FNV-1a (64-bit) over `name\tversion\n` for each package in name order.
-///
-/// The agent and collector compare this to detect a drifted package list,
-/// so it must not change between runs, builds or Rust versions; std's
-/// `DefaultHasher` promises none of that.
-pub fn packages_fingerprint(packages: &BTreeMap<String, String>) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET_BASIS;
-    let mut feed = |bytes: &[u8]| {
-        for &byte in bytes {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(PRIME);
-        }
-    };
-    for (name, version) in packages {
-        feed(name.as_bytes());
-        feed(b"\t");
-        feed(version.as_bytes());
-        feed(b"\n");
-    }
-    hash
-}
+pub use steward_core::inventory::packages_fingerprint;
 
 #[cfg(test)]
 mod tests {
@@ -378,40 +356,5 @@ mod tests {
         std::fs::create_dir_all(root.path().join("var/lib/rpm")).unwrap();
         let error = read_installed(root.path()).unwrap_err();
         assert!(matches!(error, InventoryError::Spawn { .. }), "{error}");
-    }
-
-    #[test]
-    fn fingerprint_is_fnv1a_over_name_tab_version_lines() {
-        // The empty list hashes to the FNV-1a 64 offset basis.
-        assert_eq!(
-            packages_fingerprint(&BTreeMap::new()),
-            0xcbf2_9ce4_8422_2325
-        );
-        // Pinned values, computed with an independent FNV-1a implementation:
-        // changing them breaks every collector's comparison.
-        assert_eq!(
-            packages_fingerprint(&map(&[("bash", "5.2.15-2+b8")])),
-            0x7fe9_a2ca_7560_2bcb
-        );
-        assert_eq!(
-            packages_fingerprint(&map(&[
-                ("bash", "5.2.15-2+b8"),
-                ("zlib1g", "1:1.2.13.dfsg-1")
-            ])),
-            0xdb7c_2db1_f7bb_43bb
-        );
-        // Order of insertion does not matter (BTreeMap), content does.
-        let a = map(&[("x", "1"), ("y", "2")]);
-        let b = map(&[("y", "2"), ("x", "1")]);
-        assert_eq!(packages_fingerprint(&a), packages_fingerprint(&b));
-        assert_ne!(
-            packages_fingerprint(&a),
-            packages_fingerprint(&map(&[("x", "1"), ("y", "3")]))
-        );
-        // The separators keep "ab"+"c" apart from "a"+"bc".
-        assert_ne!(
-            packages_fingerprint(&map(&[("ab", "c")])),
-            packages_fingerprint(&map(&[("a", "bc")]))
-        );
     }
 }
