@@ -39,7 +39,7 @@ async fn main() -> BenchResult<()> {
         bench.send(batch(seq, series, 0.0)).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         let open = || steward_collector::store::IncidentFilter {
-            state: Some("open".into()),
+            state: Some(steward_collector::domain::IncidentState::Open),
             limit: 1,
             ..Default::default()
         };
@@ -64,7 +64,7 @@ async fn main() -> BenchResult<()> {
         let mut latencies = Vec::with_capacity(series);
         while latencies.len() < series {
             let event = tokio::time::timeout(Duration::from_secs(60), events.recv()).await??;
-            if event.kind == "opened" {
+            if event.event == steward_collector::domain::IncidentEvent::Opened {
                 latencies.push(sent.elapsed());
             }
         }

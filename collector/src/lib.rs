@@ -1,6 +1,7 @@
 //! steward-collector: the central service agents stream to.
 //!
 //! Layout (data flows top to bottom):
+//! - [`domain`]: the shared vocabulary (severity, incident states and events, views).
 //! - [`ingest`]: gRPC service; authenticates agents, validates, acknowledges after commit.
 //! - [`store`]: SQLite (WAL) with one batching writer thread; latest value per series in memory.
 //! - [`rules`]: pure threshold/absence evaluation (no I/O, no clock).
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod assets;
 pub mod config;
+pub mod domain;
 pub mod incidents;
 pub mod ingest;
 pub mod notify;
@@ -84,12 +86,14 @@ pub async fn start(
     let registry = Arc::new(registry::AgentRegistry::default());
     let telemetry = Arc::new(telemetry::Telemetry::default());
 
-    let suppression = Arc::new(assets::service::AlertSuppression::load(&store).await?);
+    let clock = steward_core::Clock::System;
+    let suppression = assets::service::load_suppression(&store).await?;
     let (incidents, incidents_task) = incidents::start(
         Arc::clone(&store),
         config.rules.clone(),
         config.sla.clone(),
-        Arc::clone(&suppression),
+        suppression.clone(),
+        clock,
         shutdown.clone(),
     )
     .await?;

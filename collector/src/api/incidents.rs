@@ -8,49 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{ApiError, ApiState, rfc3339};
+use crate::domain::{IncidentRecord, IncidentState, IncidentView, Severity, TimelineView};
 use crate::incidents::{IncidentError, describe_rule};
-use crate::store::{IncidentFilter, IncidentRecord, Labels, SeriesKey};
-
-#[derive(Serialize)]
-pub struct IncidentView {
-    id: i64,
-    rule: String,
-    metric: String,
-    agent_id: String,
-    host: String,
-    labels: Labels,
-    severity: String,
-    /// `open`, `acknowledged`, `flapping` (unresolved and held) or `resolved`.
-    state: String,
-    flapping: bool,
-    summary: String,
-    runbook: Option<String>,
-    value: Option<f64>,
-    last_value: Option<f64>,
-    opened_at: String,
-    acknowledged_at: Option<String>,
-    acknowledged_by: Option<String>,
-    resolved_at: Option<String>,
-    resolved_by: Option<String>,
-    resolve_reason: Option<String>,
-    ack_due_at: Option<String>,
-    resolve_due_at: Option<String>,
-    sla_breached: bool,
-    sla_ack_breached: bool,
-    sla_resolve_breached: bool,
-    dedup_key: String,
-    previous_id: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeline: Option<Vec<TimelineView>>,
-}
-
-#[derive(Serialize)]
-struct TimelineView {
-    at: String,
-    kind: String,
-    actor: String,
-    detail: String,
-}
+use crate::store::{IncidentFilter, SeriesKey};
 
 pub fn view(state: &ApiState, incident: IncidentRecord) -> IncidentView {
     let latest = state
@@ -61,55 +21,7 @@ pub fn view(state: &ApiState, incident: IncidentRecord) -> IncidentView {
             labels: incident.labels.clone(),
         })
         .map(|latest| latest.value);
-    incident_view(incident, latest)
-}
-
-/// The incident as the API shows it, given the latest value of its series.
-/// Notifications embed exactly this.
-pub fn incident_view(incident: IncidentRecord, latest: Option<f64>) -> IncidentView {
-    let late = |done: Option<i64>, due: Option<i64>| matches!((done, due), (Some(done), Some(due)) if done > due);
-    let ack_breached =
-        incident.ack_breached || late(incident.acknowledged_at_ms, incident.ack_due_at_ms);
-    let resolve_breached =
-        incident.resolve_breached || late(incident.resolved_at_ms, incident.resolve_due_at_ms);
-    let state_name = if incident.flapping && incident.state != "resolved" {
-        "flapping".to_string()
-    } else {
-        incident.state.clone()
-    };
-    IncidentView {
-        id: incident.id,
-        last_value: if incident.state == "resolved" {
-            incident.last_value
-        } else {
-            latest.or(incident.last_value)
-        },
-        rule: incident.rule,
-        metric: incident.metric,
-        agent_id: incident.agent_id,
-        host: incident.host,
-        labels: incident.labels,
-        severity: incident.severity,
-        state: state_name,
-        flapping: incident.flapping,
-        summary: incident.summary,
-        runbook: incident.runbook,
-        value: incident.value,
-        opened_at: rfc3339(incident.opened_at_ms),
-        acknowledged_at: incident.acknowledged_at_ms.map(rfc3339),
-        acknowledged_by: incident.acknowledged_by,
-        resolved_at: incident.resolved_at_ms.map(rfc3339),
-        resolved_by: incident.resolved_by,
-        resolve_reason: incident.resolve_reason,
-        ack_due_at: incident.ack_due_at_ms.map(rfc3339),
-        resolve_due_at: incident.resolve_due_at_ms.map(rfc3339),
-        sla_breached: ack_breached || resolve_breached,
-        sla_ack_breached: ack_breached,
-        sla_resolve_breached: resolve_breached,
-        dedup_key: incident.dedup_key,
-        previous_id: incident.previous_id,
-        timeline: None,
-    }
+    IncidentView::new(incident, latest)
 }
 
 #[derive(Deserialize)]
@@ -128,21 +40,34 @@ pub async fn list(
     let (stored_state, only_flapping) = match query.state.as_deref() {
         None => (None, false),
         Some("flapping") => (None, true),
-        Some(name @ ("open" | "acknowledged" | "resolved")) => (Some(name.to_string()), false),
-        Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "unknown state {other:?}; expected open, acknowledged, flapping or resolved"
-                ),
-            ));
-        }
+        Some(other) => match other.parse::<IncidentState>() {
+            Ok(stored) => (Some(stored), false),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unknown state {other:?}; expected open, acknowledged, flapping or resolved"
+                    ),
+                ));
+            }
+        },
     };
+    let severity = query
+        .severity
+        .as_deref()
+        .map(str::parse::<Severity>)
+        .transpose()
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{error}; expected critical, major, minor, warning or info"),
+            )
+        })?;
     let incidents = state
         .store
         .incidents(IncidentFilter {
             state: stored_state,
-            severity: query.severity,
+            severity,
             agent_id: query.agent,
             limit: query.limit.unwrap_or(500).min(5000),
         })
@@ -151,7 +76,7 @@ pub async fn list(
         incidents
             .into_iter()
             .filter(|incident| {
-                !only_flapping || (incident.flapping && incident.state != "resolved")
+                !only_flapping || (incident.flapping && !incident.state.is_resolved())
             })
             .map(|incident| view(&state, incident))
             .collect(),
@@ -172,12 +97,7 @@ pub async fn detail(
     view.timeline = Some(
         timeline
             .into_iter()
-            .map(|entry| TimelineView {
-                at: rfc3339(entry.ts_ms),
-                kind: entry.kind,
-                actor: entry.actor,
-                detail: entry.detail,
-            })
+            .map(|entry| TimelineView::new(entry.ts_ms, entry.kind, entry.actor, entry.detail))
             .collect(),
     );
     Ok(Json(view))
@@ -305,12 +225,13 @@ pub async fn sla(
     let now = steward_core::now_ms();
     let since = now - window.as_millis() as i64;
     let incidents = state.store.incidents_opened_since(since).await?;
-    let mut by_severity: std::collections::BTreeMap<String, (SeverityFigures, Vec<f64>, Vec<f64>)> =
-        Default::default();
+    let mut by_severity: std::collections::BTreeMap<
+        Severity,
+        (SeverityFigures, Vec<f64>, Vec<f64>),
+    > = Default::default();
     for incident in incidents {
         let view = view(&state, incident.clone());
-        let (figures, ack_times, resolve_times) =
-            by_severity.entry(incident.severity.clone()).or_default();
+        let (figures, ack_times, resolve_times) = by_severity.entry(incident.severity).or_default();
         figures.incidents += 1;
         if let Some(at) = incident.acknowledged_at_ms {
             figures.acknowledged += 1;
@@ -335,7 +256,7 @@ pub async fn sla(
             figures.mtta_seconds = mean(&ack_times);
             figures.mttr_seconds = mean(&resolve_times);
             (
-                severity,
+                severity.to_string(),
                 serde_json::to_value(figures).unwrap_or(Value::Null),
             )
         })

@@ -5,8 +5,8 @@
 //!
 //! Everything else in `assets` is pure; this file is where it meets I/O.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,67 +19,36 @@ use super::lifecycle::{Actor, Lifecycle, LifecycleError, automatic_status, chang
 use super::{
     Asset, AssetEdit, AssetPolicy, Disposal, EditError, apply_edit, compliance_samples, diff_assets,
 };
-use crate::incidents::{IncidentHandle, RulesInput};
+use crate::incidents::{IncidentHandle, RulesInput, Suppression};
 use crate::store::{AssetEventRow, AssetLink, AssetRow, AssetWrite, Labels, Store, StoreError};
 
-/// Agents whose alerts must not page, shared with `incidents`.
-#[derive(Debug, Default)]
-pub struct AlertSuppression {
-    /// Agents of retired or disposed assets: incidents are not opened.
-    pub retired: RwLock<HashSet<String>>,
-    /// Agents of assets tagged `expected_offline`: silence is not an incident.
-    pub expected_offline: RwLock<HashSet<String>>,
+/// Which agents must not page, from the asset records: agents of retired or
+/// disposed assets, and of assets tagged `expected_offline`.
+pub fn suppression_of<'a>(assets: impl Iterator<Item = &'a Asset>) -> Suppression {
+    let mut suppression = Suppression::default();
+    for asset in assets {
+        if matches!(asset.status, Lifecycle::Retired | Lifecycle::Disposed) {
+            suppression.retired.extend(asset.agent_ids.iter().cloned());
+        }
+        if asset.expected_offline() {
+            suppression
+                .expected_offline
+                .extend(asset.agent_ids.iter().cloned());
+        }
+    }
+    suppression
 }
 
-impl AlertSuppression {
-    /// Reads the sets from stored assets; done before the incidents task
-    /// starts, so its first evaluation already honours them.
-    pub async fn load(store: &Store) -> Result<Self, StoreError> {
-        let suppression = Self::default();
-        let assets: Vec<Asset> = store
-            .assets()
-            .await?
-            .into_iter()
-            .filter_map(|row| serde_json::from_str(&row.record).ok())
-            .collect();
-        suppression.set_from(assets.iter());
-        Ok(suppression)
-    }
-
-    fn set_from<'a>(&self, assets: impl Iterator<Item = &'a Asset>) {
-        let mut retired = HashSet::new();
-        let mut offline = HashSet::new();
-        for asset in assets {
-            if matches!(asset.status, Lifecycle::Retired | Lifecycle::Disposed) {
-                retired.extend(asset.agent_ids.iter().cloned());
-            }
-            if asset.expected_offline() {
-                offline.extend(asset.agent_ids.iter().cloned());
-            }
-        }
-        *self
-            .retired
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = retired;
-        *self
-            .expected_offline
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = offline;
-    }
-
-    pub fn is_retired(&self, agent_id: &str) -> bool {
-        self.retired
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(agent_id)
-    }
-
-    pub fn is_expected_offline(&self, agent_id: &str) -> bool {
-        self.expected_offline
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(agent_id)
-    }
+/// Reads the suppression from stored assets; done before the incidents task
+/// starts, so its first evaluation already honours it.
+pub async fn load_suppression(store: &Store) -> Result<Suppression, StoreError> {
+    let assets: Vec<Asset> = store
+        .assets()
+        .await?
+        .into_iter()
+        .filter_map(|row| serde_json::from_str(&row.record).ok())
+        .collect();
+    Ok(suppression_of(assets.iter()))
 }
 
 /// An operator's change to one asset.
@@ -144,7 +113,6 @@ enum AssetInput {
 #[derive(Clone)]
 pub struct AssetHandle {
     inputs: mpsc::Sender<AssetInput>,
-    pub suppression: Arc<AlertSuppression>,
 }
 
 impl std::fmt::Debug for AssetHandle {
@@ -254,7 +222,7 @@ pub async fn start(
     policy: AssetPolicy,
     sweep_every: Duration,
     incidents: IncidentHandle,
-    suppression: Arc<AlertSuppression>,
+    suppression: Suppression,
     shutdown: CancellationToken,
 ) -> Result<(AssetHandle, tokio::task::JoinHandle<()>), StoreError> {
     let mut assets = BTreeMap::new();
@@ -275,17 +243,14 @@ pub async fn start(
         .map(|link| (link.agent_id, link.asset_id))
         .collect();
     let (inputs, receiver) = mpsc::channel(256);
-    let handle = AssetHandle {
-        inputs,
-        suppression,
-    };
-    let service = AssetService {
+    let handle = AssetHandle { inputs };
+    let mut service = AssetService {
         store,
         policy,
         assets,
         by_agent,
         incidents,
-        suppression: Arc::clone(&handle.suppression),
+        suppression,
     };
     service.refresh_suppression().await;
     tracing::info!(message = "Assets loaded.", assets = service.assets.len());
@@ -300,7 +265,8 @@ struct AssetService {
     /// agent id → asset id.
     by_agent: HashMap<String, String>,
     incidents: IncidentHandle,
-    suppression: Arc<AlertSuppression>,
+    /// What the incidents task was last told.
+    suppression: Suppression,
 }
 
 impl AssetService {
@@ -708,31 +674,13 @@ impl AssetService {
         }
     }
 
-    /// Recomputes the suppression sets. Agents entering or leaving the
-    /// retired set are forgotten by the rules engine: entering resolves their
-    /// open incidents (they stop paging), leaving lets breaches open again.
-    async fn refresh_suppression(&self) {
-        let before = self
-            .suppression
-            .retired
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        self.suppression.set_from(self.assets.values());
-        let retired = self
-            .suppression
-            .retired
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        // Newly retired: resolve what is open. Back in service: start afresh,
-        // so a series that kept breaching while retired opens an incident.
-        for agent_id in retired.symmetric_difference(&before) {
-            self.incidents
-                .send(RulesInput::ForgetAgent {
-                    agent_id: agent_id.clone(),
-                })
-                .await;
+    /// Recomputes who must not page and tells the incidents task when it
+    /// changed (it resolves the incidents of newly retired agents).
+    async fn refresh_suppression(&mut self) {
+        let suppression = suppression_of(self.assets.values());
+        if suppression != self.suppression {
+            self.suppression = suppression.clone();
+            self.incidents.send(RulesInput::Suppress(suppression)).await;
         }
     }
 }

@@ -10,7 +10,7 @@
 
 pub mod sla;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use sla::{SlaPolicy, SlaTarget};
 
-use crate::assets::service::AlertSuppression;
+use steward_core::Clock;
+
+use crate::domain::{IncidentEvent, IncidentRecord};
 use crate::rules::{self, RestoredIncident, Rule, RuleEngine, Transition};
-use crate::store::{
-    ChangeRefused, IncidentChange, IncidentRecord, Labels, NewIncident, Store, StoreError,
-};
+use crate::store::{ChangeRefused, IncidentChange, Labels, NewIncident, Store, StoreError};
 
 /// Input for the incidents task.
 #[derive(Debug)]
@@ -39,17 +39,27 @@ pub enum RulesInput {
     },
     /// An agent said hello (its host name is used in summaries).
     Hello { agent_id: String, hostname: String },
-    /// The agent's asset was retired: resolve and forget its series.
-    ForgetAgent { agent_id: String },
+    /// Which agents must not page, as the asset task sees it now.
+    Suppress(Suppression),
     /// A new rule set (SIGHUP).
     ReplaceRules { rules: Vec<Rule>, sla: SlaPolicy },
 }
 
+/// Agents whose alerts must not page. Computed by the asset task from asset
+/// records and sent whole whenever it changes; the incidents task keeps its
+/// own copy, so rule evaluation never waits on a lock another task holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Suppression {
+    /// Agents of retired or disposed assets: their breaches open no incident.
+    pub retired: HashSet<String>,
+    /// Agents of assets tagged `expected_offline`: silence is not an incident.
+    pub expected_offline: HashSet<String>,
+}
+
 /// What happened to an incident, for notification and observers.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IncidentEvent {
-    /// `opened`, `acknowledged`, `resolved`, `flapping_started`, `flapping_stopped`, `sla_breached`.
-    pub kind: &'static str,
+pub struct IncidentUpdate {
+    pub event: IncidentEvent,
     pub incident: IncidentRecord,
 }
 
@@ -65,8 +75,9 @@ pub const AGENT_UP_METRIC: &str = "agent.up";
 pub struct IncidentHandle {
     store: Arc<Store>,
     inputs: mpsc::Sender<RulesInput>,
-    events: broadcast::Sender<IncidentEvent>,
+    events: broadcast::Sender<IncidentUpdate>,
     rules: Arc<std::sync::RwLock<Vec<Rule>>>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for IncidentHandle {
@@ -105,7 +116,7 @@ impl IncidentHandle {
         let _ = self.inputs.send(input).await;
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<IncidentEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<IncidentUpdate> {
         self.events.subscribe()
     }
 
@@ -123,9 +134,9 @@ impl IncidentHandle {
             .await;
     }
 
-    fn announce(&self, kind: &'static str, incident: IncidentRecord) {
+    fn announce(&self, event: IncidentEvent, incident: IncidentRecord) {
         // No receiver is fine: notification delivery may not be configured.
-        let _ = self.events.send(IncidentEvent { kind, incident });
+        let _ = self.events.send(IncidentUpdate { event, incident });
     }
 
     pub async fn acknowledge(
@@ -136,10 +147,10 @@ impl IncidentHandle {
     ) -> Result<IncidentRecord, IncidentError> {
         let record = self
             .store
-            .acknowledge_incident(id, by, note, steward_core::now_ms())
+            .acknowledge_incident(id, by, note, self.clock.now_ms())
             .await??;
         tracing::info!(message = "Incident acknowledged.", id, by = ?record.acknowledged_by);
-        self.announce("acknowledged", record.clone());
+        self.announce(IncidentEvent::Acknowledged, record.clone());
         Ok(record)
     }
 
@@ -153,11 +164,11 @@ impl IncidentHandle {
                 by,
                 "resolved by operator".into(),
                 None,
-                steward_core::now_ms(),
+                self.clock.now_ms(),
             )
             .await??;
         tracing::info!(message = "Incident resolved by operator.", id);
-        self.announce("resolved", record.clone());
+        self.announce(IncidentEvent::Resolved, record.clone());
         Ok(record)
     }
 
@@ -169,7 +180,7 @@ impl IncidentHandle {
     ) -> Result<IncidentRecord, IncidentError> {
         Ok(self
             .store
-            .add_incident_note(id, by, text, steward_core::now_ms())
+            .add_incident_note(id, by, text, self.clock.now_ms())
             .await??)
     }
 }
@@ -180,7 +191,8 @@ pub async fn start(
     store: Arc<Store>,
     rules: Vec<Rule>,
     sla: SlaPolicy,
-    suppression: Arc<AlertSuppression>,
+    suppression: Suppression,
+    clock: Clock,
     shutdown: CancellationToken,
 ) -> Result<(IncidentHandle, tokio::task::JoinHandle<()>), StoreError> {
     let (inputs, receiver) = mpsc::channel(1024);
@@ -190,11 +202,11 @@ pub async fn start(
         inputs,
         events,
         rules: Arc::new(std::sync::RwLock::new(rules.clone())),
+        clock,
     };
     let mut engine = RuleEngine::new(rules);
     // Laptops tagged `expected_offline` may go quiet without paging anyone.
-    let offline = Arc::clone(&suppression);
-    engine.set_expected_offline(move |agent_id| offline.is_expected_offline(agent_id));
+    engine.set_expected_offline(suppression.expected_offline.iter().cloned());
     let mut hosts = HashMap::new();
     for agent in store.agents().await? {
         engine.set_host_name(&agent.id, &agent.hostname);
@@ -226,8 +238,9 @@ pub async fn start(
         hosts,
         suppression,
         unapplied: Vec::new(),
+        clock,
     };
-    worker.apply(restored, steward_core::now_ms()).await;
+    worker.apply(restored, clock.now_ms()).await;
     tracing::info!(message = "Incidents restored.", unresolved = open.len());
     let task = tokio::spawn(worker.run(receiver, shutdown));
     Ok((handle, task))
@@ -238,9 +251,10 @@ struct Worker {
     engine: RuleEngine,
     sla: SlaPolicy,
     hosts: HashMap<String, String>,
-    suppression: Arc<AlertSuppression>,
+    suppression: Suppression,
     /// Changes the store refused (e.g. disk full), retried on every tick.
     unapplied: Vec<IncidentChange>,
+    clock: Clock,
 }
 
 /// Bound on retained unrecorded changes while the store is failing.
@@ -256,7 +270,7 @@ impl Worker {
                     Some(input) => self.handle_input(input).await,
                     None => return,
                 },
-                _ = ticker.tick() => self.tick(steward_core::now_ms()).await,
+                _ = ticker.tick() => self.tick(self.clock.now_ms()).await,
                 _ = shutdown.cancelled() => {
                     // Evaluate what was already committed before stopping.
                     while let Ok(input) = inputs.try_recv() {
@@ -294,11 +308,7 @@ impl Worker {
                 }
                 self.apply(transitions, now_ms).await;
             }
-            RulesInput::ForgetAgent { agent_id } => {
-                let transitions = self.engine.forget_agent(&agent_id);
-                tracing::info!(message = "Forgot a retired agent's series.", %agent_id, resolved = transitions.len());
-                self.apply(transitions, steward_core::now_ms()).await;
-            }
+            RulesInput::Suppress(suppression) => self.suppress(suppression).await,
             RulesInput::Hello { agent_id, hostname } => {
                 self.engine.set_host_name(&agent_id, &hostname);
                 self.hosts.insert(agent_id, hostname);
@@ -317,7 +327,7 @@ impl Worker {
                     rules = count,
                     resolved = transitions.len()
                 );
-                self.apply(transitions, steward_core::now_ms()).await;
+                self.apply(transitions, self.clock.now_ms()).await;
             }
         }
     }
@@ -330,11 +340,32 @@ impl Worker {
             Ok(breaches) => {
                 for (incident, kind) in breaches {
                     tracing::warn!(message = "SLA target missed.", id = incident.id, target = kind, rule = %incident.rule);
-                    self.handle.announce("sla_breached", incident);
+                    self.handle.announce(IncidentEvent::SlaBreached, incident);
                 }
             }
             Err(error) => tracing::warn!(message = "Cannot check SLA due times.", %error),
         }
+    }
+
+    /// Takes a new suppression. Agents entering the retired set are forgotten
+    /// (their open incidents resolve and they stop paging); agents leaving it
+    /// start afresh, so a series that kept breaching while retired opens again.
+    async fn suppress(&mut self, suppression: Suppression) {
+        let changed: Vec<String> = suppression
+            .retired
+            .symmetric_difference(&self.suppression.retired)
+            .cloned()
+            .collect();
+        self.engine
+            .set_expected_offline(suppression.expected_offline.iter().cloned());
+        self.suppression = suppression;
+        let mut transitions = Vec::new();
+        for agent_id in changed {
+            let resolved = self.engine.forget_agent(&agent_id);
+            tracing::info!(message = "Forgot an agent's series: retired or back in service.", %agent_id, resolved = resolved.len());
+            transitions.extend(resolved);
+        }
+        self.apply(transitions, self.clock.now_ms()).await;
     }
 
     fn host(&self, agent_id: &str) -> String {
@@ -355,7 +386,7 @@ impl Worker {
             .into_iter()
             // Retired assets do not page: their breaches open no incident.
             .filter(|transition| match transition {
-                Transition::Open { agent_id, .. } => !self.suppression.is_retired(agent_id),
+                Transition::Open { agent_id, .. } => !self.suppression.retired.contains(agent_id),
                 _ => true,
             })
             .map(|transition| self.change_for(transition, now_ms))
@@ -373,9 +404,9 @@ impl Worker {
             .await
         {
             Ok(applied) => {
-                for (kind, incident) in applied.into_iter().flatten() {
-                    match kind {
-                        "opened" => tracing::warn!(
+                for (event, incident) in applied.into_iter().flatten() {
+                    match event {
+                        IncidentEvent::Opened => tracing::warn!(
                             message = "Incident opened.",
                             id = incident.id,
                             rule = %incident.rule,
@@ -386,10 +417,10 @@ impl Worker {
                         _ => tracing::info!(
                             message = "Incident changed.",
                             id = incident.id,
-                            change = kind
+                            change = event.name()
                         ),
                     }
-                    self.handle.announce(kind, incident);
+                    self.handle.announce(event, incident);
                 }
             }
             Err(error) => {
@@ -432,7 +463,7 @@ impl Worker {
                     host: self.host(&agent_id),
                     agent_id,
                     labels,
-                    severity: severity.as_str().to_string(),
+                    severity,
                     summary,
                     runbook,
                     value,

@@ -75,7 +75,7 @@ use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use super::escalation::{EscalationLevel, EscalationPolicy, Target};
 use super::oncall::{OnCallSchedule, Override, Rotation};
-use super::routing::{Route, RouteMatch, SeverityMatch};
+use super::routing::{self, Route, RouteDecision, RouteInput, RouteMatch, SeverityMatch};
 use crate::rules::Severity;
 
 /// PagerDuty's Events API v2 endpoint, used when a `pagerduty` channel has
@@ -335,6 +335,16 @@ pub struct NotifyConfig {
 }
 
 impl NotifyConfig {
+    /// Where an incident goes under these routes; with no route at all, to
+    /// every channel.
+    pub fn route(&self, input: &RouteInput) -> RouteDecision {
+        routing::route(
+            input,
+            &self.routes,
+            self.channels.iter().map(|channel| channel.name.as_str()),
+        )
+    }
+
     /// Validates the raw tables of `source`; the first problem is returned,
     /// naming its key (`channel[1].url`, `schedule[0].override[2].end`).
     pub fn validate(source: &ConfigSource, raw: RawNotify) -> Result<Self, ConfigError> {

@@ -30,6 +30,8 @@ pub mod service;
 
 use std::fmt;
 
+use crate::domain::IncidentEvent;
+
 pub use config::{
     Channel, ChannelKind, Contact, EmailChannel, NotifyConfig, Person, RawChannel, RawEscalation,
     RawLevel, RawNotify, RawOverride, RawPerson, RawRoute, RawSchedule, Secret,
@@ -68,6 +70,35 @@ impl NotificationEvent {
     }
 }
 
+impl From<NotificationEvent> for IncidentEvent {
+    fn from(event: NotificationEvent) -> Self {
+        match event {
+            NotificationEvent::Opened => IncidentEvent::Opened,
+            NotificationEvent::Acknowledged => IncidentEvent::Acknowledged,
+            NotificationEvent::Resolved => IncidentEvent::Resolved,
+            NotificationEvent::Escalated { level, round } => {
+                IncidentEvent::Escalated { level, round }
+            }
+        }
+    }
+}
+
+/// The incident events that are delivered to people; the others
+/// (flapping, SLA breaches) are shown but not sent, and come back as the error.
+impl TryFrom<IncidentEvent> for NotificationEvent {
+    type Error = IncidentEvent;
+
+    fn try_from(event: IncidentEvent) -> Result<Self, Self::Error> {
+        match event {
+            IncidentEvent::Opened => Ok(Self::Opened),
+            IncidentEvent::Acknowledged => Ok(Self::Acknowledged),
+            IncidentEvent::Resolved => Ok(Self::Resolved),
+            IncidentEvent::Escalated { level, round } => Ok(Self::Escalated { level, round }),
+            other => Err(other),
+        }
+    }
+}
+
 impl fmt::Display for NotificationEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -76,9 +107,9 @@ impl fmt::Display for NotificationEvent {
 
 /// The key that makes a delivery happen at most once.
 ///
-/// Format: `"{incident_id}:{event}:{recipient}"`, where `event` is
-/// [`NotificationEvent::as_str`] except for escalations, which are written
-/// `escalated.{level}.{round}` (e.g. `42:escalated.1.0:channel:pager-alice`).
+/// Format: `"{incident_id}:{event}:{recipient}"`, where `event` is the
+/// event's [`IncidentEvent::key`]: its name, except for escalations, which are
+/// written `escalated.{level}.{round}` (e.g. `42:escalated.1.0:channel:pager-alice`).
 /// `recipient` is whatever the message is addressed through: a channel name,
 /// or `email:`/`phone:` plus an address for a person's direct contact. The
 /// event part never contains `:`, so the first two `:` always delimit it and
@@ -87,12 +118,10 @@ impl fmt::Display for NotificationEvent {
 /// The outbox stores this key with a unique constraint, and webhooks carry it
 /// as the `Idempotency-Key` header so receivers can deduplicate retries too.
 pub fn idempotency_key(incident_id: i64, event: NotificationEvent, recipient: &str) -> String {
-    match event {
-        NotificationEvent::Escalated { level, round } => {
-            format!("{incident_id}:escalated.{level}.{round}:{recipient}")
-        }
-        other => format!("{incident_id}:{}:{recipient}", other.as_str()),
-    }
+    format!(
+        "{incident_id}:{}:{recipient}",
+        IncidentEvent::from(event).key()
+    )
 }
 
 #[cfg(test)]
@@ -134,5 +163,27 @@ mod tests {
             NotificationEvent::Escalated { level: 0, round: 0 }.to_string(),
             "escalated"
         );
+    }
+
+    #[test]
+    fn only_deliverable_incident_events_become_notifications() {
+        for event in [
+            NotificationEvent::Opened,
+            NotificationEvent::Acknowledged,
+            NotificationEvent::Resolved,
+            NotificationEvent::Escalated { level: 2, round: 1 },
+        ] {
+            assert_eq!(
+                NotificationEvent::try_from(IncidentEvent::from(event)),
+                Ok(event)
+            );
+        }
+        for event in [
+            IncidentEvent::FlappingStarted,
+            IncidentEvent::FlappingStopped,
+            IncidentEvent::SlaBreached,
+        ] {
+            assert_eq!(NotificationEvent::try_from(event), Err(event));
+        }
     }
 }

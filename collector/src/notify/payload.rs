@@ -15,7 +15,7 @@ use steward_core::text::rfc3339_ms;
 
 use super::NotificationEvent;
 use super::config::Secret;
-use crate::store::IncidentRecord;
+use crate::domain::{IncidentRecord, Severity};
 
 /// Header carrying the webhook body's HMAC-SHA256, as `sha256=<hex>`.
 pub const SIGNATURE_HEADER: &str = "X-Steward-Signature";
@@ -227,7 +227,7 @@ pub fn alertmanager(ctx: &MessageContext<'_>, receiver: &str) -> Payload {
 fn alert_labels(incident: &IncidentRecord) -> BTreeMap<String, String> {
     let mut labels = incident.labels.clone();
     labels.insert("alertname".into(), incident.rule.clone());
-    labels.insert("severity".into(), incident.severity.clone());
+    labels.insert("severity".into(), incident.severity.to_string());
     labels.insert("instance".into(), incident.host.clone());
     labels.insert("agent_id".into(), incident.agent_id.clone());
     labels
@@ -259,7 +259,7 @@ pub fn pagerduty(ctx: &MessageContext<'_>, routing_key: &Secret) -> Payload {
         "payload": {
             "summary": truncate(&incident.summary, PAGERDUTY_SUMMARY_MAX),
             "source": incident.host,
-            "severity": pagerduty_severity(&incident.severity),
+            "severity": pagerduty_severity(incident.severity),
             "timestamp": rfc3339_ms(incident.opened_at_ms),
             "component": incident.metric,
             "group": incident.agent_id,
@@ -282,12 +282,12 @@ pub fn pagerduty(ctx: &MessageContext<'_>, routing_key: &Secret) -> Payload {
 
 /// Ours → PagerDuty's four levels. Unknown names page as `critical`: a
 /// misclassified page is better than a lost one.
-fn pagerduty_severity(severity: &str) -> &'static str {
+fn pagerduty_severity(severity: Severity) -> &'static str {
     match severity {
-        "major" => "error",
-        "minor" | "warning" => "warning",
-        "info" => "info",
-        _ => "critical",
+        Severity::Critical => "critical",
+        Severity::Major => "error",
+        Severity::Minor | Severity::Warning => "warning",
+        Severity::Info => "info",
     }
 }
 
@@ -295,11 +295,11 @@ fn pagerduty_severity(severity: &str) -> &'static str {
 /// clients) plus blocks: header, section with fields, context with links.
 pub fn slack(ctx: &MessageContext<'_>) -> Payload {
     let incident = ctx.incident;
-    let emoji = slack_emoji(ctx.event, &incident.severity);
+    let emoji = slack_emoji(ctx.event, incident.severity);
     let title = format!(
         "{emoji} {} · {}: {}",
         ctx.event_title(),
-        incident.severity.to_uppercase(),
+        incident.severity.as_str().to_uppercase(),
         incident.summary
     );
     let links = format!(
@@ -336,17 +336,17 @@ pub fn slack(ctx: &MessageContext<'_>) -> Payload {
 
 /// Events other than opening get their own emoji so a channel scrolls
 /// readably; openings show how bad it is.
-fn slack_emoji(event: NotificationEvent, severity: &str) -> &'static str {
+fn slack_emoji(event: NotificationEvent, severity: Severity) -> &'static str {
     match event {
         NotificationEvent::Acknowledged => ":eyes:",
         NotificationEvent::Resolved => ":white_check_mark:",
         NotificationEvent::Escalated { .. } => ":rotating_light:",
         NotificationEvent::Opened => match severity {
-            "critical" => ":red_circle:",
-            "major" => ":large_orange_circle:",
-            "minor" => ":large_yellow_circle:",
-            "warning" => ":warning:",
-            _ => ":information_source:",
+            Severity::Critical => ":red_circle:",
+            Severity::Major => ":large_orange_circle:",
+            Severity::Minor => ":large_yellow_circle:",
+            Severity::Warning => ":warning:",
+            Severity::Info => ":information_source:",
         },
     }
 }
@@ -365,7 +365,7 @@ pub fn email(ctx: &MessageContext<'_>) -> EmailMessage {
     let summary_line = incident.summary.replace(['\r', '\n'], " ");
     let subject = format!(
         "[Steward] {} {}: {}",
-        incident.severity.to_uppercase(),
+        incident.severity.as_str().to_uppercase(),
         ctx.event_title(),
         summary_line
     );
@@ -409,6 +409,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::IncidentState;
 
     const OPENED_MS: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z
     const SENT_MS: i64 = 1_700_000_060_000;
@@ -422,8 +423,8 @@ mod tests {
             agent_id: "agent-1".into(),
             host: "web-1".into(),
             labels: [("mount".to_string(), "/".to_string())].into(),
-            severity: "critical".into(),
-            state: "open".into(),
+            severity: Severity::Critical,
+            state: IncidentState::Open,
             flapping: false,
             summary: "disk_full on web-1: disk.used_percent is 97.5 (> 95)".into(),
             runbook: Some("https://runbooks.example.com/disk".into()),
@@ -582,7 +583,7 @@ mod tests {
     #[test]
     fn alertmanager_resolved_ends_at_resolution_and_reserved_labels_win() {
         let mut incident = incident();
-        incident.state = "resolved".into();
+        incident.state = IncidentState::Resolved;
         incident.resolved_at_ms = Some(OPENED_MS + 120_000);
         incident.runbook = None;
         incident.labels.insert("severity".into(), "spoofed".into());
@@ -649,25 +650,40 @@ mod tests {
         let json = view();
         let key = Secret::new("k");
         let cases = [
-            (NotificationEvent::Opened, "major", "trigger", "error"),
+            (
+                NotificationEvent::Opened,
+                Severity::Major,
+                "trigger",
+                "error",
+            ),
             (
                 NotificationEvent::Acknowledged,
-                "minor",
+                Severity::Minor,
                 "acknowledge",
                 "warning",
             ),
-            (NotificationEvent::Resolved, "warning", "resolve", "warning"),
+            (
+                NotificationEvent::Resolved,
+                Severity::Warning,
+                "resolve",
+                "warning",
+            ),
             (
                 NotificationEvent::Escalated { level: 2, round: 1 },
-                "info",
+                Severity::Info,
                 "trigger",
                 "info",
             ),
-            (NotificationEvent::Opened, "bogus", "trigger", "critical"),
+            (
+                NotificationEvent::Opened,
+                Severity::Critical,
+                "trigger",
+                "critical",
+            ),
         ];
         for (event, ours, action, theirs) in cases {
             let mut incident = incident();
-            incident.severity = ours.into();
+            incident.severity = ours;
             let body = body(&pagerduty(&ctx(event, &incident, &json), &key));
             assert_eq!(body["event_action"], action, "{event:?}");
             assert_eq!(body["payload"]["severity"], theirs, "{ours}");
@@ -726,11 +742,11 @@ mod tests {
         assert!(header.starts_with(":eyes: Acknowledged by bob · CRITICAL: xxx"));
         assert_eq!(header.chars().count(), SLACK_HEADER_MAX);
         assert_eq!(
-            slack_emoji(NotificationEvent::Resolved, "critical"),
+            slack_emoji(NotificationEvent::Resolved, Severity::Critical),
             ":white_check_mark:"
         );
         assert_eq!(
-            slack_emoji(NotificationEvent::Opened, "warning"),
+            slack_emoji(NotificationEvent::Opened, Severity::Warning),
             ":warning:"
         );
     }

@@ -24,10 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::rules::Severity;
-use crate::store::{IncidentRecord, Labels};
-
-use super::config::Channel;
+use crate::domain::{IncidentRecord, Labels, Severity};
 
 /// What routing looks at: the incident's classification, not its numbers.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +39,7 @@ pub struct RouteInput {
 impl RouteInput {
     /// Builds the input for an incident. Its labels are extended with the
     /// pseudo-labels `host`, `agent_id` and `metric` (a real label of the same
-    /// name wins). An unknown severity routes as `critical`: over-paging is
-    /// safer than a lost page, and rules only produce known names anyway.
+    /// name wins).
     pub fn from_record(incident: &IncidentRecord, tags: Vec<String>) -> Self {
         let mut labels = incident.labels.clone();
         for (name, value) in [
@@ -56,7 +52,7 @@ impl RouteInput {
                 .or_insert_with(|| value.clone());
         }
         Self {
-            severity: Severity::from_name(&incident.severity).unwrap_or(Severity::Critical),
+            severity: incident.severity,
             rule: incident.rule.clone(),
             labels,
             tags,
@@ -138,13 +134,16 @@ pub struct RouteDecision {
 }
 
 /// Decides where `input` goes (see the module docs for the rules).
-pub fn route(input: &RouteInput, routes: &[Route], channels: &[Channel]) -> RouteDecision {
+/// `every_channel` names the channels that get everything when no route is
+/// configured at all.
+pub fn route<'a>(
+    input: &RouteInput,
+    routes: &[Route],
+    every_channel: impl IntoIterator<Item = &'a str>,
+) -> RouteDecision {
     let mut decision = RouteDecision::default();
     if routes.is_empty() {
-        decision.channels = channels
-            .iter()
-            .map(|channel| channel.name.clone())
-            .collect();
+        decision.channels = every_channel.into_iter().map(str::to_string).collect();
         return decision;
     }
     for route in routes {
@@ -169,16 +168,6 @@ pub fn route(input: &RouteInput, routes: &[Route], channels: &[Channel]) -> Rout
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::config::ChannelKind;
-
-    fn channel(name: &str) -> Channel {
-        Channel {
-            name: name.into(),
-            kind: ChannelKind::Slack {
-                url: "https://hooks.slack.com/x".into(),
-            },
-        }
-    }
 
     fn input(severity: Severity, rule: &str, labels: &[(&str, &str)], tags: &[&str]) -> RouteInput {
         RouteInput {
@@ -198,20 +187,15 @@ mod tests {
 
     #[test]
     fn no_routes_means_every_channel() {
-        let channels = [channel("a"), channel("b")];
-        let decision = route(&input(Severity::Info, "r", &[], &[]), &[], &channels);
+        let channels = ["a", "b"];
+        let decision = route(&input(Severity::Info, "r", &[], &[]), &[], channels);
         assert_eq!(decision.channels, to(&["a", "b"]));
         assert_eq!(decision.escalation, None);
     }
 
     #[test]
     fn route_table() {
-        let channels = [
-            channel("pager"),
-            channel("slack"),
-            channel("db-team"),
-            channel("all"),
-        ];
+        let channels = ["pager", "slack", "db-team", "all"];
         let routes = vec![
             Route {
                 matcher: RouteMatch {
@@ -286,7 +270,7 @@ mod tests {
             (input(Severity::Warning, "x", &[], &[]), to(&[]), None),
         ];
         for (input, channels_expected, escalation) in cases {
-            let decision = route(&input, &routes, &channels);
+            let decision = route(&input, &routes, channels);
             assert_eq!(decision.channels, channels_expected, "{input:?}");
             assert_eq!(decision.escalation.as_deref(), escalation, "{input:?}");
         }
@@ -323,8 +307,8 @@ mod tests {
             agent_id: "a1".into(),
             host: "web-1".into(),
             labels: [("metric".to_string(), "mine".to_string())].into(),
-            severity: "nonsense".into(),
-            state: "open".into(),
+            severity: Severity::Minor,
+            state: crate::domain::IncidentState::Open,
             flapping: false,
             summary: String::new(),
             runbook: None,
@@ -347,6 +331,6 @@ mod tests {
         assert_eq!(input.labels["host"], "web-1");
         assert_eq!(input.labels["agent_id"], "a1");
         assert_eq!(input.labels["metric"], "mine");
-        assert_eq!(input.severity, Severity::Critical);
+        assert_eq!(input.severity, Severity::Minor);
     }
 }

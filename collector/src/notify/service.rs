@@ -18,11 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{Channel, ChannelKind, EmailChannel, NotifyConfig};
 use super::payload::{self, MessageContext};
-use super::routing::{RouteDecision, RouteInput, route};
+use super::routing::{RouteDecision, RouteInput};
 use super::{EscalationState, NotificationEvent, email, http, idempotency_key};
+use crate::domain::{IncidentRecord, IncidentState, IncidentView};
 use crate::incidents::IncidentHandle;
 use crate::store::{
-    DeliveryAttempt, IncidentRecord, JournalEntry, NewNotification, Notification, Store, StoreError,
+    DeliveryAttempt, JournalEntry, NewNotification, Notification, Store, StoreError,
 };
 use crate::telemetry::Telemetry;
 
@@ -41,29 +42,6 @@ pub struct NotifyService {
     /// Public URL of the HTTP API, for links in messages.
     pub base_url: String,
     pub telemetry: Arc<Telemetry>,
-}
-
-/// Parses an outbox event: `opened`, `acknowledged`, `resolved` or
-/// `escalated.{level}.{round}`.
-fn event_of(kind: &str) -> Option<NotificationEvent> {
-    match kind {
-        "opened" => Some(NotificationEvent::Opened),
-        "acknowledged" => Some(NotificationEvent::Acknowledged),
-        "resolved" => Some(NotificationEvent::Resolved),
-        other => {
-            let mut parts = other.strip_prefix("escalated.")?.split('.');
-            let level = parts.next()?.parse().ok()?;
-            let round = parts.next()?.parse().ok()?;
-            Some(NotificationEvent::Escalated { level, round })
-        }
-    }
-}
-
-fn event_text(event: NotificationEvent) -> String {
-    match event {
-        NotificationEvent::Escalated { level, round } => format!("escalated.{level}.{round}"),
-        other => other.as_str().to_string(),
-    }
 }
 
 /// Where an incident's agent sits among assets: its asset id and tags.
@@ -177,18 +155,16 @@ impl NotifyService {
         entry: &JournalEntry,
         escalations: &mut HashMap<i64, EscalationState>,
     ) -> Result<Vec<NewNotification>, StoreError> {
-        let Some(event) = event_of(&entry.kind) else {
+        let Ok(event) = NotificationEvent::try_from(entry.event) else {
             return Ok(Vec::new());
         };
         let Some(incident) = self.store.incident(entry.incident_id).await? else {
             return Ok(Vec::new());
         };
         let context = self.asset_context(&incident.agent_id).await?;
-        let decision = route(
-            &RouteInput::from_record(&incident, context.tags.clone()),
-            &self.config.routes,
-            &self.config.channels,
-        );
+        let decision = self
+            .config
+            .route(&RouteInput::from_record(&incident, context.tags.clone()));
         match event {
             NotificationEvent::Opened => {
                 if let Some(state) = self.escalation_for(&incident, &decision) {
@@ -209,7 +185,7 @@ impl NotifyService {
             .map(|channel| NewNotification {
                 idempotency_key: idempotency_key(incident.id, event, &channel),
                 incident_id: incident.id,
-                event: event_text(event),
+                event: event.into(),
                 channel,
                 due_ms: entry.ts_ms,
                 held,
@@ -222,15 +198,13 @@ impl NotifyService {
     async fn rebuild_escalations(&self) -> Result<HashMap<i64, EscalationState>, StoreError> {
         let mut escalations = HashMap::new();
         for incident in self.store.unresolved_incidents().await? {
-            if incident.state != "open" {
+            if incident.state != IncidentState::Open {
                 continue;
             }
             let context = self.asset_context(&incident.agent_id).await?;
-            let decision = route(
-                &RouteInput::from_record(&incident, context.tags),
-                &self.config.routes,
-                &self.config.channels,
-            );
+            let decision = self
+                .config
+                .route(&RouteInput::from_record(&incident, context.tags));
             if let Some(state) = self.escalation_for(&incident, &decision) {
                 escalations.insert(incident.id, state);
             }
@@ -289,7 +263,7 @@ impl NotifyService {
                         queued.push(NewNotification {
                             idempotency_key: idempotency_key(incident.id, event, &recipient),
                             incident_id: incident.id,
-                            event: event_text(event),
+                            event: event.into(),
                             channel: recipient,
                             due_ms: step.at_ms,
                             held,
@@ -349,7 +323,7 @@ impl NotifyService {
             let Some(incident) = self.store.incident(notification.incident_id).await? else {
                 continue;
             };
-            if incident.state == "resolved" {
+            if incident.state.is_resolved() {
                 self.store
                     .release_notification(notification.id, "suppressed", now)
                     .await?;
@@ -466,17 +440,17 @@ impl NotifyService {
                 return self.retry(notification, now, None, format!("store: {error}"), None);
             }
         };
-        let Some(event) = event_of(&notification.event) else {
-            return failed(format!("unknown event {:?}", notification.event));
+        let Ok(event) = NotificationEvent::try_from(notification.event) else {
+            return failed(format!("{} is not delivered", notification.event.key()));
         };
         let latest = self.store.latest_value(&crate::store::SeriesKey {
             agent_id: incident.agent_id.clone(),
             metric: incident.metric.clone(),
             labels: incident.labels.clone(),
         });
-        let json = serde_json::to_value(crate::api::incidents::incident_view(
+        let json = serde_json::to_value(IncidentView::new(
             incident.clone(),
-            latest.map(|l| l.value),
+            latest.map(|latest| latest.value),
         ))
         .unwrap_or(serde_json::Value::Null);
         let context = MessageContext {
@@ -610,19 +584,5 @@ mod tests {
         assert!(backoff(0) <= Duration::from_millis(1250));
         assert!(backoff(3) >= Duration::from_secs(6));
         assert!(backoff(40) <= MAX_BACKOFF.mul_f64(1.25));
-    }
-
-    #[test]
-    fn events_round_trip_through_their_text() {
-        for event in [
-            NotificationEvent::Opened,
-            NotificationEvent::Acknowledged,
-            NotificationEvent::Resolved,
-            NotificationEvent::Escalated { level: 2, round: 1 },
-        ] {
-            assert_eq!(event_of(&event_text(event)), Some(event));
-        }
-        assert_eq!(event_of("note"), None);
-        assert_eq!(event_of("escalated.x.1"), None);
     }
 }

@@ -201,48 +201,7 @@ impl fmt::Display for Op {
     }
 }
 
-/// How urgent an incident is. Ordered: `Info < Warning < Minor < Major < Critical`,
-/// so routing can say "page at `Major` and above".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    Info,
-    Warning,
-    Minor,
-    Major,
-    Critical,
-}
-
-impl Severity {
-    pub const ALL: [Severity; 5] = [
-        Severity::Info,
-        Severity::Warning,
-        Severity::Minor,
-        Severity::Major,
-        Severity::Critical,
-    ];
-
-    pub fn from_name(text: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|severity| severity.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Minor => "minor",
-            Severity::Major => "major",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::domain::Severity;
 
 const DEFAULT_THRESHOLD_SUMMARY: &str = "{rule} on {host}: {metric} is {value} ({op} {threshold})";
 const DEFAULT_ABSENT_SUMMARY: &str = "{rule} on {host}: no {metric} data for {silence}";

@@ -64,10 +64,6 @@ impl SeriesPhase {
     }
 }
 
-/// Says whether an agent is expected to be offline (a laptop, a machine in
-/// maintenance), so its silence must not open `absent` incidents.
-pub type ExpectedOffline = Box<dyn Fn(&str) -> bool + Send + Sync>;
-
 /// An incident the database holds open, given back after a restart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoredIncident {
@@ -152,7 +148,9 @@ pub struct RuleEngine {
     by_name: HashMap<String, usize>,
     /// The caller's display names for agents, used in summaries.
     host_names: HashMap<String, String>,
-    expected_offline: ExpectedOffline,
+    /// Agents expected to be offline (laptops, machines in maintenance):
+    /// their silence opens no `absent` incident.
+    expected_offline: HashSet<String>,
 }
 
 impl fmt::Debug for RuleEngine {
@@ -198,7 +196,7 @@ impl RuleEngine {
             by_metric: HashMap::new(),
             by_name: HashMap::new(),
             host_names: HashMap::new(),
-            expected_offline: Box::new(|_| false),
+            expected_offline: HashSet::new(),
         };
         let mut names = HashSet::new();
         engine.slots = rules
@@ -224,14 +222,10 @@ impl RuleEngine {
             .insert(agent_id.to_owned(), host_name.to_owned());
     }
 
-    /// Sets who is exempt from `absent` rules. Consulted on every
-    /// [`Self::evaluate_absence`], so the predicate may read state the caller
-    /// updates (assets, tags, maintenance windows); it must be quick.
-    pub fn set_expected_offline(
-        &mut self,
-        predicate: impl Fn(&str) -> bool + Send + Sync + 'static,
-    ) {
-        self.expected_offline = Box::new(predicate);
+    /// Sets the agents exempt from `absent` rules (replacing the previous
+    /// set); applies from the next [`Self::evaluate_absence`].
+    pub fn set_expected_offline(&mut self, agent_ids: impl IntoIterator<Item = String>) {
+        self.expected_offline = agent_ids.into_iter().collect();
     }
 
     /// Evaluates one sample against every rule for its metric. Call it after
@@ -357,7 +351,7 @@ impl RuleEngine {
                 continue;
             };
             for (agent_id, by_labels) in series.iter_mut() {
-                let exempt = (self.expected_offline)(agent_id);
+                let exempt = self.expected_offline.contains(agent_id);
                 for (labels, state) in by_labels.iter_mut() {
                     if exempt {
                         if state.phase.is_open() {

@@ -29,17 +29,15 @@ mod properties;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
-
 pub use config::{
     AbsentRule, FlapDetection, Op, RawRule, Rule, RuleKind, Severity, ThresholdRule, validate_rules,
 };
-pub use eval::{ExpectedOffline, RestoredIncident, RuleEngine, SeriesPhase, SeriesView};
+pub use eval::{RestoredIncident, RuleEngine, SeriesPhase, SeriesView};
 pub use key::{SeriesIdentity, dedup_key};
 
 /// A label set. Same shape as `store::Labels`; ordered so a series' identity
 /// (and its dedup key) does not depend on the order labels arrived in.
-pub type Labels = BTreeMap<String, String>;
+pub use crate::domain::Labels;
 
 /// A decision for `incidents` to carry out.
 ///

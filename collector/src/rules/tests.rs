@@ -629,13 +629,13 @@ mod absence {
     #[test]
     fn expected_offline_agents_do_not_page() {
         let mut engine = RuleEngine::new(vec![absent_rule(Some(60), None)]);
-        engine.set_expected_offline(|agent| agent.starts_with("laptop"));
+        engine.set_expected_offline(["laptop-1".to_string()]);
         assert_eq!(script(&mut engine, "laptop-1", &[0], &[]), []);
         let happened = script(&mut engine, "server-1", &[0], &[100]);
         assert_eq!(happened, [(100, "open")]);
 
         // The server goes into maintenance: its open incident resolves.
-        engine.set_expected_offline(|_| true);
+        engine.set_expected_offline(["laptop-1".to_string(), "server-1".to_string()]);
         let resolved = engine.evaluate_absence(200_000);
         assert_eq!(
             resolved,
@@ -646,7 +646,7 @@ mod absence {
             }]
         );
         // Out of maintenance and still silent: it opens again.
-        engine.set_expected_offline(|_| false);
+        engine.set_expected_offline([]);
         let reopened = engine.evaluate_absence(300_000);
         let keys: Vec<&str> = reopened.iter().map(Transition::dedup_key).collect();
         assert_eq!(keys, ["down|laptop-1|", "down|server-1|"]);

@@ -5,6 +5,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use super::Labels;
+use super::codec::labels_from_json;
+use crate::domain::{IncidentEvent, IncidentRecord, IncidentState, Severity};
 
 /// What `incidents` asks the store to open.
 #[derive(Debug, Clone)]
@@ -15,7 +17,7 @@ pub struct NewIncident {
     pub agent_id: String,
     pub host: String,
     pub labels: Labels,
-    pub severity: String,
+    pub severity: Severity,
     pub summary: String,
     pub runbook: Option<String>,
     pub value: Option<f64>,
@@ -23,37 +25,6 @@ pub struct NewIncident {
     pub opened_at_ms: i64,
     pub ack_due_at_ms: Option<i64>,
     pub resolve_due_at_ms: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct IncidentRecord {
-    pub id: i64,
-    pub dedup_key: String,
-    pub rule: String,
-    pub metric: String,
-    pub agent_id: String,
-    pub host: String,
-    pub labels: Labels,
-    pub severity: String,
-    /// `open`, `acknowledged` or `resolved`.
-    pub state: String,
-    pub flapping: bool,
-    pub summary: String,
-    pub runbook: Option<String>,
-    pub value: Option<f64>,
-    pub last_value: Option<f64>,
-    pub since_ms: i64,
-    pub opened_at_ms: i64,
-    pub acknowledged_at_ms: Option<i64>,
-    pub acknowledged_by: Option<String>,
-    pub resolved_at_ms: Option<i64>,
-    pub resolved_by: Option<String>,
-    pub resolve_reason: Option<String>,
-    pub ack_due_at_ms: Option<i64>,
-    pub resolve_due_at_ms: Option<i64>,
-    pub ack_breached: bool,
-    pub resolve_breached: bool,
-    pub previous_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,8 +38,8 @@ pub struct TimelineEntry {
 /// Filters for listing incidents; `None` means any.
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
-    pub state: Option<String>,
-    pub severity: Option<String>,
+    pub state: Option<IncidentState>,
+    pub severity: Option<Severity>,
     pub agent_id: Option<String>,
     pub limit: u32,
 }
@@ -87,6 +58,9 @@ const COLUMNS: &str = "id, dedup_key, rule, metric, agent_id, host, labels, seve
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
     let labels: String = row.get(6)?;
+    let labels = labels_from_json(&labels).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, error.into())
+    })?;
     Ok(IncidentRecord {
         id: row.get(0)?,
         dedup_key: row.get(1)?,
@@ -94,7 +68,7 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
         metric: row.get(3)?,
         agent_id: row.get(4)?,
         host: row.get(5)?,
-        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        labels,
         severity: row.get(7)?,
         state: row.get(8)?,
         flapping: row.get(9)?,
@@ -200,11 +174,11 @@ pub(super) fn open(
         transaction,
         id,
         new.opened_at_ms,
-        "opened",
+        IncidentEvent::Opened.name(),
         "rules",
         &detail,
     )?;
-    super::outbox::journal(transaction, id, "opened", new.opened_at_ms)?;
+    super::outbox::journal(transaction, id, IncidentEvent::Opened, new.opened_at_ms)?;
     let record = get_in(transaction, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     Ok((record, true))
 }
@@ -215,7 +189,7 @@ fn unresolved(
 ) -> rusqlite::Result<Result<IncidentRecord, ChangeRefused>> {
     Ok(match get_in(transaction, id)? {
         None => Err(ChangeRefused::NotFound),
-        Some(record) if record.state == "resolved" => Err(ChangeRefused::AlreadyResolved),
+        Some(record) if record.state.is_resolved() => Err(ChangeRefused::AlreadyResolved),
         Some(record) => Ok(record),
     })
 }
@@ -228,7 +202,7 @@ pub(super) fn acknowledge(
     now_ms: i64,
 ) -> rusqlite::Result<Result<IncidentRecord, ChangeRefused>> {
     let record = match unresolved(transaction, id)? {
-        Ok(record) if record.state == "acknowledged" => {
+        Ok(record) if record.state == IncidentState::Acknowledged => {
             return Ok(Err(ChangeRefused::AlreadyAcknowledged));
         }
         Ok(record) => record,
@@ -242,8 +216,15 @@ pub(super) fn acknowledge(
         || "Acknowledged.".to_string(),
         |note| format!("Acknowledged: {note}"),
     );
-    add_timeline(transaction, id, now_ms, "acknowledged", by, &detail)?;
-    super::outbox::journal(transaction, id, "acknowledged", now_ms)?;
+    add_timeline(
+        transaction,
+        id,
+        now_ms,
+        IncidentEvent::Acknowledged.name(),
+        by,
+        &detail,
+    )?;
+    super::outbox::journal(transaction, id, IncidentEvent::Acknowledged, now_ms)?;
     Ok(get_in(transaction, id)?.ok_or(ChangeRefused::NotFound))
 }
 
@@ -269,11 +250,11 @@ pub(super) fn resolve(
         transaction,
         id,
         now_ms,
-        "resolved",
+        IncidentEvent::Resolved.name(),
         by,
         &format!("Resolved: {reason}{value}."),
     )?;
-    super::outbox::journal(transaction, id, "resolved", now_ms)?;
+    super::outbox::journal(transaction, id, IncidentEvent::Resolved, now_ms)?;
     Ok(get_in(transaction, id)?.ok_or(ChangeRefused::NotFound))
 }
 
@@ -310,7 +291,7 @@ pub enum IncidentChange {
 }
 
 /// What a change did: the incident and the event to announce, if any.
-pub type AppliedChange = Option<(&'static str, IncidentRecord)>;
+pub type AppliedChange = Option<(IncidentEvent, IncidentRecord)>;
 
 pub(super) fn apply_changes(
     transaction: &Transaction<'_>,
@@ -321,7 +302,7 @@ pub(super) fn apply_changes(
         .map(|change| match change {
             IncidentChange::Open(new) => {
                 let (record, created) = open(transaction, new)?;
-                Ok(created.then_some(("opened", record)))
+                Ok(created.then_some((IncidentEvent::Opened, record)))
             }
             IncidentChange::Resolve {
                 dedup_key,
@@ -335,7 +316,7 @@ pub(super) fn apply_changes(
                 };
                 Ok(resolve(transaction, id, "rules", reason, *value, *now_ms)?
                     .ok()
-                    .map(|record| ("resolved", record)))
+                    .map(|record| (IncidentEvent::Resolved, record)))
             }
             IncidentChange::Flapping {
                 dedup_key,
@@ -343,14 +324,14 @@ pub(super) fn apply_changes(
                 detail,
                 now_ms,
             } => {
-                let kind = if *flapping {
-                    "flapping_started"
+                let event = if *flapping {
+                    IncidentEvent::FlappingStarted
                 } else {
-                    "flapping_stopped"
+                    IncidentEvent::FlappingStopped
                 };
                 Ok(
                     set_flapping(transaction, dedup_key, *flapping, detail, *now_ms)?
-                        .map(|record| (kind, record)),
+                        .map(|record| (event, record)),
                 )
             }
         })
@@ -377,12 +358,12 @@ pub(super) fn set_flapping(
         "UPDATE incidents SET flapping = ?2 WHERE id = ?1",
         params![id, flapping],
     )?;
-    let kind = if flapping {
-        "flapping_started"
+    let event = if flapping {
+        IncidentEvent::FlappingStarted
     } else {
-        "flapping_stopped"
+        IncidentEvent::FlappingStopped
     };
-    add_timeline(transaction, id, now_ms, kind, "rules", detail)?;
+    add_timeline(transaction, id, now_ms, event.name(), "rules", detail)?;
     get_in(transaction, id)
 }
 
@@ -411,7 +392,14 @@ pub(super) fn mark_sla_breaches(
         for id in ids {
             transaction.execute(update, [id])?;
             let detail = format!("SLA time-to-{kind} target missed.");
-            add_timeline(transaction, id, now_ms, "sla_breached", "sla", &detail)?;
+            add_timeline(
+                transaction,
+                id,
+                now_ms,
+                IncidentEvent::SlaBreached.name(),
+                "sla",
+                &detail,
+            )?;
             if let Some(record) = get_in(transaction, id)? {
                 breached.push((record, kind));
             }

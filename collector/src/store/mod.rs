@@ -7,6 +7,7 @@
 //! This module knows nothing of proto, tonic or HTTP.
 
 mod assets;
+mod codec;
 mod incidents;
 mod inventory;
 mod outbox;
@@ -14,8 +15,7 @@ mod writer;
 
 pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
 pub use incidents::{
-    AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, IncidentRecord, NewIncident,
-    TimelineEntry,
+    AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, NewIncident, TimelineEntry,
 };
 pub use outbox::{DeliveryAttempt, JournalEntry, MaintenanceWindow, NewNotification, Notification};
 
@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-pub type Labels = BTreeMap<String, String>;
+pub use crate::domain::{IncidentRecord, Labels};
 
 /// Identity of a time series: one agent, one metric, one label set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,12 +4,14 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use crate::domain::IncidentEvent;
+
 /// One journal entry: something happened to an incident.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalEntry {
     pub position: i64,
     pub incident_id: i64,
-    pub kind: String,
+    pub event: IncidentEvent,
     pub ts_ms: i64,
 }
 
@@ -18,7 +20,7 @@ pub struct JournalEntry {
 pub struct NewNotification {
     pub idempotency_key: String,
     pub incident_id: i64,
-    pub event: String,
+    pub event: IncidentEvent,
     pub channel: String,
     pub due_ms: i64,
     /// Queued as `held` (maintenance) instead of `pending`.
@@ -30,7 +32,7 @@ pub struct Notification {
     pub id: i64,
     pub idempotency_key: String,
     pub incident_id: i64,
-    pub event: String,
+    pub event: IncidentEvent,
     pub channel: String,
     /// `pending`, `delivered` or `failed`.
     pub state: String,
@@ -56,14 +58,14 @@ pub struct DeliveryAttempt {
 pub(super) fn journal(
     transaction: &Transaction<'_>,
     incident_id: i64,
-    kind: &str,
+    event: IncidentEvent,
     ts_ms: i64,
 ) -> rusqlite::Result<()> {
     transaction
         .prepare_cached(
             "INSERT INTO incident_events (incident_id, kind, ts_ms) VALUES (?1, ?2, ?3)",
         )?
-        .execute(params![incident_id, kind, ts_ms])?;
+        .execute(params![incident_id, event, ts_ms])?;
     Ok(())
 }
 
@@ -90,7 +92,7 @@ pub(super) fn journal_after(
         Ok(JournalEntry {
             position: row.get(0)?,
             incident_id: row.get(1)?,
-            kind: row.get(2)?,
+            event: row.get(2)?,
             ts_ms: row.get(3)?,
         })
     })?;

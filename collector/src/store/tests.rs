@@ -168,7 +168,7 @@ fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {
         agent_id: "a1".into(),
         host: "web-1".into(),
         labels: Labels::from([("mount".to_string(), "/".to_string())]),
-        severity: "critical".into(),
+        severity: crate::domain::Severity::Critical,
         summary: "Disk / on web-1 at 95%".into(),
         runbook: None,
         value: Some(95.0),
@@ -199,7 +199,10 @@ async fn one_unresolved_incident_per_key_and_recurrences_link_back() {
         ])
         .await
         .unwrap();
-    assert_eq!(applied[0].as_ref().map(|(kind, _)| *kind), Some("opened"));
+    assert_eq!(
+        applied[0].as_ref().map(|(event, _)| *event),
+        Some(crate::domain::IncidentEvent::Opened)
+    );
     assert!(
         applied[1].is_none(),
         "a second open for the same key is not a new incident"
@@ -255,7 +258,7 @@ async fn acknowledge_and_resolve_refuse_invalid_transitions() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(acked.state, "acknowledged");
+    assert_eq!(acked.state, crate::domain::IncidentState::Acknowledged);
     assert_eq!(
         store
             .acknowledge_incident(id, "bob".into(), None, 160)

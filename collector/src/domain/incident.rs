@@ -1,0 +1,236 @@
+//! Incidents: their lifecycle states, what can happen to them, and the record.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+
+use super::{Labels, Severity, UnknownName};
+
+/// Where an incident stands. `flapping` is not a state: it is a flag shown
+/// over an unresolved one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IncidentState {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl IncidentState {
+    pub const ALL: [IncidentState; 3] = [Self::Open, Self::Acknowledged, Self::Resolved];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    pub fn is_resolved(self) -> bool {
+        self == Self::Resolved
+    }
+}
+
+impl FromStr for IncidentState {
+    type Err = UnknownName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| UnknownName {
+                what: "incident state",
+                text: text.to_string(),
+            })
+    }
+}
+
+impl fmt::Display for IncidentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for IncidentState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Something that happened to an incident: announced to observers, written
+/// to the journal, and (the first four) delivered to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IncidentEvent {
+    Opened,
+    Acknowledged,
+    Resolved,
+    FlappingStarted,
+    FlappingStopped,
+    SlaBreached,
+    /// An escalation level fired without an acknowledgement. `level` is the
+    /// 0-based index into the policy's levels; `round` counts repeats of the
+    /// whole policy (0 for the first pass). Both are needed so a repeated
+    /// page is a new delivery rather than a duplicate of the first one.
+    Escalated {
+        level: usize,
+        round: u32,
+    },
+}
+
+impl IncidentEvent {
+    const SIMPLE: [IncidentEvent; 6] = [
+        Self::Opened,
+        Self::Acknowledged,
+        Self::Resolved,
+        Self::FlappingStarted,
+        Self::FlappingStopped,
+        Self::SlaBreached,
+    ];
+
+    /// The name in webhook bodies and logs: `opened`, `acknowledged`,
+    /// `resolved`, `flapping_started`, `flapping_stopped`, `sla_breached` or
+    /// `escalated`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
+            Self::FlappingStarted => "flapping_started",
+            Self::FlappingStopped => "flapping_stopped",
+            Self::SlaBreached => "sla_breached",
+            Self::Escalated { .. } => "escalated",
+        }
+    }
+
+    /// The stored form (journal, outbox, idempotency keys): the name, except
+    /// `escalated.{level}.{round}`, so each page of an escalation is its own
+    /// delivery. Never contains `:`.
+    pub fn key(self) -> Cow<'static, str> {
+        match self {
+            Self::Escalated { level, round } => Cow::Owned(format!("escalated.{level}.{round}")),
+            other => Cow::Borrowed(other.name()),
+        }
+    }
+
+    /// Parses [`IncidentEvent::key`].
+    pub fn from_key(text: &str) -> Result<Self, UnknownName> {
+        let unknown = || UnknownName {
+            what: "incident event",
+            text: text.to_string(),
+        };
+        if let Some(event) = Self::SIMPLE.into_iter().find(|event| event.name() == text) {
+            return Ok(event);
+        }
+        let mut parts = text
+            .strip_prefix("escalated.")
+            .ok_or_else(unknown)?
+            .split('.');
+        let level = parts.next().and_then(|part| part.parse().ok());
+        let round = parts.next().and_then(|part| part.parse().ok());
+        match (level, round, parts.next()) {
+            (Some(level), Some(round), None) => Ok(Self::Escalated { level, round }),
+            _ => Err(unknown()),
+        }
+    }
+}
+
+/// Serialized as its [`key`](IncidentEvent::key).
+impl Serialize for IncidentEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.key())
+    }
+}
+
+impl fmt::Display for IncidentEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An incident as stored. Changed only by the `incidents` module, through
+/// the store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentRecord {
+    pub id: i64,
+    pub dedup_key: String,
+    pub rule: String,
+    pub metric: String,
+    pub agent_id: String,
+    pub host: String,
+    pub labels: Labels,
+    pub severity: Severity,
+    pub state: IncidentState,
+    pub flapping: bool,
+    pub summary: String,
+    pub runbook: Option<String>,
+    pub value: Option<f64>,
+    pub last_value: Option<f64>,
+    pub since_ms: i64,
+    pub opened_at_ms: i64,
+    pub acknowledged_at_ms: Option<i64>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_at_ms: Option<i64>,
+    pub resolved_by: Option<String>,
+    pub resolve_reason: Option<String>,
+    pub ack_due_at_ms: Option<i64>,
+    pub resolve_due_at_ms: Option<i64>,
+    pub ack_breached: bool,
+    pub resolve_breached: bool,
+    pub previous_id: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_round_trip() {
+        let events = IncidentEvent::SIMPLE.into_iter().chain([
+            IncidentEvent::Escalated { level: 0, round: 0 },
+            IncidentEvent::Escalated {
+                level: 3,
+                round: 12,
+            },
+        ]);
+        for event in events {
+            assert_eq!(
+                IncidentEvent::from_key(&event.key()),
+                Ok(event),
+                "{event:?}"
+            );
+        }
+        assert_eq!(
+            IncidentEvent::Escalated { level: 1, round: 2 }.key(),
+            "escalated.1.2"
+        );
+        assert_eq!(
+            IncidentEvent::Escalated { level: 1, round: 2 }.name(),
+            "escalated"
+        );
+    }
+
+    #[test]
+    fn unknown_or_malformed_event_keys_are_errors() {
+        for text in [
+            "",
+            "opened ",
+            "escalated",
+            "escalated.1",
+            "escalated.x.1",
+            "escalated.1.2.3",
+            "closed",
+        ] {
+            assert!(IncidentEvent::from_key(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn states_round_trip_and_unknown_is_an_error() {
+        for state in IncidentState::ALL {
+            assert_eq!(state.as_str().parse::<IncidentState>(), Ok(state));
+        }
+        assert!("closed".parse::<IncidentState>().is_err());
+    }
+}
