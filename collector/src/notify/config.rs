@@ -76,7 +76,7 @@ use steward_core::config_file::{self, ConfigError, ConfigSource};
 use super::escalation::{EscalationLevel, EscalationPolicy, Target};
 use super::oncall::{OnCallSchedule, Override, Rotation};
 use super::routing::{self, Route, RouteDecision, RouteInput, RouteMatch, SeverityMatch};
-use crate::rules::Severity;
+use crate::domain::Severity;
 
 /// PagerDuty's Events API v2 endpoint, used when a `pagerduty` channel has
 /// no `url`.

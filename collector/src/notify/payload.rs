@@ -34,7 +34,7 @@ pub struct MessageContext<'a> {
     pub event: NotificationEvent,
     pub incident: &'a IncidentRecord,
     /// The incident exactly as `GET /api/v1/incidents/{id}` returns it
-    /// (`crate::api::incidents::view`); embedded verbatim where a payload
+    /// (`crate::domain::IncidentView`); embedded verbatim where a payload
     /// promises "the incidents-API JSON".
     pub incident_json: &'a Value,
     /// Public URL of the collector's HTTP side, without a trailing slash
