@@ -1,6 +1,7 @@
 //! Asset routes: list with filters, one asset, its history, operator edits
 //! and lifecycle changes, and CSV/JSON export.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use axum::Json;
@@ -303,12 +304,62 @@ const CSV_COLUMNS: [&str; 18] = [
     "patch_security",
 ];
 
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
+/// `cell` as a spreadsheet will show it, as text. One starting with `=`,
+/// `+`, `-` or `@` (or with a tab or CR, which some spreadsheets skip before
+/// looking) would be run as a formula; hostnames, serials and models come
+/// from agents, so the export must not let them run. A leading `'` is what
+/// spreadsheets themselves use to mark text (OWASP "CSV injection").
+fn neutralise(cell: &str) -> Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{cell}"))
     } else {
-        text.to_string()
+        Cow::Borrowed(cell)
     }
+}
+
+fn csv_row(asset: &Asset) -> [String; CSV_COLUMNS.len()] {
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    [
+        asset.id.clone(),
+        text(&asset.hostname),
+        asset.status.as_str().to_string(),
+        text(&asset.os),
+        text(&asset.kernel),
+        text(&asset.vendor),
+        text(&asset.model),
+        text(&asset.serial),
+        text(&asset.cpu_model),
+        asset
+            .memory_total_bytes
+            .map(|bytes| bytes.to_string())
+            .unwrap_or_default(),
+        asset.ips.join(" "),
+        text(&asset.owner),
+        text(&asset.location),
+        asset.tags.iter().cloned().collect::<Vec<_>>().join(" "),
+        text(&asset.purchase_date),
+        text(&asset.warranty_end),
+        rfc3339(asset.last_seen_ms),
+        asset
+            .patch
+            .security
+            .map(|count| count.to_string())
+            .unwrap_or_default(),
+    ]
+}
+
+/// The CSV document: a header, then `rows` with every cell neutralised.
+fn to_csv<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Result<String, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(header)?;
+    for row in rows {
+        writer.write_record(row.iter().map(|cell| neutralise(cell).into_owned()))?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|error| csv::Error::from(error.into_error()))?;
+    // Every cell went in as a `String`, so the document is UTF-8.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 pub async fn export(
@@ -325,45 +376,11 @@ pub async fn export(
         )
         .into_response()),
         "csv" => {
-            let mut out = CSV_COLUMNS.join(",");
-            out.push('\n');
-            for asset in &assets {
-                let text = |value: &Option<String>| value.clone().unwrap_or_default();
-                let row = [
-                    asset.id.clone(),
-                    text(&asset.hostname),
-                    asset.status.as_str().to_string(),
-                    text(&asset.os),
-                    text(&asset.kernel),
-                    text(&asset.vendor),
-                    text(&asset.model),
-                    text(&asset.serial),
-                    text(&asset.cpu_model),
-                    asset
-                        .memory_total_bytes
-                        .map(|bytes| bytes.to_string())
-                        .unwrap_or_default(),
-                    asset.ips.join(" "),
-                    text(&asset.owner),
-                    text(&asset.location),
-                    asset.tags.iter().cloned().collect::<Vec<_>>().join(" "),
-                    text(&asset.purchase_date),
-                    text(&asset.warranty_end),
-                    rfc3339(asset.last_seen_ms),
-                    asset
-                        .patch
-                        .security
-                        .map(|count| count.to_string())
-                        .unwrap_or_default(),
-                ];
-                out.push_str(
-                    &row.iter()
-                        .map(|field| csv_field(field))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-                out.push('\n');
-            }
+            let rows: Vec<_> = assets.iter().map(csv_row).collect();
+            let out = to_csv(&CSV_COLUMNS, &rows).map_err(|error| {
+                tracing::error!(message = "Cannot write the asset CSV export.", %error);
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot write CSV")
+            })?;
             Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
         }
         other => Err(ApiError::new(
@@ -464,4 +481,56 @@ pub async fn compliance_view(
             })
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_exported_as_text() {
+        let hostile = [
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "'=HYPERLINK(\"http://x\",\"y\")",
+            ),
+            ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+            ("\t=1+1", "'\t=1+1"),
+            ("\r=1+1", "'\r=1+1"),
+            ("web-01", "web-01"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ];
+        for (cell, expected) in hostile {
+            assert_eq!(neutralise(cell), expected, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn csv_export_quotes_and_neutralises_every_cell() {
+        let rows = [
+            [
+                "=cmd|' /C calc'!A0".to_string(),
+                "db, \"primary\"".to_string(),
+                "two\nlines".to_string(),
+            ],
+            ["web-01".to_string(), "@evil".to_string(), String::new()],
+        ];
+        let csv = to_csv(&["hostname", "model", "serial"], &rows).unwrap();
+        assert_eq!(
+            csv,
+            "hostname,model,serial\n\
+             '=cmd|' /C calc'!A0,\"db, \"\"primary\"\"\",\"two\nlines\"\n\
+             web-01,'@evil,\n"
+        );
+        // A CSV reader gets the neutralised cells back intact.
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let first = reader.records().next().unwrap().unwrap();
+        assert_eq!(
+            first.iter().collect::<Vec<_>>(),
+            ["'=cmd|' /C calc'!A0", "db, \"primary\"", "two\nlines"]
+        );
+    }
 }

@@ -89,24 +89,29 @@ impl Ingest for IngestService {
             tracing::warn!(message = "Rejected agent stream: first message was not a hello.", %peer);
             return Err(self.reject_protocol("the first message must be a hello"));
         };
+        let hello = validate::clean_hello(hello);
         if !self.auth.is_valid(&hello.token) {
             Telemetry::add(&self.telemetry.agents_rejected_auth, 1);
             tracing::warn!(
                 message = "Rejected agent: missing or invalid token.",
                 %peer,
-                agent_id = %truncate(&hello.agent_id, MAX_AGENT_ID),
+                // Not yet checked for control characters: refused below if it has any.
+                agent_id = %steward_core::text::strip_control(truncate(&hello.agent_id, MAX_AGENT_ID)),
                 hostname = %truncate(&hello.hostname, MAX_HOSTNAME),
             );
             return Err(Status::unauthenticated("invalid agent token"));
         }
+        // The id is an identity, so it is refused rather than cleaned: two
+        // agents must not become one by losing a control character.
         if hello.agent_id.is_empty()
             || hello.agent_id.len() > MAX_AGENT_ID
+            || hello.agent_id.chars().any(char::is_control)
             || hello.hostname.len() > MAX_HOSTNAME
         {
             tracing::warn!(message = "Rejected agent stream: bad agent id or hostname.", %peer);
-            return Err(
-                self.reject_protocol("agent_id must be 1..=128 bytes, hostname at most 255")
-            );
+            return Err(self.reject_protocol(
+                "agent_id must be 1..=128 bytes without control characters, hostname at most 255",
+            ));
         }
         if !self.registry.is_connected(&hello.agent_id)
             && self.registry.connected_count() >= self.max_agents

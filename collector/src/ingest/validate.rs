@@ -1,7 +1,16 @@
-//! Validation of incoming samples. Invalid samples are dropped and counted;
-//! the rest of their batch is still stored, so one bad value cannot make an
-//! agent resend the same batch forever.
+//! Validation of incoming samples, and the one place agent text is cleaned.
+//!
+//! Invalid samples are dropped and counted; the rest of their batch is
+//! still stored, so one bad value cannot make an agent resend the same
+//! batch forever. Free text from an agent (host name, version, facts, label
+//! values, inventory names) goes through [`clean`] on arrival, before
+//! anything logs or stores it; identifiers with a grammar (metric names,
+//! label keys, the agent id) are refused instead, so two different names
+//! never become one by cleaning.
 
+use std::borrow::Cow;
+
+use steward_core::text::strip_control;
 use steward_proto::v1 as pb;
 
 use crate::store::{Labels, SampleRecord};
@@ -23,6 +32,35 @@ pub enum SampleProblem {
     Value,
     #[error("timestamp is not positive or too far in the future")]
     Timestamp,
+}
+
+/// `text` without control characters: tabs and line breaks become spaces,
+/// the rest go (`steward_core::text::strip_control`). Control characters
+/// from an agent could forge log lines or drive the terminal of whoever
+/// reads them. Reuses the string when it is already clean.
+pub fn clean(text: String) -> String {
+    match strip_control(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(cleaned) => cleaned,
+    }
+}
+
+/// The hello with its free text cleaned; the agent id and token are left
+/// exactly as sent (the id is checked by the caller, the token compared).
+pub fn clean_hello(hello: pb::Hello) -> pb::Hello {
+    pb::Hello {
+        agent_version: clean(hello.agent_version),
+        hostname: clean(hello.hostname),
+        inventory: hello.inventory.map(|inventory| pb::Inventory {
+            facts: inventory
+                .facts
+                .into_iter()
+                .map(|(key, value)| (clean(key), clean(value)))
+                .collect(),
+            ..inventory
+        }),
+        ..hello
+    }
 }
 
 pub fn is_metric_name(name: &str) -> bool {
@@ -63,10 +101,12 @@ pub fn to_record(sample: pb::Sample, now_ms: i64) -> Result<SampleRecord, Sample
     }
     let mut labels = Labels::new();
     for label in sample.labels {
-        if !is_label_key(&label.key) || label.value.len() > MAX_LABEL_VALUE {
+        // The key's grammar already excludes control characters.
+        let value = clean(label.value);
+        if !is_label_key(&label.key) || value.len() > MAX_LABEL_VALUE {
             return Err(SampleProblem::Label);
         }
-        labels.insert(label.key, label.value);
+        labels.insert(label.key, value);
     }
     Ok(SampleRecord {
         metric: sample.metric,
@@ -128,5 +168,46 @@ mod tests {
             let shown = format!("{input:?}");
             assert_eq!(to_record(input, NOW).err(), expected, "{shown}");
         }
+    }
+
+    #[test]
+    fn label_values_lose_control_characters_while_names_are_still_checked() {
+        let mut hostile = sample("disk.used_percent", "mount", 1.0, 1);
+        hostile.labels[0].value = "a\x1b[2Jb\n".into();
+        let record = to_record(hostile, NOW).unwrap();
+        assert_eq!(record.labels["mount"], "a[2Jb ");
+
+        let bad_key = sample("disk.used_percent", "mo\x1bunt", 1.0, 1);
+        assert_eq!(to_record(bad_key, NOW).err(), Some(SampleProblem::Label));
+        let bad_metric = sample("disk.used\npercent", "mount", 1.0, 1);
+        assert_eq!(
+            to_record(bad_metric, NOW).err(),
+            Some(SampleProblem::MetricName)
+        );
+        let mut too_long = sample("disk.used_percent", "mount", 1.0, 1);
+        too_long.labels[0].value = "x".repeat(MAX_LABEL_VALUE + 1);
+        assert_eq!(to_record(too_long, NOW).err(), Some(SampleProblem::Label));
+    }
+
+    #[test]
+    fn hello_text_loses_control_characters_but_id_and_token_are_untouched() {
+        let hello = pb::Hello {
+            agent_id: "agent-1".into(),
+            agent_version: "0.1.0\x1b]0;pwned\x07".into(),
+            hostname: "web-01\r\nFAKE LOG LINE".into(),
+            token: "token\twith-tab".into(),
+            epoch: 3,
+            inventory: Some(pb::Inventory {
+                facts: [("serial\x1b".to_string(), "SN\u{9b}1".to_string())].into(),
+                ..Default::default()
+            }),
+        };
+        let hello = clean_hello(hello);
+        assert_eq!(hello.agent_version, "0.1.0]0;pwned");
+        assert_eq!(hello.hostname, "web-01  FAKE LOG LINE");
+        assert_eq!(hello.token, "token\twith-tab");
+        assert_eq!((hello.agent_id.as_str(), hello.epoch), ("agent-1", 3));
+        let facts = hello.inventory.unwrap().facts;
+        assert_eq!(facts.get("serial").map(String::as_str), Some("SN1"));
     }
 }

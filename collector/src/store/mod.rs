@@ -5,13 +5,25 @@
 //! transaction has committed, which is what lets `ingest` acknowledge.
 //! Reads use a separate connection (WAL lets them run beside the writer).
 //! This module knows nothing of proto, tonic or HTTP.
+//!
+//! The schema is versioned: [`Store::open`] applies the numbered steps in
+//! `migrations` that the file lacks, each in its own transaction with its
+//! `PRAGMA user_version` bump, and refuses a database whose version is newer
+//! than this build's [`SCHEMA_VERSION`] rather than write to a shape it does
+//! not know. Migration 1 is the schema as released before versioning, all
+//! `IF NOT EXISTS`, so a database from that release (version 0, every table
+//! present) is adopted with its rows once its columns are checked. A schema
+//! change is a new migration appended to the list, never an edit of one.
 
 mod assets;
 mod codec;
 mod incidents;
 mod inventory;
+mod migrations;
 mod outbox;
 mod writer;
+
+pub use migrations::SCHEMA_VERSION;
 
 pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
 pub use incidents::{
@@ -106,6 +118,25 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error(
+        "database {path} has schema version {found} but this collector knows only up to {supported}: \
+         it was written by a newer release; run that release, or restore a backup taken before the upgrade"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "database {path} has no schema version and is not one steward-collector wrote: {detail}"
+    )]
+    UnknownSchema { path: PathBuf, detail: String },
+    #[error("cannot apply schema migration {version} to {path}: {source}")]
+    Migration {
+        path: PathBuf,
+        version: u32,
+        source: rusqlite::Error,
+    },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("write failed: {0}")]
@@ -156,8 +187,8 @@ impl Store {
         {
             let _ = std::fs::create_dir_all(parent);
         }
-        let connection = open_connection(path)?;
-        connection.execute_batch(include_str!("schema.sql"))?;
+        let mut connection = open_connection(path)?;
+        migrations::migrate(&mut connection, path)?;
         let latest = Arc::new(RwLock::new(load_latest(&connection)?));
         let reader = Arc::new(Mutex::new(open_connection(path)?));
         let (jobs, receiver) = mpsc::channel(1024);
