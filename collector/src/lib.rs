@@ -106,6 +106,7 @@ pub async fn start(
         sweep_every,
         incidents.clone(),
         suppression,
+        clock,
         shutdown.clone(),
     )
     .await?;
@@ -115,6 +116,7 @@ pub async fn start(
             config: Arc::clone(&config.notify),
             base_url: config.base_url.clone(),
             telemetry: Arc::clone(&telemetry),
+            clock,
         }
         .run(incidents.clone(), shutdown.clone()),
     );

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use steward_core::Clock;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -223,6 +224,7 @@ pub async fn start(
     sweep_every: Duration,
     incidents: IncidentHandle,
     suppression: Suppression,
+    clock: Clock,
     shutdown: CancellationToken,
 ) -> Result<(AssetHandle, tokio::task::JoinHandle<()>), StoreError> {
     let mut assets = BTreeMap::new();
@@ -251,6 +253,7 @@ pub async fn start(
         by_agent,
         incidents,
         suppression,
+        clock,
     };
     service.refresh_suppression().await;
     tracing::info!(message = "Assets loaded.", assets = service.assets.len());
@@ -267,6 +270,7 @@ struct AssetService {
     incidents: IncidentHandle,
     /// What the incidents task was last told.
     suppression: Suppression,
+    clock: Clock,
 }
 
 impl AssetService {
@@ -284,7 +288,7 @@ impl AssetService {
                     Some(input) => self.handle(input).await,
                     None => return,
                 },
-                _ = ticker.tick() => self.sweep(steward_core::now_ms()).await,
+                _ = ticker.tick() => self.sweep(self.clock.now_ms()).await,
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -516,7 +520,7 @@ impl AssetService {
         {
             after = change_status(&after, status, Actor::Operator, change.disposal)?;
         }
-        let now = steward_core::now_ms();
+        let now = self.clock.now_ms();
         tracing::info!(message = "Asset changed by operator.", id, by = %change.by);
         self.save(
             Some(&before),
@@ -536,7 +540,7 @@ impl AssetService {
         regroup: Regroup,
         by: &str,
     ) -> Result<Vec<Asset>, AssetChangeError> {
-        let now = steward_core::now_ms();
+        let now = self.clock.now_ms();
         let asset = self
             .assets
             .get(id)

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use steward_core::Clock;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,8 @@ pub struct NotifyService {
     /// Public URL of the HTTP API, for links in messages.
     pub base_url: String,
     pub telemetry: Arc<Telemetry>,
+    /// Time for escalations, backoff and maintenance windows.
+    pub clock: Clock,
 }
 
 /// Where an incident's agent sits among assets: its asset id and tags.
@@ -96,7 +99,7 @@ impl NotifyService {
             queued.notify_one();
             let until_next = match escalations.values().filter_map(EscalationState::due).min() {
                 Some(due) => {
-                    Duration::from_millis((due - steward_core::now_ms()).clamp(0, 500) as u64)
+                    Duration::from_millis((due - self.clock.now_ms()).clamp(0, 500) as u64)
                 }
                 None => IDLE_POLL,
             };
@@ -116,7 +119,7 @@ impl NotifyService {
             }
             let until_next = match self.store.next_notification_due().await.ok().flatten() {
                 Some(due) => {
-                    Duration::from_millis((due - steward_core::now_ms()).clamp(0, 500) as u64)
+                    Duration::from_millis((due - self.clock.now_ms()).clamp(0, 500) as u64)
                 }
                 None => IDLE_POLL,
             };
@@ -144,7 +147,7 @@ impl NotifyService {
             }
             let count = self
                 .store
-                .enqueue_notifications(queued, last, steward_core::now_ms())
+                .enqueue_notifications(queued, last, self.clock.now_ms())
                 .await?;
             tracing::debug!(message = "Queued notifications.", count, position = last);
         }
@@ -232,7 +235,7 @@ impl NotifyService {
         &self,
         escalations: &mut HashMap<i64, EscalationState>,
     ) -> Result<(), StoreError> {
-        let now = steward_core::now_ms();
+        let now = self.clock.now_ms();
         let mut queued = Vec::new();
         let mut advanced = escalations.clone();
         for (incident_id, state) in advanced.iter_mut() {
@@ -318,7 +321,7 @@ impl NotifyService {
     /// Pages held notifications once their window has closed, if the
     /// incident is still unresolved; otherwise they are suppressed.
     async fn release_held(&self) -> Result<(), StoreError> {
-        let now = steward_core::now_ms();
+        let now = self.clock.now_ms();
         for notification in self.store.held_notifications().await? {
             let Some(incident) = self.store.incident(notification.incident_id).await? else {
                 continue;
@@ -345,7 +348,7 @@ impl NotifyService {
     async fn deliver_due(self: Arc<Self>) -> Result<(), StoreError> {
         let mut due = self
             .store
-            .due_notifications(steward_core::now_ms(), 50)
+            .due_notifications(self.clock.now_ms(), 50)
             .await?
             .into_iter();
         let mut in_flight = tokio::task::JoinSet::new();
@@ -384,7 +387,7 @@ impl NotifyService {
 
     #[tracing::instrument(name = "deliver", skip_all, fields(key = %notification.idempotency_key, channel = %notification.channel))]
     async fn deliver(&self, notification: &Notification) -> DeliveryAttempt {
-        let now = steward_core::now_ms();
+        let now = self.clock.now_ms();
         let failed = |error: String| DeliveryAttempt {
             id: notification.id,
             ts_ms: now,
