@@ -459,6 +459,10 @@ impl ListFiles {
 /// the characters apt escapes (lower-case hex), then turn `/` into `_`.
 /// `https://deb.nodesource.com/node_20.x/dists/nodistro/` becomes
 /// `deb.nodesource.com_node%5f20.x_dists_nodistro_`.
+///
+/// Written out rather than done with `percent-encoding`: apt's set of escaped
+/// characters is its own (it includes `_` and `~`), and the crate writes
+/// upper-case hex where apt's file names have lower case.
 pub fn uri_to_file_name(uri: &str) -> String {
     let without_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
     let without_scheme = match uri.split_once(':') {
