@@ -107,6 +107,10 @@ mod tests {
             "mem.total_bytes",
             "swap.used_percent",
             "disk.used_percent",
+            "disk.used_bytes",
+            "disk.avail_bytes",
+            "disk.total_bytes",
+            "disk.inodes_used_percent",
             "net.rx_bytes",
             "host.uptime_seconds",
         ] {

@@ -38,13 +38,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
+use x509_parser::certificate::X509CertificateParser;
+use x509_parser::error::X509Error;
+use x509_parser::nom::Parser;
 
 use super::Sample;
 use steward_core::config_file;
 use steward_core::tls::trust_roots;
 
-/// Well-known CA bundles, tried in order when a target names no `ca`:
-/// Debian/Ubuntu/Arch/Alpine, Fedora/RHEL, openSUSE, then BSD/macOS/Alpine.
 const MILLIS_PER_DAY: f64 = 86_400_000.0;
 
 /// One `[[port]]` table in `agent.toml`.
@@ -540,151 +541,21 @@ impl ServerCertVerifier for RecordingVerifier {
 }
 
 /// A certificate whose validity period could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CertificateTimeError {
-    #[error("certificate DER ends early")]
-    Truncated,
-    #[error("expected DER tag {expected:#04x} for {field}, found {found:#04x}")]
-    UnexpectedTag {
-        field: &'static str,
-        expected: u8,
-        found: u8,
-    },
-    #[error("unsupported DER length encoding")]
-    BadLength,
-    #[error("malformed certificate time {0:?}")]
-    BadTime(String),
-}
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot read the certificate's validity period")]
+pub struct CertificateTimeError(#[source] X509Error);
 
 /// The notAfter of an X.509 certificate in DER, as Unix seconds.
 ///
-/// Reads just enough of the structure to reach the validity field:
-/// `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
-/// serialNumber INTEGER, signature SEQUENCE, issuer SEQUENCE,
-/// validity SEQUENCE { notBefore Time, notAfter Time }, ... }, ... }`.
+/// Extensions are not parsed: only the validity period is needed, and a
+/// certificate whose extensions this parser does not understand still has an
+/// expiry worth reporting. Data after the certificate is ignored.
 pub fn certificate_not_after(der: &[u8]) -> Result<i64, CertificateTimeError> {
-    let (certificate, _) = der_element(der, 0x30, "Certificate")?;
-    let (tbs, _) = der_element(certificate, 0x30, "tbsCertificate")?;
-    let mut rest = tbs;
-    if rest.first() == Some(&0xa0) {
-        rest = der_element(rest, 0xa0, "version")?.1;
-    }
-    rest = der_element(rest, 0x02, "serialNumber")?.1;
-    rest = der_element(rest, 0x30, "signature")?.1;
-    rest = der_element(rest, 0x30, "issuer")?.1;
-    let (validity, _) = der_element(rest, 0x30, "validity")?;
-    let (_not_before, after_not_before) = der_time(validity)?;
-    let (not_after, _) = der_time(after_not_before)?;
-    Ok(not_after)
-}
-
-/// Splits one DER element with the given tag off `input`: (contents, rest).
-fn der_element<'a>(
-    input: &'a [u8],
-    tag: u8,
-    field: &'static str,
-) -> Result<(&'a [u8], &'a [u8]), CertificateTimeError> {
-    let (&found, after_tag) = input.split_first().ok_or(CertificateTimeError::Truncated)?;
-    if found != tag {
-        return Err(CertificateTimeError::UnexpectedTag {
-            field,
-            expected: tag,
-            found,
-        });
-    }
-    let (&first, mut after_length) = after_tag
-        .split_first()
-        .ok_or(CertificateTimeError::Truncated)?;
-    let length = if first < 0x80 {
-        usize::from(first)
-    } else {
-        // Long form: the low bits count the length octets. 0x80 alone is the
-        // indefinite form, which DER forbids; more than 4 octets is no certificate.
-        let octets = usize::from(first & 0x7f);
-        if octets == 0 || octets > 4 {
-            return Err(CertificateTimeError::BadLength);
-        }
-        if after_length.len() < octets {
-            return Err(CertificateTimeError::Truncated);
-        }
-        let (length_octets, rest) = after_length.split_at(octets);
-        after_length = rest;
-        length_octets
-            .iter()
-            .fold(0usize, |length, &octet| (length << 8) | usize::from(octet))
-    };
-    if after_length.len() < length {
-        return Err(CertificateTimeError::Truncated);
-    }
-    Ok(after_length.split_at(length))
-}
-
-/// One `Time` (UTCTime or GeneralizedTime, both `Z`-terminated in DER) as
-/// Unix seconds, plus the rest of the input.
-fn der_time(input: &[u8]) -> Result<(i64, &[u8]), CertificateTimeError> {
-    const UTC_TIME: u8 = 0x17;
-    const GENERALIZED_TIME: u8 = 0x18;
-    let tag = *input.first().ok_or(CertificateTimeError::Truncated)?;
-    let (contents, rest) = match tag {
-        UTC_TIME => der_element(input, UTC_TIME, "UTCTime")?,
-        _ => der_element(input, GENERALIZED_TIME, "GeneralizedTime")?,
-    };
-    let bad = || CertificateTimeError::BadTime(String::from_utf8_lossy(contents).into_owned());
-    let text = std::str::from_utf8(contents).map_err(|_| bad())?;
-    let digits = text.strip_suffix('Z').ok_or_else(bad)?;
-    if !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let number = |range: std::ops::Range<usize>| -> Result<i64, CertificateTimeError> {
-        digits
-            .get(range)
-            .and_then(|part| part.parse().ok())
-            .ok_or_else(bad)
-    };
-    let (year, tail) = match (tag, digits.len()) {
-        // RFC 5280: two-digit years 50..99 are 19xx, 00..49 are 20xx.
-        (UTC_TIME, 12) => {
-            let short = number(0..2)?;
-            (
-                if short >= 50 {
-                    1900 + short
-                } else {
-                    2000 + short
-                },
-                2,
-            )
-        }
-        (GENERALIZED_TIME, 14) => (number(0..4)?, 4),
-        _ => return Err(bad()),
-    };
-    let month = number(tail..tail + 2)?;
-    let day = number(tail + 2..tail + 4)?;
-    let hour = number(tail + 4..tail + 6)?;
-    let minute = number(tail + 6..tail + 8)?;
-    let second = number(tail + 8..tail + 10)?;
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(bad());
-    }
-    let days = days_from_civil(year, month, day);
-    Ok((days * 86_400 + hour * 3_600 + minute * 60 + second, rest))
-}
-
-/// Days from 1970-01-01 to the given proleptic Gregorian date
-/// (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    let (_rest, certificate) = X509CertificateParser::new()
+        .with_deep_parse_extensions(false)
+        .parse(der)
+        .map_err(|error| CertificateTimeError(X509Error::from(error)))?;
+    Ok(certificate.validity().not_after.timestamp())
 }
 
 #[cfg(test)]
@@ -991,31 +862,83 @@ mod tests {
         }
     }
 
+    /// One DER element; contents shorter than 256 bytes are all these tests need.
+    fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
+        let length = u8::try_from(contents.len()).expect("test DER under 256 bytes");
+        let mut element = vec![tag];
+        if length >= 0x80 {
+            element.push(0x81);
+        }
+        element.push(length);
+        element.extend_from_slice(contents);
+        element
+    }
+
+    /// A version 1 certificate (its TBSCertificate omits the `[0]` version
+    /// element), built by hand because rcgen only writes version 3. The
+    /// signature is not valid; nothing here verifies it.
+    fn v1_certificate(not_before: &[u8], not_after: &[u8]) -> Vec<u8> {
+        // sha256WithRSAEncryption and rsaEncryption, each with NULL parameters.
+        let sha256_rsa = der(
+            0x30,
+            &[
+                &der(
+                    0x06,
+                    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b],
+                )[..],
+                &[0x05, 0x00],
+            ]
+            .concat(),
+        );
+        let rsa = der(
+            0x30,
+            &[
+                &der(
+                    0x06,
+                    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+                )[..],
+                &[0x05, 0x00],
+            ]
+            .concat(),
+        );
+        let name = der(
+            0x30,
+            &der(
+                0x31,
+                &der(
+                    0x30,
+                    &[&der(0x06, &[0x55, 0x04, 0x03])[..], &der(0x0c, b"v1")].concat(),
+                ),
+            ),
+        );
+        let validity = der(
+            0x30,
+            &[der(0x17, not_before), der(0x17, not_after)].concat(),
+        );
+        let key = der(0x30, &[rsa, der(0x03, &[0x00, 0x00])].concat());
+        let tbs = der(
+            0x30,
+            &[
+                der(0x02, &[0x01]),
+                sha256_rsa.clone(),
+                name.clone(),
+                validity,
+                name,
+                key,
+            ]
+            .concat(),
+        );
+        der(0x30, &[tbs, sha256_rsa, der(0x03, &[0x00, 0x00])].concat())
+    }
+
     #[test]
     fn reads_not_after_without_a_version_field() {
-        // A version 1 TBSCertificate omits the [0] version element.
-        let validity = [
-            &[0x30, 30][..],
-            &[0x17, 13],
-            b"990101000000Z",
-            &[0x17, 13],
-            b"300101000000Z",
-        ]
-        .concat();
-        let tbs = [
-            &[0x02, 1, 1][..],
-            &[0x30, 0],
-            &[0x30, 0],
-            &validity,
-            &[0x30, 0],
-        ]
-        .concat();
-        let certificate = [
-            &[0x30, tbs.len() as u8 + 2, 0x30, tbs.len() as u8][..],
-            &tbs,
-        ]
-        .concat();
+        let certificate = v1_certificate(b"990101000000Z", b"300101000000Z");
         assert_eq!(certificate_not_after(&certificate), Ok(1_893_456_000));
+        // RFC 5280 requires seconds, BER's UTCTime does not; the parser is
+        // lenient, and an expiry is still worth reporting.
+        let without_seconds = v1_certificate(b"990101000000Z", b"3001010000Z");
+        assert_eq!(certificate_not_after(&without_seconds), Ok(1_893_456_000));
     }
 
     #[test]
@@ -1029,23 +952,14 @@ mod tests {
         for cut in 0..der.len() {
             assert!(certificate_not_after(&der[..cut]).is_err(), "cut at {cut}");
         }
-        assert_eq!(
-            certificate_not_after(&[0x04, 0x00]),
-            Err(CertificateTimeError::UnexpectedTag {
-                field: "Certificate",
-                expected: 0x30,
-                found: 0x04
-            })
-        );
-        assert_eq!(
-            certificate_not_after(&[0x30, 0x80]),
-            Err(CertificateTimeError::BadLength)
-        );
-        for time in [&b"3001010000Z"[..], b"300101000000", b"301301000000Z"] {
-            let mut element = vec![0x17, time.len() as u8];
-            element.extend_from_slice(time);
+        assert!(certificate_not_after(&[]).is_err());
+        // Not a SEQUENCE; and BER's indefinite length, which DER forbids.
+        assert!(certificate_not_after(&[0x04, 0x00]).is_err());
+        assert!(certificate_not_after(&[0x30, 0x80]).is_err());
+        // No time zone; month 13.
+        for time in [&b"300101000000"[..], b"301301000000Z"] {
             assert!(
-                matches!(der_time(&element), Err(CertificateTimeError::BadTime(_))),
+                certificate_not_after(&v1_certificate(b"990101000000Z", time)).is_err(),
                 "{time:?}"
             );
         }

@@ -27,8 +27,6 @@
 //! - [`mod@diff`]: [`InventoryDiff`], [`diff()`] and [`apply`].
 //! - [`macos`], [`windows`]: thin process invocations (`system_profiler`,
 //!   PowerShell) whose output is parsed by plain functions tested on Linux.
-//! - `json`: the small JSON reader the Windows parser needs (the agent crate
-//!   has no JSON dependency).
 //! - `command`: the only place that starts processes; a deadline, no stdin,
 //!   `LC_ALL=C`.
 //!
@@ -47,7 +45,6 @@ pub mod devices;
 pub mod diff;
 pub mod dmi;
 pub mod host;
-mod json;
 pub mod macos;
 pub mod os_release;
 pub mod packages;

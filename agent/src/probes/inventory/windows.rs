@@ -6,8 +6,9 @@
 //! type-checks it. All parsing is in [`parse_computer_system_product`], tested
 //! here against `ConvertTo-Json` output.
 
+use serde_json::Value;
+
 use super::dmi::{HardwareIdentity, clean_value};
-use super::json::{self, Json};
 use super::{InventoryError, command};
 
 /// Redirected PowerShell writes in the OEM code page unless told otherwise,
@@ -44,20 +45,25 @@ pub fn parse_computer_system_product(text: &str) -> Result<HardwareIdentity, Inv
         what: "Win32_ComputerSystemProduct JSON",
         detail,
     };
-    let document = json::parse(text).map_err(parse_error)?;
+    // Windows PowerShell 5.1 writes a UTF-8 byte-order mark when redirected;
+    // serde_json does not accept one. Nesting is bounded by serde_json's
+    // recursion limit, so hostile input cannot overflow the stack.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let document: Value =
+        serde_json::from_str(text).map_err(|error| parse_error(error.to_string()))?;
     let product = match &document {
-        Json::Array(items) => items
+        Value::Array(items) => items
             .first()
             .ok_or_else(|| parse_error("empty array".into()))?,
         other => other,
     };
-    if !matches!(product, Json::Object(_)) {
+    let Value::Object(product) = product else {
         return Err(parse_error("not an object".into()));
-    }
+    };
     let field = |key: &str| {
         product
             .get(key)
-            .and_then(Json::as_str)
+            .and_then(Value::as_str)
             .and_then(clean_value)
     };
     Ok(HardwareIdentity {
@@ -126,6 +132,20 @@ mod tests {
         );
     }
 
+    /// Windows PowerShell 5.1 escapes `'` as `\u0027` and `&` as `\u0026`,
+    /// and writes a byte-order mark when redirected.
+    #[test]
+    fn decodes_escapes_and_a_byte_order_mark_like_powershell_writes_them() {
+        let text = "\u{feff}{\"Vendor\":\"O\\u0027Brien \\u0026 Co \\\"x\\\" \\/ \\ud83d\\ude00\",\
+                    \"Name\":\"naïve ü\"}\r\n";
+        let identity = parse_computer_system_product(text).unwrap();
+        assert_eq!(
+            identity.sys_vendor.as_deref(),
+            Some("O'Brien & Co \"x\" / 😀")
+        );
+        assert_eq!(identity.product_name.as_deref(), Some("naïve ü"));
+    }
+
     #[test]
     fn rejects_output_that_is_not_a_product_object() {
         for text in [
@@ -134,6 +154,13 @@ mod tests {
             "\"text\"",
             "WARNING: something\n{}",
             "{\"Vendor\": }",
+            "{\"Vendor\": \"a\",}",
+            "{'Vendor': 'a'}",
+            "{} extra",
+            "{\"Vendor\": \"bad \\q escape\"}",
+            // A lone UTF-16 surrogate cannot be a Rust string; PowerShell
+            // writes non-ASCII text unescaped, so it does not produce one.
+            "{\"Vendor\": \"\\ud800\"}",
         ] {
             let error = parse_computer_system_product(text).unwrap_err();
             assert!(
@@ -141,5 +168,12 @@ mod tests {
                 "{text:?}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let text = "[".repeat(100_000);
+        let error = parse_computer_system_product(&text).unwrap_err();
+        assert!(error.to_string().contains("recursion"), "{error}");
     }
 }

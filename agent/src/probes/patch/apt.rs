@@ -33,12 +33,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use super::lz4::Lz4FrameReader;
 use super::{
     BoxFuture, CommandRunner, PatchBackend, PatchError, PatchReport, age_days,
     compare_debian_versions, mtime, newest_boot_kernel, newest_mtime, running_linux_kernel,
@@ -460,6 +459,10 @@ impl ListFiles {
 /// the characters apt escapes (lower-case hex), then turn `/` into `_`.
 /// `https://deb.nodesource.com/node_20.x/dists/nodistro/` becomes
 /// `deb.nodesource.com_node%5f20.x_dists_nodistro_`.
+///
+/// Written out rather than done with `percent-encoding`: apt's set of escaped
+/// characters is its own (it includes `_` and `~`), and the crate writes
+/// upper-case hex where apt's file names have lower case.
 pub fn uri_to_file_name(uri: &str) -> String {
     let without_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
     let without_scheme = match uri.split_once(':') {
@@ -807,7 +810,7 @@ fn open_index(path: &Path, compression: Compression) -> Result<Box<dyn BufRead>,
         Compression::None => Box::new(BufReader::with_capacity(BUFFER, file)),
         Compression::Lz4 => Box::new(BufReader::with_capacity(
             BUFFER,
-            Lz4FrameReader::new(BufReader::with_capacity(BUFFER, file)),
+            Lz4Frames::new(BufReader::with_capacity(BUFFER, file)),
         )),
         Compression::Unsupported => {
             return Err(PatchError::Read {
@@ -816,6 +819,85 @@ fn open_index(path: &Path, compression: Compression) -> Result<Box<dyn BufRead>,
             });
         }
     })
+}
+
+/// Decompresses LZ4 frames (one or several, concatenated), the format apt
+/// writes when it keeps its lists compressed (`Acquire::GzipIndexes`, as in
+/// Debian's Docker images, where `*_Packages.lz4` is the only copy).
+///
+/// Streaming, because the Debian main index is ~50 MB decompressed: the
+/// decoder holds one block and the 64 KiB window later blocks refer back to.
+/// No cap on the total: memory stays bounded by the block size, and the scan's
+/// deadline bounds the time a huge index can take.
+///
+/// The wrapper exists because `lz4_flex` decodes one frame at a time: its
+/// reader returns end-of-input at the end of each frame, and it stops at a
+/// skippable frame with an error carrying the frame's length. apt writes a
+/// single frame, but the format (and the `lz4` tool) allow both.
+struct Lz4Frames<R: Read> {
+    decoder: lz4_flex::frame::FrameDecoder<CountingReader<R>>,
+}
+
+impl<R: Read> Lz4Frames<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            decoder: lz4_flex::frame::FrameDecoder::new(CountingReader { inner, consumed: 0 }),
+        }
+    }
+}
+
+impl<R: Read> Read for Lz4Frames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let before = self.decoder.get_ref().consumed;
+            match self.decoder.read(buf) {
+                // A frame (or an empty block) ended. Only a call that read
+                // nothing from the file has reached its end; every frame end
+                // consumes at least its 4-byte end mark, so this loop always
+                // makes progress.
+                Ok(0) if self.decoder.get_ref().consumed != before => {}
+                Err(error) => {
+                    let Some(length) = skippable_frame_length(&error) else {
+                        return Err(error);
+                    };
+                    // The decoder has consumed the frame's magic and length
+                    // and is between frames, so skipping the payload on the
+                    // inner reader leaves it at the next frame.
+                    let inner = self.decoder.get_mut();
+                    let skipped = io::copy(&mut inner.take(u64::from(length)), &mut io::sink())?;
+                    if skipped != u64::from(length) {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                read => return read,
+            }
+        }
+    }
+}
+
+fn skippable_frame_length(error: &io::Error) -> Option<u32> {
+    match error.get_ref()?.downcast_ref::<lz4_flex::frame::Error>()? {
+        lz4_flex::frame::Error::SkippableFrame(length) => Some(*length),
+        _ => None,
+    }
+}
+
+/// Counts the compressed bytes read, so [`Lz4Frames`] can tell the end of a
+/// frame from the end of the file.
+struct CountingReader<R> {
+    inner: R,
+    consumed: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.consumed += read as u64;
+        Ok(read)
+    }
 }
 
 // ---- apt-get -s output ----
@@ -1321,7 +1403,7 @@ mod tests {
         assert_eq!(calls, 1);
     }
 
-    /// The lz4 index in the fixture is read through the streaming decoder.
+    /// The lz4 index in the fixture (`lz4 -1`, as apt writes it) is read whole.
     #[test]
     fn lz4_index_in_the_fixture_is_read_whole() {
         let path = fixture(
@@ -1336,6 +1418,80 @@ mod tests {
         .unwrap();
         assert_eq!(names.len(), 19);
         assert_eq!(names.last().map(String::as_str), Some("linux-image-amd64"));
+    }
+
+    fn decode_lz4(bytes: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        Lz4Frames::new(bytes).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// The fixture was written by `lz4 -B4 -BD` (64 KiB linked blocks, content
+    /// checksum): later blocks copy from earlier ones, across the window.
+    #[test]
+    fn lz4_decodes_linked_blocks_written_by_the_lz4_tool() {
+        let plain = std::fs::read(fixture("lz4/Packages-sample")).unwrap();
+        let compressed = std::fs::read(fixture("lz4/Packages-sample.B4D.lz4")).unwrap();
+        assert!(
+            plain.len() > 2 * 64 * 1024,
+            "the sample must span several blocks"
+        );
+        assert_eq!(decode_lz4(&compressed).unwrap(), plain);
+    }
+
+    /// Block checksums, a content size and a second frame after the first:
+    /// `lz4 -BX --content-size` output, concatenated with a skippable frame.
+    #[test]
+    fn lz4_decodes_checksummed_concatenated_and_skippable_frames() {
+        let first = std::fs::read(fixture("lz4/hello.BX-content-size.lz4")).unwrap();
+        let second = std::fs::read(fixture("lz4/Packages-sample.B4D.lz4")).unwrap();
+        let mut stream = first.clone();
+        stream.extend_from_slice(&[0x50, 0x2A, 0x4D, 0x18, 3, 0, 0, 0, 9, 9, 9]);
+        stream.extend_from_slice(&second);
+        let decoded = decode_lz4(&stream).unwrap();
+        let plain = std::fs::read(fixture("lz4/Packages-sample")).unwrap();
+        let hello = b"hello hello hello hello hello lz4\n";
+        assert_eq!(&decoded[..hello.len()], hello);
+        assert_eq!(&decoded[hello.len()..], plain);
+    }
+
+    #[test]
+    fn lz4_stored_blocks_and_empty_input() {
+        // Frame: FLG (version 01, independent blocks), BD (64 KiB), HC, one
+        // uncompressed block "abc", end mark.
+        let frame = [
+            0x04, 0x22, 0x4D, 0x18, 0x60, 0x40, 0x82, 3, 0, 0, 0x80, b'a', b'b', b'c', 0, 0, 0, 0,
+        ];
+        assert_eq!(decode_lz4(&frame).unwrap(), b"abc");
+        assert_eq!(decode_lz4(&[]).unwrap(), b"");
+    }
+
+    #[test]
+    fn lz4_rejects_other_formats_with_an_error() {
+        let gzip = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0];
+        let error = decode_lz4(&gzip).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    /// Damaged input must give an error (or garbage), never a panic or a
+    /// huge allocation: flip each byte of a real frame, and truncate it.
+    #[test]
+    fn lz4_damaged_input_never_panics() {
+        let compressed = std::fs::read(fixture("lz4/hello.BX-content-size.lz4")).unwrap();
+        for index in 0..compressed.len() {
+            for flip in [0x01, 0x80, 0xFF] {
+                let mut damaged = compressed.clone();
+                damaged[index] ^= flip;
+                let _ = decode_lz4(&damaged);
+            }
+            let _ = decode_lz4(&compressed[..index]);
+        }
+        let big = std::fs::read(fixture("lz4/Packages-sample.B4D.lz4")).unwrap();
+        for index in (0..big.len()).step_by(1009) {
+            let mut damaged = big.clone();
+            damaged[index] ^= 0x5A;
+            let _ = decode_lz4(&damaged);
+        }
     }
 
     #[test]

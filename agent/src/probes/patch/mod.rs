@@ -9,12 +9,11 @@
 //! - [`runner`]: the only place that starts processes; low priority, no stdin,
 //!   `LC_ALL=C`, killed when the scan is dropped.
 //! - [`apt`]: Debian/Ubuntu. Reads dpkg's status and apt's lists directly (no
-//!   subprocess); `apt-get -s upgrade` only when the lists use a compression
-//!   this crate cannot read.
+//!   subprocess; LZ4-compressed lists, as Docker-style Debian images keep
+//!   them, are streamed through `lz4_flex`); `apt-get -s upgrade` only when
+//!   the lists use a compression this crate cannot read.
 //! - [`debversion`]: Debian version ordering, used by `apt` and for kernel
 //!   names.
-//! - [`lz4`]: a streaming LZ4 frame reader, because Docker-style Debian images
-//!   keep apt's lists LZ4-compressed.
 //! - [`dnf`] (RHEL/Fedora, dnf or yum), [`zypper`] (SUSE), [`pacman`] (Arch),
 //!   [`macos`] (`softwareupdate`), [`windows`] (Windows Update Agent via
 //!   PowerShell).
@@ -34,7 +33,6 @@
 pub mod apt;
 pub mod debversion;
 pub mod dnf;
-pub mod lz4;
 pub mod macos;
 pub mod pacman;
 pub mod runner;
