@@ -10,6 +10,8 @@
 //! - [`registry`]: which agents are connected now.
 //! - [`api`]: HTTP API on top of the store and registry.
 //! - [`telemetry`]: the collector's own counters for `/metrics`.
+//! - [`supervisor`]: runs every long-running task by name; one that fails
+//!   shuts the collector down (and `/healthz` says which and why).
 //! - [`setup`]: `init` and `quickstart`.
 //! - [`config`]: `collector.toml`, parsed then validated.
 
@@ -23,6 +25,7 @@ pub mod registry;
 pub mod rules;
 pub mod setup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 
 use std::net::SocketAddr;
