@@ -11,6 +11,8 @@
 //! - [`registry`]: which agents are connected now.
 //! - [`api`]: HTTP API on top of the store and registry.
 //! - [`telemetry`]: the collector's own counters for `/metrics`.
+//! - [`supervisor`]: runs every long-running task by name; one that fails
+//!   shuts the collector down (and `/healthz` says which and why).
 //! - [`setup`]: `init` and `quickstart`.
 //! - [`config`]: `collector.toml`, parsed then validated.
 
@@ -25,13 +27,13 @@ pub mod registry;
 pub mod rules;
 pub mod setup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -56,7 +58,25 @@ pub enum CollectorError {
     Grpc(tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    /// A supervised task failed after start; the rest were shut down.
+    #[error("{}", join_failures(.0))]
+    TasksFailed(Vec<supervisor::TaskFailure>),
 }
+
+fn join_failures(failures: &[supervisor::TaskFailure]) -> String {
+    let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    failures.join("; ")
+}
+
+/// How long `/healthz` keeps answering 503 after a task failure (counted
+/// from when the HTTP server sees the shutdown), so monitoring can read why
+/// the collector is about to exit.
+pub const FAILURE_GRACE: Duration = Duration::from_secs(3);
+
+/// How long tasks get to stop after shutdown is requested; a task still
+/// running then is abandoned and the store is flushed anyway. Under
+/// systemd's `TimeoutStopSec=30`.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A started collector. Dropping it does not stop it; cancel the shutdown token.
 pub struct RunningCollector {
@@ -65,7 +85,9 @@ pub struct RunningCollector {
     pub store: Arc<store::Store>,
     /// Acknowledge/resolve and subscribe to incident events in-process.
     pub incidents: incidents::IncidentHandle,
-    tasks: JoinSet<Result<(), CollectorError>>,
+    shutdown: CancellationToken,
+    /// Holds every long-running task of this collector.
+    supervisor: supervisor::Supervisor,
 }
 
 impl std::fmt::Debug for RunningCollector {
@@ -78,11 +100,20 @@ impl std::fmt::Debug for RunningCollector {
 }
 
 /// Opens the store, binds both listeners and starts serving.
+///
+/// Every long-running task is supervised: if one fails, `shutdown` is
+/// cancelled (the whole collector stops) and [`RunningCollector::wait`]
+/// returns [`CollectorError::TasksFailed`].
 pub async fn start(
     config: CollectorConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningCollector, CollectorError> {
+    let supervisor = supervisor::Supervisor::new(shutdown.clone());
     let store = Arc::new(store::Store::open(&config.sqlite_path)?);
+    supervisor.spawn(
+        "store-writer",
+        watch_store_writer(Arc::clone(&store), shutdown.clone()),
+    );
     let registry = Arc::new(registry::AgentRegistry::default());
     let telemetry = Arc::new(telemetry::Telemetry::default());
 
@@ -110,16 +141,18 @@ pub async fn start(
         shutdown.clone(),
     )
     .await?;
-    let notify_task = tokio::spawn(
-        notify::service::NotifyService {
-            store: Arc::clone(&store),
-            config: Arc::clone(&config.notify),
-            base_url: config.base_url.clone(),
-            telemetry: Arc::clone(&telemetry),
-            clock,
-        }
-        .run(incidents.clone(), shutdown.clone()),
-    );
+    supervisor.watch("incidents", incidents_task);
+    supervisor.watch("assets", assets_task);
+    let (notify_routing, notify_delivery) = notify::service::NotifyService {
+        store: Arc::clone(&store),
+        config: Arc::clone(&config.notify),
+        base_url: config.base_url.clone(),
+        telemetry: Arc::clone(&telemetry),
+        clock,
+    }
+    .into_loops(incidents.clone(), shutdown.clone());
+    supervisor.spawn("notify", notify_routing);
+    supervisor.spawn("notify-delivery", notify_delivery);
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_listener = bind(config.http_listen).await?;
     let grpc_addr = grpc_listener
@@ -159,14 +192,16 @@ pub async fn start(
             message = "TLS is disabled; agent tokens travel in clear (loopback development only)."
         );
     }
-    let mut tasks = JoinSet::new();
     let grpc = server
         .add_service(ingest.into_server(config.max_message_bytes))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(grpc_listener),
             shutdown.clone().cancelled_owned(),
         );
-    tasks.spawn(async move { grpc.await.map_err(CollectorError::Grpc) });
+    supervisor.spawn(
+        "grpc",
+        async move { grpc.await.map_err(CollectorError::Grpc) },
+    );
 
     let router = api::router(api::ApiState {
         store: Arc::clone(&store),
@@ -177,30 +212,32 @@ pub async fn start(
         asset_policy: Arc::new(config.assets.clone()),
         notify: Arc::clone(&config.notify),
         api_tokens: Arc::new(config.api_tokens.clone()),
+        task_failures: supervisor.failures(),
     });
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
+    let http_shutdown = {
+        let (shutdown, supervisor) = (shutdown.clone(), supervisor.clone());
+        async move {
+            shutdown.cancelled().await;
+            if supervisor.has_failed() {
+                // Keep answering /healthz (503, naming the task) a while.
+                tokio::time::sleep(FAILURE_GRACE).await;
+            }
+        }
+    };
+    supervisor.spawn("http", async move {
         axum::serve(http_listener, router)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .with_graceful_shutdown(http_shutdown)
             .await
             .map_err(CollectorError::Http)
     });
-    tasks.spawn(prune_loop(
-        Arc::clone(&store),
-        config.retention,
-        shutdown.clone(),
-    ));
-    tasks.spawn(reload_on_sighup(
-        config.path.clone(),
-        incidents.clone(),
-        shutdown.clone(),
-    ));
-    tasks.spawn(async move {
-        let _ = incidents_task.await;
-        let _ = assets_task.await;
-        let _ = notify_task.await;
-        Ok(())
-    });
+    supervisor.spawn(
+        "prune",
+        prune_loop(Arc::clone(&store), config.retention, shutdown.clone()),
+    );
+    supervisor.spawn(
+        "sighup-reload",
+        reload_on_sighup(config.path.clone(), incidents.clone(), shutdown.clone()),
+    );
 
     tracing::info!(
         message = "Collector listening.",
@@ -215,24 +252,51 @@ pub async fn start(
         http_addr,
         store,
         incidents,
-        tasks,
+        shutdown,
+        supervisor,
     })
 }
 
 impl RunningCollector {
-    /// Waits for shutdown (or a server failure), then flushes and closes the store.
-    pub async fn wait(mut self) -> Result<(), CollectorError> {
-        let mut result = Ok(());
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Ok(Err(error)) = joined {
-                tracing::error!(message = "A collector server stopped with an error.", %error);
-                self.tasks.abort_all();
-                result = Err(error);
-            }
+    /// Waits for shutdown (requested, or caused by a failed task), lets the
+    /// tasks drain for up to [`DRAIN_TIMEOUT`], then flushes and closes the
+    /// store. Fails with [`CollectorError::TasksFailed`] if any task failed.
+    pub async fn wait(self) -> Result<(), CollectorError> {
+        self.shutdown.cancelled().await;
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        for task in self.supervisor.join(deadline).await {
+            tracing::error!(
+                message = "Task did not stop in time; closing the store without it.",
+                task = %task,
+            );
         }
         self.store.close().await;
-        tracing::info!(message = "Collector stopped.");
-        result
+        let failures = self.supervisor.failures().list();
+        if failures.is_empty() {
+            tracing::info!(message = "Collector stopped.");
+            Ok(())
+        } else {
+            tracing::error!(
+                message = "Collector stopped after a task failed.",
+                failed = %join_failures(&failures),
+            );
+            Err(CollectorError::TasksFailed(failures))
+        }
+    }
+}
+
+/// Reports the store's writer thread ending while the collector runs. It
+/// cannot return an error; a panic is re-raised here so the supervisor
+/// reports it as this task's (`resume_unwind` skips the panic hook: the
+/// panic is printed once, by the writer thread).
+async fn watch_store_writer(store: Arc<store::Store>, shutdown: CancellationToken) {
+    tokio::select! {
+        stopped = store.writer_stopped() => {
+            if let Err(message) = stopped {
+                std::panic::resume_unwind(Box::new(message));
+            }
+        }
+        () = shutdown.cancelled() => {}
     }
 }
 
@@ -260,12 +324,20 @@ async fn reload_on_sighup(
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            return Ok(());
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(error) => {
+                tracing::warn!(message = "Cannot listen for SIGHUP; rules reload is off.", %error);
+                shutdown.cancelled().await;
+                return Ok(());
+            }
         };
         loop {
             tokio::select! {
-                _ = hangup.recv() => {}
+                received = hangup.recv() => if received.is_none() {
+                    // The signal stream ended: reload can no longer work.
+                    return Ok(());
+                },
                 _ = shutdown.cancelled() => return Ok(()),
             }
             match CollectorConfig::load(&path) {

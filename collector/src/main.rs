@@ -109,6 +109,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit status of a failed run. 3: a supervised task failed after start
+/// (the collector shut itself down; a service manager should restart it);
+/// 1: anything else (start-up failures). 2 is an invalid configuration.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    use steward_collector::CollectorError;
+    let task_failed = error.chain().any(|cause| {
+        #[cfg(feature = "embedded-agent")]
+        if let Some(steward_collector::setup::quickstart::QuickstartError::Collector(
+            CollectorError::TasksFailed(_),
+        )) = cause.downcast_ref()
+        {
+            return true;
+        }
+        matches!(
+            cause.downcast_ref::<CollectorError>(),
+            Some(CollectorError::TasksFailed(_))
+        )
+    });
+    if task_failed {
+        ExitCode::from(TASK_FAILED)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+const TASK_FAILED: u8 = 3;
+
 /// Runs `job` on a multi-threaded runtime with SIGINT/SIGTERM wired to its shutdown token.
 fn block_on<F, Fut>(job: F) -> ExitCode
 where
@@ -139,7 +166,7 @@ where
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("steward-collector: {error:#}");
-                ExitCode::FAILURE
+                exit_code(&error)
             }
         }
     })

@@ -58,10 +58,22 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(name: &str, program: &Path, args: &[&str], log: PathBuf) -> Self {
+        Self::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// Like [`spawn`](Self::spawn), with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Self {
         let file = std::fs::File::create(&log).expect("create log file");
         let child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info,steward_agent=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone log handle"))
             .stderr(file)
@@ -154,6 +166,12 @@ impl Collector {
 
     /// Like [`start`](Self::start), letting the test edit `collector.toml` first.
     pub fn start_with(edit: impl FnOnce(&mut String)) -> Self {
+        Self::start_with_env(&[], edit)
+    }
+
+    /// Like [`start_with`](Self::start_with), with extra environment variables
+    /// for this first start ([`restart`](Self::restart) goes without them).
+    pub fn start_with_env(env: &[(&str, &str)], edit: impl FnOnce(&mut String)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let output = Command::new(binary("steward-collector"))
             .args([
@@ -177,7 +195,7 @@ impl Collector {
             *text = text.replace("include = [\"default-rules.toml\"]\n", "");
         });
         edit_file(&dir.path().join("collector.toml"), edit);
-        let (process, grpc_addr, http_addr) = launch(dir.path(), 0);
+        let (process, grpc_addr, http_addr) = launch_with_env(dir.path(), 0, env);
         // Pin the ports so a restart comes back where the agents expect it.
         edit_file(&dir.path().join("collector.toml"), |text| {
             *text = text
@@ -288,11 +306,20 @@ impl Collector {
 }
 
 fn launch(dir: &Path, start: usize) -> (Process, SocketAddr, SocketAddr) {
+    launch_with_env(dir, start, &[])
+}
+
+fn launch_with_env(
+    dir: &Path,
+    start: usize,
+    env: &[(&str, &str)],
+) -> (Process, SocketAddr, SocketAddr) {
     let config = dir.join("collector.toml");
-    let mut process = Process::spawn(
+    let mut process = Process::spawn_with_env(
         "collector",
         &binary("steward-collector"),
         &["--config", path_str(&config)],
+        env,
         dir.join(format!("collector-{start}.log")),
     );
     let (grpc, http) = poll(

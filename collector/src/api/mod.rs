@@ -33,6 +33,8 @@ pub struct ApiState {
     pub notify: Arc<crate::notify::NotifyConfig>,
     /// Bearer tokens accepted on write routes. Never logged.
     pub api_tokens: Arc<Vec<String>>,
+    /// Supervised tasks that have failed, for `/healthz`.
+    pub task_failures: crate::supervisor::TaskFailures,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -74,12 +76,35 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// `ok`, or 503 with `{"status": "unhealthy", "failures": [{"task", "reason"}]}`
+/// naming every failed task and a store that cannot write.
 async fn healthz(State(state): State<ApiState>) -> Response {
-    if state.store.is_writable() {
-        "ok\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "store writer stopped\n").into_response()
+    match health_failures(state.task_failures.list(), state.store.write_problem()) {
+        None => "ok\n".into_response(),
+        Some(failures) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "unhealthy", "failures": failures })),
+        )
+            .into_response(),
     }
+}
+
+/// Failed tasks, plus the store writer if it cannot write and the
+/// supervisor has not already named it; `None` when healthy.
+fn health_failures(
+    mut failures: Vec<crate::supervisor::TaskFailure>,
+    store_problem: Option<String>,
+) -> Option<Vec<crate::supervisor::TaskFailure>> {
+    const WRITER: &str = "store-writer";
+    if let Some(reason) = store_problem
+        && !failures.iter().any(|failure| failure.task == WRITER)
+    {
+        failures.push(crate::supervisor::TaskFailure {
+            task: WRITER,
+            reason,
+        });
+    }
+    (!failures.is_empty()).then_some(failures)
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
@@ -162,3 +187,53 @@ impl IntoResponse for ApiError {
 }
 
 pub use steward_core::text::rfc3339_ms as rfc3339;
+
+#[cfg(test)]
+mod tests {
+    use super::health_failures;
+    use crate::supervisor::TaskFailure;
+
+    fn failure(task: &'static str, reason: &str) -> TaskFailure {
+        TaskFailure {
+            task,
+            reason: reason.to_string(),
+        }
+    }
+
+    #[test]
+    fn healthz_names_failed_tasks_and_a_store_that_cannot_commit() {
+        let disk_full = || Some("cannot commit: database or disk is full".to_string());
+        let cases = [
+            (vec![], None, None),
+            (
+                vec![],
+                disk_full(),
+                Some(vec![failure(
+                    "store-writer",
+                    "cannot commit: database or disk is full",
+                )]),
+            ),
+            (
+                vec![failure("notify", "panicked: boom")],
+                Some("closed for shutdown".to_string()),
+                Some(vec![
+                    failure("notify", "panicked: boom"),
+                    failure("store-writer", "closed for shutdown"),
+                ]),
+            ),
+            // The supervisor's account of the writer is kept, not repeated.
+            (
+                vec![failure("store-writer", "panicked: oops")],
+                Some("panicked: oops".to_string()),
+                Some(vec![failure("store-writer", "panicked: oops")]),
+            ),
+        ];
+        for (tasks, store, expected) in cases {
+            assert_eq!(
+                health_failures(tasks.clone(), store.clone()),
+                expected,
+                "{tasks:?} {store:?}"
+            );
+        }
+    }
+}

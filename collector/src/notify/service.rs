@@ -64,12 +64,27 @@ impl NotifyService {
     /// Runs routing (journal, escalation, maintenance) and delivery as two
     /// loops, so a slow receiver never delays queueing the next page.
     pub async fn run(self, incidents: IncidentHandle, shutdown: CancellationToken) {
+        let (routing, delivery) = self.into_loops(incidents, shutdown);
+        let delivery = tokio::spawn(delivery);
+        routing.await;
+        let _ = delivery.await;
+    }
+
+    /// The routing and delivery loops, for the caller to spawn as two tasks
+    /// (the collector supervises each by name). Both stop on `shutdown`.
+    pub fn into_loops(
+        self,
+        incidents: IncidentHandle,
+        shutdown: CancellationToken,
+    ) -> (
+        impl Future<Output = ()> + Send + 'static,
+        impl Future<Output = ()> + Send + 'static,
+    ) {
         let this = Arc::new(self);
         let queued = Arc::new(Notify::new());
-        let delivery =
-            tokio::spawn(Arc::clone(&this).delivery_loop(Arc::clone(&queued), shutdown.clone()));
-        this.routing_loop(incidents, queued, shutdown).await;
-        let _ = delivery.await;
+        let delivery = Arc::clone(&this).delivery_loop(Arc::clone(&queued), shutdown.clone());
+        let routing = async move { this.routing_loop(incidents, queued, shutdown).await };
+        (routing, delivery)
     }
 
     async fn routing_loop(

@@ -153,6 +153,7 @@ pub struct Store {
     reader: Arc<Mutex<Connection>>,
     latest: Arc<LatestValues>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer_health: Arc<writer::WriterHealth>,
 }
 
 impl std::fmt::Debug for Store {
@@ -192,12 +193,14 @@ impl Store {
         let latest = Arc::new(RwLock::new(load_latest(&connection)?));
         let reader = Arc::new(Mutex::new(open_connection(path)?));
         let (jobs, receiver) = mpsc::channel(1024);
-        let writer_thread = writer::spawn(connection, receiver, Arc::clone(&latest))?;
+        let (writer_thread, writer_health) =
+            writer::spawn(connection, receiver, Arc::clone(&latest))?;
         Ok(Self {
             jobs,
             reader,
             latest,
             writer_thread: Mutex::new(Some(writer_thread)),
+            writer_health,
         })
     }
 
@@ -617,6 +620,19 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .as_ref()
             .is_some_and(|thread| !thread.is_finished())
+    }
+
+    /// Why writes cannot be stored now, if they cannot: the writer thread
+    /// has stopped, or the last group of writes could not be committed
+    /// (disk full, I/O error); cleared by the next group that commits.
+    pub fn write_problem(&self) -> Option<String> {
+        self.writer_health.problem()
+    }
+
+    /// Resolves when the writer thread ends: `Err` with its panic message if
+    /// it panicked.
+    pub async fn writer_stopped(&self) -> Result<(), String> {
+        self.writer_health.stopped().await
     }
 
     /// Finishes queued writes and stops the writer thread.

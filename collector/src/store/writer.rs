@@ -3,10 +3,10 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, Transaction, params};
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::{Connection, ErrorCode, Transaction, params};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::inventory::{self, InventoryUpdate};
 use super::{
@@ -49,21 +49,101 @@ pub(super) enum Job {
 /// Most jobs folded into one transaction; bounds commit latency under load.
 const MAX_JOBS_PER_TRANSACTION: usize = 256;
 
+/// Whether the writer thread runs, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum WriterState {
+    Running,
+    /// Stopped by [`Job::Close`]: the store was closed on purpose.
+    Closed,
+    /// Every sender is gone: the store was dropped without closing.
+    Returned,
+    Panicked(String),
+}
+
+/// What the writer thread reports about itself, for `/healthz` and the
+/// collector's supervisor. Written only by the writer thread.
+#[derive(Debug)]
+pub(super) struct WriterHealth {
+    /// The error of the last group that could not be stored (disk full, I/O
+    /// error, read-only file); cleared by the next group that commits.
+    commit_error: Mutex<Option<String>>,
+    state: watch::Sender<WriterState>,
+}
+
+impl WriterHealth {
+    fn new() -> Self {
+        Self {
+            commit_error: Mutex::new(None),
+            state: watch::Sender::new(WriterState::Running),
+        }
+    }
+
+    /// Why writes cannot be stored now, if they cannot.
+    pub(super) fn problem(&self) -> Option<String> {
+        match &*self.state.borrow() {
+            WriterState::Running => {}
+            WriterState::Closed => return Some("closed for shutdown".into()),
+            WriterState::Returned => return Some("stopped unexpectedly".into()),
+            WriterState::Panicked(message) => return Some(format!("panicked: {message}")),
+        }
+        self.commit_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(|error| format!("cannot commit: {error}"))
+    }
+
+    /// Resolves when the writer thread has ended: `Err` with its panic message
+    /// if it panicked.
+    pub(super) async fn stopped(&self) -> Result<(), String> {
+        let mut state = self.state.subscribe();
+        // The sender lives in `self`, so waiting cannot fail while we borrow it.
+        let ended = state
+            .wait_for(|state| *state != WriterState::Running)
+            .await
+            .map(|state| state.clone());
+        match ended {
+            Ok(WriterState::Panicked(message)) => Err(message),
+            _ => Ok(()),
+        }
+    }
+
+    fn record_commit(&self, result: Result<(), String>) {
+        let mut commit_error = self
+            .commit_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *commit_error = result.err();
+    }
+}
+
 pub(super) fn spawn(
     connection: Connection,
     jobs: mpsc::Receiver<Job>,
     latest: Arc<LatestValues>,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
+) -> Result<(std::thread::JoinHandle<()>, Arc<WriterHealth>), StoreError> {
     let series_ids = load_series_ids(&connection)?;
+    let health = Arc::new(WriterHealth::new());
     let writer = Writer {
         connection,
         series_ids,
         latest,
+        health: Arc::clone(&health),
     };
-    std::thread::Builder::new()
+    let reporter = Arc::clone(&health);
+    let thread = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer.run(jobs))
-        .map_err(|_| StoreError::Closed)
+        .spawn(move || {
+            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(jobs)));
+            reporter.state.send_replace(match ended {
+                Ok(state) => state,
+                Err(payload) => {
+                    WriterState::Panicked(crate::supervisor::panic_message(payload.as_ref()))
+                }
+            });
+        })
+        .map_err(|_| StoreError::Closed)?;
+    Ok((thread, health))
 }
 
 struct Writer {
@@ -71,6 +151,7 @@ struct Writer {
     /// Cache of `series.id` by key; only grows within a process.
     series_ids: HashMap<SeriesKey, i64>,
     latest: Arc<LatestValues>,
+    health: Arc<WriterHealth>,
 }
 
 /// What a committed job changes in memory once its transaction is durable.
@@ -84,7 +165,8 @@ enum Applied {
 }
 
 impl Writer {
-    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+    /// Commits groups until closed; returns how it stopped.
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> WriterState {
         while let Some(first) = jobs.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_JOBS_PER_TRANSACTION {
@@ -104,14 +186,17 @@ impl Writer {
                         message =
                             "Store writer panicked on a group of writes; they were not committed."
                     );
+                    self.health
+                        .record_commit(Err("a group of writes panicked".into()));
                     None
                 }
             };
             if let Some(reply) = close {
                 let _ = reply.send(());
-                return;
+                return WriterState::Closed;
             }
         }
+        WriterState::Returned
     }
 
     /// Applies `group` in one transaction and answers every caller. Returns
@@ -123,6 +208,7 @@ impl Writer {
             Ok(transaction) => transaction,
             Err(error) => {
                 tracing::error!(message = "Cannot begin a transaction.", %error);
+                self.health.record_commit(Err(error.to_string()));
                 for job in group {
                     fail(job, &error);
                 }
@@ -141,10 +227,24 @@ impl Writer {
         }
         if let Err(error) = transaction.commit() {
             tracing::error!(message = "Commit failed; nothing in this group is acknowledged.", %error);
+            self.health.record_commit(Err(error.to_string()));
             for (job, _) in pending {
                 fail(job, &error);
             }
             return close;
+        }
+        // A job refused for bad input is the caller's problem; one that hit
+        // the storage (disk full, I/O) means the store cannot write, even
+        // though the transaction (now without it) committed. Only a group
+        // that stored something shows the store can write again.
+        let storage_error = pending.iter().find_map(|(_, result)| match result {
+            Err(error) if is_storage_error(error) => Some(error.to_string()),
+            _ => None,
+        });
+        if let Some(error) = storage_error {
+            self.health.record_commit(Err(error));
+        } else if pending.iter().any(|(_, result)| result.is_ok()) {
+            self.health.record_commit(Ok(()));
         }
         self.series_ids.extend(new_series);
         for (job, result) in pending {
@@ -200,6 +300,26 @@ impl Writer {
             }
         }
     }
+}
+
+/// Errors that say the database cannot store anything now, whatever is
+/// written: as opposed to one job's bad input (a constraint, a bad value).
+fn is_storage_error(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::ReadOnly
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+                | ErrorCode::CannotOpen
+                | ErrorCode::PermissionDenied
+                | ErrorCode::OutOfMemory
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+        )
+    )
 }
 
 fn fail(job: Job, error: &rusqlite::Error) {
@@ -459,4 +579,85 @@ fn load_series_ids(connection: &Connection) -> Result<HashMap<SeriesKey, i64>, S
         ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::{AgentHello, Labels, SampleBatch, SampleRecord, Store};
+
+    fn batch(seq: u64, samples: usize) -> SampleBatch {
+        SampleBatch {
+            agent_id: "a1".into(),
+            epoch: 1,
+            seq,
+            received_ms: 1_000,
+            samples: (0..samples)
+                .map(|index| SampleRecord {
+                    metric: "disk.used_percent".into(),
+                    labels: Labels::from([("mount".to_string(), format!("/srv/volume-{index}"))]),
+                    value: 1.0,
+                    timestamp_ms: 100,
+                })
+                .collect(),
+        }
+    }
+
+    /// Regression: `/healthz` said ok while every write failed with "disk full".
+    #[tokio::test]
+    async fn a_full_database_is_reported_until_a_commit_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        store
+            .record_hello(AgentHello {
+                agent_id: "a1".into(),
+                hostname: "web-1".into(),
+                version: "0.1.0".into(),
+                facts: BTreeMap::new(),
+                seen_ms: 500,
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.write_problem(), None);
+
+        // A real SQLITE_FULL: the file may not grow past its current size.
+        store
+            .write(|transaction| {
+                let pages: i64 =
+                    transaction.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+                transaction.pragma_update(None, "max_page_count", pages)
+            })
+            .await
+            .unwrap();
+        let refused = store.commit_batch(batch(1, 2_000)).await.unwrap_err();
+        assert!(refused.to_string().contains("full"), "{refused}");
+        let problem = store.write_problem().expect("a full store is a problem");
+        assert!(
+            problem.starts_with("cannot commit: ") && problem.contains("full"),
+            "{problem}"
+        );
+
+        // Space again: the next batch commits and the problem is gone.
+        store
+            .write(|transaction| transaction.pragma_update(None, "max_page_count", 1_000_000))
+            .await
+            .unwrap();
+        store.commit_batch(batch(2, 2_000)).await.unwrap();
+        assert_eq!(store.write_problem(), None);
+
+        store.close().await;
+        assert_eq!(
+            store.write_problem().as_deref(),
+            Some("closed for shutdown")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_writer_resolves_writer_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        store.close().await;
+        assert_eq!(store.writer_stopped().await, Ok(()));
+    }
 }
