@@ -15,6 +15,7 @@ use super::dates::{self, DAY_MS};
 use super::eol;
 use super::lifecycle::due_for_replacement;
 use super::model::Asset;
+pub use super::model::security_pending_since;
 use super::policy::{AssetPolicy, duration_ms};
 
 pub const CHECK_SECURITY_UPDATES: &str = "security_updates_pending";
@@ -38,17 +39,6 @@ pub struct Finding {
     pub check: &'static str,
     /// For people: what is wrong, with the numbers.
     pub detail: String,
-}
-
-/// The new `security_pending_since_ms` after a `patch.security` report of
-/// `security` updates: the first report above zero starts the clock, later
-/// ones keep it, a zero stops it.
-pub fn security_pending_since(previous: Option<i64>, security: u64, now_ms: i64) -> Option<i64> {
-    if security == 0 {
-        None
-    } else {
-        Some(previous.unwrap_or(now_ms))
-    }
 }
 
 /// Whole and partial days security updates have been pending; 0 when none are.

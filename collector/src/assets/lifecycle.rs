@@ -7,6 +7,9 @@
 //! changes on its own are `active`, `stale` and `missing`; everything an
 //! operator decided (`in_stock`, `in_repair`, `retired`, `disposed`) stays
 //! until an operator changes it.
+//!
+//! The states themselves are defined with the record in `model` (an asset's
+//! `status`) and re-exported here.
 
 use std::fmt;
 
@@ -14,71 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::dates::{self, DAY_MS};
 use super::model::{Asset, Disposal};
+pub use super::model::{EXPECTED_OFFLINE_TAG, Lifecycle};
 use super::policy::{AssetPolicy, duration_ms};
-
-/// The tag that gives an asset the longer `*_offline` silence thresholds.
-pub const EXPECTED_OFFLINE_TAG: &str = "expected_offline";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Lifecycle {
-    /// Bought or returned, not deployed.
-    InStock,
-    /// In service and reporting.
-    Active,
-    /// Out of service for repair; silence is expected.
-    InRepair,
-    /// In service but silent longer than `stale_after` (set by the system).
-    Stale,
-    /// In service but silent longer than `missing_after` (set by the system).
-    Missing,
-    /// Out of service for good; awaiting disposal or kept for reference.
-    Retired,
-    /// Gone (sold, recycled, destroyed). Terminal.
-    Disposed,
-}
-
-impl Lifecycle {
-    pub const ALL: [Lifecycle; 7] = [
-        Lifecycle::InStock,
-        Lifecycle::Active,
-        Lifecycle::InRepair,
-        Lifecycle::Stale,
-        Lifecycle::Missing,
-        Lifecycle::Retired,
-        Lifecycle::Disposed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifecycle::InStock => "in_stock",
-            Lifecycle::Active => "active",
-            Lifecycle::InRepair => "in_repair",
-            Lifecycle::Stale => "stale",
-            Lifecycle::Missing => "missing",
-            Lifecycle::Retired => "retired",
-            Lifecycle::Disposed => "disposed",
-        }
-    }
-
-    pub fn from_name(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|state| state.as_str() == text)
-    }
-
-    /// States the system moves between on its own, from silence and reports.
-    pub fn is_automatic(self) -> bool {
-        matches!(
-            self,
-            Lifecycle::Active | Lifecycle::Stale | Lifecycle::Missing
-        )
-    }
-}
-
-impl fmt::Display for Lifecycle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Who caused a change. Also the `source` of history events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -10,10 +10,12 @@
 //! findings, and the rules engine opens incidents on the `asset.*` samples.
 //!
 //! Layout (one job per file):
-//! - [`model`]: the [`Asset`] record; applying inventory and patch metrics;
-//!   every field rendered as text in one place.
-//! - [`identity`]: cleaning identifiers and deciding which asset a report
-//!   belongs to ([`match_asset`]); never merges on weak evidence.
+//! - [`model`]: the [`Asset`] record and its [`Lifecycle`] status; applying
+//!   inventory and patch metrics; every field rendered as text in one place.
+//! - [`identifiers`]: cleaning DMI UUIDs, serials, machine-ids and MACs
+//!   (a leaf; the record and matching both use it).
+//! - [`identity`]: deciding which asset a report belongs to
+//!   ([`match_asset`]); never merges on weak evidence.
 //! - [`merge`](mod@merge): operator [`merge()`]/[`split()`] of records.
 //! - [`lifecycle`]: [`Lifecycle`] states, allowed transitions, automatic
 //!   stale/missing, replacement due.
@@ -22,6 +24,9 @@
 //! - [`edit`]: validated operator edits.
 //! - [`compliance`](mod@compliance): findings and `asset.*` samples; [`eol`]: the OS
 //!   end-of-life table; `dates`: ISO date helpers.
+//!
+//! Imports flow one way: `identifiers` ← `model` ← everything else; `model`
+//! imports nothing else from `assets`.
 //!
 //! Invariants:
 //! - Inventory never writes operator fields; edits never write inventory
@@ -36,6 +41,7 @@ mod dates;
 pub mod edit;
 pub mod eol;
 pub mod history;
+pub mod identifiers;
 pub mod identity;
 pub mod lifecycle;
 pub mod merge;

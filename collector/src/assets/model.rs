@@ -7,17 +7,88 @@
 //! `disposal`, changed only through `edit` and `lifecycle`).
 //! [`Asset::field_values`] renders every field as text in one place, so
 //! history diffs and change lists cannot forget one.
+//!
+//! The bottom of `assets`: this module imports only the `identifiers` leaf
+//! from its siblings. The types and rules its fields need ([`Lifecycle`],
+//! [`EXPECTED_OFFLINE_TAG`], [`security_pending_since`]) live here, and the
+//! modules that reason about records (`identity`, `lifecycle`, `compliance`,
+//! ...) import from it, never the other way round.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::compliance::security_pending_since;
-use super::identity::{
+use super::identifiers::{
     clean_machine_id, clean_serial, clean_uuid, is_virtual_interface, normalize_mac,
 };
-use super::lifecycle::{EXPECTED_OFFLINE_TAG, Lifecycle};
 use crate::store::{DiskRecord, InterfaceRecord};
+
+/// The tag that gives an asset the longer `*_offline` silence thresholds.
+pub const EXPECTED_OFFLINE_TAG: &str = "expected_offline";
+
+/// Where an asset is in its life. Who may move it between these states, and
+/// when the system does so on its own, is decided in `lifecycle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Bought or returned, not deployed.
+    InStock,
+    /// In service and reporting.
+    Active,
+    /// Out of service for repair; silence is expected.
+    InRepair,
+    /// In service but silent longer than `stale_after` (set by the system).
+    Stale,
+    /// In service but silent longer than `missing_after` (set by the system).
+    Missing,
+    /// Out of service for good; awaiting disposal or kept for reference.
+    Retired,
+    /// Gone (sold, recycled, destroyed). Terminal.
+    Disposed,
+}
+
+impl Lifecycle {
+    pub const ALL: [Lifecycle; 7] = [
+        Lifecycle::InStock,
+        Lifecycle::Active,
+        Lifecycle::InRepair,
+        Lifecycle::Stale,
+        Lifecycle::Missing,
+        Lifecycle::Retired,
+        Lifecycle::Disposed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::InStock => "in_stock",
+            Lifecycle::Active => "active",
+            Lifecycle::InRepair => "in_repair",
+            Lifecycle::Stale => "stale",
+            Lifecycle::Missing => "missing",
+            Lifecycle::Retired => "retired",
+            Lifecycle::Disposed => "disposed",
+        }
+    }
+
+    pub fn from_name(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+
+    /// States the system moves between on its own, from silence and reports.
+    pub fn is_automatic(self) -> bool {
+        matches!(
+            self,
+            Lifecycle::Active | Lifecycle::Stale | Lifecycle::Missing
+        )
+    }
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Patch state, from the agent's `patch.*` metrics and kernel facts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -476,6 +547,17 @@ pub fn changed_fields(before: &Asset, after: &Asset) -> Vec<FieldChange> {
             after,
         })
         .collect()
+}
+
+/// The new `security_pending_since_ms` after a `patch.security` report of
+/// `security` updates: the first report above zero starts the clock, later
+/// ones keep it, a zero stops it.
+pub fn security_pending_since(previous: Option<i64>, security: u64, now_ms: i64) -> Option<i64> {
+    if security == 0 {
+        None
+    } else {
+        Some(previous.unwrap_or(now_ms))
+    }
 }
 
 /// "Debian GNU/Linux 12", without repeating a version the name already has.

@@ -293,6 +293,14 @@ fn pagerduty_severity(severity: Severity) -> &'static str {
 
 /// Slack incoming webhook: a plain `text` fallback (notifications, old
 /// clients) plus blocks: header, section with fields, context with links.
+///
+/// Hostnames, summaries, label values and names come from agents and
+/// operators, so every mrkdwn text (and the top-level `text`, which Slack
+/// parses the same way) escapes them with [`slack_escape`]: a host named
+/// `<!channel>` must not ping everyone, nor a label forge a link. The only
+/// links are the ones built here from the configured base URL. The header
+/// is `plain_text`, which Slack never parses for mentions or links, so it
+/// is sent as written.
 pub fn slack(ctx: &MessageContext<'_>) -> Payload {
     let incident = ctx.incident;
     let emoji = slack_emoji(ctx.event, incident.severity);
@@ -309,7 +317,7 @@ pub fn slack(ctx: &MessageContext<'_>) -> Payload {
         incident.id
     );
     let body = json!({
-        "text": title,
+        "text": slack_escape(&title),
         "blocks": [
             {
                 "type": "header",
@@ -320,7 +328,7 @@ pub fn slack(ctx: &MessageContext<'_>) -> Payload {
                 "text": { "type": "mrkdwn", "text": slack_escape(&incident.summary) },
                 "fields": [
                     { "type": "mrkdwn", "text": format!("*Host*\n{}", slack_escape(&incident.host)) },
-                    { "type": "mrkdwn", "text": format!("*Severity*\n{}", incident.severity) },
+                    { "type": "mrkdwn", "text": format!("*Severity*\n{}", slack_escape(incident.severity.as_str())) },
                     { "type": "mrkdwn", "text": format!("*Value*\n{}", ctx.value_text()) },
                     { "type": "mrkdwn", "text": format!("*Rule*\n{}", slack_escape(&incident.rule)) },
                 ],
@@ -699,7 +707,7 @@ mod tests {
         assert_eq!(
             body(&payload),
             json!({
-                "text": ":red_circle: Opened · CRITICAL: a < b & c",
+                "text": ":red_circle: Opened · CRITICAL: a &lt; b &amp; c",
                 "blocks": [
                     {
                         "type": "header",
@@ -725,6 +733,56 @@ mod tests {
                 ],
             })
         );
+    }
+
+    /// Regression: agent-supplied text in a Slack message cannot ping the
+    /// channel (`<!channel>`) or forge a link (`<https://evil|click>`); the
+    /// links Steward builds itself stay links.
+    #[test]
+    fn slack_escapes_hostile_host_labels_and_summary() {
+        let mut incident = incident();
+        incident.host = "<!channel>".into();
+        incident
+            .labels
+            .insert("mount".into(), "<https://evil|click>".into());
+        incident.summary = "disk_full on <!channel>: mount=<https://evil|click> & more".into();
+        incident.acknowledged_by = Some("<@U123>".into());
+        let json = view();
+        let body = body(&slack(&ctx(
+            NotificationEvent::Acknowledged,
+            &incident,
+            &json,
+        )));
+        assert_eq!(
+            body["text"],
+            ":eyes: Acknowledged by &lt;@U123&gt; · CRITICAL: disk_full on &lt;!channel&gt;: \
+             mount=&lt;https://evil|click&gt; &amp; more"
+        );
+        assert_eq!(
+            body["blocks"][1]["text"]["text"],
+            "disk_full on &lt;!channel&gt;: mount=&lt;https://evil|click&gt; &amp; more"
+        );
+        assert_eq!(
+            body["blocks"][1]["fields"][0]["text"],
+            "*Host*\n&lt;!channel&gt;"
+        );
+        // No mrkdwn text and no fallback carries a raw control character
+        // from the incident; the only `<…>` are the two links built here.
+        let mut mrkdwn = vec![body["text"].as_str().unwrap()];
+        mrkdwn.push(body["blocks"][1]["text"]["text"].as_str().unwrap());
+        for field in body["blocks"][1]["fields"].as_array().unwrap() {
+            mrkdwn.push(field["text"].as_str().unwrap());
+        }
+        for text in mrkdwn {
+            assert!(!text.contains('<') && !text.contains('>'), "{text}");
+        }
+        assert_eq!(
+            body["blocks"][2]["elements"][0]["text"],
+            "<https://steward.example.com/incidents/42|Open in Steward> · \
+             <https://steward.example.com/api/v1/incidents/42|API> · incident #42"
+        );
+        // The header is plain_text: Slack shows it verbatim and parses nothing in it.
+        assert_eq!(body["blocks"][0]["text"]["type"], "plain_text");
     }
 
     #[test]
