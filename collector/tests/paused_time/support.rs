@@ -94,8 +94,10 @@ pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>
 }
 
 /// A store and a validated config in a temp dir, and the incidents task
-/// running on a clock that starts at [`T0`] and follows tokio's.
+/// running on a clock that starts at [`T0`] and follows tokio's. Tests start
+/// the other tasks themselves and hand them to [`Harness::keep`].
 pub struct Harness {
+    pub config: CollectorConfig,
     pub store: Arc<Store>,
     pub clock: Clock,
     pub incidents: IncidentHandle,
@@ -131,6 +133,7 @@ impl Harness {
         .unwrap();
         let events = incidents.subscribe();
         Self {
+            config,
             store,
             clock,
             incidents,
@@ -140,6 +143,11 @@ impl Harness {
             _time: time,
             _dir: dir,
         }
+    }
+
+    /// A task to wait for in [`Harness::stop`].
+    pub fn keep(&mut self, task: JoinHandle<()>) {
+        self.tasks.push(task);
     }
 
     /// Milliseconds since [`T0`] on the collector's clock.
@@ -192,6 +200,11 @@ impl Harness {
         }
         self.store.close().await;
     }
+}
+
+/// Lets the tasks settle before a "not yet" check; see [`QUIET`].
+pub async fn quiet() {
+    settle(QUIET).await;
 }
 
 /// Guards [`TimeHeld`], which every other test here leans on: while held,
