@@ -16,6 +16,7 @@ use crate::notify::config::{
     RawChannel, RawEscalation, RawNotify, RawPerson, RawRoute, RawSchedule,
 };
 use crate::rules::{RawRule, Rule, validate_rules};
+use crate::store::RetentionPolicy;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,8 @@ struct RawCollectorConfig {
     #[serde(default)]
     auth: RawAuth,
     storage: RawStorage,
+    #[serde(default)]
+    retention: RawRetention,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -107,6 +110,83 @@ struct RawStorage {
     retention: Duration,
 }
 
+/// `[retention]`: how long records other than samples are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    /// How often retention runs (samples and records).
+    #[serde(
+        default = "retention_default::every",
+        deserialize_with = "config_file::duration"
+    )]
+    every: Duration,
+    #[serde(
+        default = "retention_default::resolved_incidents",
+        deserialize_with = "config_file::duration"
+    )]
+    resolved_incidents: Duration,
+    #[serde(
+        default = "retention_default::notifications",
+        deserialize_with = "config_file::duration"
+    )]
+    notifications: Duration,
+    #[serde(
+        default = "retention_default::inventory_events",
+        deserialize_with = "config_file::duration"
+    )]
+    inventory_events: Duration,
+    #[serde(
+        default = "retention_default::asset_events",
+        deserialize_with = "config_file::duration"
+    )]
+    asset_events: Duration,
+    #[serde(
+        default = "retention_default::silent_agents",
+        deserialize_with = "config_file::duration"
+    )]
+    silent_agents: Duration,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        let policy = RetentionPolicy::default();
+        Self {
+            every: retention_default::every(),
+            resolved_incidents: policy.resolved_incidents,
+            notifications: policy.notifications,
+            inventory_events: policy.inventory_events,
+            asset_events: policy.asset_events,
+            silent_agents: policy.silent_agents,
+        }
+    }
+}
+
+/// serde defaults for `[retention]`, from [`RetentionPolicy::default`].
+mod retention_default {
+    use std::time::Duration;
+
+    use crate::store::RetentionPolicy;
+
+    pub fn every() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn resolved_incidents() -> Duration {
+        RetentionPolicy::default().resolved_incidents
+    }
+    pub fn notifications() -> Duration {
+        RetentionPolicy::default().notifications
+    }
+    pub fn inventory_events() -> Duration {
+        RetentionPolicy::default().inventory_events
+    }
+    pub fn asset_events() -> Duration {
+        RetentionPolicy::default().asset_events
+    }
+    pub fn silent_agents() -> Duration {
+        RetentionPolicy::default().silent_agents
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
@@ -170,6 +250,10 @@ pub struct CollectorConfig {
     pub api_tokens: Vec<String>,
     pub sqlite_path: PathBuf,
     pub retention: Duration,
+    /// How long records other than samples are kept.
+    pub record_retention: RetentionPolicy,
+    /// How often retention runs.
+    pub prune_every: Duration,
     pub max_message_bytes: usize,
     pub max_agents: usize,
     pub rules: Vec<Rule>,
@@ -288,6 +372,9 @@ impl CollectorConfig {
             .unwrap_or_else(|| format!("http://{}", raw.server.http_listen))
             .trim_end_matches('/')
             .to_string();
+        if raw.retention.every < Duration::from_secs(1) {
+            return Err(source.error("retention.every", "must be at least 1s"));
+        }
         if raw.limits.max_message_bytes < 1024 {
             return Err(source.error("limits.max_message_bytes", "must be at least 1024"));
         }
@@ -299,6 +386,14 @@ impl CollectorConfig {
             api_tokens,
             sqlite_path: source.resolve(&raw.storage.sqlite),
             retention: raw.storage.retention,
+            record_retention: RetentionPolicy {
+                resolved_incidents: raw.retention.resolved_incidents,
+                notifications: raw.retention.notifications,
+                inventory_events: raw.retention.inventory_events,
+                asset_events: raw.retention.asset_events,
+                silent_agents: raw.retention.silent_agents,
+            },
+            prune_every: raw.retention.every,
             max_message_bytes: raw.limits.max_message_bytes,
             max_agents: raw.limits.max_agents,
             rules,

@@ -232,7 +232,16 @@ pub async fn start(
     });
     supervisor.spawn(
         "prune",
-        prune_loop(Arc::clone(&store), config.retention, shutdown.clone()),
+        prune_loop(
+            Arc::clone(&store),
+            Retention {
+                samples: config.retention,
+                records: config.record_retention,
+                every: config.prune_every,
+            },
+            incidents.clone(),
+            shutdown.clone(),
+        ),
     );
     supervisor.spawn(
         "sighup-reload",
@@ -359,22 +368,57 @@ async fn reload_on_sighup(
     }
 }
 
+/// What the prune loop keeps, and how often it looks.
+struct Retention {
+    samples: Duration,
+    records: store::RetentionPolicy,
+    every: Duration,
+}
+
+/// Applies retention every `retention.every`: samples first, then every
+/// other kind of record. Agents forgotten by retention are forgotten by the
+/// rules engine too, so an invented agent id does not keep an `agent-down`
+/// incident open forever.
 async fn prune_loop(
     store: Arc<store::Store>,
-    retention: Duration,
+    retention: Retention,
+    incidents: incidents::IncidentHandle,
     shutdown: CancellationToken,
 ) -> Result<(), CollectorError> {
-    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    let mut ticker = tokio::time::interval(retention.every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
-        let cutoff = steward_core::now_ms() - retention.as_millis() as i64;
+        let now = steward_core::now_ms();
+        let cutoff = now - retention.samples.as_millis() as i64;
         match store.prune(cutoff).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(message = "Pruned data past retention.", removed),
             Err(error) => tracing::warn!(message = "Pruning failed.", %error),
+        }
+        match store.prune_records(retention.records, now).await {
+            Ok(report) if report.is_empty() => {}
+            Ok(report) => {
+                tracing::info!(
+                    message = "Pruned records past retention.",
+                    incidents = report.incidents,
+                    notifications = report.notifications,
+                    inventory_events = report.inventory_events,
+                    asset_events = report.asset_events,
+                    agents = report.agents.len(),
+                );
+                if !report.agents.is_empty() {
+                    incidents
+                        .send(incidents::RulesInput::Forget {
+                            agent_ids: report.agents,
+                        })
+                        .await;
+                }
+            }
+            Err(error) => tracing::warn!(message = "Pruning records failed.", %error),
         }
     }
 }

@@ -41,6 +41,9 @@ pub enum RulesInput {
     Hello { agent_id: String, hostname: String },
     /// Which agents must not page, as the asset task sees it now.
     Suppress(Suppression),
+    /// Agents removed by retention (silent for the whole period): their open
+    /// incidents resolve and their series are forgotten.
+    Forget { agent_ids: Vec<String> },
     /// A new rule set (SIGHUP).
     ReplaceRules { rules: Vec<Rule>, sla: SlaPolicy },
 }
@@ -309,6 +312,19 @@ impl Worker {
                 self.apply(transitions, now_ms).await;
             }
             RulesInput::Suppress(suppression) => self.suppress(suppression).await,
+            RulesInput::Forget { agent_ids } => {
+                let mut transitions = Vec::new();
+                for agent_id in &agent_ids {
+                    transitions.extend(self.engine.forget_agent(agent_id));
+                    self.hosts.remove(agent_id);
+                }
+                tracing::info!(
+                    message = "Forgot agents removed by retention.",
+                    agents = agent_ids.len(),
+                    resolved = transitions.len()
+                );
+                self.apply(transitions, self.clock.now_ms()).await;
+            }
             RulesInput::Hello { agent_id, hostname } => {
                 self.engine.set_host_name(&agent_id, &hostname);
                 self.hosts.insert(agent_id, hostname);

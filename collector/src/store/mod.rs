@@ -21,6 +21,7 @@ mod incidents;
 mod inventory;
 mod migrations;
 mod outbox;
+mod retention;
 mod writer;
 
 pub use migrations::SCHEMA_VERSION;
@@ -30,6 +31,7 @@ pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, NewIncident, TimelineEntry,
 };
 pub use outbox::{DeliveryAttempt, JournalEntry, MaintenanceWindow, NewNotification, Notification};
+pub use retention::{PruneReport, RetentionPolicy};
 
 pub use inventory::{
     DiskRecord, InterfaceRecord, InventoryApplied, InventoryEvent, InventorySnapshot,
@@ -249,6 +251,28 @@ impl Store {
             if (deleted as i64) < writer::PRUNE_CHUNK {
                 return Ok(total);
             }
+        }
+    }
+
+    /// Applies `policy` to everything that is not a sample, in small steps
+    /// (each its own transaction, so ingest keeps flowing) until nothing is
+    /// left to remove; returns what went.
+    pub async fn prune_records(
+        &self,
+        policy: RetentionPolicy,
+        now_ms: i64,
+    ) -> Result<PruneReport, StoreError> {
+        /// Rows per table per step: small enough that a step is short.
+        const STEP: usize = 500;
+        let mut total = PruneReport::default();
+        loop {
+            let step = self
+                .write(move |transaction| retention::prune_step(transaction, &policy, now_ms, STEP))
+                .await?;
+            if step.is_empty() {
+                return Ok(total);
+            }
+            total.add(step);
         }
     }
 

@@ -466,3 +466,90 @@ async fn a_lost_diff_shows_as_a_fingerprint_mismatch() {
     let applied = store.commit_inventory(diff).await.unwrap();
     assert!(matches!(applied, InventoryOutcome::Stored(applied) if !applied.packages_in_sync));
 }
+
+/// Rows of `table`, for retention tests.
+async fn rows(store: &Store, table: &'static str) -> i64 {
+    store
+        .read(move |connection| {
+            connection.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn retention_removes_old_records_but_never_an_unnotified_incident_or_an_asset() {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let now = 1_000 * DAY;
+    // An old resolved incident, a recent resolved one and an old open one.
+    store
+        .apply_incident_changes(vec![
+            IncidentChange::Open(Box::new(new_incident("old", DAY))),
+            resolve_change("old", 2 * DAY),
+            IncidentChange::Open(Box::new(new_incident("recent", now - DAY))),
+            resolve_change("recent", now - DAY),
+            IncidentChange::Open(Box::new(new_incident("open", DAY))),
+        ])
+        .await
+        .unwrap();
+    store.record_hello(hello()).await.unwrap(); // agent "a1", seen at its hello time
+    store
+        .write(move |transaction| {
+            transaction.execute(
+                "INSERT INTO inventory_events (agent_id, ts_ms, kind, subject) VALUES ('a1', ?1, 'k', 's'), ('a1', ?2, 'k', 's')",
+                params![DAY, now],
+            )?;
+            transaction.execute(
+                "INSERT INTO asset_events (asset_id, ts_ms, source, kind) VALUES ('x', ?1, 'agent', 'k'), ('x', ?2, 'agent', 'k')",
+                params![DAY, now],
+            )?;
+            transaction.execute(
+                "INSERT INTO assets (id, record, status, hostname, updated_ms) VALUES ('x', '{}', 'active', 'h', ?1)",
+                params![DAY],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let policy = RetentionPolicy {
+        resolved_incidents: std::time::Duration::from_secs(30 * 24 * 3600),
+        notifications: std::time::Duration::from_secs(30 * 24 * 3600),
+        inventory_events: std::time::Duration::from_secs(30 * 24 * 3600),
+        asset_events: std::time::Duration::from_secs(30 * 24 * 3600),
+        silent_agents: std::time::Duration::from_secs(30 * 24 * 3600),
+    };
+
+    // Notify has not passed the old incident's journal yet: it stays.
+    let report = store.prune_records(policy, now).await.unwrap();
+    assert_eq!(report.incidents, 0, "{report:?}");
+    assert_eq!(report.inventory_events, 1);
+    assert_eq!(report.asset_events, 1);
+    assert_eq!(report.agents, ["a1".to_string()], "the hello was long ago");
+    assert_eq!(rows(&store, "agents").await, 0);
+    assert_eq!(rows(&store, "assets").await, 1, "assets are never pruned");
+
+    // Once notify has passed the journal, the old resolved incident goes
+    // with its timeline and journal; the recent and the open one stay.
+    let journal = store.unnotified_journal(100).await.unwrap();
+    let position = journal.last().unwrap().position;
+    store
+        .enqueue_notifications(Vec::new(), position, now)
+        .await
+        .unwrap();
+    let report = store.prune_records(policy, now).await.unwrap();
+    assert_eq!(report.incidents, 1, "{report:?}");
+    let kept: Vec<String> = store
+        .incidents(IncidentFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|incident| incident.dedup_key)
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert!(!kept.contains(&"old".to_string()), "{kept:?}");
+    assert!(store.prune_records(policy, now).await.unwrap().is_empty());
+}
