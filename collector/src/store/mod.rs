@@ -21,6 +21,7 @@ mod incidents;
 mod inventory;
 mod migrations;
 mod outbox;
+mod readers;
 mod retention;
 mod writer;
 
@@ -152,7 +153,7 @@ pub type LatestValues = RwLock<HashMap<SeriesKey, LatestValue>>;
 
 pub struct Store {
     jobs: mpsc::Sender<writer::Job>,
-    reader: Arc<Mutex<Connection>>,
+    readers: Arc<readers::Readers>,
     latest: Arc<LatestValues>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     writer_health: Arc<writer::WriterHealth>,
@@ -193,13 +194,13 @@ impl Store {
         let mut connection = open_connection(path)?;
         migrations::migrate(&mut connection, path)?;
         let latest = Arc::new(RwLock::new(load_latest(&connection)?));
-        let reader = Arc::new(Mutex::new(open_connection(path)?));
+        let readers = Arc::new(readers::Readers::open(path)?);
         let (jobs, receiver) = mpsc::channel(1024);
         let (writer_thread, writer_health) =
             writer::spawn(connection, receiver, Arc::clone(&latest))?;
         Ok(Self {
             jobs,
-            reader,
+            readers,
             latest,
             writer_thread: Mutex::new(Some(writer_thread)),
             writer_health,
@@ -503,11 +504,18 @@ impl Store {
         &self,
         query: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = Arc::clone(&self.reader);
+        self.read_as(readers::Reader::Api, query).await
+    }
+
+    /// Runs `query` on a read-only connection of `reader`'s kind.
+    async fn read_as<T: Send + 'static>(
+        &self,
+        reader: readers::Reader,
+        query: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
-            let connection = reader
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let connection = readers.get(reader);
             query(&connection).map_err(StoreError::from)
         })
         .await
@@ -515,9 +523,10 @@ impl Store {
     }
 
     /// Highest committed sequence number for `(agent_id, epoch)`, 0 if none.
+    /// On the hello path: reads on the ingest connection.
     pub async fn committed_seq(&self, agent_id: &str, epoch: u64) -> Result<u64, StoreError> {
         let agent_id = agent_id.to_string();
-        self.read(move |connection| {
+        self.read_as(readers::Reader::Ingest, move |connection| {
             connection
                 .query_row(
                     "SELECT max(seq) FROM batches WHERE agent_id = ?1 AND epoch = ?2",
@@ -595,10 +604,13 @@ impl Store {
     }
 
     /// Fingerprint of the stored package list (0: none), sent in the welcome.
+    /// On the hello path: reads on the ingest connection.
     pub async fn packages_fingerprint(&self, agent_id: &str) -> Result<u64, StoreError> {
         let agent_id = agent_id.to_string();
-        self.read(move |connection| inventory::fingerprint(connection, &agent_id))
-            .await
+        self.read_as(readers::Reader::Ingest, move |connection| {
+            inventory::fingerprint(connection, &agent_id)
+        })
+        .await
     }
 
     /// Total stored samples and batches, for tests and diagnostics.
