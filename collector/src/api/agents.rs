@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ApiError, ApiState, rfc3339};
+use axum::response::Response;
+
+use super::{ApiError, ApiState, paging, rfc3339};
 
 #[derive(Serialize)]
 pub struct AgentView {
@@ -20,9 +22,34 @@ pub struct AgentView {
     version: String,
 }
 
-pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<AgentView>>, ApiError> {
-    let agents = state.store.agents().await?;
-    Ok(Json(
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/agents`: by host name, paged (see `paging`).
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = paging::limit(query.limit, 1000, 10_000);
+    let after = match paging::decode_parts(query.cursor.as_deref())? {
+        None => None,
+        Some(parts) => match <[String; 2]>::try_from(parts) {
+            Ok([hostname, id]) => Some((hostname, id)),
+            Err(_) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor")),
+        },
+    };
+    let agents = state.store.agents_page(after, limit).await?;
+    let next = (agents.len() == limit as usize)
+        .then(|| {
+            agents
+                .last()
+                .map(|agent| paging::encode_parts(&[&agent.hostname, &agent.id]))
+        })
+        .flatten();
+    Ok(paging::respond(
         agents
             .into_iter()
             .map(|agent| AgentView {
@@ -34,7 +61,8 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<AgentView>>,
                 hostname: agent.hostname,
                 version: agent.version,
             })
-            .collect(),
+            .collect::<Vec<_>>(),
+        next,
     ))
 }
 

@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ApiError, ApiState, rfc3339};
+use axum::response::Response;
+
+use super::{ApiError, ApiState, paging, rfc3339};
 use crate::domain::{IncidentRecord, IncidentState, IncidentView, Severity, TimelineView};
 use crate::incidents::{IncidentError, describe_rule};
 use crate::store::{IncidentFilter, SeriesKey};
@@ -30,12 +32,14 @@ pub struct ListQuery {
     severity: Option<String>,
     agent: Option<String>,
     limit: Option<u32>,
+    cursor: Option<String>,
 }
 
+/// `GET /api/v1/incidents`: newest first, paged (see `paging`).
 pub async fn list(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<IncidentView>>, ApiError> {
+) -> Result<Response, ApiError> {
     // `flapping` is a view of unresolved incidents; the store filters by stored state.
     let (stored_state, only_flapping) = match query.state.as_deref() {
         None => (None, false),
@@ -63,16 +67,21 @@ pub async fn list(
                 format!("{error}; expected critical, major, minor, warning or info"),
             )
         })?;
+    let limit = paging::limit(query.limit, 500, 5000);
     let incidents = state
         .store
         .incidents(IncidentFilter {
             state: stored_state,
             severity,
             agent_id: query.agent,
-            limit: query.limit.unwrap_or(500).min(5000),
+            before_id: paging::id_cursor(query.cursor.as_deref())?,
+            limit,
         })
         .await?;
-    Ok(Json(
+    let next = (incidents.len() == limit as usize)
+        .then(|| incidents.last().map(|incident| incident.id.to_string()))
+        .flatten();
+    Ok(paging::respond(
         incidents
             .into_iter()
             .filter(|incident| {
@@ -80,6 +89,7 @@ pub async fn list(
             })
             .map(|incident| view(&state, incident))
             .collect(),
+        next,
     ))
 }
 
@@ -222,6 +232,15 @@ pub async fn sla(
             )
         })?,
     };
+    // Resolved incidents are kept 400 days by default; a longer window reads
+    // the whole table for nothing.
+    const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(400 * 24 * 3600);
+    if window > MAX_WINDOW {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "window must be at most 400d",
+        ));
+    }
     let now = steward_core::now_ms();
     let since = now - window.as_millis() as i64;
     let incidents = state.store.incidents_opened_since(since).await?;
@@ -273,18 +292,25 @@ pub struct NotificationsQuery {
     /// `pending`, `delivered` or `failed`.
     state: Option<String>,
     limit: Option<u32>,
+    cursor: Option<String>,
 }
 
-/// `GET /api/v1/notifications`: the outbox, newest first (failed deliveries included).
+/// `GET /api/v1/notifications`: the outbox, newest first (failed deliveries
+/// included), paged.
 pub async fn notifications(
     State(state): State<ApiState>,
     Query(query): Query<NotificationsQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Response, ApiError> {
+    let limit = paging::limit(query.limit, 200, 5000);
+    let before_id = paging::id_cursor(query.cursor.as_deref())?;
     let rows = state
         .store
-        .notifications(query.state, query.limit.unwrap_or(200).min(5000))
+        .notifications(query.state, before_id, limit)
         .await?;
-    Ok(Json(
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|row| row.id.to_string()))
+        .flatten();
+    Ok(paging::respond(
         rows.into_iter()
             .map(|row| {
                 serde_json::json!({
@@ -302,5 +328,6 @@ pub async fn notifications(
                 })
             })
             .collect(),
+        next,
     ))
 }

@@ -7,6 +7,7 @@ mod agents;
 mod assets;
 pub mod incidents;
 mod oncall;
+mod paging;
 mod series;
 
 use std::sync::Arc;

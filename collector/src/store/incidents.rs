@@ -41,6 +41,8 @@ pub struct IncidentFilter {
     pub state: Option<IncidentState>,
     pub severity: Option<Severity>,
     pub agent_id: Option<String>,
+    /// Paging: only incidents with a smaller id (newest first).
+    pub before_id: Option<i64>,
     pub limit: u32,
 }
 
@@ -431,10 +433,17 @@ pub(super) fn list(
     let mut statement = connection.prepare(&format!(
         "SELECT {COLUMNS} FROM incidents
          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR severity = ?2) AND (?3 IS NULL OR agent_id = ?3)
+           AND (?5 IS NULL OR id < ?5)
          ORDER BY id DESC LIMIT ?4"
     ))?;
     let rows = statement.query_map(
-        params![filter.state, filter.severity, filter.agent_id, limit],
+        params![
+            filter.state,
+            filter.severity,
+            filter.agent_id,
+            limit,
+            filter.before_id
+        ],
         from_row,
     )?;
     rows.collect()

@@ -380,9 +380,10 @@ impl Store {
     pub async fn notifications(
         &self,
         state: Option<String>,
+        before_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Notification>, StoreError> {
-        self.read(move |connection| outbox::list(connection, state.as_deref(), limit))
+        self.read(move |connection| outbox::list(connection, state.as_deref(), before_id, limit))
             .await
     }
 
@@ -545,6 +546,35 @@ impl Store {
             )?;
             statement
                 .query_map([], |row| {
+                    Ok(AgentRecord {
+                        id: row.get(0)?,
+                        hostname: row.get(1)?,
+                        version: row.get(2)?,
+                        first_seen_ms: row.get(3)?,
+                        last_seen_ms: row.get(4)?,
+                    })
+                })?
+                .collect()
+        })
+        .await
+    }
+
+    /// Agents ordered by (hostname, id), after `after` (the last of the
+    /// previous page), at most `limit`.
+    pub async fn agents_page(
+        &self,
+        after: Option<(String, String)>,
+        limit: u32,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read(move |connection| {
+            let (hostname, id) = after.unzip();
+            let mut statement = connection.prepare(
+                "SELECT id, hostname, version, first_seen_ms, last_seen_ms FROM agents
+                 WHERE ?1 IS NULL OR (hostname, id) > (?1, ?2)
+                 ORDER BY hostname, id LIMIT ?3",
+            )?;
+            statement
+                .query_map(params![hostname, id, limit], |row| {
                     Ok(AgentRecord {
                         id: row.get(0)?,
                         hostname: row.get(1)?,

@@ -186,15 +186,18 @@ pub(super) fn record_attempt(
     Ok(())
 }
 
+/// Notifications newest first; `before_id` pages back from a previous page.
 pub(super) fn list(
     connection: &Connection,
     state: Option<&str>,
+    before_id: Option<i64>,
     limit: u32,
 ) -> rusqlite::Result<Vec<Notification>> {
     let mut statement = connection.prepare(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
+        "SELECT {COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1) AND (?3 IS NULL OR id < ?3)
+         ORDER BY id DESC LIMIT ?2"
     ))?;
-    let rows = statement.query_map(params![state, limit], row)?;
+    let rows = statement.query_map(params![state, limit, before_id], row)?;
     rows.collect()
 }
 

@@ -110,7 +110,7 @@ async fn open_and_page_level_0() -> (Harness, Receiver, IncidentRecord) {
 
 /// Outbox rows, oldest first.
 async fn outbox(harness: &Harness) -> Vec<Notification> {
-    let mut rows = harness.store.notifications(None, 100).await.unwrap();
+    let mut rows = harness.store.notifications(None, None, 100).await.unwrap();
     rows.reverse();
     rows
 }
