@@ -727,6 +727,19 @@ impl Spool {
         }
     }
 
+    /// Removes a segment whose file is gone from the index (if still there).
+    fn forget(&self, gone: &Segment) {
+        let mut state = self.lock();
+        if let Some(index) = state
+            .segments
+            .iter()
+            .position(|segment| segment.name == gone.name && segment.generation == gone.generation)
+            && let Some(segment) = state.segments.remove(index)
+        {
+            state.bytes -= segment.len;
+        }
+    }
+
     /// Rewrites one sealed segment without its sample records.
     fn drop_samples(&self, victim: &Segment) -> Result<u64, SpoolError> {
         let path = segment_path(&self.dir, victim.name);
@@ -740,7 +753,12 @@ impl Spool {
         // record of memory, not a segment.
         let file = match File::open(&path) {
             Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                // Acknowledged meanwhile, or removed behind our back: either
+                // way it must leave the index, or it would be picked again.
+                self.forget(victim);
+                return Ok(0);
+            }
             Err(source) => return Err(SpoolError::Read { path, source }),
         };
         let mut reader = BufReader::new(file);

@@ -301,3 +301,22 @@ fn a_collector_ahead_of_the_spool_moves_new_records_above_it() {
     let (spool, _) = open(dir.path(), BIG, 1);
     assert_eq!(seqs(&all(&spool)), [1, 2, 51]);
 }
+
+#[test]
+fn a_segment_deleted_behind_the_spools_back_leaves_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_bytes: 200,
+        segment_bytes: 100,
+    };
+    let (spool, _) = open(dir.path(), limits, 1);
+    for _ in 0..4 {
+        spool.append(RecordKind::Samples, &[0; 70]).unwrap();
+    }
+    spool.sync().unwrap();
+    std::fs::remove_file(&segment_files(dir.path())[0]).unwrap();
+    // Terminates, and the index forgets the missing file.
+    spool.enforce_limit().unwrap();
+    assert!(spool.stats().bytes <= 200);
+    assert_eq!(seqs(&all(&spool)), [4], "the newest stays");
+}
