@@ -162,8 +162,11 @@ async fn collect_loop(
         })
         .await;
         match measured {
-            Ok((returned, samples)) => {
+            Ok((returned, mut samples)) => {
                 probes = returned;
+                if let Some(timestamp_ms) = samples.first().map(|sample| sample.timestamp_ms) {
+                    samples.extend(spool_samples(buffer.stats(), timestamp_ms));
+                }
                 // Tests compare these lines with what the collector stored
                 // (and read `seq` as the last field).
                 let count = samples.len();
@@ -183,6 +186,24 @@ async fn collect_loop(
             }
         }
     }
+}
+
+/// The spool's own figures, so drops and backlog show at the collector
+/// (counters since this agent process started).
+fn spool_samples(stats: buffer::BufferStats, timestamp_ms: i64) -> [probes::Sample; 3] {
+    [
+        probes::Sample::new("spool.bytes", stats.spool.bytes as f64, timestamp_ms),
+        probes::Sample::new(
+            "spool.dropped_batches",
+            stats.spool.dropped_batches as f64,
+            timestamp_ms,
+        ),
+        probes::Sample::new(
+            "spool.write_failures",
+            stats.write_failures as f64,
+            timestamp_ms,
+        ),
+    ]
 }
 
 fn basic_facts() -> HashMap<String, String> {

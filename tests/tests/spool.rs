@@ -226,12 +226,24 @@ fn a_full_spool_drops_the_oldest_counts_it_and_memory_stays_flat() {
         .copied()
         .filter(|seq| seqs.contains(seq))
         .collect();
+    // The agent reports its drops to the collector too.
+    let reported: f64 = collector
+        .database()
+        .query_row(
+            "SELECT coalesce(max(s.value), 0) FROM samples s JOIN series r ON r.id = s.series_id
+             WHERE r.metric = 'spool.dropped_batches'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
     let half = rss.len() / 2;
     let first_half = rss[..half].iter().max().copied().unwrap_or(0);
     let second_half = rss[half..].iter().max().copied().unwrap_or(0);
     println!(
-        "fault 3: spool max_bytes 16KiB, outage {:.0}s; batches after the last stored one: \
-         {} appended, {} stored, {dropped} dropped (agent log); RSS (KiB, each second): {rss:?}; \
+        "fault 3: spool max_bytes 16KiB, outage {:.0}s; batches measured after the last one \
+         stored before the outage: \
+         {} appended, {} stored, {dropped} dropped (agent log), {reported} dropped \
+         (spool.dropped_batches stored at the collector); RSS (KiB, each second): {rss:?}; \
          max first half {:.1} MiB, second half {:.1} MiB",
         outage.as_secs_f64(),
         appended.len(),
@@ -256,6 +268,10 @@ fn a_full_spool_drops_the_oldest_counts_it_and_memory_stays_flat() {
         "the newest batches are kept"
     );
     assert!(first_kept > stored_before + 1, "the oldest were dropped");
+    assert!(
+        reported >= 1.0 && reported <= dropped as f64,
+        "spool.dropped_batches at the collector: {reported}, agent log: {dropped}"
+    );
     assert!(
         second_half <= first_half + 2048,
         "RSS grew during the outage: {rss:?}"
