@@ -35,8 +35,10 @@ struct RawAgentConfig {
     /// Overrides the host name reported to the collector.
     #[serde(default)]
     hostname: Option<String>,
-    #[serde(default = "default_max_buffered_batches")]
-    max_buffered_batches: usize,
+    /// Retired with the in-memory buffer; accepted so old configs still
+    /// start, and warned about (see `AgentConfig::retired_keys`).
+    #[serde(default)]
+    max_buffered_batches: Option<toml::Value>,
     /// Plain-text gRPC for loopback development only.
     #[serde(default)]
     allow_plaintext: bool,
@@ -51,7 +53,73 @@ struct RawAgentConfig {
     patch: PatchConfig,
     #[serde(default)]
     inventory: InventoryConfig,
+    #[serde(default)]
+    spool: RawSpoolConfig,
 }
+
+/// `[spool]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpoolConfig {
+    #[serde(default)]
+    max_bytes: Option<ByteSize>,
+}
+
+/// A size as an integer number of bytes or a string like "256MiB".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    fn bytes(&self) -> Result<u64, String> {
+        let text = match self {
+            Self::Bytes(bytes) => return Ok(*bytes),
+            Self::Text(text) => text.trim(),
+        };
+        let split = text
+            .find(|character: char| !character.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?}; use bytes or B, KiB, MiB, GiB"
+                ));
+            }
+        };
+        number
+            .parse::<u64>()
+            .ok()
+            .and_then(|number| number.checked_mul(multiplier))
+            .ok_or_else(|| format!("{text:?} is not a size like \"256MiB\""))
+    }
+}
+
+/// `[spool]`: the on-disk buffer of batches the collector has not acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// Bound on the spool's files; past it the oldest sample batches are dropped.
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+        }
+    }
+}
+
+const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 << 20;
+/// Below this a spool holds a handful of batches; it exists for tests.
+const MIN_SPOOL_MAX_BYTES: u64 = 16 << 10;
 
 /// `[patch]`: OS patch level, checked on its own slow schedule.
 #[derive(Debug, Clone, Deserialize)]
@@ -127,10 +195,6 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/steward-agent")
 }
 
-fn default_max_buffered_batches() -> usize {
-    1024
-}
-
 /// A validated agent configuration.
 #[derive(Clone)]
 pub struct AgentConfig {
@@ -143,13 +207,15 @@ pub struct AgentConfig {
     pub interval: Duration,
     pub state_dir: PathBuf,
     pub hostname: Option<String>,
-    pub max_buffered_batches: usize,
     pub plaintext: bool,
     pub check_interval: Duration,
     pub ping: Vec<PingTarget>,
     pub port: Vec<PortTarget>,
     pub patch: PatchConfig,
     pub inventory: InventoryConfig,
+    pub spool: SpoolConfig,
+    /// Keys that no longer do anything, for a warning at start.
+    pub retired_keys: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -161,13 +227,13 @@ impl std::fmt::Debug for AgentConfig {
             .field("interval", &self.interval)
             .field("state_dir", &self.state_dir)
             .field("hostname", &self.hostname)
-            .field("max_buffered_batches", &self.max_buffered_batches)
             .field("plaintext", &self.plaintext)
             .field("check_interval", &self.check_interval)
             .field("ping", &self.ping.len())
             .field("port", &self.port.len())
             .field("patch", &self.patch)
             .field("inventory", &self.inventory)
+            .field("spool", &self.spool)
             .finish()
     }
 }
@@ -279,8 +345,21 @@ impl AgentConfig {
         if raw.inventory.interval < Duration::from_secs(10) {
             return Err(source.error("inventory.interval", "must be at least 10s"));
         }
-        if raw.max_buffered_batches == 0 {
-            return Err(source.error("max_buffered_batches", "must be at least 1"));
+        let spool = match &raw.spool.max_bytes {
+            None => SpoolConfig::default(),
+            Some(size) => {
+                let max_bytes = size
+                    .bytes()
+                    .map_err(|message| source.error("spool.max_bytes", message))?;
+                if max_bytes < MIN_SPOOL_MAX_BYTES {
+                    return Err(source.error("spool.max_bytes", "must be at least 16KiB"));
+                }
+                SpoolConfig { max_bytes }
+            }
+        };
+        let mut retired_keys = Vec::new();
+        if raw.max_buffered_batches.is_some() {
+            retired_keys.push("max_buffered_batches");
         }
         Ok(Self {
             collector_url: raw.collector,
@@ -290,13 +369,14 @@ impl AgentConfig {
             interval: raw.interval,
             state_dir: source.resolve(&raw.state_dir),
             hostname: raw.hostname,
-            max_buffered_batches: raw.max_buffered_batches,
             plaintext,
             check_interval,
             ping: raw.ping,
             port,
             patch: raw.patch,
             inventory: raw.inventory,
+            spool,
+            retired_keys,
         })
     }
 }
@@ -338,6 +418,8 @@ mod tests {
             load("collector = \"https://127.0.0.1:7443\"\ntoken = \"t\"\nca = \"ca.pem\"\n")
                 .unwrap();
         assert_eq!(config.interval, Duration::from_secs(10));
+        assert_eq!(config.spool.max_bytes, 256 << 20);
+        assert!(config.retired_keys.is_empty());
         assert_eq!(config.server_name, "127.0.0.1");
         assert!(!config.plaintext);
         assert!(
@@ -375,6 +457,21 @@ mod tests {
                 3,
             ),
             ("collector = \"https://h:1\"\nca = \"ca.pem\"\n", "token", 0),
+            (
+                "collector = \"https://h:1\"\ntoken = \"t\"\nca = \"ca.pem\"\n[spool]\nmax_bytes = \"1KiB\"\n",
+                "spool.max_bytes",
+                5,
+            ),
+            (
+                "collector = \"https://h:1\"\ntoken = \"t\"\nca = \"ca.pem\"\n[spool]\nmax_bytes = \"5 TB\"\n",
+                "spool.max_bytes",
+                5,
+            ),
+            (
+                "collector = \"https://h:1\"\ntoken = \"t\"\nca = \"ca.pem\"\n[spool]\nmax_files = 3\n",
+                "spool.max_files",
+                5,
+            ),
         ];
         for (text, key, line) in cases {
             let error = load(text).unwrap_err();
@@ -400,6 +497,23 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.key.as_deref(), Some("ping[1].count"), "{error}");
         assert_eq!(error.line, Some(8), "{error}");
+    }
+
+    #[test]
+    fn spool_sizes_are_bytes_or_text_and_the_old_buffer_key_is_retired() {
+        let base = "collector = \"https://h:1\"\ntoken = \"t\"\nca = \"ca.pem\"\n";
+        for (value, bytes) in [
+            ("\"256MiB\"", 256 << 20),
+            ("\"64 KiB\"", 64 << 10),
+            ("\"2GiB\"", 2 << 30),
+            ("\"20000B\"", 20_000),
+            ("1048576", 1 << 20),
+        ] {
+            let config = load(&format!("{base}[spool]\nmax_bytes = {value}\n")).unwrap();
+            assert_eq!(config.spool.max_bytes, bytes, "{value}");
+        }
+        let config = load(&format!("max_buffered_batches = 1024\n{base}")).unwrap();
+        assert_eq!(config.retired_keys, ["max_buffered_batches"]);
     }
 
     #[test]

@@ -5,19 +5,25 @@
 //!   reports errors with file, line and key).
 //! - [`identity`]: the persistent agent id.
 //! - [`probes`]: one file per measured subsystem; pure measurement, no network.
-//! - [`buffer`]: bounded buffer of unacknowledged batches; the hand-off point.
-//! - [`shipper`]: the gRPC/TLS client that drains the buffer; reconnects with backoff.
+//! - [`buffer`]: the hand-off point between collection and shipping; its
+//!   keeper task fsyncs and bounds the spool.
+//! - [`spool`]: unacknowledged batches in checksummed segment files under
+//!   `state_dir/spool/`; survives restarts together with its sequence numbers.
+//! - [`codec`]: batches to wire messages and back (also the spool's payload format).
+//! - [`shipper`]: the gRPC/TLS client that drains the spool; reconnects with backoff.
 //! - `schedule`: the slower loops (ping/port checks, patch scans, inventory), one task each.
 //!
 //! [`run`] wires them: a collection task pushes a batch every `interval`, the
 //! shipper sends and forgets batches as the collector acknowledges them.
 
 pub mod buffer;
+pub mod codec;
 pub mod config;
 pub mod identity;
 pub mod probes;
 mod schedule;
 pub mod shipper;
+pub mod spool;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +44,8 @@ pub enum AgentError {
     },
     #[error("cannot read host information: {0}")]
     Probes(#[from] sysinfo::Error),
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] spool::SpoolError),
 }
 
 /// Runs the agent until `shutdown` is cancelled.
@@ -53,10 +61,24 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         .hostname
         .clone()
         .unwrap_or_else(steward_core::process::hostname);
+    for key in &config.retired_keys {
+        tracing::warn!(
+            message = "Ignoring a retired configuration key; the buffer is on disk now, bounded by [spool] max_bytes.",
+            key
+        );
+    }
+    // Epochs stay below 2^63: the collector stores them as SQLite integers.
+    let new_epoch = rand::random::<u64>() >> 1;
+    let (buffer, recovery) = buffer::BatchBuffer::open(
+        &config.state_dir.join("spool"),
+        config.spool.max_bytes,
+        new_epoch,
+    )?;
+    let buffer = Arc::new(buffer);
     let identity = shipper::AgentIdentity {
         agent_id,
         hostname,
-        epoch: rand::random::<u64>() >> 1,
+        epoch: buffer.epoch(),
         facts: basic_facts(),
     };
     tracing::info!(
@@ -66,10 +88,19 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         collector = %config.collector_url,
         interval_s = config.interval.as_secs_f64(),
     );
-    let buffer = Arc::new(buffer::BatchBuffer::new(config.max_buffered_batches));
+    tracing::info!(
+        message = "Spool opened.",
+        epoch = identity.epoch,
+        continued_epoch = recovery.continued_epoch,
+        recovered_batches = recovery.records,
+        recovered_bytes = recovery.bytes,
+        damaged_bytes = recovery.damaged_bytes,
+        max_bytes = config.spool.max_bytes,
+    );
     let probes = probes::HostProbes::new()?;
     let inventory = Arc::new(schedule::InventoryState::default());
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(Arc::clone(&buffer).keep(shutdown.clone()));
     tasks.spawn(shipper::run(
         Arc::clone(&config),
         identity,
@@ -98,11 +129,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     ));
     collect_loop(&config, probes, &buffer, &shutdown).await;
     while tasks.join_next().await.is_some() {}
+    // Nothing pushes any more: what was not acknowledged waits on disk for the next start.
+    buffer.close().await;
     tracing::info!(message = "Agent stopped.", stats = ?buffer.stats());
     Ok(())
 }
 
-/// Measures every `interval` and pushes into the buffer; never awaits the network.
+/// Measures every `interval` and pushes into the buffer; never awaits the
+/// network or an fsync.
 async fn collect_loop(
     config: &AgentConfig,
     mut probes: probes::HostProbes,
@@ -128,10 +162,23 @@ async fn collect_loop(
         })
         .await;
         match measured {
-            Ok((returned, samples)) => {
+            Ok((returned, mut samples)) => {
                 probes = returned;
-                let seq = buffer.push(samples);
-                tracing::debug!(message = "Collected a batch.", seq);
+                if let Some(timestamp_ms) = samples.first().map(|sample| sample.timestamp_ms) {
+                    samples.extend(spool_samples(buffer.stats(), timestamp_ms));
+                }
+                // Tests compare these lines with what the collector stored
+                // (and read `seq` as the last field).
+                let count = samples.len();
+                let timestamp_ms = samples.first().map_or(0, |sample| sample.timestamp_ms);
+                if let Some(seq) = buffer.push(samples) {
+                    tracing::debug!(
+                        message = "Collected a batch.",
+                        samples = count,
+                        timestamp_ms,
+                        seq
+                    );
+                }
             }
             Err(error) => {
                 tracing::error!(message = "Collection panicked; stopping collection.", %error);
@@ -139,6 +186,24 @@ async fn collect_loop(
             }
         }
     }
+}
+
+/// The spool's own figures, so drops and backlog show at the collector
+/// (counters since this agent process started).
+fn spool_samples(stats: buffer::BufferStats, timestamp_ms: i64) -> [probes::Sample; 3] {
+    [
+        probes::Sample::new("spool.bytes", stats.spool.bytes as f64, timestamp_ms),
+        probes::Sample::new(
+            "spool.dropped_batches",
+            stats.spool.dropped_batches as f64,
+            timestamp_ms,
+        ),
+        probes::Sample::new(
+            "spool.write_failures",
+            stats.write_failures as f64,
+            timestamp_ms,
+        ),
+    ]
 }
 
 fn basic_facts() -> HashMap<String, String> {

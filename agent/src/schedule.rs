@@ -138,8 +138,9 @@ pub(crate) async fn inventory(
                 timestamp_ms: steward_core::now_ms(),
             }),
         };
-        if let Some(change) = change {
-            let seq = buffer.push_inventory(change);
+        if let Some(change) = change
+            && let Some(seq) = buffer.push_inventory(change)
+        {
             tracing::debug!(
                 message = "Inventory changed.",
                 seq,
@@ -185,8 +186,9 @@ pub(crate) async fn checks(
         };
         let (mut samples, ports) = tokio::join!(pings, port::probe_all(&config.port, now));
         samples.extend(ports);
-        let seq = buffer.push(samples);
-        tracing::debug!(message = "Checked ping and port targets.", seq);
+        if let Some(seq) = buffer.push(samples) {
+            tracing::debug!(message = "Checked ping and port targets.", seq);
+        }
     }
 }
 

@@ -13,17 +13,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::buffer::{Batch, BatchBuffer, InventoryChange, Payload};
+use crate::buffer::BatchBuffer;
+use crate::codec;
 use crate::config::AgentConfig;
-use crate::probes::inventory::{DiskInfo, InterfaceInfo};
 use crate::schedule::InventoryState;
+use crate::spool::SpoolError;
 
 /// Who this agent is, sent in every hello.
 #[derive(Debug, Clone)]
 pub struct AgentIdentity {
     pub agent_id: String,
     pub hostname: String,
-    /// Random per process: scopes sequence numbers (see the proto).
+    /// Scopes sequence numbers (see the proto). Chosen at random when the
+    /// spool is empty, otherwise continued from it, so resent batches are
+    /// still deduplicated after an agent restart.
     pub epoch: u64,
     pub facts: std::collections::HashMap<String, String>,
 }
@@ -40,6 +43,8 @@ enum SessionError {
     Closed,
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    #[error("cannot read the spool: {0}")]
+    Spool(#[from] SpoolError),
 }
 
 /// "outer: inner: innermost", since tonic's top-level messages say little.
@@ -174,6 +179,7 @@ async fn session(
         None => return Err(SessionError::Closed),
     };
     *backoff = INITIAL_BACKOFF;
+    buffer.skip_past(welcome.committed_seq);
     buffer.acknowledge(welcome.committed_seq);
     tracing::info!(
         message = "Connected to collector.",
@@ -198,6 +204,7 @@ async fn session(
         }
     });
     inventory.resync_if_needed(buffer, welcome.packages_fingerprint);
+    buffer.set_connected(true);
     let result = send_batches(
         buffer,
         welcome.committed_seq,
@@ -207,8 +214,11 @@ async fn session(
         shutdown,
     )
     .await;
+    buffer.set_connected(false);
     if result.is_ok() {
-        // Shutting down: stop sending, give in-flight batches a moment to be acknowledged.
+        // Shutting down: stop sending, give in-flight batches a moment to be
+        // acknowledged. Nothing is lost if they are not: they stay in the
+        // spool, and the next start resends what the welcome does not cover.
         drop(outbound);
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut acks).await;
     }
@@ -216,8 +226,8 @@ async fn session(
     result
 }
 
-/// Sends every buffered batch after `last_sent`, then each new one as it is
-/// pushed, until the stream breaks (error) or shutdown (Ok).
+/// Sends every durable spooled batch after `last_sent`, then each new one
+/// as soon as it is fsynced, until the stream breaks (error) or shutdown (Ok).
 async fn send_batches(
     buffer: &Arc<BatchBuffer>,
     mut last_sent: u64,
@@ -226,141 +236,43 @@ async fn send_batches(
     acks: &mut tokio::task::JoinHandle<SessionError>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
-    let mut newest = buffer.subscribe();
+    let mut durable = buffer.subscribe_durable();
     loop {
-        newest.borrow_and_update();
-        if let Some(batch) = buffer.next_after(last_sent) {
+        durable.borrow_and_update();
+        let window = tokio::select! {
+            window = buffer.read_after(last_sent) => window?,
+            ended = &mut *acks => return Err(ended.unwrap_or(SessionError::Closed)),
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        if window.is_empty() {
+            // Anything pushed but not yet fsynced is sent once it is.
+            buffer.request_sync();
             tokio::select! {
-                sent = outbound.send(to_proto(&batch, collector_fingerprint)) => {
+                changed = durable.changed() => changed.map_err(|_| SessionError::Closed)?,
+                ended = &mut *acks => return Err(ended.unwrap_or(SessionError::Closed)),
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+            continue;
+        }
+        for record in window {
+            let message = match codec::to_message(&record, collector_fingerprint) {
+                Ok(message) => message,
+                Err(error) => {
+                    // Checksummed on disk, so this is a payload an older or
+                    // newer agent wrote that this one cannot read: skip it.
+                    tracing::error!(message = "Cannot decode a spooled batch; skipping it.", %error, seq = record.seq);
+                    last_sent = record.seq;
+                    continue;
+                }
+            };
+            tokio::select! {
+                sent = outbound.send(message) => {
                     sent.map_err(|_| SessionError::Closed)?;
-                    last_sent = batch.seq;
+                    last_sent = record.seq;
                 }
                 ended = &mut *acks => return Err(ended.unwrap_or(SessionError::Closed)),
                 _ = shutdown.cancelled() => return Ok(()),
             }
-        } else {
-            tokio::select! {
-                changed = newest.changed() => changed.map_err(|_| SessionError::Closed)?,
-                ended = &mut *acks => return Err(ended.unwrap_or(SessionError::Closed)),
-                _ = shutdown.cancelled() => return Ok(()),
-            }
         }
-    }
-}
-
-/// Maps a buffered batch to its message. A full inventory whose package list
-/// the collector already holds (same fingerprint) travels without the list.
-fn to_proto(batch: &Batch, collector_packages_fingerprint: u64) -> pb::AgentMessage {
-    let samples = match &batch.payload {
-        Payload::Samples(samples) => samples,
-        Payload::Inventory(change) => {
-            return pb::AgentMessage {
-                kind: Some(pb::agent_message::Kind::Inventory(inventory_to_proto(
-                    batch.seq,
-                    change,
-                    collector_packages_fingerprint,
-                ))),
-            };
-        }
-    };
-    pb::AgentMessage {
-        kind: Some(pb::agent_message::Kind::Batch(pb::SampleBatch {
-            seq: batch.seq,
-            samples: samples
-                .iter()
-                .map(|sample| pb::Sample {
-                    metric: sample.metric.to_string(),
-                    labels: sample
-                        .labels
-                        .iter()
-                        .map(|(key, value)| pb::Label {
-                            key: (*key).to_string(),
-                            value: value.clone(),
-                        })
-                        .collect(),
-                    value: sample.value,
-                    timestamp_ms: sample.timestamp_ms,
-                })
-                .collect(),
-        })),
-    }
-}
-
-fn inventory_to_proto(
-    seq: u64,
-    change: &InventoryChange,
-    collector_packages_fingerprint: u64,
-) -> pb::InventoryUpdate {
-    let diff = &change.diff;
-    let skip_packages =
-        change.full && change.packages_fingerprint == collector_packages_fingerprint;
-    let disk = |disk: &DiskInfo| pb::Disk {
-        device: disk.device.clone(),
-        model: disk.model.clone().unwrap_or_default(),
-        size_bytes: disk.size_bytes,
-        filesystem: disk.filesystem.clone(),
-        mount: disk.mount.clone(),
-    };
-    let interface = |interface: &InterfaceInfo| pb::NetworkInterface {
-        name: interface.name.clone(),
-        mac: interface.mac.clone().unwrap_or_default(),
-        ipv4: interface.ipv4.clone(),
-        ipv6: interface.ipv6.clone(),
-    };
-    pb::InventoryUpdate {
-        seq,
-        full: change.full,
-        facts_changed: diff.facts_changed.clone().into_iter().collect(),
-        facts_removed: diff.facts_removed.clone(),
-        disks_changed: diff.disks.is_some(),
-        disks: diff.disks.iter().flatten().map(disk).collect(),
-        interfaces_changed: diff.interfaces.is_some(),
-        interfaces: diff.interfaces.iter().flatten().map(interface).collect(),
-        packages_replaced: change.full && !skip_packages,
-        packages_upserted: if skip_packages {
-            Vec::new()
-        } else {
-            diff.packages_upserted
-                .iter()
-                .map(|(name, version)| pb::Package {
-                    name: name.clone(),
-                    version: version.clone(),
-                })
-                .collect()
-        },
-        packages_removed: diff.packages_removed.clone(),
-        packages_fingerprint: change.packages_fingerprint,
-        timestamp_ms: change.timestamp_ms,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::probes::inventory::InventoryDiff;
-
-    fn change(full: bool) -> InventoryChange {
-        InventoryChange {
-            full,
-            diff: InventoryDiff {
-                packages_upserted: [("bash".to_string(), "5.2".to_string())].into(),
-                ..Default::default()
-            },
-            packages_fingerprint: 42,
-            timestamp_ms: 1,
-        }
-    }
-
-    #[test]
-    fn full_inventory_omits_packages_the_collector_already_holds() {
-        let same = inventory_to_proto(1, &change(true), 42);
-        assert!(!same.packages_replaced);
-        assert!(same.packages_upserted.is_empty());
-        let different = inventory_to_proto(1, &change(true), 7);
-        assert!(different.packages_replaced);
-        assert_eq!(different.packages_upserted.len(), 1);
-        let diff = inventory_to_proto(2, &change(false), 42);
-        assert!(!diff.packages_replaced, "a diff never replaces the list");
-        assert_eq!(diff.packages_upserted.len(), 1);
     }
 }

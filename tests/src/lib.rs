@@ -599,3 +599,67 @@ pub fn port_check(hostname: Option<&str>, port: u16) -> String {
         .unwrap_or_default();
     format!("{hostname}\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n")
 }
+
+impl Collector {
+    /// Starts agent `name` again from the config [`agent_config`](Self::agent_config)
+    /// wrote (same state directory: same id, same spool), logging to
+    /// `{name}-{run}.log` so the earlier run's log is kept.
+    pub fn restart_agent(&self, name: &str, run: usize) -> Process {
+        Process::spawn(
+            &format!("{name} (run {run})"),
+            &binary("steward-agent"),
+            &["--config", path_str(&self.path(&format!("{name}.toml")))],
+            self.path(&format!("{name}-{run}.log")),
+        )
+    }
+}
+
+/// Parses `key=value` from a tracing log line.
+pub fn log_value<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[start..].split_whitespace().next()?.parse().ok()
+}
+
+/// One "Collected a batch." line of an agent's debug log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectedBatch {
+    pub seq: i64,
+    pub samples: i64,
+    pub timestamp_ms: i64,
+}
+
+/// Every host-metrics batch an agent log says was measured and spooled.
+pub fn collected_batches(log: &str) -> Vec<CollectedBatch> {
+    log.lines()
+        .filter(|line| line.contains("Collected a batch."))
+        .filter_map(|line| {
+            Some(CollectedBatch {
+                seq: log_value(line, "seq")?,
+                samples: log_value(line, "samples")?,
+                timestamp_ms: log_value(line, "timestamp_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// (VmRSS, VmHWM) of a running process in KiB, from `/proc/PID/status`.
+pub fn memory_kib(pid: i32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = |key: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((value("VmRSS:")?, value("VmHWM:")?))
+}
+
+/// Wall-clock milliseconds, comparable with sample timestamps.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
