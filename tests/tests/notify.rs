@@ -207,6 +207,17 @@ fn sigkill_with_a_pending_notification_delivers_it_after_restart_exactly_once() 
         "a failed attempt, leaving the notification pending",
         || (!webhook.requests().is_empty()).then_some(()),
     );
+    // PagerDuty's page must be recorded as delivered before the kill: a kill
+    // between its 200 and that record would rightly send it again (delivery
+    // is at-least-once; the Idempotency-Key lets receivers drop the repeat).
+    poll(DEADLINE, "PagerDuty's page recorded as delivered", || {
+        let delivered = collector.get_json("/api/v1/notifications?state=delivered");
+        delivered
+            .as_array()?
+            .iter()
+            .any(|row| row["channel"] == "pagerduty")
+            .then_some(())
+    });
     collector.process.kill9();
     collector.restart();
     wait_delivered(
