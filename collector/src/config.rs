@@ -105,6 +105,12 @@ struct RawStorage {
         deserialize_with = "config_file::duration"
     )]
     retention: Duration,
+    /// How long 5-minute rollups (min/avg/max/count) are kept.
+    #[serde(
+        default = "default_rollup_retention",
+        deserialize_with = "config_file::duration"
+    )]
+    rollup_retention: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +135,9 @@ fn yes() -> bool {
     true
 }
 fn default_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_rollup_retention() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
 }
 fn default_max_message_bytes() -> usize {
@@ -169,7 +178,10 @@ pub struct CollectorConfig {
     pub agent_tokens: Vec<String>,
     pub api_tokens: Vec<String>,
     pub sqlite_path: PathBuf,
+    /// Raw samples (whole chunks), batch records and delivery history.
     pub retention: Duration,
+    /// 5-minute rollups.
+    pub rollup_retention: Duration,
     pub max_message_bytes: usize,
     pub max_agents: usize,
     pub rules: Vec<Rule>,
@@ -299,6 +311,7 @@ impl CollectorConfig {
             api_tokens,
             sqlite_path: source.resolve(&raw.storage.sqlite),
             retention: raw.storage.retention,
+            rollup_retention: raw.storage.rollup_retention,
             max_message_bytes: raw.limits.max_message_bytes,
             max_agents: raw.limits.max_agents,
             rules,

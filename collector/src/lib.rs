@@ -232,7 +232,12 @@ pub async fn start(
     });
     supervisor.spawn(
         "prune",
-        prune_loop(Arc::clone(&store), config.retention, shutdown.clone()),
+        prune_loop(
+            Arc::clone(&store),
+            config.retention,
+            config.rollup_retention,
+            shutdown.clone(),
+        ),
     );
     supervisor.spawn(
         "sighup-reload",
@@ -362,6 +367,7 @@ async fn reload_on_sighup(
 async fn prune_loop(
     store: Arc<store::Store>,
     retention: Duration,
+    rollup_retention: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), CollectorError> {
     let mut ticker = tokio::time::interval(Duration::from_secs(3600));
@@ -375,6 +381,12 @@ async fn prune_loop(
             Ok(0) => {}
             Ok(removed) => tracing::info!(message = "Pruned data past retention.", removed),
             Err(error) => tracing::warn!(message = "Pruning failed.", %error),
+        }
+        let cutoff = steward_core::now_ms() - rollup_retention.as_millis() as i64;
+        match store.prune_rollups(cutoff).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(message = "Pruned rollups past retention.", removed),
+            Err(error) => tracing::warn!(message = "Pruning rollups failed.", %error),
         }
     }
 }
