@@ -22,6 +22,11 @@ pub const MAX_CHUNK_POINTS: u32 = 360;
 /// silent series neither pins the log nor keeps points only in memory for long.
 pub const MAX_CHUNK_AGE_MS: i64 = 2 * 3600 * 1000;
 
+/// Most closed chunks written in one group transaction: when thousands of
+/// series close together (they started together, or the age sweep), the
+/// writes are spread over several groups instead of stalling one.
+pub const MAX_CHUNKS_PER_GROUP: usize = 1_000;
+
 /// A chunk that closed and waits to be written (or is being written).
 #[derive(Debug)]
 pub struct ClosedChunk {
@@ -163,15 +168,31 @@ impl Head {
         self.close_older_than(i64::MAX);
     }
 
-    /// The closed chunks to write in the next transaction.
+    /// The closed chunks to write in the next transaction, oldest first.
     pub fn unwritten(&self) -> Vec<Arc<ClosedChunk>> {
-        self.unwritten.clone()
+        self.unwritten
+            .iter()
+            .take(MAX_CHUNKS_PER_GROUP)
+            .cloned()
+            .collect()
     }
 
-    /// Called after the transaction that wrote `chunks` committed.
+    /// Called after the transaction that wrote `chunks` (a prefix of
+    /// [`Self::unwritten`] when it was taken) committed.
     pub fn persisted(&mut self, chunks: &[Arc<ClosedChunk>]) {
+        let prefix = chunks.len() <= self.unwritten.len()
+            && chunks
+                .iter()
+                .zip(&self.unwritten)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if prefix {
+            self.unwritten.drain(..chunks.len());
+        } else {
+            // Only if `forget` removed some of them meanwhile.
+            self.unwritten
+                .retain(|chunk| !chunks.iter().any(|written| Arc::ptr_eq(chunk, written)));
+        }
         for written in chunks {
-            self.unwritten.retain(|chunk| !Arc::ptr_eq(chunk, written));
             if let Some(series) = self.series.get_mut(&written.series_id) {
                 let before = series.closed.len();
                 series.closed.retain(|chunk| !Arc::ptr_eq(chunk, written));
