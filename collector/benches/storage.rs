@@ -132,6 +132,21 @@ fn table_bytes(path: &std::path::Path) -> BenchResult<Vec<(String, i64)>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Chunk payload and row counts, to tell encoding from page overhead.
+fn chunk_payload(path: &std::path::Path) -> BenchResult<String> {
+    let connection = rusqlite::Connection::open(path)?;
+    let (chunks, bytes, points): (i64, Option<i64>, Option<i64>) = connection.query_row(
+        "SELECT count(*), sum(length(data)), sum(count) FROM chunks",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
+    let (bytes, points) = (bytes.unwrap_or(0), points.unwrap_or(0).max(1));
+    Ok(format!(
+        "{chunks} chunks holding {points} points in {bytes} bytes of blobs: {:.2} bytes/point encoded",
+        bytes as f64 / points as f64
+    ))
+}
+
 fn print_tables(title: &str, tables: &[(String, i64)], samples: u64) {
     println!("\n{title}\n\n| table or index | bytes | bytes/sample |\n|---|---:|---:|");
     let mut total = 0;
@@ -225,21 +240,40 @@ async fn main() -> BenchResult<()> {
         }
     };
     let dir = tempfile::tempdir()?;
+    let series = (shape.agents * shape.series) as u64;
+    // Throughput with many committers: each agent's batches spread over
+    // `streams` concurrent committers (so one series' points arrive out of
+    // order, which costs the codec bits but not the writer time).
+    let many = {
+        let path = dir.path().join("throughput.db");
+        let store = Arc::new(Store::open(&path)?);
+        let (samples, seconds) = ingest(&store, &shape).await?;
+        store.close().await;
+        (samples, seconds)
+    };
+    // Bytes per sample from in-order streams (one committer per agent, as
+    // a real agent sends), which also gives the throughput of 10 streams.
+    let ordered = Shape {
+        streams: 1,
+        ..shape
+    };
     let path = dir.path().join("bench.db");
     let store = Arc::new(Store::open(&path)?);
-    let (samples, seconds) = ingest(&store, &shape).await?;
-    let series = (shape.agents * shape.series) as u64;
+    let (samples, seconds) = ingest(&store, &ordered).await?;
     println!(
-        "\n## Storage: {} agents × {} series × {} points ({samples} samples, batches of {}, {} concurrent committers)\n",
-        shape.agents,
-        shape.series,
-        shape.points,
-        shape.series,
-        shape.agents * shape.streams
+        "\n## Storage: {} agents × {} series × {} points ({samples} samples, batches of {})\n",
+        shape.agents, shape.series, shape.points, shape.series,
     );
     println!("| figure | value |\n|---|---:|");
     println!(
-        "| writer throughput | {:.0} samples/s ({seconds:.1} s) |",
+        "| writer throughput, {} concurrent committers | {:.0} samples/s ({:.1} s) |",
+        shape.agents * shape.streams,
+        many.0 as f64 / many.1,
+        many.1
+    );
+    println!(
+        "| writer throughput, {} in-order committers | {:.0} samples/s ({seconds:.1} s) |",
+        shape.agents,
         samples as f64 / seconds
     );
     let (rss, seconds) = reopen_in_child(&path)?;
@@ -255,9 +289,8 @@ async fn main() -> BenchResult<()> {
     );
     // NEW-ONLY START
     println!(
-        "\nHead: {} bytes of encoded points ({:.2} bytes/point held).",
-        store.head_encoded_bytes(),
-        store.head_encoded_bytes() as f64 / samples as f64
+        "\nHead after ingest: {:.1} MiB of encoded points (Vec capacity).",
+        store.head_encoded_bytes() as f64 / 1048576.0
     );
     // Age everything: close the head, then more groups write the chunks
     // (a bounded number per group) and delete the covered log.
@@ -275,6 +308,7 @@ async fn main() -> BenchResult<()> {
         &table_bytes(&path)?,
         samples,
     );
+    println!("\n{}", chunk_payload(&path)?);
     // Query: 24 h of one series at 10 s, read at a 1-minute step.
     let day = Shape {
         agents: 1,
