@@ -131,7 +131,11 @@ pub async fn history(
         .ok_or_else(|| bad_request("metric is required"))?;
     let labels = parse_labels(params.labels.as_deref().unwrap_or(""))?;
     let to_ms = parse_ms("to", params.to.as_deref(), steward_core::now_ms())?;
-    let from_ms = parse_ms("from", params.from.as_deref(), to_ms - 3_600_000)?;
+    let from_ms = parse_ms(
+        "from",
+        params.from.as_deref(),
+        to_ms.saturating_sub(3_600_000),
+    )?;
     if from_ms > to_ms {
         return Err(bad_request(format!(
             "from ({from_ms}) is after to ({to_ms})"

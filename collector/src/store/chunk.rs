@@ -128,7 +128,7 @@ impl Bucket {
 
 /// The bucket of width `width_ms` a timestamp falls in.
 pub fn bucket_start(timestamp_ms: i64, width_ms: i64) -> i64 {
-    timestamp_ms.div_euclid(width_ms) * width_ms
+    timestamp_ms.div_euclid(width_ms).saturating_mul(width_ms)
 }
 
 /// Adds points into buckets of `width_ms`, keyed by bucket start.
@@ -248,6 +248,7 @@ mod tests {
         );
         assert_eq!(decode_rollup_blob(&rollup_blob(&all)).unwrap(), all);
         assert_eq!(bucket_start(-1, 300_000), -300_000);
+        assert_eq!(bucket_start(i64::MIN, 300_000), i64::MIN, "saturates");
     }
 
     proptest! {

@@ -199,7 +199,7 @@ pub fn history(
     query: &HistoryQuery,
 ) -> Result<Vec<SeriesHistory>, StoreError> {
     if let Some(step_ms) = query.step_ms {
-        let steps = (query.to_ms - query.from_ms) / step_ms.max(1) + 1;
+        let steps = query.to_ms.saturating_sub(query.from_ms) / step_ms.max(1) + 1;
         if steps > MAX_POINTS_PER_SERIES as i64 {
             return Err(too_large(format!(
                 "{steps} steps; at most {MAX_POINTS_PER_SERIES}: use a longer step or a shorter range"
@@ -275,7 +275,10 @@ fn bucket_point(bucket: Bucket) -> HistoryPoint {
 
 /// The median gap between consecutive points (0 for fewer than two).
 fn sample_interval(points: &[(i64, f64)]) -> i64 {
-    let mut gaps: Vec<i64> = points.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    let mut gaps: Vec<i64> = points
+        .windows(2)
+        .map(|w| w[1].0.saturating_sub(w[0].0))
+        .collect();
     if gaps.is_empty() {
         return 0;
     }

@@ -318,6 +318,17 @@ async fn history_merges_chunks_and_head_and_steps_through_rollups() {
         .await
         .unwrap_err();
     assert!(matches!(refused, StoreError::QueryTooLarge(_)), "{refused}");
+    // Extreme ranges are answered or refused, never overflow.
+    let everything = store
+        .history(query(i64::MIN, i64::MAX, None))
+        .await
+        .unwrap();
+    assert_eq!(everything[0].points.len(), 2 * 1440);
+    let refused = store
+        .history(query(i64::MIN, i64::MAX, Some(3_600_000)))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::QueryTooLarge(_)), "{refused}");
     // Label filtering: an unknown label value matches nothing.
     let mut none = query(0, 10, None);
     none.labels.insert("mount".into(), "/nope".into());
