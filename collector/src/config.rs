@@ -108,6 +108,12 @@ struct RawStorage {
         deserialize_with = "config_file::duration"
     )]
     retention: Duration,
+    /// How long 5-minute rollups (min/avg/max/count) are kept.
+    #[serde(
+        default = "default_rollup_retention",
+        deserialize_with = "config_file::duration"
+    )]
+    rollup_retention: Duration,
 }
 
 /// `[retention]`: how long records other than samples are kept.
@@ -211,6 +217,9 @@ fn yes() -> bool {
 fn default_retention() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
 }
+fn default_rollup_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
 fn default_max_message_bytes() -> usize {
     4 << 20
 }
@@ -249,11 +258,14 @@ pub struct CollectorConfig {
     pub agent_tokens: Vec<String>,
     pub api_tokens: Vec<String>,
     pub sqlite_path: PathBuf,
+    /// Raw samples (whole chunks), batch records and delivery history.
     pub retention: Duration,
     /// How long records other than samples are kept.
     pub record_retention: RetentionPolicy,
     /// How often retention runs.
     pub prune_every: Duration,
+    /// 5-minute rollups.
+    pub rollup_retention: Duration,
     pub max_message_bytes: usize,
     pub max_agents: usize,
     pub rules: Vec<Rule>,
@@ -394,6 +406,7 @@ impl CollectorConfig {
                 silent_agents: raw.retention.silent_agents,
             },
             prune_every: raw.retention.every,
+            rollup_retention: raw.storage.rollup_retention,
             max_message_bytes: raw.limits.max_message_bytes,
             max_agents: raw.limits.max_agents,
             rules,

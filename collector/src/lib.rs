@@ -236,6 +236,7 @@ pub async fn start(
             Arc::clone(&store),
             Retention {
                 samples: config.retention,
+                rollups: config.rollup_retention,
                 records: config.record_retention,
                 every: config.prune_every,
             },
@@ -371,6 +372,7 @@ async fn reload_on_sighup(
 /// What the prune loop keeps, and how often it looks.
 struct Retention {
     samples: Duration,
+    rollups: Duration,
     records: store::RetentionPolicy,
     every: Duration,
 }
@@ -398,6 +400,12 @@ async fn prune_loop(
             Ok(0) => {}
             Ok(removed) => tracing::info!(message = "Pruned data past retention.", removed),
             Err(error) => tracing::warn!(message = "Pruning failed.", %error),
+        }
+        let cutoff = now - retention.rollups.as_millis() as i64;
+        match store.prune_rollups(cutoff).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(message = "Pruned rollups past retention.", removed),
+            Err(error) => tracing::warn!(message = "Pruning rollups failed.", %error),
         }
         match store.prune_records(retention.records, now).await {
             Ok(report) if report.is_empty() => {}

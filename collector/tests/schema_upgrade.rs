@@ -49,21 +49,31 @@ fn user_version(path: &Path) -> i64 {
         .unwrap()
 }
 
-/// Every row of every table, as text, keyed by table name.
+/// Every row of every table of the v0 schema, its v0 columns only (later
+/// migrations may add columns and tables), as text, keyed by table name.
 fn dump(path: &Path) -> BTreeMap<String, Vec<String>> {
-    let connection = Connection::open(path).unwrap();
-    let tables: Vec<String> = connection
+    let reference = Connection::open_in_memory().unwrap();
+    reference.execute_batch(SCHEMA_V0).unwrap();
+    let tables: Vec<String> = reference
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
         .unwrap()
         .query_map([], |row| row.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
+    let connection = Connection::open(path).unwrap();
     tables
         .into_iter()
         .map(|table| {
+            let columns: Vec<String> = reference
+                .prepare("SELECT '\"' || name || '\"' FROM pragma_table_info(?1) ORDER BY cid")
+                .unwrap()
+                .query_map([&table], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
             let mut statement = connection
-                .prepare(&format!("SELECT * FROM \"{table}\""))
+                .prepare(&format!("SELECT {} FROM \"{table}\"", columns.join(", ")))
                 .unwrap();
             let width = statement.column_count();
             let mut rows: Vec<String> = statement
@@ -115,6 +125,11 @@ async fn a_database_from_before_versioning_keeps_every_row_and_reaches_the_lates
     };
     assert_eq!(store.latest_value(&disk).unwrap().value, 71.5);
     assert_eq!(store.counts().await.unwrap(), (3, 3));
+    // Rows of the pre-chunk `samples` table stay readable.
+    assert_eq!(
+        store.series_points(&disk).await.unwrap(),
+        [(3000, 70.0), (4000, 71.5)]
+    );
     assert_eq!(store.committed_seq("a1", 7).await.unwrap(), 2);
     let incident = store.incident(1).await.unwrap().unwrap();
     assert_eq!(
@@ -161,6 +176,13 @@ async fn a_database_from_before_versioning_keeps_every_row_and_reaches_the_lates
         CommitOutcome::Stored { samples: 1 }
     );
     assert_eq!(store.latest_value(&disk).unwrap().value, 80.0);
+    // New points are stored beside the old rows and read together with them.
+    assert_eq!(
+        store.series_points(&disk).await.unwrap(),
+        [(3000, 70.0), (4000, 71.5), (6000, 80.0)]
+    );
+    store.close_head_chunks().await.unwrap();
+    assert_eq!(store.counts().await.unwrap(), (4, 4));
     store.close().await;
 }
 

@@ -281,6 +281,44 @@ impl Collector {
             .unwrap_or_else(|error| panic!("GET {path}: bad JSON ({error}): {body}"))
     }
 
+    /// Every stored point of every series of every agent, read through the
+    /// history API (head, log and chunks merged, so a point stored twice
+    /// shows twice), as (metric, labels as JSON, timestamp, value).
+    pub fn stored_points(&self) -> Vec<StoredPoint> {
+        let mut points = Vec::new();
+        let agents = self.get_json("/api/v1/agents");
+        for agent in agents.as_array().expect("agents array") {
+            let agent_id = agent["id"].as_str().expect("agent id");
+            let latest = self.get_json(&format!("/api/v1/series?agent={agent_id}"));
+            let metrics: std::collections::BTreeSet<&str> = latest
+                .as_array()
+                .expect("series array")
+                .iter()
+                .filter_map(|series| series["metric"].as_str())
+                .collect();
+            for metric in metrics {
+                // Points come from tests that ran for minutes, not days.
+                let from = now_ms() - 24 * 3_600_000;
+                let to = now_ms() + 3_600_000;
+                let history = self.get_json(&format!(
+                    "/api/v1/series/query?agent={agent_id}&metric={metric}&from={from}&to={to}"
+                ));
+                for series in history["series"].as_array().expect("series") {
+                    let labels = series["labels"].to_string();
+                    for point in series["points"].as_array().expect("points") {
+                        points.push(StoredPoint {
+                            metric: metric.to_string(),
+                            labels: labels.clone(),
+                            timestamp_ms: point["t"].as_i64().expect("t"),
+                            value: point["v"].as_f64().unwrap_or(f64::NAN),
+                        });
+                    }
+                }
+            }
+        }
+        points
+    }
+
     /// The value of one counter from `/metrics`.
     pub fn counter(&self, name: &str) -> u64 {
         let (_, body) = self.get("/metrics");
@@ -662,4 +700,13 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// One point as the history API returns it (see [`Collector::stored_points`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPoint {
+    pub metric: String,
+    pub labels: String,
+    pub timestamp_ms: i64,
+    pub value: f64,
 }

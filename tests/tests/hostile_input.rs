@@ -152,11 +152,21 @@ async fn invalid_samples_are_dropped_and_counted_while_the_batch_is_stored() {
         .unwrap();
     assert_acked(&mut inbound, 1).await;
     assert_eq!(collector.counter("steward_batches_duplicate_total"), 1);
-    let samples: i64 = collector
-        .database()
-        .query_row("SELECT count(*) FROM samples", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(samples, 1);
+    let history = collector.get_json(&format!(
+        "/api/v1/series/query?agent=raw-client&metric=good.metric&from=0&to={}",
+        i64::MAX
+    ));
+    let points = history["series"][0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 1, "stored once: {history}");
+    assert_eq!(points[0]["v"], 1.0);
+    let (status, body) = collector.get(
+        "/api/v1/series/query?agent=raw-client&metric=good.metric&from=0&to=999999999999&step=1ms",
+    );
+    assert_eq!(
+        status, 400,
+        "an unbounded number of steps is refused: {body}"
+    );
+    assert!(body.contains("query too large"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use steward_tests::{Collector, DEADLINE, collected_batches, log_value, memory_kib, now_ms, poll};
+use steward_tests::{
+    Collector, DEADLINE, StoredPoint, collected_batches, log_value, memory_kib, now_ms, poll,
+};
 
 fn long() -> bool {
     std::env::var_os("STEWARD_LONG_FAULT_TESTS").is_some_and(|value| value == "1")
@@ -45,27 +47,22 @@ fn stored_seqs(collector: &Collector) -> (BTreeSet<i64>, i64) {
 }
 
 /// Samples stored with this timestamp (all of one host batch share it).
-fn samples_at(database: &rusqlite::Connection, timestamp_ms: i64) -> i64 {
-    database
-        .query_row(
-            "SELECT count(*) FROM samples s JOIN series r ON r.id = s.series_id
-             WHERE s.ts_ms = ?1 AND r.metric NOT LIKE 'agent.%'",
-            [timestamp_ms],
-            |row| row.get(0),
-        )
-        .unwrap()
+fn samples_at(points: &[StoredPoint], timestamp_ms: i64) -> i64 {
+    points
+        .iter()
+        .filter(|point| point.timestamp_ms == timestamp_ms && !point.metric.starts_with("agent."))
+        .count() as i64
 }
 
 /// (series, timestamp) pairs stored more than once.
-fn duplicated_samples(database: &rusqlite::Connection) -> i64 {
-    database
-        .query_row(
-            "SELECT count(*) FROM (SELECT series_id, ts_ms FROM samples
-             GROUP BY series_id, ts_ms HAVING count(*) > 1)",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap()
+fn duplicated_samples(points: &[StoredPoint]) -> i64 {
+    let mut seen = std::collections::BTreeMap::new();
+    for point in points {
+        *seen
+            .entry((&point.metric, &point.labels, point.timestamp_ms))
+            .or_insert(0) += 1;
+    }
+    seen.values().filter(|count| **count > 1).count() as i64
 }
 
 fn mib(kib: u64) -> f64 {
@@ -123,11 +120,11 @@ fn collector_outage_and_agent_sigkill_lose_and_duplicate_nothing() {
         (stored_seqs(&collector).1 >= last_seq).then_some(())
     });
 
-    let database = collector.database();
+    let points = collector.stored_points();
     let mut missing = Vec::new();
     let (mut measured_in_outage, mut stored_in_outage) = (0, 0);
     for batch in &measured {
-        let stored = samples_at(&database, batch.timestamp_ms);
+        let stored = samples_at(&points, batch.timestamp_ms);
         if stored != batch.samples {
             missing.push((batch.seq, batch.samples, stored));
         }
@@ -136,7 +133,7 @@ fn collector_outage_and_agent_sigkill_lose_and_duplicate_nothing() {
             stored_in_outage += stored;
         }
     }
-    let duplicates = duplicated_samples(&database);
+    let duplicates = duplicated_samples(&points);
     let (seqs, max) = stored_seqs(&collector);
     println!(
         "fault 1: outage {:.1}s with the agent killed (SIGKILL) and restarted in the middle; \
@@ -228,14 +225,11 @@ fn a_full_spool_drops_the_oldest_counts_it_and_memory_stays_flat() {
         .collect();
     // The agent reports its drops to the collector too.
     let reported: f64 = collector
-        .database()
-        .query_row(
-            "SELECT coalesce(max(s.value), 0) FROM samples s JOIN series r ON r.id = s.series_id
-             WHERE r.metric = 'spool.dropped_batches'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
+        .stored_points()
+        .iter()
+        .filter(|point| point.metric == "spool.dropped_batches")
+        .map(|point| point.value)
+        .fold(0.0, f64::max);
     let half = rss.len() / 2;
     let first_half = rss[..half].iter().max().copied().unwrap_or(0);
     let second_half = rss[half..].iter().max().copied().unwrap_or(0);

@@ -72,6 +72,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/agents/{id}/packages", get(agents::packages))
         .route("/api/v1/agents/{id}/changes", get(agents::changes))
         .route("/api/v1/series", get(series::latest))
+        .route("/api/v1/series/query", get(series::history))
         .merge(writes)
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)

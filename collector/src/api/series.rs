@@ -1,11 +1,13 @@
-//! `GET /api/v1/series?agent=ID&metric=NAME`: the latest value of each series.
+//! `GET /api/v1/series?agent=ID&metric=NAME`: the latest value of each series;
+//! `GET /api/v1/series/query`: the history of series (see [`history`]).
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiState, rfc3339};
-use crate::store::Labels;
+use super::{ApiError, ApiState, rfc3339};
+use crate::store::{HistoryQuery, Labels, StoreError};
 
 #[derive(Deserialize)]
 pub struct SeriesQuery {
@@ -48,4 +50,165 @@ pub async fn latest(
             })
             .collect(),
     )
+}
+
+#[derive(Deserialize)]
+pub struct HistoryParams {
+    agent: Option<String>,
+    metric: Option<String>,
+    /// `k=v,k=v`: series carrying all of these labels.
+    labels: Option<String>,
+    /// Milliseconds since the epoch; default: an hour before `to`.
+    from: Option<String>,
+    /// Milliseconds since the epoch; default: now.
+    to: Option<String>,
+    /// A duration ("1m", "5m", "1h"); absent: raw points.
+    step: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct HistoryView {
+    series: Vec<SeriesHistoryView>,
+}
+
+#[derive(Serialize)]
+struct SeriesHistoryView {
+    metric: String,
+    labels: Labels,
+    points: Vec<PointView>,
+}
+
+#[derive(Serialize)]
+struct PointView {
+    t: i64,
+    v: f64,
+    min: f64,
+    max: f64,
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn parse_labels(text: &str) -> Result<Labels, ApiError> {
+    text.split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+            _ => Err(bad_request(format!(
+                "invalid labels {text:?}: expected name=value pairs separated by commas"
+            ))),
+        })
+        .collect()
+}
+
+fn parse_ms(name: &str, text: Option<&str>, default: i64) -> Result<i64, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| {
+            bad_request(format!(
+                "invalid {name} {text:?}: expected milliseconds since the epoch"
+            ))
+        }),
+    }
+}
+
+/// `GET /api/v1/series/query?agent=ID&metric=NAME&labels=k=v,k=v&from=MS&to=MS&step=DURATION`:
+/// the history of the matching series of one agent. Raw points without a
+/// step or when the step is not above the sample interval; otherwise
+/// min/avg/max per step (from 5-minute rollups for steps of 5 minutes or more).
+pub async fn history(
+    State(state): State<ApiState>,
+    Query(params): Query<HistoryParams>,
+) -> Result<Json<HistoryView>, ApiError> {
+    let agent_id = params
+        .agent
+        .filter(|agent| !agent.is_empty())
+        .ok_or_else(|| bad_request("agent is required"))?;
+    let metric = params
+        .metric
+        .filter(|metric| !metric.is_empty())
+        .ok_or_else(|| bad_request("metric is required"))?;
+    let labels = parse_labels(params.labels.as_deref().unwrap_or(""))?;
+    let to_ms = parse_ms("to", params.to.as_deref(), steward_core::now_ms())?;
+    let from_ms = parse_ms(
+        "from",
+        params.from.as_deref(),
+        to_ms.saturating_sub(3_600_000),
+    )?;
+    if from_ms > to_ms {
+        return Err(bad_request(format!(
+            "from ({from_ms}) is after to ({to_ms})"
+        )));
+    }
+    let step_ms = match params.step.as_deref() {
+        None | Some("") => None,
+        Some(text) => {
+            let step = humantime::parse_duration(text).map_err(|error| {
+                bad_request(format!(
+                    "invalid step {text:?}: {error} (expected e.g. 10s, 1m, 1h)"
+                ))
+            })?;
+            let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
+            if step_ms < 1 {
+                return Err(bad_request("step must be at least 1ms"));
+            }
+            Some(step_ms)
+        }
+    };
+    let answer = state
+        .store
+        .history(HistoryQuery {
+            agent_id,
+            metric,
+            labels,
+            from_ms,
+            to_ms,
+            step_ms,
+        })
+        .await
+        .map_err(|error| match error {
+            StoreError::QueryTooLarge(reason) => bad_request(format!("query too large: {reason}")),
+            error => ApiError::from(error),
+        })?;
+    Ok(Json(HistoryView {
+        series: answer
+            .into_iter()
+            .map(|series| SeriesHistoryView {
+                metric: series.key.metric,
+                labels: series.key.labels,
+                points: series
+                    .points
+                    .into_iter()
+                    .map(|point| PointView {
+                        t: point.timestamp_ms,
+                        v: point.value,
+                        min: point.min,
+                        max: point.max,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_as_pairs_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_labels("mount=/,device=sda").unwrap(),
+            Labels::from([
+                ("mount".to_string(), "/".to_string()),
+                ("device".to_string(), "sda".to_string())
+            ])
+        );
+        assert!(parse_labels("").unwrap().is_empty());
+        assert!(parse_labels("mount").is_err());
+        assert!(parse_labels("=x").is_err());
+        assert_eq!(parse_ms("from", None, 5).unwrap(), 5);
+        assert!(parse_ms("from", Some("yesterday"), 5).is_err());
+    }
 }

@@ -16,7 +16,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// Migration N is `MIGRATIONS[N - 1]`; append only.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001-initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001-initial.sql"),
+    include_str!("migrations/0002-sample-log-and-chunks.sql"),
+];
 
 /// The schema version this build writes; a database above it is refused.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

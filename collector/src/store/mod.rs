@@ -6,6 +6,14 @@
 //! Reads use a separate connection (WAL lets them run beside the writer).
 //! This module knows nothing of proto, tonic or HTTP.
 //!
+//! Samples are stored as a time-series engine: each committed batch is one
+//! compact `sample_log` record (durability), recent points of each series
+//! live in the in-memory head (`head`, Gorilla-encoded), closed chunks and
+//! their 5-minute rollups are blobs in `chunks` and `rollups`, and log
+//! records covered by written chunks are deleted. Startup replays the rest
+//! of the log into the head (`writer::replay`). Formats: `chunk`, `gorilla`;
+//! reads: `history`.
+//!
 //! The schema is versioned: [`Store::open`] applies the numbered steps in
 //! `migrations` that the file lacks, each in its own transaction with its
 //! `PRAGMA user_version` bump, and refuses a database whose version is newer
@@ -16,7 +24,11 @@
 //! change is a new migration appended to the list, never an edit of one.
 
 mod assets;
+mod chunk;
 mod codec;
+mod gorilla;
+mod head;
+mod history;
 mod incidents;
 mod inventory;
 mod migrations;
@@ -25,6 +37,7 @@ mod readers;
 mod retention;
 mod writer;
 
+pub use history::{HistoryPoint, HistoryQuery, MAX_POINTS_PER_SERIES, SeriesHistory};
 pub use migrations::SCHEMA_VERSION;
 
 pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
@@ -144,6 +157,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("write failed: {0}")]
     Failed(String),
+    /// A history query asks for more than one answer may hold.
+    #[error("query too large: {0}")]
+    QueryTooLarge(String),
     #[error("the store is shutting down")]
     Closed,
 }
@@ -155,6 +171,8 @@ pub struct Store {
     jobs: mpsc::Sender<writer::Job>,
     readers: Arc<readers::Readers>,
     latest: Arc<LatestValues>,
+    /// Recent points per series; changed only by the writer thread.
+    head: Arc<Mutex<head::Head>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     writer_health: Arc<writer::WriterHealth>,
 }
@@ -196,12 +214,14 @@ impl Store {
         let latest = Arc::new(RwLock::new(load_latest(&connection)?));
         let readers = Arc::new(readers::Readers::open(path)?);
         let (jobs, receiver) = mpsc::channel(1024);
+        let head = Arc::new(Mutex::new(head::Head::default()));
         let (writer_thread, writer_health) =
-            writer::spawn(connection, receiver, Arc::clone(&latest))?;
+            writer::spawn(connection, receiver, Arc::clone(&latest), Arc::clone(&head))?;
         Ok(Self {
             jobs,
             readers,
             latest,
+            head,
             writer_thread: Mutex::new(Some(writer_thread)),
             writer_health,
         })
@@ -275,6 +295,67 @@ impl Store {
             }
             total.add(step);
         }
+    }
+
+    /// Deletes rollups that end before `before_ms`, in steps like [`Self::prune`].
+    pub async fn prune_rollups(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .write(move |transaction| writer::prune_rollups(transaction, before_ms))
+                .await?;
+            total += deleted;
+            if (deleted as i64) < writer::PRUNE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Closes every open head chunk and writes it now (tests, benchmarks,
+    /// and aging the head on demand); resolves after commit.
+    pub async fn close_head_chunks(&self) -> Result<(), StoreError> {
+        self.submit(|reply| writer::Job::CloseHead { reply }).await
+    }
+
+    /// Every stored point of one series, oldest first; a point stored twice
+    /// shows twice. For tests and diagnostics.
+    pub async fn series_points(&self, key: &SeriesKey) -> Result<Vec<(i64, f64)>, StoreError> {
+        let key = key.clone();
+        let head = Arc::clone(&self.head);
+        self.read(move |connection| {
+            let id: Option<i64> = connection
+                .query_row(
+                    "SELECT id FROM series WHERE agent_id = ?1 AND metric = ?2 AND labels = ?3",
+                    params![key.agent_id, key.metric, labels_json(&key.labels)],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match id {
+                Some(id) => history::raw_points(connection, &head, id, i64::MIN, i64::MAX),
+                None => Ok(Vec::new()),
+            }
+        })
+        .await
+    }
+
+    /// Points of the series matching `query` (see [`HistoryQuery`]).
+    pub async fn history(&self, query: HistoryQuery) -> Result<Vec<SeriesHistory>, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let head = Arc::clone(&self.head);
+        tokio::task::spawn_blocking(move || {
+            let connection = readers.get(readers::Reader::Api);
+            history::history(&connection, &head, &query)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Heap bytes the head holds in encoded points (for memory figures).
+    pub fn head_encoded_bytes(&self) -> usize {
+        self.head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .encoded_bytes()
     }
 
     /// Runs `write` in the writer's next transaction; resolves after commit.
@@ -643,14 +724,34 @@ impl Store {
         .await
     }
 
-    /// Total stored samples and batches, for tests and diagnostics.
+    /// Total stored samples (head, chunks and pre-chunk rows) and batches,
+    /// for tests and diagnostics. Reads every chunk's row: not for hot paths.
     pub async fn counts(&self) -> Result<(u64, u64), StoreError> {
-        self.read(|connection| {
-            let samples: i64 =
+        let head = Arc::clone(&self.head);
+        self.read(move |connection| {
+            let in_head = head
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .point_counts();
+            let mut samples: u64 = in_head.values().map(|&(_, points)| points).sum();
+            let mut statement = connection.prepare("SELECT series_id, seq, count FROM chunks")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let (series_id, seq, count): (i64, i64, i64) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?);
+                // A chunk the head still holds (written meanwhile) counts once.
+                if in_head
+                    .get(&series_id)
+                    .is_none_or(|&(min_seq, _)| seq < min_seq)
+                {
+                    samples += count as u64;
+                }
+            }
+            let legacy: i64 =
                 connection.query_row("SELECT count(*) FROM samples", [], |row| row.get(0))?;
             let batches: i64 =
                 connection.query_row("SELECT count(*) FROM batches", [], |row| row.get(0))?;
-            Ok((samples as u64, batches as u64))
+            Ok((samples + legacy as u64, batches as u64))
         })
         .await
     }

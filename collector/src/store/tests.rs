@@ -125,7 +125,7 @@ async fn concurrent_commits_all_complete() {
 }
 
 #[tokio::test]
-async fn prune_removes_only_old_samples() {
+async fn prune_drops_whole_chunks_that_end_before_the_cutoff() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("s.db")).unwrap();
     store
@@ -135,13 +135,27 @@ async fn prune_removes_only_old_samples() {
         ))
         .await
         .unwrap();
-    assert_eq!(store.prune(500).await.unwrap(), 1);
+    assert_eq!(
+        store.prune(500).await.unwrap(),
+        0,
+        "points still in the head are not pruned one by one"
+    );
+    assert_eq!(store.counts().await.unwrap(), (2, 1));
+    store.close_head_chunks().await.unwrap();
+    store
+        .commit_batch(batch(2, vec![sample("m", "/", 3.0, 3_000)]))
+        .await
+        .unwrap();
+    assert_eq!(store.prune(1_000).await.unwrap(), 1, "the chunk [100, 900]");
     assert_eq!(
         store.counts().await.unwrap(),
-        (1, 1),
-        "the batch record is younger than the cutoff"
+        (1, 2),
+        "the batch records are not older than the cutoff"
     );
-    assert!(store.prune(2_000).await.unwrap() >= 1);
+    assert_eq!(store.latest(None).len(), 1, "the series has a newer point");
+    // A series stays while its rollups do.
+    assert_eq!(store.prune_rollups(5_000).await.unwrap(), 1);
+    assert!(store.prune(5_000).await.unwrap() >= 1);
     assert_eq!(
         store.counts().await.unwrap(),
         (0, 0),
@@ -153,11 +167,175 @@ async fn prune_removes_only_old_samples() {
     );
     // A new sample for the same series starts it afresh.
     store
-        .commit_batch(batch(2, vec![sample("m", "/", 3.0, 3_000)]))
+        .commit_batch(batch(3, vec![sample("m", "/", 3.0, 6_000)]))
         .await
         .unwrap();
     assert_eq!(store.latest(None).len(), 1);
     assert_eq!(store.counts().await.unwrap(), (1, 1));
+}
+
+fn series_key(label: &str) -> SeriesKey {
+    SeriesKey {
+        agent_id: "a1".into(),
+        metric: "m".into(),
+        labels: Labels::from([("mount".to_string(), label.to_string())]),
+    }
+}
+
+/// Regression guard for the log/head/chunk split: whatever mix of written
+/// chunks, unwritten head points and log records a restart finds, every
+/// committed point is there exactly once.
+#[tokio::test]
+async fn every_point_survives_reopening_exactly_once_wherever_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut expected = Vec::new();
+    {
+        let store = Store::open(&path).unwrap();
+        for seq in 1..=800u64 {
+            let t = seq as i64 * 10_000;
+            let mut samples = vec![sample("m", "/", seq as f64 * 0.25, t)];
+            if seq % 3 == 0 {
+                samples.push(sample("m", "/boot", 1.0, t));
+            }
+            expected.push((t, seq as f64 * 0.25));
+            store.commit_batch(batch(seq, samples)).await.unwrap();
+            if seq == 400 {
+                // Some points in written chunks, the rest only in the log.
+                store.close_head_chunks().await.unwrap();
+            }
+        }
+        // No close: the writer stops when the store is dropped, as after kill -9.
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.series_points(&series_key("/")).await.unwrap(),
+        expected
+    );
+    assert_eq!(
+        store
+            .series_points(&series_key("/boot"))
+            .await
+            .unwrap()
+            .len(),
+        266
+    );
+    assert_eq!(store.counts().await.unwrap(), (800 + 266, 800));
+    assert_eq!(
+        store.latest_value(&series_key("/")).unwrap().timestamp_ms,
+        8_000_000
+    );
+    // Writing the head and reopening again changes nothing.
+    store.close_head_chunks().await.unwrap();
+    store.close().await;
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.series_points(&series_key("/")).await.unwrap(),
+        expected
+    );
+    assert_eq!(store.counts().await.unwrap(), (800 + 266, 800));
+    let log_records: i64 = store
+        .read(|connection| {
+            connection.query_row("SELECT count(*) FROM sample_log", [], |row| row.get(0))
+        })
+        .await
+        .unwrap();
+    store.commit_batch(batch(801, vec![])).await.unwrap();
+    let after: i64 = store
+        .read(|connection| {
+            connection.query_row("SELECT count(*) FROM sample_log", [], |row| row.get(0))
+        })
+        .await
+        .unwrap();
+    assert!(
+        after <= 1 && log_records <= 800,
+        "log records covered by written chunks are deleted ({log_records} then {after})"
+    );
+}
+
+#[tokio::test]
+async fn history_merges_chunks_and_head_and_steps_through_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    // Two days at 1-minute intervals: value = minute of the day.
+    for seq in 0..2 * 1440u64 {
+        let t = seq as i64 * 60_000;
+        store
+            .commit_batch(batch(
+                seq + 1,
+                vec![sample("m", "/", (seq % 1440) as f64, t)],
+            ))
+            .await
+            .unwrap();
+        if seq == 1000 {
+            store.close_head_chunks().await.unwrap();
+        }
+    }
+    let query = |from_ms: i64, to_ms: i64, step_ms: Option<i64>| HistoryQuery {
+        agent_id: "a1".into(),
+        metric: "m".into(),
+        labels: Labels::from([("mount".to_string(), "/".to_string())]),
+        from_ms,
+        to_ms,
+        step_ms,
+    };
+    // Raw across the chunk/head boundary.
+    let raw = store
+        .history(query(990 * 60_000, 1_010 * 60_000, None))
+        .await
+        .unwrap();
+    assert_eq!(raw.len(), 1);
+    let times: Vec<i64> = raw[0].points.iter().map(|p| p.timestamp_ms).collect();
+    assert_eq!(times, (990..=1010).map(|m| m * 60_000).collect::<Vec<_>>());
+    // A step below the interval is raw too.
+    let fine = store
+        .history(query(0, 59 * 60_000, Some(10_000)))
+        .await
+        .unwrap();
+    assert_eq!(fine[0].points.len(), 60);
+    // 10-minute steps from raw-aggregating code and from rollups agree.
+    let coarse = store
+        .history(query(0, 2 * 86_400_000 - 1, Some(3_600_000)))
+        .await
+        .unwrap();
+    let points = &coarse[0].points;
+    assert_eq!(points.len(), 48);
+    assert_eq!(
+        (points[1].min, points[1].max, points[1].value),
+        (60.0, 119.0, 89.5)
+    );
+    assert_eq!(points[24].timestamp_ms, 86_400_000);
+    assert_eq!((points[24].min, points[24].max), (0.0, 59.0));
+    let two_minutes = store
+        .history(query(0, 3_600_000 - 1, Some(120_000)))
+        .await
+        .unwrap();
+    assert_eq!(two_minutes[0].points.len(), 30);
+    assert_eq!(two_minutes[0].points[1].value, 2.5);
+    // Bounds.
+    let refused = store
+        .history(query(0, 86_400_000 * 400, Some(60_000)))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::QueryTooLarge(_)), "{refused}");
+    // Extreme ranges are answered or refused, never overflow.
+    let everything = store
+        .history(query(i64::MIN, i64::MAX, None))
+        .await
+        .unwrap();
+    assert_eq!(everything[0].points.len(), 2 * 1440);
+    let refused = store
+        .history(query(i64::MIN, i64::MAX, Some(3_600_000)))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::QueryTooLarge(_)), "{refused}");
+    // Label filtering: an unknown label value matches nothing.
+    let mut none = query(0, 10, None);
+    none.labels.insert("mount".into(), "/nope".into());
+    assert!(store.history(none).await.unwrap().is_empty());
+    // Rollup retention removes rollups only.
+    assert!(store.prune_rollups(i64::MAX).await.unwrap() >= 1);
+    assert_eq!(store.counts().await.unwrap().0, 2 * 1440);
 }
 
 fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {

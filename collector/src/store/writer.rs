@@ -1,5 +1,11 @@
 //! The single writer thread: groups queued jobs into one transaction, commits,
 //! and only then answers each caller.
+//!
+//! A sample batch costs one `batches` row (dedup) and one `sample_log`
+//! record (its samples, compactly encoded) in the group's transaction; the
+//! points reach the in-memory head only after that commit. Closed head
+//! chunks are written in the next group's transaction, and log records
+//! whose points are all in written chunks are deleted then.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -8,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::chunk::{self, LoggedSample};
+use super::head::{self, ClosedChunk, Head};
 use super::inventory::{self, InventoryUpdate};
 use super::{
     AgentHello, CommitOutcome, InventoryOutcome, LatestValue, LatestValues, SampleBatch, SeriesKey,
@@ -41,6 +49,10 @@ pub(super) enum Job {
         run: ExecFn,
         reply: Reply<Box<dyn Any + Send>>,
     },
+    /// Closes every open head chunk and writes it in this group.
+    CloseHead {
+        reply: Reply<()>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -48,6 +60,9 @@ pub(super) enum Job {
 
 /// Most jobs folded into one transaction; bounds commit latency under load.
 const MAX_JOBS_PER_TRANSACTION: usize = 256;
+
+/// How often (by received time) the head is swept for chunks open too long.
+const SWEEP_EVERY_MS: i64 = 60_000;
 
 /// Whether the writer thread runs, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,13 +136,23 @@ pub(super) fn spawn(
     connection: Connection,
     jobs: mpsc::Receiver<Job>,
     latest: Arc<LatestValues>,
+    head: Arc<Mutex<Head>>,
 ) -> Result<(std::thread::JoinHandle<()>, Arc<WriterHealth>), StoreError> {
     let series_ids = load_series_ids(&connection)?;
+    let next_log_id = {
+        let mut head = head.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        replay(&connection, &mut head, &series_ids, &latest)?
+    };
     let health = Arc::new(WriterHealth::new());
     let writer = Writer {
         connection,
         series_ids,
         latest,
+        head,
+        next_log_id,
+        log_deleted_below: 0,
+        clock_ms: 0,
+        last_sweep_ms: 0,
         health: Arc::clone(&health),
     };
     let reporter = Arc::clone(&health);
@@ -148,20 +173,50 @@ pub(super) fn spawn(
 
 struct Writer {
     connection: Connection,
-    /// Cache of `series.id` by key; only grows within a process.
+    /// `series.id` by key, for every row of `series` (loaded at start).
     series_ids: HashMap<SeriesKey, i64>,
     latest: Arc<LatestValues>,
+    head: Arc<Mutex<Head>>,
+    /// The id the next log record gets. Assigned here, never reused (SQLite
+    /// would reuse the ids of deleted rows, and `series.persisted_log_id`
+    /// compares against them).
+    next_log_id: i64,
+    /// Log records below this id are already deleted.
+    log_deleted_below: i64,
+    /// Newest `received_ms` seen: the writer's notion of now, for sweeps.
+    clock_ms: i64,
+    last_sweep_ms: i64,
     health: Arc<WriterHealth>,
+}
+
+/// What storing a batch yields: the outcome, latest values, and the log
+/// record to apply to the head after commit (none for a duplicate).
+type StoredBatch = (
+    CommitOutcome,
+    Vec<(SeriesKey, LatestValue)>,
+    Option<LoggedBatch>,
+);
+
+/// A committed log record, to apply to the head.
+struct LoggedBatch {
+    log_id: i64,
+    received_ms: i64,
+    samples: Vec<LoggedSample>,
 }
 
 /// What a committed job changes in memory once its transaction is durable.
 enum Applied {
-    Batch(CommitOutcome, Vec<(SeriesKey, LatestValue)>),
+    Batch(
+        CommitOutcome,
+        Vec<(SeriesKey, LatestValue)>,
+        Option<LoggedBatch>,
+    ),
     Hello,
     Inventory(InventoryOutcome),
     /// Rows deleted, and the series that went with them.
-    Prune(usize, Vec<SeriesKey>),
+    Prune(usize, Vec<(SeriesKey, i64)>),
     Exec(Box<dyn Any + Send>),
+    CloseHead,
 }
 
 impl Writer {
@@ -215,12 +270,46 @@ impl Writer {
                 return None;
             }
         };
-        let mut new_series = Vec::new();
+        let lock_head = || {
+            self.head
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if group.iter().any(|job| matches!(job, Job::CloseHead { .. })) {
+            lock_head().close_all();
+        }
+        let chunks = lock_head().unwritten();
+        let chunks_written = match write_chunks_in_savepoint(&transaction, &chunks) {
+            Ok(()) => chunks,
+            Err(error) => {
+                // The log still holds these points; the next group retries.
+                tracing::error!(message = "Cannot write closed chunks; retrying with the next group.", %error);
+                Vec::new()
+            }
+        };
+        let covered_below = lock_head().covered_below(self.next_log_id);
+        let mut log_deleted_below = self.log_deleted_below;
+        if covered_below > log_deleted_below {
+            match transaction.execute("DELETE FROM sample_log WHERE id < ?1", [covered_below]) {
+                Ok(_) => log_deleted_below = covered_below,
+                Err(error) => {
+                    tracing::warn!(message = "Cannot delete covered log records.", %error)
+                }
+            }
+        }
+        let mut new_series = HashMap::new();
         for job in group {
             match job {
                 Job::Close { reply } => close = Some(reply),
                 mut job => {
-                    let result = apply(&transaction, &self.series_ids, &mut new_series, &mut job);
+                    let result = apply(
+                        &transaction,
+                        &self.series_ids,
+                        &mut new_series,
+                        &mut self.next_log_id,
+                        &self.latest,
+                        &mut job,
+                    );
                     pending.push((job, result));
                 }
             }
@@ -233,6 +322,8 @@ impl Writer {
             }
             return close;
         }
+        self.log_deleted_below = log_deleted_below;
+        self.lock_head().persisted(&chunks_written);
         // A job refused for bad input is the caller's problem; one that hit
         // the storage (disk full, I/O) means the store cannot write, even
         // though the transaction (now without it) committed. Only a group
@@ -247,11 +338,24 @@ impl Writer {
             self.health.record_commit(Ok(()));
         }
         self.series_ids.extend(new_series);
+        // Points reach the head (and readers) only now that they are durable.
+        let mut logged = Vec::new();
+        for (_, result) in &mut pending {
+            if let Ok(Applied::Batch(_, _, record)) = result
+                && let Some(record) = record.take()
+            {
+                logged.push(record);
+            }
+        }
+        self.apply_to_head(logged);
         for (job, result) in pending {
             match (job, result) {
-                (Job::Batch { reply, .. }, Ok(Applied::Batch(outcome, latest))) => {
+                (Job::Batch { reply, .. }, Ok(Applied::Batch(outcome, latest, _))) => {
                     self.publish_latest(latest);
                     let _ = reply.send(Ok(outcome));
+                }
+                (Job::CloseHead { reply }, Ok(Applied::CloseHead)) => {
+                    let _ = reply.send(Ok(()));
                 }
                 (Job::Hello { reply, .. }, Ok(Applied::Hello)) => {
                     let _ = reply.send(Ok(()));
@@ -273,18 +377,46 @@ impl Writer {
         close
     }
 
-    /// Drops pruned series from the id cache and the latest values.
-    fn forget_series(&mut self, gone: &[SeriesKey]) {
+    fn lock_head(&self) -> std::sync::MutexGuard<'_, Head> {
+        self.head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends committed log records to the head, closes full chunks, and
+    /// about once a minute closes chunks open for too long.
+    fn apply_to_head(&mut self, logged: Vec<LoggedBatch>) {
+        let mut head = self
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for record in logged {
+            self.clock_ms = self.clock_ms.max(record.received_ms);
+            append_record(&mut head, &record);
+        }
+        if self.clock_ms - self.last_sweep_ms >= SWEEP_EVERY_MS {
+            self.last_sweep_ms = self.clock_ms;
+            head.close_older_than(self.clock_ms - head::MAX_CHUNK_AGE_MS);
+        }
+    }
+
+    /// Drops pruned series from the id cache, the head and the latest values.
+    fn forget_series(&mut self, gone: &[(SeriesKey, i64)]) {
         if gone.is_empty() {
             return;
         }
+        let mut head = self
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut latest = self
             .latest
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for key in gone {
+        for (key, id) in gone {
             self.series_ids.remove(key);
             latest.remove(key);
+            head.forget(*id);
         }
     }
 
@@ -331,6 +463,7 @@ fn fail(job: Job, error: &rusqlite::Error) {
         Job::Inventory { reply, .. } => drop(reply.send(Err(error()))),
         Job::Exec { reply, .. } => drop(reply.send(Err(error()))),
         Job::Prune { reply, .. } => drop(reply.send(Err(error()))),
+        Job::CloseHead { reply } => drop(reply.send(Err(error()))),
         Job::Close { reply } => drop(reply.send(())),
     }
 }
@@ -339,37 +472,222 @@ fn fail(job: Job, error: &rusqlite::Error) {
 fn apply(
     transaction: &Transaction<'_>,
     series_ids: &HashMap<SeriesKey, i64>,
-    new_series: &mut Vec<(SeriesKey, i64)>,
+    new_series: &mut HashMap<SeriesKey, i64>,
+    next_log_id: &mut i64,
+    latest: &LatestValues,
     job: &mut Job,
 ) -> Result<Applied, rusqlite::Error> {
     transaction.execute_batch("SAVEPOINT job")?;
-    let mark = new_series.len();
+    let mut job_series = HashMap::new();
     let result = match job {
-        Job::Batch { batch, .. } => store_batch(transaction, series_ids, new_series, batch)
-            .map(|(outcome, latest)| Applied::Batch(outcome, latest)),
+        Job::Batch { batch, .. } => store_batch(
+            transaction,
+            series_ids,
+            new_series,
+            &mut job_series,
+            next_log_id,
+            batch,
+        )
+        .map(|(outcome, latest, logged)| Applied::Batch(outcome, latest, logged)),
         Job::Hello { hello, .. } => store_hello(transaction, hello).map(|()| Applied::Hello),
         Job::Inventory { update, .. } => {
             store_inventory(transaction, update).map(Applied::Inventory)
         }
         Job::Prune { before_ms, .. } => {
-            prune(transaction, *before_ms).map(|(count, gone)| Applied::Prune(count, gone))
+            prune(transaction, *before_ms, latest).map(|(count, gone)| Applied::Prune(count, gone))
         }
         Job::Exec { run, .. } => {
             // The closure runs once; a placeholder is left behind in the job.
             let run = std::mem::replace(run, Box::new(|_| Err(rusqlite::Error::InvalidQuery)));
             run(transaction).map(Applied::Exec)
         }
+        Job::CloseHead { .. } => Ok(Applied::CloseHead),
         Job::Close { .. } => Ok(Applied::Hello),
     };
     match &result {
-        Ok(_) => transaction.execute_batch("RELEASE job")?,
+        Ok(_) => {
+            transaction.execute_batch("RELEASE job")?;
+            new_series.extend(job_series);
+        }
         Err(_) => {
-            // Series rows created by this job are rolled back; forget their ids too.
-            new_series.truncate(mark);
+            // Series rows created by this job are rolled back with it; their
+            // ids (only in `job_series`) are forgotten.
             transaction.execute_batch("ROLLBACK TO job; RELEASE job")?
         }
     }
     result
+}
+
+/// Writes closed chunks and their rollups; all or none.
+fn write_chunks_in_savepoint(
+    transaction: &Transaction<'_>,
+    chunks: &[Arc<ClosedChunk>],
+) -> Result<(), rusqlite::Error> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    transaction.execute_batch("SAVEPOINT chunks")?;
+    let result = write_chunks(transaction, chunks);
+    match &result {
+        Ok(()) => transaction.execute_batch("RELEASE chunks")?,
+        Err(_) => transaction.execute_batch("ROLLBACK TO chunks; RELEASE chunks")?,
+    }
+    result
+}
+
+fn write_chunks(
+    transaction: &Transaction<'_>,
+    chunks: &[Arc<ClosedChunk>],
+) -> Result<(), rusqlite::Error> {
+    let mut insert_chunk = transaction.prepare_cached(
+        "INSERT INTO chunks (series_id, seq, start_ms, end_ms, count, max_log_id, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut insert_rollup = transaction.prepare_cached(
+        "INSERT INTO rollups (series_id, seq, start_ms, end_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut update_series = transaction.prepare_cached(
+        "UPDATE series SET
+           next_chunk_seq = max(next_chunk_seq, ?2 + 1),
+           persisted_log_id = max(persisted_log_id, ?3),
+           last_value = CASE WHEN ?4 >= last_ts_ms THEN ?5 ELSE last_value END,
+           last_ts_ms = max(last_ts_ms, ?4)
+         WHERE id = ?1",
+    )?;
+    for chunk in chunks {
+        insert_chunk.execute(params![
+            chunk.series_id,
+            chunk.seq,
+            chunk.start_ms,
+            chunk.end_ms,
+            chunk.count,
+            chunk.max_log_id,
+            head::blob(chunk)
+        ])?;
+        let points = chunk
+            .points()
+            .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+        let mut buckets = std::collections::BTreeMap::new();
+        chunk::add_points(&mut buckets, &points, chunk::ROLLUP_BUCKET_MS);
+        let buckets: Vec<chunk::Bucket> = buckets.into_values().collect();
+        insert_rollup.execute(params![
+            chunk.series_id,
+            chunk.seq,
+            chunk.start_ms,
+            chunk.end_ms,
+            chunk::rollup_blob(&buckets)
+        ])?;
+        update_series.execute(params![
+            chunk.series_id,
+            chunk.seq,
+            chunk.max_log_id,
+            chunk.last.0,
+            chunk.last.1
+        ])?;
+    }
+    Ok(())
+}
+
+fn append_record(head: &mut Head, record: &LoggedBatch) {
+    for sample in &record.samples {
+        head.append(
+            sample.series_id,
+            record.log_id,
+            record.received_ms,
+            sample.timestamp_ms,
+            sample.value,
+        );
+    }
+    head.close_full(record.samples.iter().map(|sample| sample.series_id));
+}
+
+/// Rebuilds the head from the log records not yet covered by persisted
+/// chunks and publishes their latest values; returns the next log id.
+fn replay(
+    connection: &Connection,
+    head: &mut Head,
+    series_ids: &HashMap<SeriesKey, i64>,
+    latest: &LatestValues,
+) -> Result<i64, StoreError> {
+    let mut persisted = HashMap::new();
+    let mut next_log_id = 1;
+    {
+        let mut statement =
+            connection.prepare("SELECT id, next_chunk_seq, persisted_log_id FROM series")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let (id, next_seq, persisted_log_id): (i64, i64, i64) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
+            head.register(id, next_seq);
+            persisted.insert(id, persisted_log_id);
+            next_log_id = next_log_id.max(persisted_log_id + 1);
+        }
+    }
+    let mut newest: HashMap<i64, LatestValue> = HashMap::new();
+    let mut statement =
+        connection.prepare("SELECT id, received_ms, payload FROM sample_log ORDER BY id")?;
+    let mut rows = statement.query([])?;
+    let mut records = 0u64;
+    while let Some(row) = rows.next()? {
+        let (log_id, received_ms): (i64, i64) = (row.get(0)?, row.get(1)?);
+        next_log_id = next_log_id.max(log_id + 1);
+        let payload = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+        let samples = match chunk::decode_log_record(payload) {
+            Ok(samples) => samples,
+            Err(error) => {
+                tracing::error!(message = "Skipping a corrupt sample log record.", log_id, %error);
+                continue;
+            }
+        };
+        // Points already in a persisted chunk, or of a series retention removed, are skipped.
+        let samples: Vec<LoggedSample> = samples
+            .into_iter()
+            .filter(|sample| {
+                persisted
+                    .get(&sample.series_id)
+                    .is_some_and(|&covered| log_id > covered)
+            })
+            .collect();
+        for sample in &samples {
+            let value = LatestValue {
+                value: sample.value,
+                timestamp_ms: sample.timestamp_ms,
+            };
+            newest
+                .entry(sample.series_id)
+                .and_modify(|known| {
+                    if value.timestamp_ms >= known.timestamp_ms {
+                        *known = value;
+                    }
+                })
+                .or_insert(value);
+        }
+        append_record(
+            head,
+            &LoggedBatch {
+                log_id,
+                received_ms,
+                samples,
+            },
+        );
+        records += 1;
+    }
+    if records > 0 {
+        tracing::info!(message = "Replayed the sample log into the head.", records);
+    }
+    let keys: HashMap<i64, &SeriesKey> = series_ids.iter().map(|(key, &id)| (id, key)).collect();
+    let mut latest = latest
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for (id, value) in newest {
+        if let Some(&key) = keys.get(&id) {
+            let entry = latest.entry(key.clone()).or_insert(value);
+            if value.timestamp_ms >= entry.timestamp_ms {
+                *entry = value;
+            }
+        }
+    }
+    Ok(next_log_id)
 }
 
 fn store_hello(transaction: &Transaction<'_>, hello: &AgentHello) -> Result<(), rusqlite::Error> {
@@ -392,9 +710,11 @@ fn store_hello(transaction: &Transaction<'_>, hello: &AgentHello) -> Result<(), 
 fn store_batch(
     transaction: &Transaction<'_>,
     series_ids: &HashMap<SeriesKey, i64>,
-    new_series: &mut Vec<(SeriesKey, i64)>,
+    group_series: &HashMap<SeriesKey, i64>,
+    job_series: &mut HashMap<SeriesKey, i64>,
+    next_log_id: &mut i64,
     batch: &SampleBatch,
-) -> Result<(CommitOutcome, Vec<(SeriesKey, LatestValue)>), rusqlite::Error> {
+) -> Result<StoredBatch, rusqlite::Error> {
     if !claim_seq(
         transaction,
         &batch.agent_id,
@@ -403,18 +723,15 @@ fn store_batch(
         batch.received_ms,
         batch.samples.len(),
     )? {
-        return Ok((CommitOutcome::Duplicate, Vec::new()));
+        return Ok((CommitOutcome::Duplicate, Vec::new(), None));
     }
-    let mut insert_sample = transaction
-        .prepare_cached("INSERT INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)")?;
-    let mut upsert_series = transaction.prepare_cached(
+    let mut insert_series = transaction.prepare_cached(
         "INSERT INTO series (agent_id, metric, labels, last_value, last_ts_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (agent_id, metric, labels) DO UPDATE SET
-           last_value = CASE WHEN excluded.last_ts_ms >= last_ts_ms THEN excluded.last_value ELSE last_value END,
-           last_ts_ms = max(last_ts_ms, excluded.last_ts_ms)
+         ON CONFLICT (agent_id, metric, labels) DO UPDATE SET last_ts_ms = last_ts_ms
          RETURNING id",
     )?;
     let mut latest: HashMap<SeriesKey, LatestValue> = HashMap::new();
+    let mut logged = Vec::with_capacity(batch.samples.len());
     for sample in &batch.samples {
         let key = SeriesKey {
             agent_id: batch.agent_id.clone(),
@@ -425,16 +742,15 @@ fn store_batch(
             value: sample.value,
             timestamp_ms: sample.timestamp_ms,
         };
-        let known = series_ids.get(&key).copied().or_else(|| {
-            new_series
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, id)| *id)
-        });
+        let known = series_ids
+            .get(&key)
+            .or_else(|| group_series.get(&key))
+            .or_else(|| job_series.get(&key))
+            .copied();
         let series_id = match known {
             Some(id) => id,
             None => {
-                let id: i64 = upsert_series.query_row(
+                let id: i64 = insert_series.query_row(
                     params![
                         key.agent_id,
                         key.metric,
@@ -444,11 +760,15 @@ fn store_batch(
                     ],
                     |row| row.get(0),
                 )?;
-                new_series.push((key.clone(), id));
+                job_series.insert(key.clone(), id);
                 id
             }
         };
-        insert_sample.execute(params![series_id, sample.timestamp_ms, sample.value])?;
+        logged.push(LoggedSample {
+            series_id,
+            timestamp_ms: sample.timestamp_ms,
+            value: sample.value,
+        });
         match latest.get_mut(&key) {
             Some(existing) if existing.timestamp_ms > value.timestamp_ms => {}
             Some(existing) => *existing = value,
@@ -457,28 +777,28 @@ fn store_batch(
             }
         }
     }
-    // Mirror the newest value per series once per batch, not once per sample.
-    let mut update_series = transaction.prepare_cached(
-        "UPDATE series SET last_value = ?2, last_ts_ms = ?3 WHERE id = ?1 AND last_ts_ms <= ?3",
-    )?;
-    for (key, value) in &latest {
-        let id = series_ids
-            .get(key)
-            .copied()
-            .or_else(|| new_series.iter().find(|(k, _)| k == key).map(|(_, id)| *id));
-        if let Some(id) = id {
-            update_series.execute(params![id, value.value, value.timestamp_ms])?;
-        }
-    }
-    transaction.execute(
-        "UPDATE agents SET last_seen_ms = max(last_seen_ms, ?2) WHERE id = ?1",
-        params![batch.agent_id, batch.received_ms],
-    )?;
+    let log_id = *next_log_id;
+    transaction
+        .prepare_cached("INSERT INTO sample_log (id, received_ms, payload) VALUES (?1, ?2, ?3)")?
+        .execute(params![
+            log_id,
+            batch.received_ms,
+            chunk::encode_log_record(&logged)
+        ])?;
+    *next_log_id += 1;
+    transaction
+        .prepare_cached("UPDATE agents SET last_seen_ms = max(last_seen_ms, ?2) WHERE id = ?1")?
+        .execute(params![batch.agent_id, batch.received_ms])?;
     Ok((
         CommitOutcome::Stored {
             samples: batch.samples.len(),
         },
         latest.into_iter().collect(),
+        Some(LoggedBatch {
+            log_id,
+            received_ms: batch.received_ms,
+            samples: logged,
+        }),
     ))
 }
 
@@ -486,14 +806,18 @@ fn store_batch(
 /// grouped into the same transaction are not held up for long.
 pub(super) const PRUNE_CHUNK: i64 = 10_000;
 
-/// Deletes one chunk of expired rows from each growing table: samples,
+/// Deletes one chunk of expired rows from each growing table: whole sample
+/// chunks that end before the cutoff, rows of the pre-chunk `samples` table,
 /// batch records (resends that old cannot arrive), journal entries already
-/// routed, and delivery attempts. Incident, asset and inventory history is kept.
+/// routed, and delivery attempts. Incident, asset and inventory history is
+/// kept; rollups have their own retention (`prune_rollups`).
 fn prune(
     transaction: &Transaction<'_>,
     before_ms: i64,
-) -> Result<(usize, Vec<SeriesKey>), rusqlite::Error> {
+    latest: &LatestValues,
+) -> Result<(usize, Vec<(SeriesKey, i64)>), rusqlite::Error> {
     let statements = [
+        "DELETE FROM chunks WHERE rowid IN (SELECT rowid FROM chunks WHERE end_ms < ?1 LIMIT ?2)",
         "DELETE FROM samples WHERE rowid IN (SELECT rowid FROM samples WHERE ts_ms < ?1 LIMIT ?2)",
         "DELETE FROM batches WHERE (agent_id, epoch, seq) IN
              (SELECT agent_id, epoch, seq FROM batches WHERE received_ms < ?1 LIMIT ?2)",
@@ -506,22 +830,62 @@ fn prune(
         deleted = deleted.max(transaction.execute(statement, params![before_ms, PRUNE_CHUNK])?);
     }
     // Series silent for the whole retention (a container's interface, an
-    // unmounted disk) go too, so churning label sets do not grow forever.
-    let mut gone_series = transaction.prepare(
-        "DELETE FROM series WHERE id IN (SELECT id FROM series WHERE last_ts_ms < ?1 LIMIT ?2)
-         RETURNING agent_id, metric, labels",
-    )?;
-    let gone: Vec<SeriesKey> = gone_series
+    // unmounted disk) go too, once nothing of them is stored, so churning
+    // label sets do not grow forever. `series.last_*` is written when a
+    // chunk is, so the head may know a newer point: such a series stays,
+    // and its row is brought up to date instead.
+    let candidates: Vec<(i64, SeriesKey)> = transaction
+        .prepare(
+            "SELECT id, agent_id, metric, labels FROM series s WHERE last_ts_ms < ?1
+               AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = s.id)
+               AND NOT EXISTS (SELECT 1 FROM rollups r WHERE r.series_id = s.id)
+               AND NOT EXISTS (SELECT 1 FROM samples o WHERE o.series_id = s.id)
+             LIMIT ?2",
+        )?
         .query_map(params![before_ms, PRUNE_CHUNK], |row| {
-            let labels: String = row.get(2)?;
-            Ok(SeriesKey {
-                agent_id: row.get(0)?,
-                metric: row.get(1)?,
-                labels: serde_json::from_str(&labels).unwrap_or_default(),
-            })
+            let labels: String = row.get(3)?;
+            Ok((
+                row.get(0)?,
+                SeriesKey {
+                    agent_id: row.get(1)?,
+                    metric: row.get(2)?,
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                },
+            ))
         })?
         .collect::<Result<_, _>>()?;
+    let mut gone = Vec::new();
+    {
+        let latest = latest
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (id, key) in candidates {
+            match latest.get(&key) {
+                Some(newer) if newer.timestamp_ms >= before_ms => {
+                    transaction.execute(
+                        "UPDATE series SET last_value = ?2, last_ts_ms = ?3 WHERE id = ?1",
+                        params![id, newer.value, newer.timestamp_ms],
+                    )?;
+                }
+                _ => {
+                    transaction.execute("DELETE FROM series WHERE id = ?1", [id])?;
+                    gone.push((key, id));
+                }
+            }
+        }
+    }
     Ok((deleted.max(gone.len()), gone))
+}
+
+/// Deletes one step of rollups that end before `before_ms`.
+pub(super) fn prune_rollups(
+    transaction: &Transaction<'_>,
+    before_ms: i64,
+) -> Result<usize, rusqlite::Error> {
+    transaction.execute(
+        "DELETE FROM rollups WHERE rowid IN (SELECT rowid FROM rollups WHERE end_ms < ?1 LIMIT ?2)",
+        params![before_ms, PRUNE_CHUNK],
+    )
 }
 
 /// Records `(agent_id, epoch, seq)` as stored; false if it already was.
