@@ -186,15 +186,6 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let deadline = started + config.duration;
     let _ = phase_tx.send(Some(Phase { deadline }));
 
-    let poller = match (config.http, config.breach_rate > 0.0, config.target) {
-        (Some(http), true, Target::Steward) => Some(tokio::spawn(poll_incidents(
-            http,
-            config.api_token.clone(),
-            deadline + Duration::from_secs(10),
-        ))),
-        _ => None,
-    };
-
     let mut outcomes = Vec::with_capacity(tasks.len());
     for task in tasks {
         outcomes.push(task.await.unwrap_or_else(|error| AgentOutcome {
@@ -267,8 +258,17 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     report.ack = ack.summary();
     report.connect = connect.summary();
     report.breaches = breaches.len() as u64;
-    if let Some(poller) = poller {
-        let opened = poller.await.unwrap_or_default();
+    if let (Some(http), Target::Steward, false) = (config.http, config.target, breaches.is_empty())
+    {
+        // `opened_at` is the collector's own timestamp, so polling after the
+        // run loses no precision.
+        let opened = poll_incidents(
+            http,
+            config.api_token.clone(),
+            &breaches,
+            Instant::now() + Duration::from_secs(10),
+        )
+        .await;
         let mut latencies = Latencies::default();
         for (key, sent_ms) in &breaches {
             if let Some(opened_ms) = opened.get(key) {
@@ -661,17 +661,21 @@ struct IncidentRow {
     opened_at: String,
 }
 
-/// Polls `/api/v1/incidents` until `until`; returns the earliest `opened_at`
-/// (ms) per (agent id, series label) of `loadgen.m0` incidents.
+/// Polls `/api/v1/incidents` until an incident is listed for every expected
+/// (agent id, series label) or `until`; returns the earliest `opened_at` (ms)
+/// per (agent id, series label) of `loadgen.m0` incidents.
 async fn poll_incidents(
     http: SocketAddr,
     token: Option<String>,
+    expected: &HashMap<(String, String), i64>,
     until: Instant,
 ) -> HashMap<(String, String), i64> {
     let mut opened = HashMap::new();
     let mut connection = None;
-    while Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    while Instant::now() < until && !expected.keys().all(|key| opened.contains_key(key)) {
+        if connection.is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         if connection.is_none() {
             connection = http::HttpConnection::connect(http, None).await.ok();
         }

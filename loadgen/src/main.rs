@@ -72,6 +72,9 @@ struct Args {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print the report as flat `key=value` lines (for shell scripts).
+    #[arg(long, conflicts_with = "json")]
+    kv: bool,
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {
@@ -119,7 +122,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let json = args.json;
+    let (json, kv) = (args.json, args.kv);
     let result = config(args).and_then(|config| {
         let _ = rustls::crypto::ring::default_provider().install_default();
         tokio::runtime::Builder::new_multi_thread()
@@ -130,7 +133,12 @@ fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(report) => {
-            if json {
+            if kv {
+                print!("{}", report.key_values());
+                for error in &report.first_errors {
+                    eprintln!("error: {error}");
+                }
+            } else if json {
                 match serde_json::to_string(&report) {
                     Ok(text) => println!("{text}"),
                     Err(error) => eprintln!("error: {error}"),

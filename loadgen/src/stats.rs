@@ -147,6 +147,34 @@ impl Report {
     }
 }
 
+impl Report {
+    /// `key=value` lines, nested summaries flattened (`ack_p99_ms=...`), for
+    /// shell scripts without a JSON parser. Missing summaries print nothing.
+    pub fn key_values(&self) -> String {
+        let mut out = String::new();
+        let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) else {
+            return out;
+        };
+        for (key, value) in map {
+            match value {
+                serde_json::Value::Object(inner) => {
+                    for (inner_key, value) in inner {
+                        let _ = writeln!(out, "{key}_{inner_key}={value}");
+                    }
+                }
+                serde_json::Value::Array(_) | serde_json::Value::Null => {}
+                serde_json::Value::String(text) => {
+                    let _ = writeln!(out, "{key}={text}");
+                }
+                other => {
+                    let _ = writeln!(out, "{key}={other}");
+                }
+            }
+        }
+        out
+    }
+}
+
 /// CPU seconds (user + system) this process has used, from /proc/self/stat.
 /// USER_HZ is 100 on every Linux architecture the project builds for.
 pub fn own_cpu_seconds() -> f64 {
@@ -206,6 +234,52 @@ mod tests {
             }
         );
         assert_eq!(Latencies::default().summary(), None);
+    }
+
+    #[test]
+    fn key_values_flatten_summaries() {
+        let report = Report {
+            target: "steward",
+            mode: "max",
+            agents: 2,
+            agents_connected: 2,
+            series_per_agent: 10,
+            duration_s: 1.5,
+            batches_sent: 3,
+            batches_acked: 3,
+            samples_acked: 30,
+            samples_per_s: 20.0,
+            batches_unacked: 0,
+            ack: Some(Summary {
+                count: 3,
+                p50_ms: 1.5,
+                p99_ms: 2.0,
+                max_ms: 2.0,
+            }),
+            connect: None,
+            connect_s: 0.1,
+            ticks_behind: 0,
+            errors: 0,
+            first_errors: vec!["x".into()],
+            breaches: 0,
+            incidents_seen: 0,
+            breach_to_incident: None,
+            loadgen_cpu_percent: 12.5,
+        };
+        let text = report.key_values();
+        for line in [
+            "target=steward",
+            "samples_per_s=20.0",
+            "ack_p99_ms=2.0",
+            "ack_count=3",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        assert!(!text.contains("connect_p50"));
+        assert!(!text.contains("first_errors"));
     }
 
     #[test]
