@@ -494,8 +494,7 @@ async fn steward_agent(
     // (seq, sent at) of batches awaiting their ack, oldest first.
     let mut inflight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(config.window);
     let mut seq = 0u64;
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticker = paced_ticker(config, index);
     let deadline_sleep = tokio::time::sleep_until(deadline.into());
     tokio::pin!(deadline_sleep);
     let mut send_one = |outcome: &mut AgentOutcome, inflight: &mut VecDeque<(u64, Instant)>| {
@@ -567,6 +566,21 @@ async fn steward_agent(
     outcome
 }
 
+/// Paced agents start evenly spread over one interval, as a real fleet
+/// does, rather than all in the same instant.
+fn paced_ticker(config: &Config, index: usize) -> tokio::time::Interval {
+    let start = tokio::time::Instant::now() + first_tick_offset(config, index);
+    let mut ticker = tokio::time::interval_at(start, config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    ticker
+}
+
+fn first_tick_offset(config: &Config, index: usize) -> Duration {
+    config
+        .interval
+        .mul_f64(index as f64 / config.agents.max(1) as f64)
+}
+
 fn generator_exhausted(config: &Config, sent: u64) -> bool {
     config.points.is_some_and(|points| sent >= points)
 }
@@ -605,8 +619,7 @@ async fn victoria_agent(
     let prefixes = http::prometheus_prefixes(&agent_id(config, index), config.series);
     let mut generator = Generator::new(config, index);
     let mut body = Vec::with_capacity(config.series * 64);
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticker = paced_ticker(config, index);
     // HTTP/1.1 without pipelining: one request in flight per connection.
     while Instant::now() < deadline && !generator.exhausted() {
         if config.mode == Mode::Paced {
@@ -756,6 +769,16 @@ mod tests {
         let mut clock = Clock::new(&config(None));
         let stamps: Vec<i64> = (0..1000).map(|_| clock.next()).collect();
         assert!(stamps.windows(2).all(|pair| pair[1] > pair[0]));
+    }
+
+    #[test]
+    fn paced_agents_start_spread_over_one_interval() {
+        let mut config = config(None);
+        config.agents = 4;
+        let offsets: Vec<u128> = (0..4)
+            .map(|index| first_tick_offset(&config, index).as_millis())
+            .collect();
+        assert_eq!(offsets, [0, 2500, 5000, 7500]);
     }
 
     #[test]
