@@ -58,7 +58,7 @@ else
 fi
 zabbix=$(command -v zabbix_agent2 || true)
 if [[ -n $zabbix ]]; then
-  port=$(free_port)
+  port=$(free_port 32767) # zabbix refuses ListenPort above 32767
   cat >"$dir/zabbix_agent2.conf" <<CONF
 Server=127.0.0.1
 ServerActive=

@@ -79,11 +79,12 @@ bench_stop() {
   wait "$pid" 2>/dev/null || true
 }
 
-# A free loopback TCP port (racy but fine on a benchmark machine).
+# A free loopback TCP port below MAX (default 50000; racy but fine on a
+# benchmark machine).
 free_port() {
-  local port
+  local port max=${1:-50000}
   while :; do
-    port=$((20000 + RANDOM % 30000))
+    port=$((20000 + RANDOM % (max - 20000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return
