@@ -8,9 +8,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use steward_core::config_file::{self, ConfigError, ConfigSource};
 
+use crate::api::HttpLimits;
 use crate::assets::{AssetPolicy, RawAssetPolicy};
 use crate::incidents::SlaPolicy;
 use crate::incidents::sla::RawSlaTarget;
+use crate::ingest::{GrpcLimits, IngestLimits, InventoryLimits, SampleLimits};
 use crate::notify::NotifyConfig;
 use crate::notify::config::{
     RawChannel, RawEscalation, RawNotify, RawPerson, RawRoute, RawSchedule,
@@ -193,21 +195,248 @@ mod retention_default {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `[limits]`: every key optional; defaults come from the typed limits'
+/// `Default`s (`IngestLimits`, `HttpLimits`), so they are written once.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
-    #[serde(default = "default_max_message_bytes")]
-    max_message_bytes: usize,
-    #[serde(default = "default_max_agents")]
-    max_agents: usize,
+    max_message_bytes: Option<usize>,
+    max_agents: Option<usize>,
+    max_samples_per_batch: Option<usize>,
+    max_series_per_agent: Option<usize>,
+    max_labels_per_sample: Option<usize>,
+    max_label_key_bytes: Option<usize>,
+    max_label_value_bytes: Option<usize>,
+    max_agent_version_bytes: Option<usize>,
+    max_facts: Option<usize>,
+    max_fact_key_bytes: Option<usize>,
+    max_fact_value_bytes: Option<usize>,
+    max_disks: Option<usize>,
+    max_interfaces: Option<usize>,
+    max_addresses_per_interface: Option<usize>,
+    max_packages: Option<usize>,
+    max_package_field_bytes: Option<usize>,
+    max_inventory_text_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_streams_per_connection: Option<u32>,
+    max_pending_hellos: Option<usize>,
+    #[serde(default, deserialize_with = "config_file::optional_duration")]
+    hello_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "config_file::optional_duration")]
+    handshake_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "config_file::optional_duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "config_file::optional_duration")]
+    keepalive_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "config_file::optional_duration")]
+    keepalive_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "config_file::optional_duration")]
+    http_request_timeout: Option<Duration>,
+    http_max_concurrent_requests: Option<usize>,
 }
 
-impl Default for RawLimits {
-    fn default() -> Self {
-        Self {
-            max_message_bytes: default_max_message_bytes(),
-            max_agents: default_max_agents(),
+/// Everything `[limits]` bounds, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub ingest: IngestLimits,
+    pub http: HttpLimits,
+}
+
+impl Limits {
+    fn validate(source: &ConfigSource, raw: RawLimits) -> Result<Self, ConfigError> {
+        let defaults = Limits::default();
+        // A count of zero would refuse everything: always a mistake.
+        let count =
+            |key: &str, value: Option<usize>, default: usize| -> Result<usize, ConfigError> {
+                match value {
+                    None => Ok(default),
+                    Some(0) => Err(source.error(&format!("limits.{key}"), "must be at least 1")),
+                    Some(value) => Ok(value),
+                }
+            };
+        let duration = |key: &str,
+                        value: Option<Duration>,
+                        default: Duration,
+                        range: (Duration, Duration)|
+         -> Result<Duration, ConfigError> {
+            let value = value.unwrap_or(default);
+            if value < range.0 || value > range.1 {
+                return Err(source.error(
+                    &format!("limits.{key}"),
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(range.0),
+                        humantime::format_duration(range.1)
+                    ),
+                ));
+            }
+            Ok(value)
+        };
+        let ingest = defaults.ingest;
+        let (samples, inventory, grpc) = (ingest.samples, ingest.inventory, ingest.grpc);
+        let max_message_bytes = count(
+            "max_message_bytes",
+            raw.max_message_bytes,
+            ingest.max_message_bytes,
+        )?;
+        if max_message_bytes < 1024 {
+            return Err(source.error("limits.max_message_bytes", "must be at least 1024"));
         }
+        let max_agents = count("max_agents", raw.max_agents, ingest.max_agents)?;
+        let max_pending_hellos = count(
+            "max_pending_hellos",
+            raw.max_pending_hellos,
+            grpc.max_pending_hellos,
+        )?;
+        // By default room for every agent plus those still saying hello.
+        let max_connections = count(
+            "max_connections",
+            raw.max_connections,
+            max_agents + max_pending_hellos,
+        )?;
+        let seconds = Duration::from_secs;
+        let keepalive_interval = duration(
+            "keepalive_interval",
+            raw.keepalive_interval,
+            grpc.keepalive_interval,
+            (seconds(1), seconds(3600)),
+        )?;
+        let keepalive_timeout = duration(
+            "keepalive_timeout",
+            raw.keepalive_timeout,
+            grpc.keepalive_timeout,
+            (seconds(1), seconds(600)),
+        )?;
+        let idle_timeout = duration(
+            "idle_timeout",
+            raw.idle_timeout,
+            grpc.idle_timeout,
+            (seconds(1), seconds(24 * 3600)),
+        )?;
+        if idle_timeout <= keepalive_interval + keepalive_timeout {
+            return Err(source.error(
+                "limits.idle_timeout",
+                "must be longer than keepalive_interval + keepalive_timeout, or live agents that only answer keepalive pings are cut off",
+            ));
+        }
+        let grpc = GrpcLimits {
+            max_connections,
+            max_streams_per_connection: match raw.max_streams_per_connection {
+                Some(0) => {
+                    return Err(
+                        source.error("limits.max_streams_per_connection", "must be at least 1")
+                    );
+                }
+                Some(value) => value,
+                None => grpc.max_streams_per_connection,
+            },
+            max_pending_hellos,
+            hello_timeout: duration(
+                "hello_timeout",
+                raw.hello_timeout,
+                grpc.hello_timeout,
+                (Duration::from_millis(100), seconds(60)),
+            )?,
+            handshake_timeout: duration(
+                "handshake_timeout",
+                raw.handshake_timeout,
+                grpc.handshake_timeout,
+                (Duration::from_millis(100), seconds(60)),
+            )?,
+            idle_timeout,
+            keepalive_interval,
+            keepalive_timeout,
+        };
+        let samples = SampleLimits {
+            max_labels: count(
+                "max_labels_per_sample",
+                raw.max_labels_per_sample,
+                samples.max_labels,
+            )?,
+            max_label_key_bytes: count(
+                "max_label_key_bytes",
+                raw.max_label_key_bytes,
+                samples.max_label_key_bytes,
+            )?,
+            max_label_value_bytes: count(
+                "max_label_value_bytes",
+                raw.max_label_value_bytes,
+                samples.max_label_value_bytes,
+            )?,
+        };
+        let inventory = InventoryLimits {
+            max_facts: count("max_facts", raw.max_facts, inventory.max_facts)?,
+            max_fact_key_bytes: count(
+                "max_fact_key_bytes",
+                raw.max_fact_key_bytes,
+                inventory.max_fact_key_bytes,
+            )?,
+            max_fact_value_bytes: count(
+                "max_fact_value_bytes",
+                raw.max_fact_value_bytes,
+                inventory.max_fact_value_bytes,
+            )?,
+            max_disks: count("max_disks", raw.max_disks, inventory.max_disks)?,
+            max_interfaces: count(
+                "max_interfaces",
+                raw.max_interfaces,
+                inventory.max_interfaces,
+            )?,
+            max_addresses_per_interface: count(
+                "max_addresses_per_interface",
+                raw.max_addresses_per_interface,
+                inventory.max_addresses_per_interface,
+            )?,
+            max_packages: count("max_packages", raw.max_packages, inventory.max_packages)?,
+            max_package_field_bytes: count(
+                "max_package_field_bytes",
+                raw.max_package_field_bytes,
+                inventory.max_package_field_bytes,
+            )?,
+            max_text_bytes: count(
+                "max_inventory_text_bytes",
+                raw.max_inventory_text_bytes,
+                inventory.max_text_bytes,
+            )?,
+            max_agent_version_bytes: count(
+                "max_agent_version_bytes",
+                raw.max_agent_version_bytes,
+                inventory.max_agent_version_bytes,
+            )?,
+        };
+        let http = HttpLimits {
+            request_timeout: duration(
+                "http_request_timeout",
+                raw.http_request_timeout,
+                defaults.http.request_timeout,
+                (seconds(1), seconds(3600)),
+            )?,
+            max_concurrent_requests: count(
+                "http_max_concurrent_requests",
+                raw.http_max_concurrent_requests,
+                defaults.http.max_concurrent_requests,
+            )?,
+        };
+        Ok(Self {
+            ingest: IngestLimits {
+                max_message_bytes,
+                max_agents,
+                max_samples_per_batch: count(
+                    "max_samples_per_batch",
+                    raw.max_samples_per_batch,
+                    ingest.max_samples_per_batch,
+                )?,
+                max_series_per_agent: count(
+                    "max_series_per_agent",
+                    raw.max_series_per_agent,
+                    ingest.max_series_per_agent,
+                )?,
+                samples,
+                inventory,
+                grpc,
+            },
+            http,
+        })
     }
 }
 
@@ -219,12 +448,6 @@ fn default_retention() -> Duration {
 }
 fn default_rollup_retention() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
-}
-fn default_max_message_bytes() -> usize {
-    4 << 20
-}
-fn default_max_agents() -> usize {
-    10_000
 }
 
 /// An included file holds only rules.
@@ -266,8 +489,8 @@ pub struct CollectorConfig {
     pub prune_every: Duration,
     /// 5-minute rollups.
     pub rollup_retention: Duration,
-    pub max_message_bytes: usize,
-    pub max_agents: usize,
+    /// `[limits]`: bounds on every input, gRPC and HTTP.
+    pub limits: Limits,
     pub rules: Vec<Rule>,
     pub sla: SlaPolicy,
     pub assets: AssetPolicy,
@@ -387,9 +610,7 @@ impl CollectorConfig {
         if raw.retention.every < Duration::from_secs(1) {
             return Err(source.error("retention.every", "must be at least 1s"));
         }
-        if raw.limits.max_message_bytes < 1024 {
-            return Err(source.error("limits.max_message_bytes", "must be at least 1024"));
-        }
+        let limits = Limits::validate(source, raw.limits)?;
         Ok(Self {
             grpc_listen: raw.server.grpc_listen,
             http_listen: raw.server.http_listen,
@@ -407,8 +628,7 @@ impl CollectorConfig {
             },
             prune_every: raw.retention.every,
             rollup_retention: raw.storage.rollup_retention,
-            max_message_bytes: raw.limits.max_message_bytes,
-            max_agents: raw.limits.max_agents,
+            limits,
             rules,
             sla,
             assets,
@@ -472,7 +692,13 @@ mod tests {
         let config = CollectorConfig::load(&write(dir.path(), &base(""))).unwrap();
         assert!(config.tls.is_none());
         assert_eq!(config.sqlite_path, dir.path().join("db.sqlite"));
-        assert_eq!(config.max_message_bytes, 4 << 20);
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.limits.ingest.max_message_bytes, 4 << 20);
+        assert_eq!(
+            config.limits.ingest.grpc.max_connections,
+            10_000 + 256,
+            "room for max_agents plus max_pending_hellos"
+        );
         assert!(
             !format!("{config:?}").contains(TOKEN),
             "tokens must not show in Debug"
@@ -505,6 +731,88 @@ mod tests {
             let error = CollectorConfig::load(&write(dir.path(), &text)).unwrap_err();
             assert_eq!(error.key.as_deref(), Some(key), "{error}");
             assert_eq!(error.line, Some(line), "{error}");
+        }
+    }
+
+    #[test]
+    fn limit_errors_name_the_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("max_series_per_agent = 0", "limits.max_series_per_agent"),
+            ("max_bogus = 1", "limits.max_bogus"),
+            ("hello_timeout = \"soon\"", "limits.hello_timeout"),
+            ("hello_timeout = \"10m\"", "limits.hello_timeout"),
+            ("idle_timeout = \"30s\"", "limits.idle_timeout"),
+            (
+                "max_streams_per_connection = 0",
+                "limits.max_streams_per_connection",
+            ),
+            ("max_message_bytes = 100", "limits.max_message_bytes"),
+            (
+                "http_max_concurrent_requests = -1",
+                "limits.http_max_concurrent_requests",
+            ),
+        ];
+        for (line, key) in cases {
+            let text = base(&format!("\n[limits]\n{line}\n"));
+            let error = CollectorConfig::load(&write(dir.path(), &text)).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{line}: {error}");
+            assert_eq!(error.line, Some(15), "{line}: {error}");
+        }
+    }
+
+    #[test]
+    fn limits_are_read_and_max_connections_follows_max_agents() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base(
+            "\n[limits]\nmax_agents = 100\nmax_pending_hellos = 10\nmax_series_per_agent = 50\nhello_timeout = \"2s\"\nhttp_request_timeout = \"5s\"\n",
+        );
+        let limits = CollectorConfig::load(&write(dir.path(), &text))
+            .unwrap()
+            .limits;
+        assert_eq!(limits.ingest.max_series_per_agent, 50);
+        assert_eq!(limits.ingest.grpc.max_connections, 110);
+        assert_eq!(limits.ingest.grpc.hello_timeout, Duration::from_secs(2));
+        assert_eq!(limits.http.request_timeout, Duration::from_secs(5));
+        assert_eq!(
+            limits.ingest.inventory,
+            InventoryLimits::default(),
+            "unset keys keep their defaults"
+        );
+    }
+
+    /// The `[limits]` tables of the deploy examples state the defaults, so
+    /// the documentation cannot drift from the code.
+    #[test]
+    fn deploy_examples_state_the_default_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        for example in ["collector-full.toml", "collector.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy")
+                .join(example);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let start = text.find("\n[limits]\n").unwrap();
+            let rest = &text[start + 1..];
+            let end = rest[1..].find("\n[").map_or(rest.len(), |end| end + 2);
+            let limits = &rest[..end];
+            let config = CollectorConfig::load(&write(dir.path(), &base(&format!("\n{limits}"))))
+                .unwrap_or_else(|error| panic!("{example}: {error}"));
+            assert_eq!(config.limits, Limits::default(), "{example}");
+            // Every key is listed (commented out where the default is derived).
+            for key in [
+                "max_samples_per_batch",
+                "max_series_per_agent",
+                "max_connections",
+                "max_pending_hellos",
+                "hello_timeout",
+                "http_request_timeout",
+                "http_max_concurrent_requests",
+            ] {
+                assert!(
+                    limits.contains(&format!("{key} =")),
+                    "{example} lacks {key}"
+                );
+            }
         }
     }
 }

@@ -34,7 +34,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
@@ -173,18 +172,22 @@ pub async fn start(
         registry: Arc::clone(&registry),
         telemetry: Arc::clone(&telemetry),
         auth: ingest::AgentAuthenticator::new(&config.agent_tokens),
-        max_agents: config.max_agents,
+        limits: config.limits.ingest.clone(),
         incidents: incidents.clone(),
         assets: assets.clone(),
         shutdown: shutdown.clone(),
     };
+    let grpc_limits = &config.limits.ingest.grpc;
     let mut server = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        .max_concurrent_streams(grpc_limits.max_streams_per_connection)
+        .http2_keepalive_interval(Some(grpc_limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(grpc_limits.keepalive_timeout));
     if let Some(tls) = &config.tls {
         server = server
             .tls_config(
-                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
+                ServerTlsConfig::new()
+                    .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+                    .timeout(grpc_limits.handshake_timeout),
             )
             .map_err(CollectorError::Tls)?;
     } else {
@@ -193,9 +196,9 @@ pub async fn start(
         );
     }
     let grpc = server
-        .add_service(ingest.into_server(config.max_message_bytes))
+        .add_service(ingest.into_server())
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
+            ingest::BoundedIncoming::new(grpc_listener, grpc_limits, Arc::clone(&telemetry)),
             shutdown.clone().cancelled_owned(),
         );
     supervisor.spawn(
@@ -213,6 +216,7 @@ pub async fn start(
         notify: Arc::clone(&config.notify),
         api_tokens: Arc::new(config.api_tokens.clone()),
         task_failures: supervisor.failures(),
+        limits: config.limits.http.clone(),
     });
     let http_shutdown = {
         let (shutdown, supervisor) = (shutdown.clone(), supervisor.clone());
@@ -318,10 +322,26 @@ pub async fn run(
     start(config, shutdown).await?.wait().await
 }
 
+/// Connections the kernel may hold for us before we accept them (capped by
+/// `net.core.somaxconn`). Larger than tokio's default of 1024 so a burst of
+/// connections (thousands of agents reconnecting after a collector restart,
+/// or a flood) is not dropped before the collector's own limits see it.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, CollectorError> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| CollectorError::Listen { address, source })
+    let listen = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restarted collector can bind at once.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| CollectorError::Listen { address, source })
 }
 
 /// Re-reads the rules and SLA targets on SIGHUP; an invalid file is logged

@@ -710,3 +710,43 @@ pub struct StoredPoint {
     pub timestamp_ms: i64,
     pub value: f64,
 }
+
+/// Whether the long variants of the fault tests run (`STEWARD_LONG_FAULT_TESTS=1`).
+pub fn long_fault_tests() -> bool {
+    std::env::var("STEWARD_LONG_FAULT_TESTS").is_ok_and(|value| value == "1")
+}
+
+impl Collector {
+    /// An agent token the collector accepts.
+    pub fn agent_token(&self) -> String {
+        let tokens = std::fs::read_to_string(self.path("agent-tokens")).expect("agent-tokens");
+        tokens
+            .lines()
+            .map(str::trim)
+            .rfind(|line| !line.is_empty() && !line.starts_with('#'))
+            .expect("an agent token")
+            .to_string()
+    }
+
+    /// A new gRPC connection (its own TCP connection and TLS session) to
+    /// the collector, trusting the collector's CA, for speaking the agent
+    /// protocol from a test.
+    pub async fn grpc_channel(&self) -> tonic::transport::Channel {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = std::fs::read(self.path("ca.pem")).expect("ca.pem");
+        tonic::transport::Endpoint::from_shared(format!(
+            "https://127.0.0.1:{}",
+            self.grpc_addr.port()
+        ))
+        .expect("a valid URL")
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("127.0.0.1"),
+        )
+        .expect("a valid TLS config")
+        .connect()
+        .await
+        .expect("connect to the collector's gRPC port")
+    }
+}

@@ -2,6 +2,12 @@
 //!
 //! The only module that maps errors to HTTP status codes. Reads are open on
 //! the configured listener; every write route goes through [`require_token`].
+//! Every request goes through [`limit_requests`]: at most
+//! `limits.http_max_concurrent_requests` at once (more are refused with 503
+//! at once, not queued) and each answered 503 after
+//! `limits.http_request_timeout`. `/healthz` and `/metrics` are cheap and are
+//! not held to the concurrency limit, so monitoring still sees a busy
+//! collector.
 
 mod agents;
 mod assets;
@@ -11,6 +17,7 @@ mod paging;
 mod series;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -21,7 +28,25 @@ use axum::routing::{get, post};
 
 use crate::registry::AgentRegistry;
 use crate::store::Store;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{LogThrottle, Telemetry};
+
+/// Bounds on the HTTP API (`[limits]` in collector.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request still running after this is answered 503.
+    pub request_timeout: Duration,
+    /// Requests served at once; more are answered 503 at once.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 64,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -36,9 +61,28 @@ pub struct ApiState {
     pub api_tokens: Arc<Vec<String>>,
     /// Supervised tasks that have failed, for `/healthz`.
     pub task_failures: crate::supervisor::TaskFailures,
+    pub limits: HttpLimits,
+}
+
+/// What [`limit_requests`] needs: the limits and the slots they allow.
+#[derive(Clone)]
+struct RequestGate {
+    limits: HttpLimits,
+    /// One permit per request in progress.
+    slots: Arc<tokio::sync::Semaphore>,
+    telemetry: Arc<Telemetry>,
+    throttle: Arc<LogThrottle>,
 }
 
 pub fn router(state: ApiState) -> Router {
+    let gate = RequestGate {
+        slots: Arc::new(tokio::sync::Semaphore::new(
+            state.limits.max_concurrent_requests,
+        )),
+        limits: state.limits.clone(),
+        telemetry: Arc::clone(&state.telemetry),
+        throttle: Arc::new(LogThrottle::default()),
+    };
     let writes = Router::new()
         .route("/api/v1/incidents/{id}/ack", post(incidents::acknowledge))
         .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
@@ -74,8 +118,67 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/series", get(series::latest))
         .route("/api/v1/series/query", get(series::history))
         .merge(writes)
+        .layer(axum::middleware::from_fn_with_state(gate, limit_requests))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+/// Refuses a request when too many are in progress and answers 503 when one
+/// runs too long (see the module doc).
+async fn limit_requests(State(gate): State<RequestGate>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let exempt = path == "/healthz" || path == "/metrics";
+    let _slot = if exempt {
+        None
+    } else {
+        match Arc::clone(&gate.slots).try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                Telemetry::add(&gate.telemetry.http_requests_refused_busy, 1);
+                if let Some(held_back) = gate.throttle.allow("http-busy", "") {
+                    tracing::warn!(
+                        message = "Refused an HTTP request: limits.http_max_concurrent_requests are in progress.",
+                        path,
+                        limit = gate.limits.max_concurrent_requests,
+                        held_back,
+                    );
+                }
+                let mut response = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many requests in progress; retry shortly",
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return response;
+            }
+        }
+    };
+    let path = path.to_string();
+    let timeout = gate.limits.request_timeout;
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            Telemetry::add(&gate.telemetry.http_requests_timed_out, 1);
+            if let Some(held_back) = gate.throttle.allow("http-timeout", &path) {
+                tracing::warn!(
+                    message = "An HTTP request ran past limits.http_request_timeout; answered 503.",
+                    %path,
+                    timeout = ?timeout,
+                    held_back,
+                );
+            }
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the request took longer than {}",
+                    humantime::format_duration(timeout)
+                ),
+            )
+            .into_response()
+        }
+    }
 }
 
 /// `ok`, or 503 with `{"status": "unhealthy", "failures": [{"task", "reason"}]}`
@@ -192,8 +295,103 @@ pub use steward_core::text::rfc3339_ms as rfc3339;
 
 #[cfg(test)]
 mod tests {
-    use super::health_failures;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{HttpLimits, RequestGate, health_failures, limit_requests};
     use crate::supervisor::TaskFailure;
+    use crate::telemetry::{LogThrottle, Telemetry};
+
+    /// Serves `/slow` (waits until released), `/fast` and `/healthz` behind
+    /// the request limits; returns the address.
+    async fn serve(
+        limits: HttpLimits,
+        telemetry: Arc<Telemetry>,
+        release: Arc<tokio::sync::Notify>,
+    ) -> std::net::SocketAddr {
+        let gate = RequestGate {
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
+            limits,
+            telemetry,
+            throttle: Arc::new(LogThrottle::default()),
+        };
+        let router = Router::new()
+            .route(
+                "/slow",
+                get(move || async move {
+                    release.notified().await;
+                    "done"
+                }),
+            )
+            .route("/fast", get(|| async { "fast" }))
+            .route("/healthz", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(gate, limit_requests));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        address
+    }
+
+    async fn status(address: std::net::SocketAddr, path: &str) -> u16 {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response[9..12].parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_concurrency_limit_are_refused_at_once_except_health() {
+        let telemetry = Arc::new(Telemetry::default());
+        let release = Arc::new(tokio::sync::Notify::new());
+        let limits = HttpLimits {
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 1,
+        };
+        let address = serve(limits, Arc::clone(&telemetry), Arc::clone(&release)).await;
+        let slow = tokio::spawn(status(address, "/slow"));
+        // Wait until the slow request holds the only slot.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while status(address, "/fast").await != 503 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the slot was never taken"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(status(address, "/healthz").await, 200, "health is exempt");
+        release.notify_one();
+        assert_eq!(slow.await.unwrap(), 200);
+        assert_eq!(status(address, "/fast").await, 200, "the slot came back");
+        assert!(telemetry.http_requests_refused_busy.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_timeout_is_answered_503_and_counted() {
+        let telemetry = Arc::new(Telemetry::default());
+        let limits = HttpLimits {
+            request_timeout: Duration::from_millis(100),
+            max_concurrent_requests: 4,
+        };
+        let address = serve(limits, Arc::clone(&telemetry), Arc::default()).await;
+        assert_eq!(status(address, "/slow").await, 503);
+        assert_eq!(telemetry.http_requests_timed_out.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            status(address, "/fast").await,
+            200,
+            "its slot was given back"
+        );
+    }
 
     fn failure(task: &'static str, reason: &str) -> TaskFailure {
         TaskFailure {

@@ -3,18 +3,29 @@
 //! The only collector module that sees proto and tonic types. It checks the
 //! agent's token, turns messages into store records, and acknowledges a
 //! batch only after the store reports it committed.
+//!
+//! Every input is bounded by `[limits]` (see [`IngestLimits`]): what is over
+//! a limit is refused or cut, counted in [`Telemetry`], and logged at most
+//! once a minute per agent (or peer) and kind, so a hostile sender can fill
+//! neither the memory nor the log. Samples and inventory over a limit are
+//! dropped, never their whole batch, so no batch is resent forever. The
+//! agent is not told which samples were refused: the protocol's `Ack`
+//! carries only a sequence number, so the collector's log and counters are
+//! where an operator sees it.
 
 mod auth;
+mod cardinality;
+mod connections;
 mod inventory;
+mod streams;
 mod validate;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use steward_proto::v1 as pb;
 use steward_proto::v1::ingest_server::{Ingest, IngestServer};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -22,24 +33,58 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 pub use auth::{AgentAuthenticator, constant_time_eq};
+pub use connections::{BoundedConnection, BoundedIncoming, GrpcLimits};
+pub use inventory::InventoryLimits;
+pub use validate::SampleLimits;
 
+use self::cardinality::SeriesBudget;
+use self::streams::StreamTable;
 use crate::assets::service::AssetHandle;
 use crate::incidents::{IncidentHandle, RulesInput};
 use crate::registry::AgentRegistry;
 use crate::store::{AgentHello, CommitOutcome, InventoryOutcome, SampleBatch, Store};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{LogThrottle, Telemetry};
 
-/// How long an agent may take to send its hello after opening a stream.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_AGENT_ID: usize = 128;
 const MAX_HOSTNAME: usize = 255;
+
+/// Everything `[limits]` bounds on the gRPC side. Defaults are the safe
+/// values documented in `deploy/collector-full.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// Larger gRPC messages end that stream (decoding refuses them).
+    pub max_message_bytes: usize,
+    /// Distinct agents connected at once.
+    pub max_agents: usize,
+    /// Samples stored from one batch; the rest of it is dropped.
+    pub max_samples_per_batch: usize,
+    /// Series one agent may hold; samples of new series past it are dropped.
+    pub max_series_per_agent: usize,
+    pub samples: SampleLimits,
+    pub inventory: InventoryLimits,
+    pub grpc: GrpcLimits,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4 << 20,
+            max_agents: 10_000,
+            max_samples_per_batch: 10_000,
+            max_series_per_agent: 10_000,
+            samples: SampleLimits::default(),
+            inventory: InventoryLimits::default(),
+            grpc: GrpcLimits::default(),
+        }
+    }
+}
 
 pub struct IngestService {
     pub store: Arc<Store>,
     pub registry: Arc<AgentRegistry>,
     pub telemetry: Arc<Telemetry>,
     pub auth: AgentAuthenticator,
-    pub max_agents: usize,
+    pub limits: IngestLimits,
     /// Where committed samples go for rule evaluation.
     pub incidents: IncidentHandle,
     /// Where committed inventory and patch levels go to update asset records.
@@ -49,56 +94,125 @@ pub struct IngestService {
 }
 
 impl IngestService {
-    pub fn into_server(self, max_message_bytes: usize) -> IngestServer<Self> {
-        IngestServer::new(self)
+    pub fn into_server(self) -> IngestServer<IngestHandler> {
+        let max_message_bytes = self.limits.max_message_bytes;
+        let handler = IngestHandler {
+            pending_hellos: Arc::new(Semaphore::new(self.limits.grpc.max_pending_hellos)),
+            streams: Arc::new(StreamTable::default()),
+            throttle: Arc::new(LogThrottle::default()),
+            limits: Arc::new(self.limits.clone()),
+            service: self,
+        };
+        IngestServer::new(handler)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(1 << 20)
     }
+}
 
+/// The service with the state its limits need.
+pub struct IngestHandler {
+    service: IngestService,
+    limits: Arc<IngestLimits>,
+    /// One permit per stream still waiting for its hello.
+    pending_hellos: Arc<Semaphore>,
+    /// The one open stream of each agent id.
+    streams: Arc<StreamTable>,
+    throttle: Arc<LogThrottle>,
+}
+
+impl IngestHandler {
     fn reject_protocol(&self, message: &'static str) -> Status {
-        Telemetry::add(&self.telemetry.streams_rejected_protocol, 1);
+        Telemetry::add(&self.service.telemetry.streams_rejected_protocol, 1);
         Status::invalid_argument(message)
     }
+
+    /// Whether a line about `kind` for `subject` may be logged now.
+    fn may_log(&self, kind: &'static str, subject: &str) -> Option<u64> {
+        self.throttle.allow(kind, subject)
+    }
+}
+
+/// The address part of a peer, so every port of one host shares a log budget.
+fn peer_host(peer: &str) -> &str {
+    peer.rsplit_once(':').map_or(peer, |(host, _)| host)
 }
 
 type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::CollectorMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Ingest for IngestService {
+impl Ingest for IngestHandler {
     type StreamStream = OutboundStream;
 
     async fn stream(
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let service = &self.service;
+        let telemetry = &service.telemetry;
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |address| address.to_string());
+        let host = peer_host(&peer);
+        // Held until the hello is checked: bounds the streams anyone can
+        // hold open without a token.
+        let awaiting_hello = match Arc::clone(&self.pending_hellos).try_acquire_owned() {
+            Ok(permit) => (permit, telemetry.hold(|t| &t.streams_awaiting_hello)),
+            Err(_) => {
+                Telemetry::add(&telemetry.streams_refused_pending_hellos, 1);
+                if let Some(held_back) = self.may_log("pending-hellos", "") {
+                    tracing::warn!(
+                        message = "Refused agent stream: too many streams are waiting for their hello.",
+                        %peer,
+                        limit = self.limits.grpc.max_pending_hellos,
+                        held_back,
+                    );
+                }
+                return Err(Status::resource_exhausted(
+                    "too many streams are waiting for their hello; retry later",
+                ));
+            }
+        };
         let mut inbound = request.into_inner();
-        let first = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        let hello_timeout = self.limits.grpc.hello_timeout;
+        let first = match tokio::time::timeout(hello_timeout, inbound.message()).await {
             Ok(Ok(Some(message))) => message,
             Ok(Ok(None)) => return Err(self.reject_protocol("stream closed before hello")),
             Ok(Err(status)) => {
-                Telemetry::add(&self.telemetry.streams_rejected_protocol, 1);
-                tracing::warn!(message = "Rejected agent stream: unreadable first message.", %peer, error = %status.message());
+                Telemetry::add(&telemetry.streams_rejected_protocol, 1);
+                if let Some(held_back) = self.may_log("unreadable-hello", host) {
+                    tracing::warn!(message = "Rejected agent stream: unreadable first message.", %peer, error = %status.message(), held_back);
+                }
                 return Err(status);
             }
-            Err(_) => return Err(self.reject_protocol("no hello within 10s")),
+            Err(_) => {
+                Telemetry::add(&telemetry.streams_hello_timeout, 1);
+                if let Some(held_back) = self.may_log("hello-timeout", host) {
+                    tracing::warn!(message = "Closed agent stream: no hello in time.", %peer, timeout = ?hello_timeout, held_back);
+                }
+                return Err(Status::deadline_exceeded(format!(
+                    "no hello within {hello_timeout:?}"
+                )));
+            }
         };
         let Some(pb::agent_message::Kind::Hello(hello)) = first.kind else {
-            tracing::warn!(message = "Rejected agent stream: first message was not a hello.", %peer);
+            if let Some(held_back) = self.may_log("not-hello", host) {
+                tracing::warn!(message = "Rejected agent stream: first message was not a hello.", %peer, held_back);
+            }
             return Err(self.reject_protocol("the first message must be a hello"));
         };
         let hello = validate::clean_hello(hello);
-        if !self.auth.is_valid(&hello.token) {
-            Telemetry::add(&self.telemetry.agents_rejected_auth, 1);
-            tracing::warn!(
-                message = "Rejected agent: missing or invalid token.",
-                %peer,
-                // Not yet checked for control characters: refused below if it has any.
-                agent_id = %steward_core::text::strip_control(truncate(&hello.agent_id, MAX_AGENT_ID)),
-                hostname = %truncate(&hello.hostname, MAX_HOSTNAME),
-            );
+        if !service.auth.is_valid(&hello.token) {
+            Telemetry::add(&telemetry.agents_rejected_auth, 1);
+            if let Some(held_back) = self.may_log("auth", host) {
+                tracing::warn!(
+                    message = "Rejected agent: missing or invalid token.",
+                    %peer,
+                    // Not yet checked for control characters: refused below if it has any.
+                    agent_id = %steward_core::text::strip_control(truncate(&hello.agent_id, MAX_AGENT_ID)),
+                    hostname = %truncate(&hello.hostname, MAX_HOSTNAME),
+                    held_back,
+                );
+            }
             return Err(Status::unauthenticated("invalid agent token"));
         }
         // The id is an identity, so it is refused rather than cleaned: two
@@ -108,18 +222,39 @@ impl Ingest for IngestService {
             || hello.agent_id.chars().any(char::is_control)
             || hello.hostname.len() > MAX_HOSTNAME
         {
-            tracing::warn!(message = "Rejected agent stream: bad agent id or hostname.", %peer);
+            if let Some(held_back) = self.may_log("agent-id", host) {
+                tracing::warn!(message = "Rejected agent stream: bad agent id or hostname.", %peer, held_back);
+            }
             return Err(self.reject_protocol(
                 "agent_id must be 1..=128 bytes without control characters, hostname at most 255",
             ));
         }
-        if !self.registry.is_connected(&hello.agent_id)
-            && self.registry.connected_count() >= self.max_agents
+        drop(awaiting_hello);
+        let max_agents = self.limits.max_agents;
+        if !service.registry.is_connected(&hello.agent_id)
+            && service.registry.connected_count() >= max_agents
         {
-            tracing::warn!(message = "Rejected agent stream: too many agents connected.", %peer, limit = self.max_agents);
+            Telemetry::add(&telemetry.streams_refused_agent_limit, 1);
+            if let Some(held_back) = self.may_log("agent-limit", "") {
+                tracing::warn!(message = "Refused agent stream: limits.max_agents agents are connected.", %peer, agent_id = %hello.agent_id, limit = max_agents, held_back);
+            }
             return Err(Status::resource_exhausted(
                 "the collector's agent limit is reached",
             ));
+        }
+        let (hello, trimmed) = inventory::bound_hello(hello, &self.limits.inventory);
+        if !trimmed.is_empty() {
+            Telemetry::add(&telemetry.inventory_items_dropped, trimmed.dropped);
+            Telemetry::add(&telemetry.agent_strings_truncated, trimmed.truncated);
+            if let Some(held_back) = self.may_log("hello-limits", &hello.agent_id) {
+                tracing::warn!(
+                    message = "Cut an agent's hello to its limits (agent version, facts).",
+                    agent_id = %hello.agent_id,
+                    dropped = trimmed.dropped,
+                    truncated = trimmed.truncated,
+                    held_back,
+                );
+            }
         }
 
         let now = steward_core::now_ms();
@@ -134,13 +269,13 @@ impl Ingest for IngestService {
             facts,
             seen_ms: now,
         };
-        self.store.record_hello(record).await.map_err(internal)?;
-        let committed_seq = self
+        service.store.record_hello(record).await.map_err(internal)?;
+        let committed_seq = service
             .store
             .committed_seq(&hello.agent_id, hello.epoch)
             .await
             .map_err(internal)?;
-        let packages_fingerprint = self
+        let packages_fingerprint = service
             .store
             .packages_fingerprint(&hello.agent_id)
             .await
@@ -157,15 +292,33 @@ impl Ingest for IngestService {
         // The channel is new with room for 32, so this cannot fail.
         let _ = outbound.try_send(Ok(welcome));
 
-        self.incidents
+        service
+            .incidents
             .send(RulesInput::Hello {
                 agent_id: hello.agent_id.clone(),
                 hostname: hello.hostname.clone(),
             })
             .await;
-        let session = self.registry.connected(&hello.agent_id);
-        self.telemetry.agents_connected.store(
-            self.registry.connected_count() as u64,
+        let session = service.registry.connected(&hello.agent_id);
+        // Not a child of `shutdown`: a stream ended by shutdown must not be
+        // told it was replaced.
+        let replaced = CancellationToken::new();
+        if self
+            .streams
+            .open(&hello.agent_id, session, replaced.clone())
+        {
+            Telemetry::add(&telemetry.streams_replaced, 1);
+            if let Some(held_back) = self.may_log("replaced", &hello.agent_id) {
+                tracing::warn!(
+                    message = "A new stream replaced this agent's open stream (a reconnect, or two hosts with one agent id).",
+                    %peer,
+                    agent_id = %hello.agent_id,
+                    held_back,
+                );
+            }
+        }
+        telemetry.agents_connected.store(
+            service.registry.connected_count() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
         tracing::info!(
@@ -180,18 +333,23 @@ impl Ingest for IngestService {
             agent_id: hello.agent_id.clone(),
             epoch: hello.epoch,
             last_seq: committed_seq,
-            store: Arc::clone(&self.store),
-            telemetry: Arc::clone(&self.telemetry),
-            incidents: self.incidents.clone(),
-            assets: self.assets.clone(),
+            store: Arc::clone(&service.store),
+            telemetry: Arc::clone(telemetry),
+            incidents: service.incidents.clone(),
+            assets: service.assets.clone(),
+            limits: Arc::clone(&self.limits),
+            series: None,
+            throttle: Arc::clone(&self.throttle),
         };
-        let registry = Arc::clone(&self.registry);
-        let telemetry = Arc::clone(&self.telemetry);
-        let shutdown = self.shutdown.clone();
+        let registry = Arc::clone(&service.registry);
+        let streams = Arc::clone(&self.streams);
+        let telemetry = Arc::clone(telemetry);
+        let shutdown = service.shutdown.clone();
         let span = tracing::info_span!("agent_stream", agent_id = %hello.agent_id, %peer);
         tokio::spawn(
             async move {
-                stream.run(inbound, outbound, shutdown).await;
+                stream.run(inbound, outbound, shutdown, replaced).await;
+                streams.close(&hello.agent_id, session);
                 registry.disconnected(&hello.agent_id, session);
                 telemetry.agents_connected.store(
                     registry.connected_count() as u64,
@@ -227,6 +385,10 @@ struct AgentStream {
     telemetry: Arc<Telemetry>,
     incidents: IncidentHandle,
     assets: AssetHandle,
+    limits: Arc<IngestLimits>,
+    /// The agent's series, loaded from the store at its first batch.
+    series: Option<SeriesBudget>,
+    throttle: Arc<LogThrottle>,
 }
 
 type Outbound = mpsc::Sender<Result<pb::CollectorMessage, Status>>;
@@ -237,13 +399,21 @@ impl AgentStream {
         mut inbound: Streaming<pb::AgentMessage>,
         outbound: Outbound,
         shutdown: CancellationToken,
+        replaced: CancellationToken,
     ) {
         loop {
-            // Shutdown is checked only between messages, so a batch being
-            // committed is always finished and acknowledged first.
+            // Shutdown and replacement are checked only between messages, so
+            // a batch being committed is always finished and acknowledged first.
             let message = tokio::select! {
                 message = inbound.message() => message,
                 _ = shutdown.cancelled() => return,
+                _ = replaced.cancelled() => {
+                    // try_send: a peer that reads nothing must not keep this task.
+                    let _ = outbound.try_send(Err(Status::aborted(
+                        "a newer stream with this agent id replaced this one",
+                    )));
+                    return;
+                }
             };
             let message = match message {
                 Ok(Some(message)) => message,
@@ -295,18 +465,31 @@ impl AgentStream {
         if batch.seq == 0 {
             return Err(Status::invalid_argument("batch seq must start at 1"));
         }
-        let received = batch.samples.len();
-        let mut samples = Vec::with_capacity(received);
+        let mut received = batch.samples;
+        let max_samples = self.limits.max_samples_per_batch;
+        let over_batch_limit = received.len().saturating_sub(max_samples);
+        received.truncate(max_samples);
+        let mut samples = Vec::with_capacity(received.len());
+        let mut refused = Refused {
+            batch_limit: over_batch_limit as u64,
+            ..Refused::default()
+        };
         let now = steward_core::now_ms();
-        for sample in batch.samples {
-            match validate::to_record(sample, now) {
-                Ok(record) => samples.push(record),
+        let limits = Arc::clone(&self.limits);
+        let series = self.series_budget();
+        for sample in received {
+            match validate::to_record(sample, now, &limits.samples) {
+                Ok(record) if series.admit(&record.metric, &record.labels) => samples.push(record),
+                Ok(_) => refused.series_limit += 1,
+                Err(problem) if problem.is_limit() => refused.labels += 1,
                 Err(problem) => {
-                    Telemetry::add(&self.telemetry.samples_rejected, 1);
+                    refused.invalid += 1;
                     tracing::debug!(message = "Dropped an invalid sample.", %problem, seq = batch.seq);
                 }
             }
         }
+        let series_held = series.held();
+        self.count_refused(refused, series_held);
         let for_rules: Vec<_> = samples
             .iter()
             .map(|sample| (sample.metric.clone(), sample.labels.clone(), sample.value))
@@ -355,7 +538,59 @@ impl AgentStream {
     }
 }
 
+/// Samples of one batch that were not stored, by reason.
+#[derive(Debug, Default, Clone, Copy)]
+struct Refused {
+    batch_limit: u64,
+    series_limit: u64,
+    labels: u64,
+    invalid: u64,
+}
+
 impl AgentStream {
+    /// The agent's series budget, seeded from the store on first use.
+    fn series_budget(&mut self) -> &mut SeriesBudget {
+        let (store, agent_id, max) = (
+            &self.store,
+            &self.agent_id,
+            self.limits.max_series_per_agent,
+        );
+        self.series.get_or_insert_with(|| {
+            let held = store.latest(Some(agent_id));
+            SeriesBudget::new(
+                held.iter()
+                    .map(|(key, _)| (key.metric.as_str(), &key.labels)),
+                max,
+            )
+        })
+    }
+
+    fn count_refused(&self, refused: Refused, series_held: usize) {
+        let telemetry = &self.telemetry;
+        Telemetry::add(&telemetry.samples_rejected, refused.invalid);
+        Telemetry::add(&telemetry.samples_refused_batch_limit, refused.batch_limit);
+        Telemetry::add(
+            &telemetry.samples_refused_series_limit,
+            refused.series_limit,
+        );
+        Telemetry::add(&telemetry.samples_refused_labels, refused.labels);
+        if refused.batch_limit + refused.series_limit + refused.labels == 0 {
+            return;
+        }
+        if let Some(held_back) = self.throttle.allow("sample-limits", &self.agent_id) {
+            tracing::warn!(
+                message = "Refused samples over limits; the rest of the batch is stored.",
+                over_batch_limit = refused.batch_limit,
+                new_series_over_limit = refused.series_limit,
+                over_label_limits = refused.labels,
+                series_held,
+                max_series_per_agent = self.limits.max_series_per_agent,
+                max_samples_per_batch = self.limits.max_samples_per_batch,
+                held_back,
+            );
+        }
+    }
+
     async fn handle_inventory(
         &mut self,
         update: pb::InventoryUpdate,
@@ -368,8 +603,48 @@ impl AgentStream {
             return Ok(ack(update.seq));
         }
         let seq = update.seq;
-        let record =
-            inventory::to_record(&self.agent_id, self.epoch, steward_core::now_ms(), update);
+        let limits = &self.limits.inventory;
+        let (mut record, mut trimmed) = inventory::to_record(
+            &self.agent_id,
+            self.epoch,
+            steward_core::now_ms(),
+            update,
+            limits,
+        );
+        // A diff adds to what is stored: bound the total, not only this message.
+        let adds_facts = !record.full && !record.facts_changed.is_empty();
+        let adds_packages = !record.packages_replaced && !record.packages_upserted.is_empty();
+        if adds_facts || adds_packages {
+            let stored = self.store.inventory(&self.agent_id).await.map_err(|error| {
+                tracing::error!(message = "Cannot read the stored inventory; the agent will resend the update.", %error, seq);
+                Status::unavailable("cannot store the inventory now")
+            })?;
+            if let Some(stored) = stored {
+                if inventory::diff_may_exceed_facts(&record, &stored, limits) {
+                    inventory::cap_new_facts(&mut record, &stored.facts, limits, &mut trimmed);
+                }
+                if inventory::diff_may_exceed_packages(&record, stored.package_count, limits) {
+                    let packages = self.store.packages(&self.agent_id).await.map_err(|error| {
+                        tracing::error!(message = "Cannot read the stored packages; the agent will resend the update.", %error, seq);
+                        Status::unavailable("cannot store the inventory now")
+                    })?;
+                    inventory::cap_new_packages(&mut record, &packages, limits, &mut trimmed);
+                }
+            }
+        }
+        if !trimmed.is_empty() {
+            Telemetry::add(&self.telemetry.inventory_items_dropped, trimmed.dropped);
+            Telemetry::add(&self.telemetry.agent_strings_truncated, trimmed.truncated);
+            if let Some(held_back) = self.throttle.allow("inventory-limits", &self.agent_id) {
+                tracing::warn!(
+                    message = "Cut an inventory update to its limits.",
+                    seq,
+                    dropped = trimmed.dropped,
+                    truncated = trimmed.truncated,
+                    held_back,
+                );
+            }
+        }
         match self.store.commit_inventory(record).await {
             Ok(InventoryOutcome::Stored(applied)) => {
                 Telemetry::add(&self.telemetry.inventory_updates, 1);

@@ -16,17 +16,34 @@ use steward_proto::v1 as pb;
 use crate::store::{Labels, SampleRecord};
 
 pub const MAX_METRIC_NAME: usize = 200;
-pub const MAX_LABELS: usize = 32;
-pub const MAX_LABEL_KEY: usize = 100;
-pub const MAX_LABEL_VALUE: usize = 1024;
+
+/// Bounds on one sample's labels (`[limits]` in collector.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleLimits {
+    pub max_labels: usize,
+    pub max_label_key_bytes: usize,
+    pub max_label_value_bytes: usize,
+}
+
+impl Default for SampleLimits {
+    fn default() -> Self {
+        Self {
+            max_labels: 32,
+            max_label_key_bytes: 100,
+            max_label_value_bytes: 1024,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SampleProblem {
     #[error("metric name is empty, too long or not dotted lower-case")]
     MetricName,
-    #[error("too many labels")]
+    #[error("more labels than limits.max_labels_per_sample")]
     TooManyLabels,
-    #[error("label key or value is empty, too long or malformed")]
+    #[error("label key or value longer than its limit")]
+    LabelTooLong,
+    #[error("label key is empty or malformed")]
     Label,
     #[error("value is not a finite number")]
     Value,
@@ -75,7 +92,6 @@ pub fn is_metric_name(name: &str) -> bool {
 
 fn is_label_key(key: &str) -> bool {
     !key.is_empty()
-        && key.len() <= MAX_LABEL_KEY
         && key
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
@@ -86,11 +102,22 @@ fn is_label_key(key: &str) -> bool {
 /// series' latest value forever.
 pub const MAX_CLOCK_SKEW_MS: i64 = 3_600_000;
 
-pub fn to_record(sample: pb::Sample, now_ms: i64) -> Result<SampleRecord, SampleProblem> {
+impl SampleProblem {
+    /// Refused by a configured limit, rather than malformed.
+    pub fn is_limit(self) -> bool {
+        matches!(self, Self::TooManyLabels | Self::LabelTooLong)
+    }
+}
+
+pub fn to_record(
+    sample: pb::Sample,
+    now_ms: i64,
+    limits: &SampleLimits,
+) -> Result<SampleRecord, SampleProblem> {
     if !is_metric_name(&sample.metric) {
         return Err(SampleProblem::MetricName);
     }
-    if sample.labels.len() > MAX_LABELS {
+    if sample.labels.len() > limits.max_labels {
         return Err(SampleProblem::TooManyLabels);
     }
     if !sample.value.is_finite() {
@@ -102,9 +129,14 @@ pub fn to_record(sample: pb::Sample, now_ms: i64) -> Result<SampleRecord, Sample
     let mut labels = Labels::new();
     for label in sample.labels {
         // The key's grammar already excludes control characters.
-        let value = clean(label.value);
-        if !is_label_key(&label.key) || value.len() > MAX_LABEL_VALUE {
+        if !is_label_key(&label.key) {
             return Err(SampleProblem::Label);
+        }
+        let value = clean(label.value);
+        if label.key.len() > limits.max_label_key_bytes
+            || value.len() > limits.max_label_value_bytes
+        {
+            return Err(SampleProblem::LabelTooLong);
         }
         labels.insert(label.key, value);
     }
@@ -166,7 +198,11 @@ mod tests {
         ];
         for (input, expected) in cases {
             let shown = format!("{input:?}");
-            assert_eq!(to_record(input, NOW).err(), expected, "{shown}");
+            assert_eq!(
+                to_record(input, NOW, &SampleLimits::default()).err(),
+                expected,
+                "{shown}"
+            );
         }
     }
 
@@ -174,19 +210,70 @@ mod tests {
     fn label_values_lose_control_characters_while_names_are_still_checked() {
         let mut hostile = sample("disk.used_percent", "mount", 1.0, 1);
         hostile.labels[0].value = "a\x1b[2Jb\n".into();
-        let record = to_record(hostile, NOW).unwrap();
+        let limits = SampleLimits::default();
+        let record = to_record(hostile, NOW, &limits).unwrap();
         assert_eq!(record.labels["mount"], "a[2Jb ");
 
         let bad_key = sample("disk.used_percent", "mo\x1bunt", 1.0, 1);
-        assert_eq!(to_record(bad_key, NOW).err(), Some(SampleProblem::Label));
+        assert_eq!(
+            to_record(bad_key, NOW, &limits).err(),
+            Some(SampleProblem::Label)
+        );
         let bad_metric = sample("disk.used\npercent", "mount", 1.0, 1);
         assert_eq!(
-            to_record(bad_metric, NOW).err(),
+            to_record(bad_metric, NOW, &limits).err(),
             Some(SampleProblem::MetricName)
         );
         let mut too_long = sample("disk.used_percent", "mount", 1.0, 1);
-        too_long.labels[0].value = "x".repeat(MAX_LABEL_VALUE + 1);
-        assert_eq!(to_record(too_long, NOW).err(), Some(SampleProblem::Label));
+        too_long.labels[0].value = "x".repeat(limits.max_label_value_bytes + 1);
+        assert_eq!(
+            to_record(too_long, NOW, &limits).err(),
+            Some(SampleProblem::LabelTooLong)
+        );
+    }
+
+    #[test]
+    fn label_limits_come_from_the_config() {
+        let limits = SampleLimits {
+            max_labels: 2,
+            max_label_key_bytes: 4,
+            max_label_value_bytes: 3,
+        };
+        let with = |labels: &[(&str, &str)]| pb::Sample {
+            metric: "net.rx_bytes".into(),
+            labels: labels
+                .iter()
+                .map(|(key, value)| pb::Label {
+                    key: (*key).into(),
+                    value: (*value).into(),
+                })
+                .collect(),
+            value: 1.0,
+            timestamp_ms: 1,
+        };
+        let cases = [
+            (with(&[("a", "1"), ("b", "2")]), None),
+            (
+                with(&[("a", "1"), ("b", "2"), ("c", "3")]),
+                Some(SampleProblem::TooManyLabels),
+            ),
+            (with(&[("abcd", "123")]), None),
+            (with(&[("abcde", "1")]), Some(SampleProblem::LabelTooLong)),
+            (with(&[("a", "1234")]), Some(SampleProblem::LabelTooLong)),
+            (with(&[("a b", "1")]), Some(SampleProblem::Label)),
+        ];
+        for (input, expected) in cases {
+            let shown = format!("{input:?}");
+            let problem = to_record(input, NOW, &limits).err();
+            assert_eq!(problem, expected, "{shown}");
+            assert_eq!(
+                problem.is_some_and(SampleProblem::is_limit),
+                matches!(
+                    expected,
+                    Some(SampleProblem::TooManyLabels | SampleProblem::LabelTooLong)
+                )
+            );
+        }
     }
 
     #[test]
