@@ -834,12 +834,12 @@ fn open_index(path: &Path, compression: Compression) -> Result<Box<dyn BufRead>,
 /// reader returns end-of-input at the end of each frame, and it stops at a
 /// skippable frame with an error carrying the frame's length. apt writes a
 /// single frame, but the format (and the `lz4` tool) allow both.
-struct Lz4Frames<R: Read> {
+pub struct Lz4Frames<R: Read> {
     decoder: lz4_flex::frame::FrameDecoder<CountingReader<R>>,
 }
 
 impl<R: Read> Lz4Frames<R> {
-    fn new(inner: R) -> Self {
+    pub fn new(inner: R) -> Self {
         Self {
             decoder: lz4_flex::frame::FrameDecoder::new(CountingReader { inner, consumed: 0 }),
         }
