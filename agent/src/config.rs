@@ -240,9 +240,14 @@ impl std::fmt::Debug for AgentConfig {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let source = ConfigSource::read(path)?;
+        Self::from_source(&ConfigSource::read(path)?)
+    }
+
+    /// Parses and validates text already read. Files it names (`token_file`,
+    /// `ca`) are still read, relative to `source.path`'s directory.
+    pub fn from_source(source: &ConfigSource) -> Result<Self, ConfigError> {
         let raw: RawAgentConfig = source.parse()?;
-        Self::validate(&source, raw)
+        Self::validate(source, raw)
     }
 
     fn validate(source: &ConfigSource, raw: RawAgentConfig) -> Result<Self, ConfigError> {

@@ -518,9 +518,15 @@ impl std::fmt::Debug for CollectorConfig {
 
 impl CollectorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let source = ConfigSource::read(path)?;
+        Self::from_source(&ConfigSource::read(path)?)
+    }
+
+    /// Parses and validates text already read. Files it names (TLS
+    /// identity, token files, includes) are still read, relative to
+    /// `source.path`'s directory.
+    pub fn from_source(source: &ConfigSource) -> Result<Self, ConfigError> {
         let raw: RawCollectorConfig = source.parse()?;
-        Self::validate(&source, raw)
+        Self::validate(source, raw)
     }
 
     fn validate(source: &ConfigSource, raw: RawCollectorConfig) -> Result<Self, ConfigError> {

@@ -217,17 +217,11 @@ impl Ingest for IngestHandler {
         }
         // The id is an identity, so it is refused rather than cleaned: two
         // agents must not become one by losing a control character.
-        if hello.agent_id.is_empty()
-            || hello.agent_id.len() > MAX_AGENT_ID
-            || hello.agent_id.chars().any(char::is_control)
-            || hello.hostname.len() > MAX_HOSTNAME
-        {
+        if let Err(problem) = check_hello_identity(&hello) {
             if let Some(held_back) = self.may_log("agent-id", host) {
                 tracing::warn!(message = "Rejected agent stream: bad agent id or hostname.", %peer, held_back);
             }
-            return Err(self.reject_protocol(
-                "agent_id must be 1..=128 bytes without control characters, hostname at most 255",
-            ));
+            return Err(self.reject_protocol(problem));
         }
         drop(awaiting_hello);
         let max_agents = self.limits.max_agents;
@@ -360,6 +354,63 @@ impl Ingest for IngestHandler {
             .instrument(span),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+    }
+}
+
+/// The id is an identity, so it is refused rather than cleaned: two
+/// agents must not become one by losing a control character.
+fn check_hello_identity(hello: &pb::Hello) -> Result<(), &'static str> {
+    if hello.agent_id.is_empty()
+        || hello.agent_id.len() > MAX_AGENT_ID
+        || hello.agent_id.chars().any(char::is_control)
+        || hello.hostname.len() > MAX_HOSTNAME
+    {
+        return Err(
+            "agent_id must be 1..=128 bytes without control characters, hostname at most 255",
+        );
+    }
+    Ok(())
+}
+
+/// Everything ingest does to one encoded `AgentMessage` short of the store,
+/// the registry and the network: decode it as tonic would, then clean and
+/// check a hello, validate a batch's samples, map an inventory update to its
+/// record. Returns how many records survived (0 for a refused message).
+///
+/// Limits are the defaults of `[limits]`. For the fuzz targets in `fuzz/` (which must not see proto types); not
+/// an API.
+#[doc(hidden)]
+pub fn screen_encoded_message(bytes: &[u8], now_ms: i64) -> usize {
+    use prost::Message as _;
+
+    let Ok(message) = pb::AgentMessage::decode(bytes) else {
+        return 0;
+    };
+    match message.kind {
+        Some(pb::agent_message::Kind::Hello(hello)) => {
+            let hello = validate::clean_hello(hello);
+            // What a refused hello's log line shows.
+            let _ = steward_core::text::strip_control(truncate(&hello.agent_id, MAX_AGENT_ID));
+            let _ = truncate(&hello.hostname, MAX_HOSTNAME);
+            if check_hello_identity(&hello).is_err() {
+                return 0;
+            }
+            hello.inventory.map_or(0, |inventory| inventory.facts.len()) + 1
+        }
+        Some(pb::agent_message::Kind::Batch(batch)) => {
+            let limits = SampleLimits::default();
+            batch
+                .samples
+                .into_iter()
+                .filter_map(|sample| validate::to_record(sample, now_ms, &limits).ok())
+                .count()
+        }
+        Some(pb::agent_message::Kind::Inventory(update)) => {
+            let (record, _trimmed) =
+                inventory::to_record("fuzz", 1, now_ms, update, &InventoryLimits::default());
+            record.facts_changed.len() + record.packages_upserted.len() + 1
+        }
+        Some(_) | None => 0,
     }
 }
 

@@ -834,14 +834,25 @@ fn open_index(path: &Path, compression: Compression) -> Result<Box<dyn BufRead>,
 /// reader returns end-of-input at the end of each frame, and it stops at a
 /// skippable frame with an error carrying the frame's length. apt writes a
 /// single frame, but the format (and the `lz4` tool) allow both.
-struct Lz4Frames<R: Read> {
-    decoder: lz4_flex::frame::FrameDecoder<CountingReader<R>>,
+///
+/// Each frame gets a fresh decoder: `lz4_flex` sizes its buffers for the
+/// first frame's block size and only ever grows them, so a later frame with
+/// smaller blocks tripped its internal assertion (a panic wherever debug
+/// assertions are on; found by `fuzz/`). The cost: a zero-length stored block
+/// inside a frame, which no LZ4 encoder writes, looks like the frame's end,
+/// and the bytes after it fail as a bad frame header, like any damaged list.
+pub struct Lz4Frames<R: Read> {
+    /// `None` only after a finished frame's decoder failed to hand back the
+    /// reader, which cannot happen; reads then end.
+    decoder: Option<Lz4Decoder<R>>,
 }
 
+type Lz4Decoder<R> = lz4_flex::frame::FrameDecoder<CountingReader<R>>;
+
 impl<R: Read> Lz4Frames<R> {
-    fn new(inner: R) -> Self {
+    pub fn new(inner: R) -> Self {
         Self {
-            decoder: lz4_flex::frame::FrameDecoder::new(CountingReader { inner, consumed: 0 }),
+            decoder: Some(Lz4Decoder::new(CountingReader { inner, consumed: 0 })),
         }
     }
 }
@@ -852,13 +863,21 @@ impl<R: Read> Read for Lz4Frames<R> {
             return Ok(0);
         }
         loop {
-            let before = self.decoder.get_ref().consumed;
-            match self.decoder.read(buf) {
-                // A frame (or an empty block) ended. Only a call that read
-                // nothing from the file has reached its end; every frame end
-                // consumes at least its 4-byte end mark, so this loop always
-                // makes progress.
-                Ok(0) if self.decoder.get_ref().consumed != before => {}
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(0);
+            };
+            let before = decoder.get_ref().consumed;
+            match decoder.read(buf) {
+                // A frame ended: the next one starts on a fresh decoder. Only
+                // a call that read nothing from the file has reached its end;
+                // every frame end consumes at least its 4-byte end mark, so
+                // this loop always makes progress.
+                Ok(0) if decoder.get_ref().consumed != before => {
+                    self.decoder = self
+                        .decoder
+                        .take()
+                        .map(|finished| Lz4Decoder::new(finished.into_inner()));
+                }
                 Err(error) => {
                     let Some(length) = skippable_frame_length(&error) else {
                         return Err(error);
@@ -866,7 +885,7 @@ impl<R: Read> Read for Lz4Frames<R> {
                     // The decoder has consumed the frame's magic and length
                     // and is between frames, so skipping the payload on the
                     // inner reader leaves it at the next frame.
-                    let inner = self.decoder.get_mut();
+                    let inner = decoder.get_mut();
                     let skipped = io::copy(&mut inner.take(u64::from(length)), &mut io::sink())?;
                     if skipped != u64::from(length) {
                         return Err(io::ErrorKind::UnexpectedEof.into());
@@ -1464,6 +1483,29 @@ mod tests {
         ];
         assert_eq!(decode_lz4(&frame).unwrap(), b"abc");
         assert_eq!(decode_lz4(&[]).unwrap(), b"");
+    }
+
+    /// Regression (found by `fuzz/`, target `apt_lz4`): a legacy frame
+    /// (8 MiB blocks) followed by a frame with 64 KiB linked blocks tripped
+    /// the decoder's assertion, which it keeps sized for the first frame.
+    #[test]
+    fn lz4_frames_with_different_block_sizes_do_not_trip_the_decoder() {
+        let legacy_then_linked = [
+            0x02, 0x21, 0x4C, 0x18, 0, 0, 0, 0, 0x04, 0x22, 0x4D, 0x18, 0x64, 0x40, 0xA7, 1, 0, 0,
+            0, 0, 1, 0, 0, 0, 0, 0, 0x6E, 0x3A,
+        ];
+        let _ = decode_lz4(&legacy_then_linked);
+        // A frame of 4 MiB blocks, then one of 64 KiB linked blocks: both decode.
+        let big = [0x04, 0x22, 0x4D, 0x18, 0x60, 0x70, 0x73, 3, 0, 0, 0x80];
+        let small = [0x04, 0x22, 0x4D, 0x18, 0x40, 0x40, 0xC0, 3, 0, 0, 0x80];
+        let mut stream = Vec::new();
+        for (header, text) in [(&big, b"abc"), (&small, b"def")] {
+            // Header, then one stored block of 3 bytes, then the end mark.
+            stream.extend_from_slice(header);
+            stream.extend_from_slice(text);
+            stream.extend_from_slice(&[0, 0, 0, 0]);
+        }
+        assert_eq!(decode_lz4(&stream).unwrap(), b"abcdef");
     }
 
     #[test]
