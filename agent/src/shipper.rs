@@ -191,11 +191,15 @@ async fn session(
     let mut acks = tokio::spawn({
         let buffer = Arc::clone(buffer);
         async move {
+            let mut refusals = RefusalLog::default();
             loop {
                 match inbound.message().await {
                     Ok(Some(pb::CollectorMessage {
                         kind: Some(pb::collector_message::Kind::Ack(ack)),
-                    })) => buffer.acknowledge(ack.committed_seq),
+                    })) => {
+                        buffer.acknowledge(ack.committed_seq);
+                        refusals.note(&ack);
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => return SessionError::Closed,
                     Err(status) => return SessionError::Broken(status),
@@ -224,6 +228,40 @@ async fn session(
     }
     acks.abort();
     result
+}
+
+/// Samples the collector acknowledged but refused (over its limits), logged
+/// at most once a minute with how many were held back, so a misconfigured
+/// cardinality cannot flood the agent's log either.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last_logged: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn note(&mut self, ack: &pb::Ack) {
+        if ack.refused_samples == 0 {
+            return;
+        }
+        self.held_back += ack.refused_samples;
+        if self
+            .last_logged
+            .is_some_and(|logged| logged.elapsed() < Self::EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            message = "The collector refused samples; the rest of the batch is stored.",
+            seq = ack.committed_seq,
+            reason = %ack.refused_reason,
+            refused_since_last_line = self.held_back,
+        );
+        self.last_logged = Some(std::time::Instant::now());
+        self.held_back = 0;
+    }
 }
 
 /// Sends every durable spooled batch after `last_sent`, then each new one
@@ -274,5 +312,28 @@ async fn send_batches(
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_once_a_minute_with_the_count_held_back() {
+        let ack = |refused| pb::Ack {
+            committed_seq: 7,
+            refused_samples: refused,
+            refused_reason: "over limits.max_series_per_agent".into(),
+        };
+        let mut log = RefusalLog::default();
+        log.note(&ack(0));
+        assert!(log.last_logged.is_none(), "nothing refused, nothing logged");
+        log.note(&ack(3));
+        assert!(log.last_logged.is_some());
+        assert_eq!(log.held_back, 0, "logged at once");
+        log.note(&ack(2));
+        log.note(&ack(5));
+        assert_eq!(log.held_back, 7, "held back within the minute");
     }
 }

@@ -168,7 +168,10 @@ async fn a_batch_is_acknowledged_with_its_seq_once_its_sample_is_stored() {
         .unwrap();
     assert_eq!(
         next(&mut inbound).await,
-        pb::collector_message::Kind::Ack(pb::Ack { committed_seq: 1 })
+        pb::collector_message::Kind::Ack(pb::Ack {
+            committed_seq: 1,
+            ..pb::Ack::default()
+        })
     );
 
     // The ack is sent only after commit, so the store already has it.
@@ -206,7 +209,10 @@ async fn agent_text_is_stored_without_control_characters() {
         .unwrap();
     assert_eq!(
         next(&mut inbound).await,
-        pb::collector_message::Kind::Ack(pb::Ack { committed_seq: 1 })
+        pb::collector_message::Kind::Ack(pb::Ack {
+            committed_seq: 1,
+            ..pb::Ack::default()
+        })
     );
 
     let store = &collector.running.store;

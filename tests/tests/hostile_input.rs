@@ -65,14 +65,14 @@ fn sample(metric: &str, value: f64) -> pb::Sample {
     }
 }
 
-async fn assert_acked(inbound: &mut tonic::Streaming<pb::CollectorMessage>, seq: u64) {
-    let ack = inbound.next().await.unwrap().unwrap();
-    assert_eq!(
-        ack.kind,
-        Some(pb::collector_message::Kind::Ack(pb::Ack {
-            committed_seq: seq
-        }))
-    );
+/// Waits for the ack of `seq`; returns it (with what it says was refused).
+async fn assert_acked(inbound: &mut tonic::Streaming<pb::CollectorMessage>, seq: u64) -> pb::Ack {
+    let message = inbound.next().await.unwrap().unwrap();
+    let Some(pb::collector_message::Kind::Ack(ack)) = message.kind else {
+        panic!("expected an ack, got {message:?}");
+    };
+    assert_eq!(ack.committed_seq, seq);
+    ack
 }
 
 fn assert_still_serving(collector: &Collector) {
@@ -134,7 +134,9 @@ async fn invalid_samples_are_dropped_and_counted_while_the_batch_is_stored() {
         ))
         .await
         .unwrap();
-    assert_acked(&mut inbound, 1).await;
+    let ack = assert_acked(&mut inbound, 1).await;
+    assert_eq!(ack.refused_samples, 2, "the ack says what was dropped");
+    assert_eq!(ack.refused_reason, "2 invalid (name or value)");
     assert_eq!(collector.counter("steward_samples_rejected_total"), 2);
     let series = collector.get_json("/api/v1/series?agent=raw-client");
     let metrics: Vec<&str> = series

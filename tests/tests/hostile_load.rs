@@ -331,6 +331,8 @@ async fn cardinality_bomb(session: Session, series: u64) -> Duration {
     let started = Instant::now();
     let (sender, mut inbound) = session;
     let mut seq = 0;
+    // The acks tell the sender how many samples were refused, and why.
+    let mut refusals: Vec<(u64, String)> = Vec::new();
     let mut send = async |samples: Vec<pb::Sample>| {
         seq += 1;
         sender.send(batch(seq, samples)).await.unwrap();
@@ -339,12 +341,11 @@ async fn cardinality_bomb(session: Session, series: u64) -> Duration {
             .expect("every bomb batch is acknowledged in time")
             .unwrap()
             .unwrap();
-        assert_eq!(
-            ack.kind,
-            Some(pb::collector_message::Kind::Ack(pb::Ack {
-                committed_seq: seq
-            }))
-        );
+        let Some(pb::collector_message::Kind::Ack(ack)) = ack.kind else {
+            panic!("expected an ack, got {ack:?}");
+        };
+        assert_eq!(ack.committed_seq, seq);
+        refusals.push((ack.refused_samples, ack.refused_reason));
     };
     let timestamp = now_ms();
     let mut next = 0;
@@ -372,6 +373,25 @@ async fn cardinality_bomb(session: Session, series: u64) -> Duration {
     send(vec![labelled, sample(1, timestamp + 2)]).await;
     // Held series keep working after the limit is reached.
     send((0..100).map(|n| sample(n, timestamp + 3)).collect()).await;
+    let refused: u64 = refusals.iter().map(|(count, _)| count).sum();
+    assert_eq!(
+        refused,
+        series - MAX_SERIES_PER_AGENT + 2_000 + 1,
+        "every refused sample is reported in an ack: {refusals:?}"
+    );
+    let reasons: Vec<&str> = refusals.iter().map(|(_, reason)| reason.as_str()).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.contains("limits.max_series_per_agent")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.contains("limits.max_samples_per_batch")),
+        "{reasons:?}"
+    );
     started.elapsed()
 }
 
@@ -702,7 +722,8 @@ async fn a_second_stream_for_an_agent_id_replaces_the_first() {
     assert_eq!(
         ack.kind,
         Some(pb::collector_message::Kind::Ack(pb::Ack {
-            committed_seq: 1
+            committed_seq: 1,
+            ..pb::Ack::default()
         }))
     );
     assert_eq!(collector.counter("steward_streams_replaced_total"), 1);

@@ -9,9 +9,8 @@
 //! once a minute per agent (or peer) and kind, so a hostile sender can fill
 //! neither the memory nor the log. Samples and inventory over a limit are
 //! dropped, never their whole batch, so no batch is resent forever. The
-//! agent is not told which samples were refused: the protocol's `Ack`
-//! carries only a sequence number, so the collector's log and counters are
-//! where an operator sees it.
+//! batch's `Ack` says how many of its samples were refused and why, so the
+//! agent's log shows it too.
 
 mod auth;
 mod cardinality;
@@ -585,7 +584,7 @@ impl AgentStream {
             }
         }
         self.last_seq = batch.seq;
-        Ok(ack(batch.seq))
+        Ok(ack_with_refusals(batch.seq, refused, &self.limits))
     }
 }
 
@@ -723,6 +722,46 @@ impl AgentStream {
 
 fn ack(committed_seq: u64) -> pb::CollectorMessage {
     pb::CollectorMessage {
-        kind: Some(pb::collector_message::Kind::Ack(pb::Ack { committed_seq })),
+        kind: Some(pb::collector_message::Kind::Ack(pb::Ack {
+            committed_seq,
+            ..pb::Ack::default()
+        })),
+    }
+}
+
+/// The ack of a stored batch, saying how many of its samples were refused and why.
+fn ack_with_refusals(
+    committed_seq: u64,
+    refused: Refused,
+    limits: &IngestLimits,
+) -> pb::CollectorMessage {
+    let mut reasons = Vec::new();
+    if refused.batch_limit > 0 {
+        reasons.push(format!(
+            "{} over limits.max_samples_per_batch ({})",
+            refused.batch_limit, limits.max_samples_per_batch
+        ));
+    }
+    if refused.series_limit > 0 {
+        reasons.push(format!(
+            "{} of new series over limits.max_series_per_agent ({})",
+            refused.series_limit, limits.max_series_per_agent
+        ));
+    }
+    if refused.labels > 0 {
+        reasons.push(format!("{} over the label limits", refused.labels));
+    }
+    if refused.invalid > 0 {
+        reasons.push(format!("{} invalid (name or value)", refused.invalid));
+    }
+    pb::CollectorMessage {
+        kind: Some(pb::collector_message::Kind::Ack(pb::Ack {
+            committed_seq,
+            refused_samples: refused.batch_limit
+                + refused.series_limit
+                + refused.labels
+                + refused.invalid,
+            refused_reason: reasons.join("; "),
+        })),
     }
 }
