@@ -4,7 +4,7 @@
 
 use steward_collector::CollectorConfig;
 use steward_collector::domain::Severity;
-use steward_collector::store::{IncidentChange, NewIncident};
+use steward_collector::store::{IncidentChange, NewIncident, SampleBatch, SampleRecord};
 use tokio_util::sync::CancellationToken;
 
 fn incident(key: &str) -> IncidentChange {
@@ -95,6 +95,54 @@ async fn following_the_cursor_visits_every_incident_once() {
         .await
         .unwrap();
     assert_eq!(agents.status(), 400);
+
+    // Latest values page the same way, by (agent, metric, labels).
+    let samples = (0..5)
+        .map(|index| SampleRecord {
+            metric: "disk.used_percent".into(),
+            labels: [("mount".to_string(), format!("/m{index}"))].into(),
+            value: f64::from(index),
+            timestamp_ms: 1_000,
+        })
+        .collect();
+    collector
+        .store
+        .commit_batch(SampleBatch {
+            agent_id: "a1".into(),
+            epoch: 1,
+            seq: 1,
+            received_ms: 1_000,
+            samples,
+        })
+        .await
+        .unwrap();
+    let base = format!(
+        "http://{}/api/v1/series?agent=a1&limit=2",
+        collector.http_addr
+    );
+    let (mut url, mut mounts) = (base.clone(), Vec::new());
+    for _ in 0..10 {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let next = response
+            .headers()
+            .get("x-next-cursor")
+            .map(|value| value.to_str().unwrap().to_string());
+        let page: Vec<serde_json::Value> =
+            serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        mounts.extend(
+            page.iter()
+                .map(|series| series["labels"]["mount"].to_string()),
+        );
+        match next {
+            Some(cursor) => url = format!("{base}&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        mounts,
+        ["\"/m0\"", "\"/m1\"", "\"/m2\"", "\"/m3\"", "\"/m4\""]
+    );
     shutdown.cancel();
     collector.wait().await.unwrap();
 }

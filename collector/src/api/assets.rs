@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiError, ApiState, rfc3339};
+use super::{ApiError, ApiState, paging, rfc3339};
 use crate::assets::service::{AssetChangeError, OperatorChange, Regroup};
 use crate::assets::{Asset, AssetEdit, Disposal, Lifecycle, compliance};
 
@@ -88,6 +88,9 @@ pub struct ListQuery {
     os: Option<String>,
     /// Free text over hostname, FQDN, serial, vendor, model, owner, location, IPs, MACs, notes.
     q: Option<String>,
+    limit: Option<u32>,
+    /// The id of the last asset of the previous page.
+    cursor: Option<String>,
 }
 
 fn matches(asset: &Asset, query: &ListQuery) -> bool {
@@ -139,10 +142,11 @@ fn matches(asset: &Asset, query: &ListQuery) -> bool {
     true
 }
 
+/// Assets matching the filters, by id, paged (see `paging`).
 pub async fn list(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     if let Some(status) = &query.status
         && Lifecycle::from_name(status).is_none()
     {
@@ -151,13 +155,23 @@ pub async fn list(
             format!("unknown status {status:?}"),
         ));
     }
-    let assets = load(&state).await?;
-    Ok(Json(
-        assets
-            .iter()
-            .filter(|asset| matches(asset, &query))
-            .map(|asset| view(asset, &state))
-            .collect(),
+    let limit = paging::limit(query.limit, 1000, 10_000) as usize;
+    let mut assets: Vec<Asset> = load(&state)
+        .await?
+        .into_iter()
+        .filter(|asset| matches(asset, &query))
+        .filter(|asset| query.cursor.as_ref().is_none_or(|after| asset.id > *after))
+        .collect();
+    assets.sort_by(|a, b| a.id.cmp(&b.id));
+    let next = (assets.len() > limit)
+        .then(|| {
+            assets.truncate(limit);
+            assets.last().map(|asset| asset.id.clone())
+        })
+        .flatten();
+    Ok(paging::respond(
+        assets.iter().map(|asset| view(asset, &state)).collect(),
+        next,
     ))
 }
 

@@ -6,13 +6,17 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiState, rfc3339};
-use crate::store::{HistoryQuery, Labels, StoreError};
+use axum::response::Response;
+
+use super::{ApiError, ApiState, paging, rfc3339};
+use crate::store::{HistoryQuery, Labels, SeriesKey, StoreError, labels_json};
 
 #[derive(Deserialize)]
 pub struct SeriesQuery {
     agent: Option<String>,
     metric: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -25,21 +29,47 @@ pub struct SeriesView {
     timestamp_ms: i64,
 }
 
+/// Latest values ordered by (agent, metric, labels), paged (see `paging`).
 pub async fn latest(
     State(state): State<ApiState>,
     Query(query): Query<SeriesQuery>,
-) -> Json<Vec<SeriesView>> {
-    Json(
-        state
-            .store
-            .latest(query.agent.as_deref())
-            .into_iter()
-            .filter(|(key, _)| {
-                query
-                    .metric
-                    .as_deref()
-                    .is_none_or(|metric| key.metric == metric)
+) -> Result<Response, ApiError> {
+    let limit = paging::limit(query.limit, 10_000, 100_000) as usize;
+    let after = match paging::decode_parts(query.cursor.as_deref())? {
+        None => None,
+        Some(parts) => match <[String; 3]>::try_from(parts) {
+            Ok([agent_id, metric, labels]) => Some(SeriesKey {
+                agent_id,
+                metric,
+                labels: serde_json::from_str(&labels)
+                    .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor"))?,
+            }),
+            Err(_) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor")),
+        },
+    };
+    let mut page: Vec<_> = state
+        .store
+        .latest(query.agent.as_deref())
+        .into_iter()
+        .filter(|(key, _)| {
+            query
+                .metric
+                .as_deref()
+                .is_none_or(|metric| key.metric == metric)
+        })
+        .filter(|(key, _)| after.as_ref().is_none_or(|after| key > after))
+        .take(limit + 1)
+        .collect();
+    let next = (page.len() > limit)
+        .then(|| {
+            page.truncate(limit);
+            page.last().map(|(key, _)| {
+                paging::encode_parts(&[&key.agent_id, &key.metric, &labels_json(&key.labels)])
             })
+        })
+        .flatten();
+    Ok(paging::respond(
+        page.into_iter()
             .map(|(key, latest)| SeriesView {
                 agent_id: key.agent_id,
                 metric: key.metric,
@@ -49,7 +79,8 @@ pub async fn latest(
                 timestamp_ms: latest.timestamp_ms,
             })
             .collect(),
-    )
+        next,
+    ))
 }
 
 #[derive(Deserialize)]

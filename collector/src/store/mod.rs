@@ -776,6 +776,8 @@ impl Store {
             .filter(|(key, _)| agent_id.is_none_or(|agent_id| key.agent_id == agent_id))
             .map(|(key, value)| (key.clone(), *value))
             .collect();
+        // Sorted after the lock is released: the writer needs it.
+        drop(latest);
         values.sort_by(|a, b| a.0.cmp(&b.0));
         values
     }
