@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec;
 use crate::probes::Sample;
-use crate::probes::inventory::InventoryDiff;
+pub use crate::probes::inventory::InventoryChange;
 use crate::spool::{Limits, Record, RecordKind, Recovery, Spool, SpoolError, SpoolStats};
 
 /// While no session is live, appended records are fsynced together at most
@@ -34,17 +34,6 @@ const REPLAY_BYTES: usize = 1 << 20;
 
 /// How often a stats line is logged while unacknowledged batches wait.
 const REPORT_INTERVAL: Duration = Duration::from_secs(60);
-
-/// An inventory change: a full snapshot (expressed as a diff from nothing,
-/// replacing everything) or a diff from the previous one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InventoryChange {
-    pub full: bool,
-    pub diff: InventoryDiff,
-    /// Fingerprint of the package list after this change.
-    pub packages_fingerprint: u64,
-    pub timestamp_ms: i64,
-}
 
 #[derive(Debug)]
 pub struct BatchBuffer {
@@ -259,6 +248,7 @@ impl BatchBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probes::inventory::InventoryDiff;
 
     fn open(dir: &Path) -> BatchBuffer {
         BatchBuffer::open(dir, 1 << 20, 5).unwrap().0

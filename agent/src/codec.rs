@@ -9,8 +9,8 @@
 use prost::Message;
 use steward_proto::v1 as pb;
 
-use crate::buffer::InventoryChange;
 use crate::probes::Sample;
+use crate::probes::inventory::InventoryChange;
 use crate::probes::inventory::{DiskInfo, InterfaceInfo};
 use crate::spool::{Record, RecordKind};
 

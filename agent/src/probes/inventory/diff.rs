@@ -100,6 +100,17 @@ fn apply_maps(
     }
 }
 
+/// An inventory change: a full snapshot (expressed as a diff from nothing,
+/// replacing everything) or a diff from the previous one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryChange {
+    pub full: bool,
+    pub diff: InventoryDiff,
+    /// Fingerprint of the package list after this change.
+    pub packages_fingerprint: u64,
+    pub timestamp_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use rand::rngs::StdRng;

@@ -58,7 +58,7 @@ use serde::{Deserialize, Serialize};
 use sysinfo::System;
 use tracing::{debug, warn};
 
-pub use diff::{InventoryDiff, apply, diff};
+pub use diff::{InventoryChange, InventoryDiff, apply, diff};
 pub use packages::packages_fingerprint;
 
 /// The keys of [`Inventory::facts`]. A key is present only when its value is
