@@ -183,6 +183,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// An `agents` row selected as `id, hostname, version, first_seen_ms, last_seen_ms`.
+fn agent_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
+    Ok(AgentRecord {
+        id: row.get(0)?,
+        hostname: row.get(1)?,
+        version: row.get(2)?,
+        first_seen_ms: row.get(3)?,
+        last_seen_ms: row.get(4)?,
+    })
+}
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let open = |path: &Path| -> Result<Connection, rusqlite::Error> {
         let connection = Connection::open(path)?;
@@ -626,15 +637,7 @@ impl Store {
                 "SELECT id, hostname, version, first_seen_ms, last_seen_ms FROM agents ORDER BY hostname, id",
             )?;
             statement
-                .query_map([], |row| {
-                    Ok(AgentRecord {
-                        id: row.get(0)?,
-                        hostname: row.get(1)?,
-                        version: row.get(2)?,
-                        first_seen_ms: row.get(3)?,
-                        last_seen_ms: row.get(4)?,
-                    })
-                })?
+                .query_map([], agent_row)?
                 .collect()
         })
         .await
@@ -655,15 +658,7 @@ impl Store {
                  ORDER BY hostname, id LIMIT ?3",
             )?;
             statement
-                .query_map(params![hostname, id, limit], |row| {
-                    Ok(AgentRecord {
-                        id: row.get(0)?,
-                        hostname: row.get(1)?,
-                        version: row.get(2)?,
-                        first_seen_ms: row.get(3)?,
-                        last_seen_ms: row.get(4)?,
-                    })
-                })?
+                .query_map(params![hostname, id, limit], agent_row)?
                 .collect()
         })
         .await
@@ -676,15 +671,7 @@ impl Store {
                 .query_row(
                     "SELECT id, hostname, version, first_seen_ms, last_seen_ms FROM agents WHERE id = ?1",
                     [agent_id],
-                    |row| {
-                        Ok(AgentRecord {
-                            id: row.get(0)?,
-                            hostname: row.get(1)?,
-                            version: row.get(2)?,
-                            first_seen_ms: row.get(3)?,
-                            last_seen_ms: row.get(4)?,
-                        })
-                    },
+                    agent_row,
                 )
                 .optional()
         })
