@@ -4,7 +4,9 @@
 
 use steward_collector::CollectorConfig;
 use steward_collector::domain::Severity;
-use steward_collector::store::{IncidentChange, NewIncident, SampleBatch, SampleRecord};
+use steward_collector::store::{
+    IncidentChange, InventoryUpdate, NewIncident, SampleBatch, SampleRecord,
+};
 use tokio_util::sync::CancellationToken;
 
 fn incident(key: &str) -> IncidentChange {
@@ -143,6 +145,77 @@ async fn following_the_cursor_visits_every_incident_once() {
         mounts,
         ["\"/m0\"", "\"/m1\"", "\"/m2\"", "\"/m3\"", "\"/m4\""]
     );
+
+    // Packages page by name, inventory changes by id (newest first).
+    let list = |names: &[&str]| -> std::collections::BTreeMap<String, String> {
+        names
+            .iter()
+            .map(|name| (name.to_string(), "1.0".to_string()))
+            .collect()
+    };
+    let update = |seq: u64, full: bool, names: &[&str]| InventoryUpdate {
+        agent_id: "a1".into(),
+        epoch: 1,
+        seq,
+        received_ms: 1_000 * seq as i64,
+        full,
+        facts_changed: Default::default(),
+        facts_removed: vec![],
+        disks: full.then(Vec::new),
+        interfaces: full.then(Vec::new),
+        packages_replaced: full,
+        packages_upserted: list(names),
+        packages_removed: vec![],
+        packages_fingerprint: 0,
+    };
+    collector
+        .store
+        .commit_inventory(update(2, true, &["a", "b", "c", "d", "e"]))
+        .await
+        .unwrap();
+    collector
+        .store
+        .commit_inventory(update(3, false, &["f", "g", "h"]))
+        .await
+        .unwrap();
+    let follow = |path: &str, limit: u32| {
+        let client = client.clone();
+        let base = format!("http://{}{path}?limit={limit}", collector.http_addr);
+        async move {
+            let (mut url, mut rows, mut pages) = (base.clone(), Vec::new(), 0);
+            loop {
+                let response = client.get(&url).send().await.unwrap();
+                assert_eq!(response.status(), 200, "{url}");
+                let next = response
+                    .headers()
+                    .get("x-next-cursor")
+                    .map(|value| value.to_str().unwrap().to_string());
+                let page: Vec<serde_json::Value> =
+                    serde_json::from_str(&response.text().await.unwrap()).unwrap();
+                assert!(page.len() <= limit as usize);
+                rows.extend(page);
+                pages += 1;
+                assert!(pages < 20, "paging does not end");
+                match next {
+                    Some(cursor) => url = format!("{base}&cursor={cursor}"),
+                    None => return rows,
+                }
+            }
+        }
+    };
+    let names: Vec<String> = follow("/api/v1/agents/a1/packages", 3)
+        .await
+        .iter()
+        .map(|package| package["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["a", "b", "c", "d", "e", "f", "g", "h"]);
+    let changes = follow("/api/v1/agents/a1/changes", 2).await;
+    let all = follow("/api/v1/agents/a1/changes", 1000).await;
+    assert!(
+        all.len() >= 3,
+        "the diff recorded a change per package: {all:?}"
+    );
+    assert_eq!(changes, all, "paged and unpaged give the same events");
     shutdown.cancel();
     collector.wait().await.unwrap();
 }

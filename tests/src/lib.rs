@@ -274,6 +274,36 @@ impl Collector {
         http_request(self.http_addr, "GET", path, None, None)
     }
 
+    /// Every row of a paged list endpoint, following `X-Next-Cursor` with
+    /// `limit` rows a page; also returns how many pages it took.
+    pub fn get_all_pages(&self, path: &str, limit: u32) -> (Vec<serde_json::Value>, usize) {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let base = format!("{path}{separator}limit={limit}");
+        let (mut url, mut rows, mut pages) = (base.clone(), Vec::new(), 0);
+        loop {
+            let (status, head, body) = http_exchange(self.http_addr, "GET", &url, None, None);
+            assert_eq!(status, 200, "GET {url}: {body}");
+            let page: Vec<serde_json::Value> = serde_json::from_str(&body)
+                .unwrap_or_else(|error| panic!("GET {url}: bad JSON ({error}): {body}"));
+            assert!(
+                page.len() <= limit as usize,
+                "GET {url}: more than {limit} rows"
+            );
+            rows.extend(page);
+            pages += 1;
+            assert!(pages <= 10_000, "GET {base}: paging does not end");
+            let next = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("x-next-cursor")
+                    .then(|| value.trim().to_string())
+            });
+            match next {
+                Some(cursor) => url = format!("{base}&cursor={cursor}"),
+                None => return (rows, pages),
+            }
+        }
+    }
+
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {body}");
@@ -401,6 +431,18 @@ pub fn http_request(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
+    let (status, _, body) = http_exchange(address, method, path, token, body);
+    (status, body)
+}
+
+/// One HTTP/1.1 exchange: (status, response head, body).
+pub fn http_exchange(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(10))
         .unwrap_or_else(|error| panic!("connect to {address}: {error}"));
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
@@ -432,7 +474,7 @@ pub fn http_request(
     } else {
         rest.to_string()
     };
-    (status, body)
+    (status, head.to_string(), body)
 }
 
 fn dechunk(mut text: &str) -> String {

@@ -137,6 +137,12 @@ fn asset_follows_inventory_survives_rename_goes_stale_and_is_edited() {
                 && event["source"] == "system"),
         "{history}"
     );
+    // Paged one event at a time, the history is the same, in the same order
+    // (a sweep may have added a newer event at the front meanwhile).
+    let (paged, pages) = collector.get_all_pages(&format!("/api/v1/assets/{id}/history"), 1);
+    let unpaged = history.as_array().unwrap();
+    assert!(paged.ends_with(unpaged), "{paged:?}\nvs\n{unpaged:?}");
+    assert!(pages >= paged.len(), "one event a page");
     assert!(
         history
             .as_array()

@@ -108,19 +108,36 @@ pub struct PackageView {
 pub async fn packages(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Vec<PackageView>>, ApiError> {
+    Query(query): Query<PackagesQuery>,
+) -> Result<Response, ApiError> {
+    let limit = paging::limit(query.limit, 5000, 50_000) as usize;
     let packages = state.store.packages(&id).await?;
-    Ok(Json(
-        packages
-            .into_iter()
-            .map(|(name, version)| PackageView { name, version })
-            .collect(),
-    ))
+    let mut page: Vec<PackageView> = packages
+        .into_iter()
+        .filter(|(name, _)| query.cursor.as_ref().is_none_or(|after| name > after))
+        .take(limit + 1)
+        .map(|(name, version)| PackageView { name, version })
+        .collect();
+    let next = (page.len() > limit)
+        .then(|| {
+            page.truncate(limit);
+            page.last().map(|package| package.name.clone())
+        })
+        .flatten();
+    Ok(paging::respond(page, next))
+}
+
+#[derive(Deserialize)]
+pub struct PackagesQuery {
+    limit: Option<u32>,
+    /// The name of the last package of the previous page.
+    cursor: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub struct ChangesQuery {
     limit: Option<u32>,
+    cursor: Option<String>,
 }
 
 /// `GET /api/v1/agents/{id}/changes`: inventory changes, newest first.
@@ -128,12 +145,21 @@ pub async fn changes(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<ChangesQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Response, ApiError> {
+    let limit = paging::limit(query.limit, 200, 5000);
     let events = state
         .store
-        .inventory_events(&id, query.limit.unwrap_or(200).min(5000))
+        .inventory_events(
+            vec![id],
+            false,
+            paging::id_cursor(query.cursor.as_deref())?,
+            limit,
+        )
         .await?;
-    Ok(Json(
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|event| event.id.to_string()))
+        .flatten();
+    Ok(paging::respond(
         events
             .into_iter()
             .map(|event| {
@@ -145,6 +171,7 @@ pub async fn changes(
                     "after": event.after,
                 })
             })
-            .collect(),
+            .collect::<Vec<_>>(),
+        next,
     ))
 }

@@ -204,47 +204,80 @@ pub async fn detail(
 #[derive(Deserialize)]
 pub struct HistoryQuery {
     limit: Option<u32>,
+    cursor: Option<String>,
 }
 
-/// Field changes of the asset plus package changes of its agents, newest first.
+/// Field changes of the asset plus package changes of its agents, newest
+/// first, paged. The two come from two tables, each read newest first and
+/// merged by time; the cursor holds how far each was read, so a page never
+/// skips or repeats an event.
 pub async fn history(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<HistoryQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Response, ApiError> {
     let asset = find(&state, &id).await?;
-    let limit = query.limit.unwrap_or(500).min(5000);
-    let mut events: Vec<(i64, Value)> = state
-        .store
-        .asset_events(&id, limit)
-        .await?
-        .into_iter()
-        .map(|event| {
-            (
-                event.ts_ms,
-                serde_json::json!({
-                    "at": rfc3339(event.ts_ms), "source": event.source, "kind": event.kind,
-                    "field": event.field, "before": event.before, "after": event.after,
-                }),
-            )
-        })
-        .collect();
-    for agent in &asset.agent_ids {
-        for event in state.store.inventory_events(agent, limit).await? {
-            if event.kind.starts_with("package_") {
-                events.push((
-                    event.ts_ms,
-                    serde_json::json!({
-                        "at": rfc3339(event.ts_ms), "source": "agent", "kind": event.kind,
-                        "field": event.subject, "before": event.before, "after": event.after,
-                    }),
-                ));
+    let limit = paging::limit(query.limit, 500, 5000);
+    let (asset_before, inventory_before) = match paging::decode_parts(query.cursor.as_deref())? {
+        None => (None, None),
+        Some(parts) => {
+            let id = |text: &str| -> Result<Option<i64>, ApiError> {
+                if text.is_empty() {
+                    return Ok(None);
+                }
+                text.parse()
+                    .map(Some)
+                    .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor"))
+            };
+            match parts.as_slice() {
+                [asset, inventory] => (id(asset)?, id(inventory)?),
+                _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor")),
             }
         }
+    };
+    let fields = state.store.asset_events(&id, asset_before, limit).await?;
+    let packages = state
+        .store
+        .inventory_events(asset.agent_ids.clone(), true, inventory_before, limit)
+        .await?;
+    // A source that filled its read may hold more beyond it.
+    let maybe_more = fields.len() == limit as usize || packages.len() == limit as usize;
+    let (mut fields, mut packages) = (
+        fields.into_iter().peekable(),
+        packages.into_iter().peekable(),
+    );
+    let (mut last_field, mut last_package) = (asset_before, inventory_before);
+    let mut events = Vec::new();
+    while events.len() < limit as usize {
+        let take_field = match (fields.peek(), packages.peek()) {
+            (Some((_, field)), Some(package)) => field.ts_ms >= package.ts_ms,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if take_field {
+            let Some((row_id, event)) = fields.next() else {
+                break;
+            };
+            last_field = Some(row_id);
+            events.push(serde_json::json!({
+                "at": rfc3339(event.ts_ms), "source": event.source, "kind": event.kind,
+                "field": event.field, "before": event.before, "after": event.after,
+            }));
+        } else {
+            let Some(event) = packages.next() else { break };
+            last_package = Some(event.id);
+            events.push(serde_json::json!({
+                "at": rfc3339(event.ts_ms), "source": "agent", "kind": event.kind,
+                "field": event.subject, "before": event.before, "after": event.after,
+            }));
+        }
     }
-    events.sort_by_key(|event| std::cmp::Reverse(event.0));
-    events.truncate(limit as usize);
-    Ok(Json(events.into_iter().map(|(_, event)| event).collect()))
+    let more = maybe_more || fields.peek().is_some() || packages.peek().is_some();
+    let position = |last: Option<i64>| last.map(|id| id.to_string()).unwrap_or_default();
+    let next =
+        more.then(|| paging::encode_parts(&[&position(last_field), &position(last_package)]));
+    Ok(paging::respond(events, next))
 }
 
 /// `PATCH /api/v1/assets/{id}`: operator fields, plus optional `status`

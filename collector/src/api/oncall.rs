@@ -2,12 +2,12 @@
 //! maintenance windows (create, list, end).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiError, ApiState, rfc3339};
+use super::{ApiError, ApiState, paging, rfc3339};
 use crate::notify::{OnCall, next, on_call};
 use crate::store::MaintenanceWindow;
 
@@ -58,14 +58,39 @@ fn window_view(window: &MaintenanceWindow, now_ms: i64) -> Value {
 }
 
 /// `GET /api/v1/maintenance`: current and future windows.
-pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<Value>>, ApiError> {
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    /// The id of the last window of the previous page.
+    cursor: Option<String>,
+}
+
+/// Windows that have not ended, by id, paged (see `paging`).
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> Result<axum::response::Response, ApiError> {
     let now = steward_core::now_ms();
-    let windows = state.store.maintenance_windows(now).await?;
-    Ok(Json(
-        windows
-            .iter()
+    let limit = paging::limit(query.limit, 500, 5000) as usize;
+    let after = paging::id_cursor(query.cursor.as_deref())?;
+    let mut windows = state.store.maintenance_windows(now).await?;
+    windows.sort_by_key(|window| window.id);
+    let mut page: Vec<_> = windows
+        .iter()
+        .filter(|window| after.is_none_or(|after| window.id > after))
+        .take(limit + 1)
+        .collect();
+    let next = (page.len() > limit)
+        .then(|| {
+            page.truncate(limit);
+            page.last().map(|window| window.id.to_string())
+        })
+        .flatten();
+    Ok(paging::respond(
+        page.into_iter()
             .map(|window| window_view(window, now))
-            .collect(),
+            .collect::<Vec<_>>(),
+        next,
     ))
 }
 

@@ -149,20 +149,25 @@ pub(super) fn link(connection: &Connection, agent_id: &str) -> rusqlite::Result<
 pub(super) fn events(
     connection: &Connection,
     id: &str,
+    before_id: Option<i64>,
     limit: u32,
-) -> rusqlite::Result<Vec<AssetEventRow>> {
+) -> rusqlite::Result<Vec<(i64, AssetEventRow)>> {
     let mut statement = connection.prepare(
-        "SELECT ts_ms, source, kind, field, before, after FROM asset_events WHERE asset_id = ?1 ORDER BY id DESC LIMIT ?2",
+        "SELECT id, ts_ms, source, kind, field, before, after FROM asset_events
+         WHERE asset_id = ?1 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?2",
     )?;
-    let rows = statement.query_map(params![id, limit], |row| {
-        Ok(AssetEventRow {
-            ts_ms: row.get(0)?,
-            source: row.get(1)?,
-            kind: row.get(2)?,
-            field: row.get(3)?,
-            before: row.get(4)?,
-            after: row.get(5)?,
-        })
+    let rows = statement.query_map(params![id, limit, before_id], |row| {
+        Ok((
+            row.get(0)?,
+            AssetEventRow {
+                ts_ms: row.get(1)?,
+                source: row.get(2)?,
+                kind: row.get(3)?,
+                field: row.get(4)?,
+                before: row.get(5)?,
+                after: row.get(6)?,
+            },
+        ))
     })?;
     rows.collect()
 }

@@ -61,6 +61,8 @@ pub struct InventorySnapshot {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InventoryEvent {
+    /// Row id: newest-first lists page by "id below the last one shown".
+    pub id: i64,
     pub ts_ms: i64,
     pub kind: String,
     pub subject: String,
@@ -287,22 +289,46 @@ pub(super) fn packages(
     rows.collect()
 }
 
+/// Inventory events of `agent_ids`, newest first, below `before_id` when
+/// given; `packages_only` keeps the `package_*` kinds.
 pub(super) fn events(
     connection: &rusqlite::Connection,
-    agent_id: &str,
+    agent_ids: &[String],
+    packages_only: bool,
+    before_id: Option<i64>,
     limit: u32,
 ) -> rusqlite::Result<Vec<InventoryEvent>> {
-    let mut statement = connection.prepare(
-        "SELECT ts_ms, kind, subject, before, after FROM inventory_events
-         WHERE agent_id = ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = statement.query_map(params![agent_id, limit], |row| {
+    if agent_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = vec!["?"; agent_ids.len()].join(", ");
+    let mut statement = connection.prepare(&format!(
+        "SELECT id, ts_ms, kind, subject, before, after FROM inventory_events
+         WHERE agent_id IN ({placeholders})
+           AND (? = 0 OR kind LIKE 'package\\_%' ESCAPE '\\')
+           AND (? IS NULL OR id < ?)
+         ORDER BY id DESC LIMIT ?"
+    ))?;
+    let mut values: Vec<rusqlite::types::Value> = agent_ids
+        .iter()
+        .map(|id| rusqlite::types::Value::Text(id.clone()))
+        .collect();
+    let before = before_id.map_or(
+        rusqlite::types::Value::Null,
+        rusqlite::types::Value::Integer,
+    );
+    values.push(rusqlite::types::Value::Integer(i64::from(packages_only)));
+    values.push(before.clone());
+    values.push(before);
+    values.push(rusqlite::types::Value::Integer(i64::from(limit)));
+    let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
         Ok(InventoryEvent {
-            ts_ms: row.get(0)?,
-            kind: row.get(1)?,
-            subject: row.get(2)?,
-            before: row.get(3)?,
-            after: row.get(4)?,
+            id: row.get(0)?,
+            ts_ms: row.get(1)?,
+            kind: row.get(2)?,
+            subject: row.get(3)?,
+            before: row.get(4)?,
+            after: row.get(5)?,
         })
     })?;
     rows.collect()

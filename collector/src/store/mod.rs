@@ -507,13 +507,15 @@ impl Store {
     }
 
     /// Newest first.
+    /// An asset's history with row ids, newest first, below `before_id` when given.
     pub async fn asset_events(
         &self,
         id: &str,
+        before_id: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<AssetEventRow>, StoreError> {
+    ) -> Result<Vec<(i64, AssetEventRow)>, StoreError> {
         let id = id.to_string();
-        self.read(move |connection| assets::events(connection, &id, limit))
+        self.read(move |connection| assets::events(connection, &id, before_id, limit))
             .await
     }
 
@@ -691,14 +693,19 @@ impl Store {
     }
 
     /// Newest first.
+    /// Inventory changes of `agent_ids`, newest first, below `before_id` when
+    /// given; `packages_only` keeps package changes.
     pub async fn inventory_events(
         &self,
-        agent_id: &str,
+        agent_ids: Vec<String>,
+        packages_only: bool,
+        before_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<InventoryEvent>, StoreError> {
-        let agent_id = agent_id.to_string();
-        self.read(move |connection| inventory::events(connection, &agent_id, limit))
-            .await
+        self.read(move |connection| {
+            inventory::events(connection, &agent_ids, packages_only, before_id, limit)
+        })
+        .await
     }
 
     /// Fingerprint of the stored package list (0: none), sent in the welcome.

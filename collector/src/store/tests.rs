@@ -595,7 +595,7 @@ async fn inventory_diffs_patch_the_stored_list_and_record_each_change() {
     assert_eq!(snapshot.package_count, 2);
 
     let mut events: Vec<(String, String, Option<String>, Option<String>)> = store
-        .inventory_events("a1", 10)
+        .inventory_events(vec!["a1".to_string()], false, None, 10)
         .await
         .unwrap()
         .into_iter()

@@ -55,10 +55,11 @@ async fn status_change(
 ) -> Option<AssetEventRow> {
     harness
         .store
-        .asset_events(asset_id, 100)
+        .asset_events(asset_id, None, 100)
         .await
         .unwrap()
         .into_iter()
+        .map(|(_, event)| event)
         .find(|event| {
             event.field.as_deref() == Some("status")
                 && event.before.as_deref() == Some(from)
