@@ -28,6 +28,29 @@ fn incident(key: &str) -> IncidentChange {
     }))
 }
 
+/// Every row of `base` (which carries its own `limit`), following
+/// `X-Next-Cursor`; returns the rows and the number of pages.
+async fn follow(client: &reqwest::Client, base: &str) -> (Vec<serde_json::Value>, usize) {
+    let (mut url, mut rows, mut pages) = (base.to_string(), Vec::new(), 0);
+    loop {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        let next = response
+            .headers()
+            .get("x-next-cursor")
+            .map(|value| value.to_str().unwrap().to_string());
+        let page: Vec<serde_json::Value> =
+            serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        rows.extend(page);
+        pages += 1;
+        assert!(pages < 20, "paging does not end: {base}");
+        match next {
+            Some(cursor) => url = format!("{base}&cursor={cursor}"),
+            None => return (rows, pages),
+        }
+    }
+}
+
 #[tokio::test]
 async fn following_the_cursor_visits_every_incident_once() {
     steward_core::tls::install_crypto_provider();
@@ -53,30 +76,12 @@ async fn following_the_cursor_visits_every_incident_once() {
 
     let client = reqwest::Client::new();
     let base = format!("http://{}/api/v1/incidents?limit=3", collector.http_addr);
-    let mut seen = Vec::new();
-    let mut pages = 0;
-    let mut url = base.clone();
-    loop {
-        let response = client.get(&url).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let next = response
-            .headers()
-            .get("x-next-cursor")
-            .map(|value| value.to_str().unwrap().to_string());
-        let page: Vec<serde_json::Value> =
-            serde_json::from_str(&response.text().await.unwrap()).unwrap();
-        assert!(page.len() <= 3);
-        seen.extend(
-            page.iter()
-                .map(|incident| incident["dedup_key"].as_str().unwrap().to_string()),
-        );
-        pages += 1;
-        match next {
-            Some(cursor) => url = format!("{base}&cursor={cursor}"),
-            None => break,
-        }
-        assert!(pages < 10, "paging does not end");
-    }
+    let (rows, pages) = follow(&client, &base).await;
+    assert!(rows.len() <= 3 * pages);
+    let seen: Vec<String> = rows
+        .iter()
+        .map(|incident| incident["dedup_key"].as_str().unwrap().to_string())
+        .collect();
     let expected: Vec<String> = keys.iter().rev().cloned().collect();
     assert_eq!(seen, expected, "newest first, each once");
     assert_eq!(pages, 3);
@@ -122,25 +127,12 @@ async fn following_the_cursor_visits_every_incident_once() {
         "http://{}/api/v1/series?agent=a1&limit=2",
         collector.http_addr
     );
-    let (mut url, mut mounts) = (base.clone(), Vec::new());
-    for _ in 0..10 {
-        let response = client.get(&url).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let next = response
-            .headers()
-            .get("x-next-cursor")
-            .map(|value| value.to_str().unwrap().to_string());
-        let page: Vec<serde_json::Value> =
-            serde_json::from_str(&response.text().await.unwrap()).unwrap();
-        mounts.extend(
-            page.iter()
-                .map(|series| series["labels"]["mount"].to_string()),
-        );
-        match next {
-            Some(cursor) => url = format!("{base}&cursor={cursor}"),
-            None => break,
-        }
-    }
+    let mounts: Vec<String> = follow(&client, &base)
+        .await
+        .0
+        .iter()
+        .map(|series| series["labels"]["mount"].to_string())
+        .collect();
     assert_eq!(
         mounts,
         ["\"/m0\"", "\"/m1\"", "\"/m2\"", "\"/m3\"", "\"/m4\""]
@@ -178,39 +170,17 @@ async fn following_the_cursor_visits_every_incident_once() {
         .commit_inventory(update(3, false, &["f", "g", "h"]))
         .await
         .unwrap();
-    let follow = |path: &str, limit: u32| {
-        let client = client.clone();
-        let base = format!("http://{}{path}?limit={limit}", collector.http_addr);
-        async move {
-            let (mut url, mut rows, mut pages) = (base.clone(), Vec::new(), 0);
-            loop {
-                let response = client.get(&url).send().await.unwrap();
-                assert_eq!(response.status(), 200, "{url}");
-                let next = response
-                    .headers()
-                    .get("x-next-cursor")
-                    .map(|value| value.to_str().unwrap().to_string());
-                let page: Vec<serde_json::Value> =
-                    serde_json::from_str(&response.text().await.unwrap()).unwrap();
-                assert!(page.len() <= limit as usize);
-                rows.extend(page);
-                pages += 1;
-                assert!(pages < 20, "paging does not end");
-                match next {
-                    Some(cursor) => url = format!("{base}&cursor={cursor}"),
-                    None => return rows,
-                }
-            }
-        }
-    };
-    let names: Vec<String> = follow("/api/v1/agents/a1/packages", 3)
+    let agent_list =
+        |path: &str, limit: u32| format!("http://{}{path}?limit={limit}", collector.http_addr);
+    let names: Vec<String> = follow(&client, &agent_list("/api/v1/agents/a1/packages", 3))
         .await
+        .0
         .iter()
         .map(|package| package["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["a", "b", "c", "d", "e", "f", "g", "h"]);
-    let changes = follow("/api/v1/agents/a1/changes", 2).await;
-    let all = follow("/api/v1/agents/a1/changes", 1000).await;
+    let (changes, _) = follow(&client, &agent_list("/api/v1/agents/a1/changes", 2)).await;
+    let (all, _) = follow(&client, &agent_list("/api/v1/agents/a1/changes", 1000)).await;
     assert!(
         all.len() >= 3,
         "the diff recorded a change per package: {all:?}"
