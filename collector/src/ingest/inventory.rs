@@ -263,15 +263,30 @@ pub fn cap_new_facts(
     limits: &InventoryLimits,
     trimmed: &mut Trimmed,
 ) {
-    let removed: BTreeSet<&String> = update
-        .facts_removed
+    cap_new_entries(
+        &mut update.facts_changed,
+        &update.facts_removed,
+        stored,
+        limits.max_facts,
+        trimmed,
+    );
+}
+
+/// Keeps every change to an entry `stored` holds (and does not remove), and
+/// new entries only while the total stays within `max`; counts the rest.
+fn cap_new_entries(
+    changed: &mut BTreeMap<String, String>,
+    removed: &[String],
+    stored: &BTreeMap<String, String>,
+    max: usize,
+    trimmed: &mut Trimmed,
+) {
+    let removed: BTreeSet<&String> = removed
         .iter()
         .filter(|key| stored.contains_key(*key))
         .collect();
-    let mut room = limits
-        .max_facts
-        .saturating_sub(stored.len().saturating_sub(removed.len()));
-    update.facts_changed.retain(|key, _| {
+    let mut room = max.saturating_sub(stored.len().saturating_sub(removed.len()));
+    changed.retain(|key, _| {
         if stored.contains_key(key) && !removed.contains(key) {
             return true;
         }
@@ -304,27 +319,13 @@ pub fn cap_new_packages(
     limits: &InventoryLimits,
     trimmed: &mut Trimmed,
 ) {
-    let removed = update
-        .packages_removed
-        .iter()
-        .filter(|name| stored.contains_key(*name))
-        .count();
-    let mut room = limits
-        .max_packages
-        .saturating_sub(stored.len().saturating_sub(removed));
-    let removing: BTreeSet<String> = update.packages_removed.iter().cloned().collect();
-    update.packages_upserted.retain(|name, _| {
-        if stored.contains_key(name) && !removing.contains(name) {
-            return true;
-        }
-        if room > 0 {
-            room -= 1;
-            true
-        } else {
-            trimmed.dropped += 1;
-            false
-        }
-    });
+    cap_new_entries(
+        &mut update.packages_upserted,
+        &update.packages_removed,
+        stored,
+        limits.max_packages,
+        trimmed,
+    );
 }
 
 #[cfg(test)]

@@ -776,15 +776,6 @@ impl Store {
         values
     }
 
-    /// False once the writer thread has stopped: nothing can be stored.
-    pub fn is_writable(&self) -> bool {
-        self.writer_thread
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .as_ref()
-            .is_some_and(|thread| !thread.is_finished())
-    }
-
     /// Why writes cannot be stored now, if they cannot: the writer thread
     /// has stopped, or the last group of writes could not be committed
     /// (disk full, I/O error); cleared by the next group that commits.
