@@ -31,6 +31,8 @@ struct RawCollectorConfig {
     tls: RawTls,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    enrollment: RawEnrollment,
     storage: RawStorage,
     #[serde(default)]
     retention: RawRetention,
@@ -78,6 +80,11 @@ struct RawTls {
     enabled: bool,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    /// The CA that signed `cert`: served in the chain (agents pin it) and
+    /// trusted for agent client certificates.
+    ca: Option<PathBuf>,
+    /// The CA's private key: with it the collector enrolls agents.
+    ca_key: Option<PathBuf>,
 }
 
 impl Default for RawTls {
@@ -86,8 +93,59 @@ impl Default for RawTls {
             enabled: true,
             cert: None,
             key: None,
+            ca: None,
+            ca_key: None,
         }
     }
+}
+
+/// `[enrollment]`: agent certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnrollment {
+    /// Lifetime of a signed agent certificate; agents renew at two thirds.
+    #[serde(
+        default = "default_cert_lifetime",
+        deserialize_with = "config_file::duration"
+    )]
+    cert_lifetime: Duration,
+    /// Enrollment attempts one address may make at once...
+    #[serde(default = "default_enroll_burst")]
+    rate_burst: u32,
+    /// ...and then one more per this.
+    #[serde(
+        default = "default_enroll_every",
+        deserialize_with = "config_file::duration"
+    )]
+    rate_every: Duration,
+}
+
+impl Default for RawEnrollment {
+    fn default() -> Self {
+        Self {
+            cert_lifetime: default_cert_lifetime(),
+            rate_burst: default_enroll_burst(),
+            rate_every: default_enroll_every(),
+        }
+    }
+}
+
+fn default_cert_lifetime() -> Duration {
+    crate::enrollment::DEFAULT_CERT_LIFETIME
+}
+fn default_enroll_burst() -> u32 {
+    10
+}
+fn default_enroll_every() -> Duration {
+    Duration::from_secs(6)
+}
+
+/// Validated `[enrollment]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentSettings {
+    pub cert_lifetime: Duration,
+    pub rate_burst: u32,
+    pub rate_every: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -463,6 +521,11 @@ struct RulesFile {
 pub struct TlsIdentity {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    /// `[tls] ca`: trusted for agent client certificates; appended to the
+    /// served chain when `cert` does not already hold it.
+    pub ca_pem: Option<Vec<u8>>,
+    /// `[tls] ca_key`: present when this collector can enroll agents.
+    pub ca_key_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TlsIdentity {
@@ -478,8 +541,10 @@ pub struct CollectorConfig {
     pub http_listen: SocketAddr,
     /// `None` only when TLS was explicitly disabled on a loopback listener.
     pub tls: Option<TlsIdentity>,
+    /// Shared agent tokens (the weaker mode); may be empty when agents enroll.
     pub agent_tokens: Vec<String>,
     pub api_tokens: Vec<String>,
+    pub enrollment: EnrollmentSettings,
     pub sqlite_path: PathBuf,
     /// Raw samples (whole chunks), batch records and delivery history.
     pub retention: Duration,
@@ -548,9 +613,26 @@ impl CollectorConfig {
                 .key
                 .as_deref()
                 .ok_or_else(|| source.error("tls", "missing `key`"))?;
+            let ca_pem = raw
+                .tls
+                .ca
+                .as_deref()
+                .map(|path| read("tls.ca", path))
+                .transpose()?;
+            let ca_key_pem = raw
+                .tls
+                .ca_key
+                .as_deref()
+                .map(|path| read("tls.ca_key", path))
+                .transpose()?;
+            if ca_key_pem.is_some() && ca_pem.is_none() {
+                return Err(source.error("tls.ca_key", "needs `ca`, the certificate it belongs to"));
+            }
             Some(TlsIdentity {
                 cert_pem: read("tls.cert", cert)?,
                 key_pem: read("tls.key", key)?,
+                ca_pem,
+                ca_key_pem,
             })
         } else if raw.server.grpc_listen.ip().is_loopback() {
             None
@@ -567,12 +649,24 @@ impl CollectorConfig {
             "auth.agent_tokens",
             "auth.agent_token_file",
         )?;
-        if agent_tokens.is_empty() {
+        let can_enroll = tls.as_ref().is_some_and(|tls| tls.ca_key_pem.is_some());
+        if agent_tokens.is_empty() && !can_enroll {
             return Err(source.error(
                 "auth",
-                "no agent tokens: set agent_tokens or agent_token_file, or no agent can connect",
+                "no agent tokens and no [tls] ca_key to enroll agents with: no agent could connect",
             ));
         }
+        if raw.enrollment.cert_lifetime < Duration::from_secs(60) {
+            return Err(source.error("enrollment.cert_lifetime", "must be at least 1m"));
+        }
+        if raw.enrollment.rate_burst == 0 {
+            return Err(source.error("enrollment.rate_burst", "must be at least 1"));
+        }
+        let enrollment = EnrollmentSettings {
+            cert_lifetime: raw.enrollment.cert_lifetime,
+            rate_burst: raw.enrollment.rate_burst,
+            rate_every: raw.enrollment.rate_every,
+        };
         let api_tokens = gather_tokens(
             source,
             raw.auth.api_tokens,
@@ -623,6 +717,7 @@ impl CollectorConfig {
             tls,
             agent_tokens,
             api_tokens,
+            enrollment,
             sqlite_path: source.resolve(&raw.storage.sqlite),
             retention: raw.storage.retention,
             record_retention: RetentionPolicy {

@@ -20,9 +20,11 @@ pub mod api;
 pub mod assets;
 pub mod config;
 pub mod domain;
+pub mod enrollment;
 pub mod incidents;
 pub mod ingest;
 pub mod notify;
+pub mod ratelimit;
 pub mod registry;
 pub mod rules;
 pub mod setup;
@@ -35,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 pub use config::CollectorConfig;
 
@@ -53,6 +55,8 @@ pub enum CollectorError {
     Store(#[from] store::StoreError),
     #[error("TLS setup failed: {0}")]
     Tls(tonic::transport::Error),
+    #[error("cannot load the CA for enrollment: {0}")]
+    Authority(#[from] enrollment::AuthorityError),
     #[error("gRPC server failed: {0}")]
     Grpc(tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
@@ -176,6 +180,11 @@ pub async fn start(
         incidents: incidents.clone(),
         assets: assets.clone(),
         shutdown: shutdown.clone(),
+        authority: certificate_authority(&config)?,
+        enroll_limiter: Arc::new(ratelimit::SourceRateLimiter::new(
+            config.enrollment.rate_burst,
+            config.enrollment.rate_every,
+        )),
     };
     let grpc_limits = &config.limits.ingest.grpc;
     let mut server = Server::builder()
@@ -183,20 +192,26 @@ pub async fn start(
         .http2_keepalive_interval(Some(grpc_limits.keepalive_interval))
         .http2_keepalive_timeout(Some(grpc_limits.keepalive_timeout));
     if let Some(tls) = &config.tls {
-        server = server
-            .tls_config(
-                ServerTlsConfig::new()
-                    .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
-                    .timeout(grpc_limits.handshake_timeout),
-            )
-            .map_err(CollectorError::Tls)?;
+        let mut tls_config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(served_chain(tls), &tls.key_pem))
+            .timeout(grpc_limits.handshake_timeout);
+        if let Some(ca) = &tls.ca_pem {
+            // Requested, not required: enrolling agents and shared-token
+            // agents have no certificate yet.
+            tls_config = tls_config
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(true);
+        }
+        server = server.tls_config(tls_config).map_err(CollectorError::Tls)?;
     } else {
         tracing::warn!(
             message = "TLS is disabled; agent tokens travel in clear (loopback development only)."
         );
     }
+    let parts = ingest.into_parts();
     let grpc = server
-        .add_service(ingest.into_server())
+        .add_service(parts.ingest)
+        .add_optional_service(parts.enrollment)
         .serve_with_incoming_shutdown(
             ingest::BoundedIncoming::new(grpc_listener, grpc_limits, Arc::clone(&telemetry)),
             shutdown.clone().cancelled_owned(),
@@ -205,6 +220,16 @@ pub async fn start(
         "grpc",
         async move { grpc.await.map_err(CollectorError::Grpc) },
     );
+    supervisor.spawn("revocations", {
+        let shutdown = shutdown.clone();
+        async move {
+            parts
+                .revocations
+                .run(shutdown)
+                .await
+                .map_err(CollectorError::Store)
+        }
+    });
 
     let router = api::router(api::ApiState {
         store: Arc::clone(&store),
@@ -312,6 +337,42 @@ async fn watch_store_writer(store: Arc<store::Store>, shutdown: CancellationToke
         }
         () = shutdown.cancelled() => {}
     }
+}
+
+/// The CA that signs agent certificates, when `[tls]` names its key.
+fn certificate_authority(
+    config: &CollectorConfig,
+) -> Result<Option<Arc<enrollment::CertificateAuthority>>, CollectorError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let (Some(ca), Some(key)) = (&tls.ca_pem, &tls.ca_key_pem) else {
+        return Ok(None);
+    };
+    let authority = enrollment::CertificateAuthority::load(
+        &String::from_utf8_lossy(ca),
+        &String::from_utf8_lossy(key),
+        config.enrollment.cert_lifetime,
+    )?;
+    Ok(Some(Arc::new(authority)))
+}
+
+/// The served certificate chain: `cert`, then the CA unless `cert` already
+/// holds it, so an enrolling agent can check the CA against its pinned
+/// fingerprint during the handshake.
+fn served_chain(tls: &config::TlsIdentity) -> Vec<u8> {
+    let mut chain = tls.cert_pem.clone();
+    if let Some(ca) = &tls.ca_pem {
+        let ca_text = String::from_utf8_lossy(ca);
+        let ca_body = ca_text.trim();
+        if !String::from_utf8_lossy(&chain).contains(ca_body) {
+            if !chain.ends_with(b"\n") {
+                chain.push(b'\n');
+            }
+            chain.extend_from_slice(ca);
+        }
+    }
+    chain
 }
 
 /// Runs the collector until `shutdown` is cancelled.

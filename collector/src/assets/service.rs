@@ -88,6 +88,11 @@ pub enum Regroup {
 }
 
 enum AssetInput {
+    /// An agent's identity changed (enrolled with tags, revoked).
+    Identity {
+        change: IdentityChange,
+        reply: oneshot::Sender<bool>,
+    },
     Inventory {
         agent_id: String,
         now_ms: i64,
@@ -110,6 +115,17 @@ enum AssetInput {
     },
 }
 
+/// An enrollment or revocation to record on the agent's asset.
+#[derive(Debug, Clone)]
+pub struct IdentityChange {
+    pub agent_id: String,
+    pub ts_ms: i64,
+    /// Tags to add (`key:value`, from the enrollment token).
+    pub tags: Vec<String>,
+    /// History text, e.g. "certificate revoked by alice at ...".
+    pub detail: String,
+}
+
 /// Cloneable access for ingest and the API.
 #[derive(Clone)]
 pub struct AssetHandle {
@@ -123,6 +139,21 @@ impl std::fmt::Debug for AssetHandle {
 }
 
 impl AssetHandle {
+    /// Records `change` on the agent's asset. False when the agent has no
+    /// asset yet (it appears with the first inventory): try again later.
+    pub async fn identity_changed(&self, change: IdentityChange) -> bool {
+        let (reply, response) = oneshot::channel();
+        if self
+            .inputs
+            .send(AssetInput::Identity { change, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        response.await.unwrap_or(false)
+    }
+
     /// An inventory update for `agent_id` has committed.
     pub async fn inventory_committed(&self, agent_id: String, now_ms: i64) {
         let _ = self
@@ -296,6 +327,12 @@ impl AssetService {
 
     async fn handle(&mut self, input: AssetInput) {
         let result = match input {
+            AssetInput::Identity { change, reply } => {
+                let outcome = self.on_identity(change).await;
+                let recorded = matches!(outcome, Ok(true));
+                let _ = reply.send(recorded);
+                outcome.map(|_| ())
+            }
             AssetInput::Inventory { agent_id, now_ms } => {
                 self.on_inventory(&agent_id, now_ms).await
             }
@@ -470,6 +507,38 @@ impl AssetService {
         )?;
         *asset = change_status(asset, status, Actor::System, None).ok()?;
         Some(status)
+    }
+
+    async fn on_identity(&mut self, change: IdentityChange) -> Result<bool, StoreError> {
+        let Some(before) = self
+            .by_agent
+            .get(&change.agent_id)
+            .and_then(|id| self.assets.get(id))
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let mut after = before.clone();
+        after.tags.extend(change.tags.iter().cloned());
+        let event = AssetEventRow {
+            ts_ms: change.ts_ms,
+            source: Actor::Operator.as_str().to_string(),
+            kind: "identity".to_string(),
+            field: Some(format!("agent {}", change.agent_id)),
+            before: None,
+            after: Some(change.detail.clone()),
+        };
+        tracing::info!(message = "Agent identity recorded on its asset.", agent_id = %change.agent_id, asset = %after.id, detail = %change.detail);
+        self.save(
+            Some(&before),
+            after,
+            Actor::Operator,
+            vec![event],
+            Vec::new(),
+            change.ts_ms,
+        )
+        .await?;
+        Ok(true)
     }
 
     async fn on_patch(

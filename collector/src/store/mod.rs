@@ -29,6 +29,7 @@ mod codec;
 mod gorilla;
 mod head;
 mod history;
+mod identity;
 mod incidents;
 mod inventory;
 mod migrations;
@@ -38,6 +39,10 @@ mod retention;
 mod writer;
 
 pub use history::{HistoryPoint, HistoryQuery, MAX_POINTS_PER_SERIES, SeriesHistory};
+pub use identity::{
+    AdminDb, EnrollRefusal, EnrollmentTokenRow, IdentityBinding, IdentityEvent, IssuedCertificate,
+    NewEnrollmentToken,
+};
 pub use migrations::SCHEMA_VERSION;
 
 pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
