@@ -1,6 +1,7 @@
 //! First-run helpers: `init DIR` writes a working setup; `quickstart` runs a
 //! collector and a local agent from it in one process.
 
+pub mod admin;
 pub mod init;
 #[cfg(feature = "embedded-agent")]
 pub mod quickstart;
