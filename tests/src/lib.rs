@@ -193,6 +193,13 @@ impl Collector {
         // could fire on a busy test machine and make assertions flaky.
         edit_file(&dir.path().join("collector.toml"), |text| {
             *text = text.replace("include = [\"default-rules.toml\"]\n", "");
+            // Most tests start many agents from one template (see
+            // `agent_config`): those use the shared token, which init leaves
+            // off. Enrolled agents: `enroll_agent`.
+            *text = text.replace(
+                "# agent_token_file = \"agent-tokens\"",
+                "agent_token_file = \"agent-tokens\"",
+            );
         });
         edit_file(&dir.path().join("collector.toml"), edit);
         let (process, grpc_addr, http_addr) = launch_with_env(dir.path(), 0, env);
@@ -240,10 +247,16 @@ impl Collector {
             .to_string()
     }
 
-    /// Writes an agent config for this collector into its own directory and returns the path.
+    /// Writes an agent config for this collector into its own directory and
+    /// returns the path. It authenticates with the shared token (init's
+    /// template holds the local agent's certificate, bound to another id).
     pub fn agent_config(&self, name: &str, edit: impl FnOnce(&mut String)) -> PathBuf {
         let template = std::fs::read_to_string(self.path("agent.toml")).expect("agent.toml");
         let mut text = template
+            .replace(
+                "cert = \"agent.pem\"\nkey = \"agent.key\"\n",
+                &format!("token = \"{}\"\n", self.agent_token()),
+            )
             .replace(
                 "https://127.0.0.1:0",
                 &format!("https://127.0.0.1:{}", self.grpc_addr.port()),
@@ -790,5 +803,124 @@ impl Collector {
         .connect()
         .await
         .expect("connect to the collector's gRPC port")
+    }
+}
+
+/// An agent enrolled with `steward-agent enroll`: its directory (agent.toml,
+/// certificates) and state directory.
+#[derive(Debug, Clone)]
+pub struct EnrolledAgent {
+    pub name: String,
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl EnrolledAgent {
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("agent.toml")
+    }
+
+    /// Its persistent id.
+    pub fn agent_id(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("agent-id"))
+            .expect("agent-id")
+            .trim()
+            .to_string()
+    }
+}
+
+impl Collector {
+    /// Runs `steward-collector ARGS --config collector.toml`; (status, stdout, stderr).
+    pub fn admin(&self, args: &[&str]) -> (i32, String, String) {
+        let config = self.path("collector.toml");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", path_str(&config)]);
+        let output = Command::new(binary("steward-collector"))
+            .args(&all)
+            .output()
+            .expect("run steward-collector");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// A new enrollment token (`enroll-token create EXTRA...`).
+    pub fn enrollment_token(&self, extra: &[&str]) -> String {
+        let mut args = vec!["enroll-token", "create"];
+        args.extend_from_slice(extra);
+        let (status, stdout, stderr) = self.admin(&args);
+        assert_eq!(status, 0, "enroll-token create failed: {stderr}");
+        let token = stdout.trim().to_string();
+        assert!(
+            !token.is_empty() && !token.contains('\n'),
+            "one token alone: {stdout:?}"
+        );
+        token
+    }
+
+    pub fn ca_fingerprint(&self) -> String {
+        let (status, stdout, stderr) = self.admin(&["ca-fingerprint"]);
+        assert_eq!(status, 0, "ca-fingerprint failed: {stderr}");
+        stdout.trim().to_string()
+    }
+
+    /// Runs `steward-agent enroll` for agent `name` with `token` and
+    /// `fingerprint`: (status, stdout and stderr, the agent's directories).
+    pub fn run_enroll(
+        &self,
+        name: &str,
+        token: &str,
+        fingerprint: &str,
+    ) -> (i32, String, EnrolledAgent) {
+        let agent = EnrolledAgent {
+            name: name.to_string(),
+            dir: self.path(name),
+            state_dir: self.path(&format!("{name}-state")),
+        };
+        let output = Command::new(binary("steward-agent"))
+            .args([
+                "enroll",
+                "--collector",
+                &format!("https://127.0.0.1:{}", self.grpc_addr.port()),
+                "--token",
+                token,
+                "--ca-fingerprint",
+                fingerprint,
+                "--dir",
+                path_str(&agent.dir),
+                "--state-dir",
+                path_str(&agent.state_dir),
+            ])
+            .output()
+            .expect("run steward-agent enroll");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code().unwrap_or(-1), text, agent)
+    }
+
+    /// Enrolls agent `name` with a new one-use token; panics on failure.
+    pub fn enroll_agent(&self, name: &str) -> EnrolledAgent {
+        let token = self.enrollment_token(&[]);
+        let (status, output, agent) = self.run_enroll(name, &token, &self.ca_fingerprint());
+        assert_eq!(status, 0, "steward-agent enroll failed: {output}");
+        edit_file(&agent.config(), |text| {
+            *text = text.replace("interval = \"10s\"", "interval = \"1s\"");
+        });
+        agent
+    }
+
+    /// Starts an enrolled agent from the agent.toml `enroll` wrote.
+    pub fn start_enrolled_agent(&self, agent: &EnrolledAgent) -> Process {
+        Process::spawn(
+            &agent.name,
+            &binary("steward-agent"),
+            &["--config", path_str(&agent.config())],
+            self.path(&format!("{}.log", agent.name)),
+        )
     }
 }

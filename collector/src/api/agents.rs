@@ -175,3 +175,45 @@ pub async fn changes(
         next,
     ))
 }
+
+/// `POST /api/v1/agents/{id}/revoke` (admin): like `steward-collector agent
+/// revoke`; body `{"by": "name"}` (optional). The stream ends within seconds.
+pub async fn revoke(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    let body: Value = if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).map_err(|error| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid JSON body: {error}"),
+            )
+        })?
+    };
+    let by = body["by"]
+        .as_str()
+        .map(str::trim)
+        .filter(|by| !by.is_empty())
+        .unwrap_or("api")
+        .to_string();
+    let now_ms = steward_core::now_ms();
+    let revoked = state
+        .store
+        .revoke_agent(id.clone(), by.clone(), now_ms)
+        .await?;
+    if !revoked {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("agent {id} is not enrolled or already revoked"),
+        ));
+    }
+    tracing::info!(message = "Agent certificate revoked.", agent_id = %id, %by);
+    Ok(Json(serde_json::json!({
+        "agent_id": id,
+        "revoked_by": by,
+        "revoked_at": rfc3339(now_ms),
+    })))
+}

@@ -92,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/maintenance", post(oncall::create))
         .route("/api/v1/maintenance/{id}/end", post(oncall::end))
         .route("/api/v1/assets/{id}/split", post(assets::split))
+        .route("/api/v1/agents/{id}/revoke", post(agents::revoke))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

@@ -1,5 +1,11 @@
 //! `steward-collector init DIR`: a dev CA, a server certificate, tokens and
 //! matching `collector.toml` / `agent.toml`.
+//!
+//! The local agent is enrolled on the spot: init signs its client
+//! certificate with the CA it just made (for the agent id it writes into the
+//! agent's state directory) and records the binding in the database, so the
+//! default set-up uses mutual TLS. Shared agent tokens are written but left
+//! switched off in `collector.toml` (the weaker mode).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -30,6 +36,12 @@ pub enum InitError {
     },
     #[error("cannot create certificates: {0}")]
     Certificate(#[from] rcgen::Error),
+    #[error("cannot sign the local agent's certificate: {0}")]
+    Authority(#[from] crate::enrollment::AuthorityError),
+    #[error("cannot record the local agent's certificate: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot read the local agent's id in {path}: {message}")]
+    AgentId { path: PathBuf, message: String },
 }
 
 /// Files written by [`init`], for the caller to print.
@@ -71,6 +83,18 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     let server_key = KeyPair::generate()?;
     let server_cert = server_params.signed_by(&server_key, &ca)?;
 
+    // The local agent, enrolled directly by the CA.
+    let ca_pem = ca.pem();
+    let authority = crate::enrollment::CertificateAuthority::load(
+        &ca_pem,
+        &ca_key_pem,
+        crate::enrollment::DEFAULT_CERT_LIFETIME,
+    )?;
+    let agent_id = local_agent_id(&dir.join(LOCAL_AGENT_STATE))?;
+    let agent_key = KeyPair::generate()?;
+    let agent_cert = authority.issue(&agent_id, &agent_key, steward_core::now_ms())?;
+    crate::store::AdminDb::open(&dir.join("steward.db"))?.bind_certificate(&agent_cert.record)?;
+
     let agent_token = steward_core::ids::random_token();
     let api_token = steward_core::ids::random_token();
     let mut report = InitReport { files: Vec::new() };
@@ -106,10 +130,22 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         "collector TLS key",
     )?;
     put(
+        "agent.pem",
+        &agent_cert.pem,
+        false,
+        "local agent's client certificate (mutual TLS)",
+    )?;
+    put(
+        "agent.key",
+        &agent_key.serialize_pem(),
+        true,
+        "local agent's private key",
+    )?;
+    put(
         "agent-tokens",
         &format!("# One agent token per line.\n{agent_token}\n"),
         true,
-        "tokens agents may present",
+        "shared agent tokens (off unless enabled in collector.toml; weaker than enrollment)",
     )?;
     put(
         "api-token",
@@ -131,8 +167,8 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     )?;
     put(
         "agent.toml",
-        &agent_toml(options.grpc_listen, &agent_token),
-        true,
+        &agent_toml(options.grpc_listen),
+        false,
         "local agent configuration",
     )?;
     Ok(report)
@@ -154,9 +190,15 @@ http_listen = "{http}"
 [tls]
 cert = "server.pem"
 key = "server.key"
+# The CA: agents pin it and present certificates it signed; with its key
+# the collector enrolls agents (`steward-collector enroll-token create`).
+ca = "ca.pem"
+ca_key = "ca.key"
 
 [auth]
-agent_token_file = "agent-tokens"
+# Shared agent tokens are the weaker mode: any holder may connect as any
+# agent id not bound to a certificate. Uncomment to allow them.
+# agent_token_file = "agent-tokens"
 api_token_file = "api-token"
 
 [storage]
@@ -168,7 +210,30 @@ retention = "30d"
     )
 }
 
-fn agent_toml(grpc_listen: SocketAddr, token: &str) -> String {
+/// The local agent's state directory, relative to the setup directory.
+const LOCAL_AGENT_STATE: &str = "agent-state";
+
+/// The agent id in `state_dir/agent-id` (the agent's own format, see
+/// `steward_agent::identity`), created when missing.
+fn local_agent_id(state_dir: &Path) -> Result<String, InitError> {
+    let path = state_dir.join("agent-id");
+    let error = |message: String| InitError::AgentId {
+        path: path.clone(),
+        message,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if steward_core::ids::is_uuid(text.trim()) => return Ok(text.trim().to_string()),
+        Ok(_) => return Err(error("not a UUID".into())),
+        Err(read) if read.kind() == std::io::ErrorKind::NotFound => {}
+        Err(read) => return Err(error(read.to_string())),
+    }
+    create_dir(state_dir)?;
+    let id = steward_core::ids::new_uuid_v4();
+    write_file(&path, &format!("{id}\n"), false)?;
+    Ok(id)
+}
+
+fn agent_toml(grpc_listen: SocketAddr) -> String {
     let host = if grpc_listen.ip().is_unspecified() || grpc_listen.ip().is_loopback() {
         "127.0.0.1".to_string()
     } else {
@@ -176,9 +241,11 @@ fn agent_toml(grpc_listen: SocketAddr, token: &str) -> String {
     };
     format!(
         r#"# Steward agent configuration, written by `steward-collector init`.
+# It authenticates with its client certificate (mutual TLS), signed by init.
 collector = "https://{host}:{port}"
-token = "{token}"
 ca = "ca.pem"
+cert = "agent.pem"
+key = "agent.key"
 interval = "10s"
 state_dir = "agent-state"
 "#,
@@ -232,7 +299,7 @@ mod tests {
             force: false,
         };
         let report = init(&options).unwrap();
-        assert_eq!(report.files.len(), 9);
+        assert_eq!(report.files.len(), 11);
         let collector = crate::CollectorConfig::load(&options.dir.join("collector.toml")).unwrap();
         assert!(collector.tls.is_some());
         assert_eq!(collector.api_tokens.len(), 1);
@@ -244,16 +311,23 @@ mod tests {
         {
             let agent = steward_agent::AgentConfig::load(&options.dir.join("agent.toml")).unwrap();
             assert_eq!(agent.collector_url, "https://127.0.0.1:7443");
-            assert_eq!(collector.agent_tokens, vec![agent.token.clone()]);
+            assert!(agent.client_cert.is_some(), "the local agent uses mTLS");
+            assert!(agent.token.is_empty());
+            assert!(
+                collector.agent_tokens.is_empty(),
+                "shared tokens are off by default"
+            );
         }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(options.dir.join("api-token"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
+            for secret in ["api-token", "agent.key", "ca.key"] {
+                let mode = std::fs::metadata(options.dir.join(secret))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{secret}");
+            }
         }
         assert!(matches!(init(&options), Err(InitError::Exists(_))));
         assert!(
