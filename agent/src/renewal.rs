@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, ClientCertFiles};
 
+/// The shortest time between two renewals.
+const MIN_BETWEEN_RENEWALS: Duration = Duration::from_secs(10);
 /// A failed renewal is retried after this.
 const RETRY_AFTER: Duration = Duration::from_secs(300);
 /// The certificate's dates are looked at again at least this often (a
@@ -55,7 +57,8 @@ pub async fn run(config: Arc<AgentConfig>, shutdown: CancellationToken) {
                     match renew(&config, &files).await {
                         Ok(()) => {
                             tracing::info!(message = "Client certificate renewed.");
-                            continue;
+                            // Never a tight loop, whatever lifetime the collector signs.
+                            MIN_BETWEEN_RENEWALS
                         }
                         Err(error) => {
                             tracing::warn!(message = "Cannot renew the client certificate; retrying.", %error, expires_in_s = not_after - now);

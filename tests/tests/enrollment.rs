@@ -311,3 +311,81 @@ fn revocation_ends_the_open_stream_within_5s_refuses_the_next_connect_and_is_in_
     assert_ne!(status, 0);
     assert!(stderr.contains("not enrolled"), "{stderr}");
 }
+
+#[test]
+fn the_agent_renews_its_certificate_at_two_thirds_of_its_lifetime_and_reconnects_with_it() {
+    // A one-minute lifetime: renewal is due about 40 s after enrollment.
+    let collector =
+        Collector::start_with(|text| text.push_str("\n[enrollment]\ncert_lifetime = \"1m\"\n"));
+    let agent = collector.enroll_agent("renewing");
+    let agent_id = agent.agent_id();
+    let first = std::fs::read_to_string(agent.dir.join("agent.pem")).unwrap();
+    let first_key = std::fs::read_to_string(agent.dir.join("agent.key")).unwrap();
+    let mut running = collector.start_enrolled_agent(&agent);
+    wait_for_data(&collector, &agent_id);
+    poll(
+        Duration::from_secs(120),
+        "the certificate to be renewed",
+        || (collector.counter("steward_certificates_renewed_total") >= 1).then_some(()),
+    );
+    let renewed = poll(DEADLINE, "the renewed certificate on disk", || {
+        let now = std::fs::read_to_string(agent.dir.join("agent.pem")).ok()?;
+        (now != first && now.contains("END CERTIFICATE")).then_some(now)
+    });
+    assert_ne!(renewed, first);
+    let key = std::fs::read_to_string(agent.dir.join("agent.key")).unwrap();
+    assert_ne!(key, first_key, "renewal makes a new key pair");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(agent.dir.join("agent.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A restarted agent connects with the renewed certificate.
+    running.kill9();
+    let connects = |log: &str| {
+        log.lines()
+            .filter(|line| line.contains("Agent connected.") && line.contains(&agent_id))
+            .count()
+    };
+    let before = connects(&collector.process.log_text());
+    let _restarted = steward_tests::Process::spawn(
+        "renewing (run 2)",
+        &steward_tests::binary("steward-agent"),
+        &["--config", steward_tests::path_str(&agent.config())],
+        collector.path("renewing-2.log"),
+    );
+    poll(DEADLINE, "a reconnect with the renewed certificate", || {
+        (connects(&collector.process.log_text()) > before).then_some(())
+    });
+    assert_eq!(collector.counter("steward_agents_refused_revoked_total"), 0);
+}
+
+#[test]
+fn enrollment_attempts_are_rate_limited_per_source_address() {
+    let collector = Collector::start_with(|text| {
+        text.push_str("\n[enrollment]\nrate_burst = 2\nrate_every = \"1h\"\n")
+    });
+    let fingerprint = collector.ca_fingerprint();
+    let guess = format!("stwe_{}", "1".repeat(64));
+    for attempt in 0..2 {
+        let (status, output, _) =
+            collector.run_enroll(&format!("guess-{attempt}"), &guess, &fingerprint);
+        assert_ne!(status, 0);
+        assert!(output.contains("enrollment token"), "{output}");
+    }
+    // The third attempt is refused before the token is even looked at,
+    // and so is a valid token from the same address.
+    let token = collector.enrollment_token(&[]);
+    let (status, output, _) = collector.run_enroll("guess-2", &token, &fingerprint);
+    assert_ne!(status, 0);
+    assert!(output.contains("too many enrollment attempts"), "{output}");
+    assert_eq!(
+        collector.counter("steward_enrollments_rate_limited_total"),
+        1
+    );
+    assert_eq!(collector.counter("steward_enrollments_refused_total"), 2);
+}

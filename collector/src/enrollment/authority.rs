@@ -53,7 +53,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// How far back a new certificate's validity starts, for agents whose
-/// clock runs a little behind the collector's.
+/// clock runs a little behind the collector's; at most a tenth of the
+/// lifetime, so the agent's renewal point (two thirds of not-before to
+/// not-after) stays in the future for short test lifetimes too.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 impl CertificateAuthority {
@@ -115,7 +117,8 @@ impl CertificateAuthority {
         serial[0] &= 0x7f;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         let now_s = now_ms.div_euclid(1000);
-        let not_before = now_s - CLOCK_SKEW.as_secs() as i64;
+        let backdate = CLOCK_SKEW.min(self.lifetime / 10);
+        let not_before = now_s - backdate.as_secs() as i64;
         let not_after = now_s + self.lifetime.as_secs() as i64;
         let date = |seconds: i64| {
             time::OffsetDateTime::from_unix_timestamp(seconds)
