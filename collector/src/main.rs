@@ -1,4 +1,4 @@
-//! `steward-collector [--config FILE] | init DIR | quickstart [--dir DIR]`
+//! `steward-collector [--config FILE] | init DIR | quickstart [--dir DIR] | token …`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,8 +15,13 @@ use tokio_util::sync::CancellationToken;
     about = "Steward central collector"
 )]
 struct Args {
-    /// Path to collector.toml (when running the collector).
-    #[arg(long, short = 'c', default_value = "/etc/steward/collector.toml")]
+    /// Path to collector.toml (when running the collector, and for `token`).
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        default_value = "/etc/steward/collector.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -47,6 +52,35 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7080")]
         http_listen: SocketAddr,
     },
+    /// Create, list or revoke API tokens (works while the collector runs).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (once) on stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// read, write (read + changes) or admin (write + administration).
+        #[arg(long, value_parser = parse_scope)]
+        scope: steward_collector::access::Scope,
+    },
+    /// List tokens (names, scopes, dates; never the tokens).
+    List,
+    /// Revoke the token with this name; refused from the next request on.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<steward_collector::access::Scope, String> {
+    steward_collector::access::Scope::from_name(text)
+        .ok_or_else(|| format!("unknown scope {text:?}; expected read, write or admin"))
 }
 
 fn main() -> ExitCode {
@@ -76,6 +110,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Token { action }) => {
+            use steward_collector::setup::token_cli::{self, TokenCommand};
+            let command = match action {
+                TokenAction::Create { name, scope } => TokenCommand::Create { name, scope },
+                TokenAction::List => TokenCommand::List,
+                TokenAction::Revoke { name } => TokenCommand::Revoke { name },
+            };
+            match token_cli::run(&args.config, command) {
+                Ok(output) => {
+                    print!("{}", output.stdout);
+                    eprint!("{}", output.stderr);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("steward-collector: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         #[cfg(feature = "embedded-agent")]
         Some(Command::Quickstart {
             dir,

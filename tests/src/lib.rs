@@ -233,6 +233,7 @@ impl Collector {
         self.dir.path().join(name)
     }
 
+    /// The admin API token `init` wrote (named `admin`).
     pub fn api_token(&self) -> String {
         std::fs::read_to_string(self.path("api-token"))
             .expect("api-token")
@@ -270,8 +271,31 @@ impl Collector {
         )
     }
 
+    /// `GET path` with the admin token `init` created.
     pub fn get(&self, path: &str) -> (u16, String) {
-        http_request(self.http_addr, "GET", path, None, None)
+        http_request(self.http_addr, "GET", path, Some(&self.api_token()), None)
+    }
+
+    /// Runs `steward-collector token ARGS --config collector.toml`: (success, stdout, stderr).
+    pub fn token_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(binary("steward-collector"))
+            .arg("token")
+            .args(args)
+            .args(["--config", path_str(&self.path("collector.toml"))])
+            .output()
+            .expect("run steward-collector token");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// A new API token named `name` with `scope` (read, write or admin).
+    pub fn create_token(&self, name: &str, scope: &str) -> String {
+        let (ok, stdout, stderr) = self.token_cli(&["create", "--name", name, "--scope", scope]);
+        assert!(ok, "token create {name} failed: {stderr}");
+        stdout.trim().to_string()
     }
 
     /// Every row of a paged list endpoint, following `X-Next-Cursor` with
@@ -281,7 +305,8 @@ impl Collector {
         let base = format!("{path}{separator}limit={limit}");
         let (mut url, mut rows, mut pages) = (base.clone(), Vec::new(), 0);
         loop {
-            let (status, head, body) = http_exchange(self.http_addr, "GET", &url, None, None);
+            let (status, head, body) =
+                http_exchange(self.http_addr, "GET", &url, Some(&self.api_token()), None);
             assert_eq!(status, 200, "GET {url}: {body}");
             let page: Vec<serde_json::Value> = serde_json::from_str(&body)
                 .unwrap_or_else(|error| panic!("GET {url}: bad JSON ({error}): {body}"));

@@ -30,6 +30,8 @@ pub enum InitError {
     },
     #[error("cannot create certificates: {0}")]
     Certificate(#[from] rcgen::Error),
+    #[error("cannot create the admin API token: {0}")]
+    ApiToken(#[from] super::token_cli::TokenCliError),
 }
 
 /// Files written by [`init`], for the caller to print.
@@ -72,7 +74,7 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     let server_cert = server_params.signed_by(&server_key, &ca)?;
 
     let agent_token = steward_core::ids::random_token();
-    let api_token = steward_core::ids::random_token();
+    let api_token = admin_token(&dir.join(DATABASE))?;
     let mut report = InitReport { files: Vec::new() };
     let mut put =
         |name: &str, contents: &str, secret: bool, what: &'static str| -> Result<(), InitError> {
@@ -115,7 +117,7 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         "api-token",
         &format!("{api_token}\n"),
         true,
-        "admin API token for write endpoints",
+        "admin API token (the database keeps only its hash)",
     )?;
     put(
         "default-rules.toml",
@@ -135,6 +137,10 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         true,
         "local agent configuration",
     )?;
+    report.files.push((
+        dir.join(DATABASE),
+        "database, holding the admin token's hash",
+    ));
     Ok(report)
 }
 
@@ -157,15 +163,39 @@ key = "server.key"
 
 [auth]
 agent_token_file = "agent-tokens"
-api_token_file = "api-token"
+# API tokens live in the database: steward-collector token create|list|revoke.
 
 [storage]
-sqlite = "steward.db"
+sqlite = "{database}"
 retention = "30d"
 "#,
         grpc = options.grpc_listen,
         http = options.http_listen,
+        database = DATABASE,
     )
+}
+
+/// The database `collector.toml` names, relative to the setup directory.
+const DATABASE: &str = "steward.db";
+
+/// Name of the token `init` creates.
+pub const ADMIN_TOKEN_NAME: &str = "admin";
+
+/// A new admin token in the database at `path` (created if needed); an
+/// earlier setup's `admin` token (`--force`) is revoked first.
+fn admin_token(path: &Path) -> Result<String, InitError> {
+    use super::token_cli::TokenCliError;
+    let now_ms = steward_core::now_ms();
+    let table = crate::store::ApiTokenTable::open(path).map_err(TokenCliError::from)?;
+    table
+        .revoke(ADMIN_TOKEN_NAME, now_ms)
+        .map_err(TokenCliError::from)?;
+    Ok(super::token_cli::create(
+        path,
+        ADMIN_TOKEN_NAME,
+        crate::access::Scope::Admin,
+        now_ms,
+    )?)
 }
 
 fn agent_toml(grpc_listen: SocketAddr, token: &str) -> String {
@@ -232,10 +262,31 @@ mod tests {
             force: false,
         };
         let report = init(&options).unwrap();
-        assert_eq!(report.files.len(), 9);
+        assert_eq!(report.files.len(), 10);
         let collector = crate::CollectorConfig::load(&options.dir.join("collector.toml")).unwrap();
         assert!(collector.tls.is_some());
-        assert_eq!(collector.api_tokens.len(), 1);
+        assert!(
+            collector.api_tokens.is_empty(),
+            "the admin token is in the database"
+        );
+        let token = std::fs::read_to_string(options.dir.join("api-token")).unwrap();
+        let tokens = crate::store::ApiTokenTable::open(&collector.sqlite_path)
+            .unwrap()
+            .list()
+            .unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(
+            (tokens[0].name.as_str(), tokens[0].scope),
+            (ADMIN_TOKEN_NAME, crate::access::Scope::Admin)
+        );
+        let database = std::fs::read(&collector.sqlite_path).unwrap();
+        let plaintext = token.trim().as_bytes();
+        assert!(
+            !database
+                .windows(plaintext.len())
+                .any(|window| window == plaintext),
+            "the token must not be stored in plaintext"
+        );
         assert!(
             collector.rules.iter().any(|rule| rule.name == "agent-down"),
             "default rules are included"
@@ -259,9 +310,18 @@ mod tests {
         assert!(
             init(&InitOptions {
                 force: true,
-                ..options
+                ..options.clone()
             })
             .is_ok()
+        );
+        let tokens = crate::store::ApiTokenTable::open(&collector.sqlite_path)
+            .unwrap()
+            .list()
+            .unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert!(
+            tokens[0].revoked_ms.is_some() && tokens[1].revoked_ms.is_none(),
+            "--force replaces the admin token"
         );
     }
 }
