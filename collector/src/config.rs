@@ -824,6 +824,38 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_off_loopback_needs_allow_plain_http_and_config_tokens_are_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base("")
+            .replace("[auth]\n", &format!("[auth]\napi_tokens = [\"{TOKEN}\"]\n"))
+            .replace(
+                "http_listen = \"127.0.0.1:0\"",
+                "http_listen = \"0.0.0.0:0\"\nallow_plain_http = true",
+            );
+        let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
+        assert!(config.http_tls.is_none());
+        assert_eq!(config.base_url, "http://0.0.0.0:0");
+        assert_eq!(config.api_tokens, vec![crate::access::TokenHash::of(TOKEN)]);
+    }
+
+    #[test]
+    fn http_tls_uses_the_collector_certificate_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.pem"), "CERT").unwrap();
+        std::fs::write(dir.path().join("c.key"), "KEY").unwrap();
+        let text = base("")
+            .replace("enabled = false", "cert = \"c.pem\"\nkey = \"c.key\"")
+            .replace(
+                "http_listen = \"127.0.0.1:0\"",
+                "http_listen = \"127.0.0.1:0\"\nhttp_tls = true",
+            );
+        let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
+        let identity = config.http_tls.unwrap();
+        assert_eq!(identity.cert_pem, b"CERT");
+        assert_eq!(config.base_url, "https://127.0.0.1:0");
+    }
+
+    #[test]
     fn limit_errors_name_the_key_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [

@@ -116,7 +116,7 @@ pub async fn start(
     let https = config
         .http_tls
         .as_ref()
-        .map(api::https::server_config)
+        .map(|identity| api::https::server_config(&identity.cert_pem, &identity.key_pem))
         .transpose()?;
     let supervisor = supervisor::Supervisor::new(shutdown.clone());
     let store = Arc::new(store::Store::open(&config.sqlite_path)?);

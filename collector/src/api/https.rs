@@ -14,8 +14,6 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::config::TlsIdentity;
-
 /// Handshakes in progress at once; more connections wait in the backlog.
 const MAX_HANDSHAKES: usize = 256;
 /// A client that has not finished its handshake by then is dropped.
@@ -32,14 +30,17 @@ pub enum HttpsError {
     Config(rustls::Error),
 }
 
-/// The rustls server configuration for `identity` (HTTP/1.1 only).
-pub fn server_config(identity: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>, HttpsError> {
+/// The rustls server configuration for a PEM chain and key (HTTP/1.1 only).
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, HttpsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_slice_iter(&identity.cert_pem)
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(HttpsError::Certificate)?;
-    let key = PrivateKeyDer::from_pem_slice(&identity.key_pem).map_err(HttpsError::Key)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(HttpsError::Key)?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)

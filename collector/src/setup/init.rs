@@ -156,7 +156,7 @@ include = ["default-rules.toml"]
 [server]
 grpc_listen = "{grpc}"
 http_listen = "{http}"
-
+{http_tls}
 [tls]
 cert = "server.pem"
 key = "server.key"
@@ -172,6 +172,12 @@ retention = "30d"
         grpc = options.grpc_listen,
         http = options.http_listen,
         database = DATABASE,
+        // Off loopback, API tokens must not cross the network in clear.
+        http_tls = if options.http_listen.ip().is_loopback() {
+            "# http_tls = true        # HTTPS for the API, with the [tls] certificate\n"
+        } else {
+            "http_tls = true          # HTTPS for the API, with the [tls] certificate\n"
+        },
     )
 }
 
