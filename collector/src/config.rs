@@ -71,6 +71,18 @@ struct RawNotifySettings {
 struct RawServer {
     grpc_listen: SocketAddr,
     http_listen: SocketAddr,
+    /// Serve the HTTP API over HTTPS.
+    #[serde(default)]
+    http_tls: bool,
+    /// The API's certificate and key; default: `[tls]`'s (the collector's).
+    http_cert: Option<PathBuf>,
+    http_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback `http_listen` (behind a TLS proxy).
+    #[serde(default)]
+    allow_plain_http: bool,
+    /// Serve `/metrics` without a token.
+    #[serde(default)]
+    metrics_public: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -541,9 +553,15 @@ pub struct CollectorConfig {
     pub http_listen: SocketAddr,
     /// `None` only when TLS was explicitly disabled on a loopback listener.
     pub tls: Option<TlsIdentity>,
+    /// The HTTPS identity of the HTTP API; `None`: plain HTTP.
+    pub http_tls: Option<TlsIdentity>,
+    /// `/metrics` answers without a token.
+    pub metrics_public: bool,
     /// Shared agent tokens (the weaker mode); may be empty when agents enroll.
     pub agent_tokens: Vec<String>,
-    pub api_tokens: Vec<String>,
+    /// `[auth] api_tokens` / `api_token_file`, hashed at load (admin scope,
+    /// named `config-1`, `config-2`, … in that order); the plaintext is dropped.
+    pub api_tokens: Vec<crate::access::TokenHash>,
     pub enrollment: EnrollmentSettings,
     pub sqlite_path: PathBuf,
     /// Raw samples (whole chunks), batch records and delivery history.
@@ -572,6 +590,7 @@ impl std::fmt::Debug for CollectorConfig {
             .field("grpc_listen", &self.grpc_listen)
             .field("http_listen", &self.http_listen)
             .field("tls", &self.tls.is_some())
+            .field("http_tls", &self.http_tls.is_some())
             .field("agent_tokens", &self.agent_tokens.len())
             .field("api_tokens", &self.api_tokens.len())
             .field("sqlite_path", &self.sqlite_path)
@@ -673,7 +692,53 @@ impl CollectorConfig {
             raw.auth.api_token_file.as_deref(),
             "auth.api_tokens",
             "auth.api_token_file",
-        )?;
+        )?
+        .iter()
+        .map(|token| crate::access::TokenHash::of(token))
+        .collect();
+        let http_tls = if raw.server.http_tls {
+            let (cert, key) = match (&raw.server.http_cert, &raw.server.http_key) {
+                (Some(cert), Some(key)) => (
+                    read("server.http_cert", cert)?,
+                    read("server.http_key", key)?,
+                ),
+                (None, None) => match &tls {
+                    Some(identity) => (identity.cert_pem.clone(), identity.key_pem.clone()),
+                    None => {
+                        return Err(source.error(
+                            "server.http_tls",
+                            "needs a certificate: set http_cert and http_key, or enable [tls]",
+                        ));
+                    }
+                },
+                _ => {
+                    return Err(source.error(
+                        "server.http_cert",
+                        "set both http_cert and http_key, or neither (to use [tls]'s)",
+                    ));
+                }
+            };
+            // The API asks no client certificate, so it needs no CA.
+            Some(TlsIdentity {
+                cert_pem: cert,
+                key_pem: key,
+                ca_pem: None,
+                ca_key_pem: None,
+            })
+        } else if raw.server.http_cert.is_some() || raw.server.http_key.is_some() {
+            return Err(source.error(
+                "server.http_cert",
+                "http_cert and http_key are used only with http_tls = true",
+            ));
+        } else if !raw.server.http_listen.ip().is_loopback() && !raw.server.allow_plain_http {
+            return Err(source.error(
+                "server.http_listen",
+                "is not a loopback address, so API tokens would cross the network in clear: \
+                 set http_tls = true, or allow_plain_http = true if a TLS proxy fronts the API",
+            ));
+        } else {
+            None
+        };
         let mut rules = validate_rules(source, raw.rule)?;
         for (index, include) in raw.include.iter().enumerate() {
             let path = source.resolve(include);
@@ -704,7 +769,10 @@ impl CollectorConfig {
         let base_url = raw
             .notify
             .base_url
-            .unwrap_or_else(|| format!("http://{}", raw.server.http_listen))
+            .unwrap_or_else(|| {
+                let scheme = if http_tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", raw.server.http_listen)
+            })
             .trim_end_matches('/')
             .to_string();
         if raw.retention.every < Duration::from_secs(1) {
@@ -715,6 +783,8 @@ impl CollectorConfig {
             grpc_listen: raw.server.grpc_listen,
             http_listen: raw.server.http_listen,
             tls,
+            http_tls,
+            metrics_public: raw.server.metrics_public,
             agent_tokens,
             api_tokens,
             enrollment,
@@ -827,12 +897,60 @@ mod tests {
                 "auth",
                 8,
             ),
+            (
+                base("").replace(
+                    "http_listen = \"127.0.0.1:0\"",
+                    "http_listen = \"0.0.0.0:0\"",
+                ),
+                "server.http_listen",
+                3,
+            ),
+            (
+                base("").replace(
+                    "http_listen = \"127.0.0.1:0\"",
+                    "http_listen = \"127.0.0.1:0\"\nhttp_tls = true",
+                ),
+                "server.http_tls",
+                4,
+            ),
         ];
         for (text, key, line) in cases {
             let error = CollectorConfig::load(&write(dir.path(), &text)).unwrap_err();
             assert_eq!(error.key.as_deref(), Some(key), "{error}");
             assert_eq!(error.line, Some(line), "{error}");
         }
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_allow_plain_http_and_config_tokens_are_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base("")
+            .replace("[auth]\n", &format!("[auth]\napi_tokens = [\"{TOKEN}\"]\n"))
+            .replace(
+                "http_listen = \"127.0.0.1:0\"",
+                "http_listen = \"0.0.0.0:0\"\nallow_plain_http = true",
+            );
+        let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
+        assert!(config.http_tls.is_none());
+        assert_eq!(config.base_url, "http://0.0.0.0:0");
+        assert_eq!(config.api_tokens, vec![crate::access::TokenHash::of(TOKEN)]);
+    }
+
+    #[test]
+    fn http_tls_uses_the_collector_certificate_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.pem"), "CERT").unwrap();
+        std::fs::write(dir.path().join("c.key"), "KEY").unwrap();
+        let text = base("")
+            .replace("enabled = false", "cert = \"c.pem\"\nkey = \"c.key\"")
+            .replace(
+                "http_listen = \"127.0.0.1:0\"",
+                "http_listen = \"127.0.0.1:0\"\nhttp_tls = true",
+            );
+        let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
+        let identity = config.http_tls.unwrap();
+        assert_eq!(identity.cert_pem, b"CERT");
+        assert_eq!(config.base_url, "https://127.0.0.1:0");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! steward-collector: the central service agents stream to.
 //!
 //! Layout (data flows top to bottom):
+//! - [`access`]: API token scopes, format and hashing (pure).
 //! - [`domain`]: the shared vocabulary (severity, incident states and events, views).
 //! - [`ingest`]: gRPC service; authenticates agents, validates, acknowledges after commit.
 //! - [`store`]: SQLite (WAL) with one batching writer thread; latest value per series in memory.
@@ -16,6 +17,7 @@
 //! - [`setup`]: `init` and `quickstart`.
 //! - [`config`]: `collector.toml`, parsed then validated.
 
+pub mod access;
 pub mod api;
 pub mod assets;
 pub mod config;
@@ -61,6 +63,8 @@ pub enum CollectorError {
     Grpc(tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("HTTPS setup failed: {0}")]
+    Https(#[from] api::https::HttpsError),
     /// A supervised task failed after start; the rest were shut down.
     #[error("{}", join_failures(.0))]
     TasksFailed(Vec<supervisor::TaskFailure>),
@@ -111,6 +115,12 @@ pub async fn start(
     config: CollectorConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningCollector, CollectorError> {
+    // Before anything starts: a bad HTTPS identity must fail the start.
+    let https = config
+        .http_tls
+        .as_ref()
+        .map(|identity| api::https::server_config(&identity.cert_pem, &identity.key_pem))
+        .transpose()?;
     let supervisor = supervisor::Supervisor::new(shutdown.clone());
     let store = Arc::new(store::Store::open(&config.sqlite_path)?);
     supervisor.spawn(
@@ -239,7 +249,10 @@ pub async fn start(
         assets,
         asset_policy: Arc::new(config.assets.clone()),
         notify: Arc::clone(&config.notify),
-        api_tokens: Arc::new(config.api_tokens.clone()),
+        auth: Arc::new(api::auth::ApiAuth::new(
+            config.api_tokens.clone(),
+            config.metrics_public,
+        )),
         task_failures: supervisor.failures(),
         limits: config.limits.http.clone(),
     });
@@ -253,12 +266,10 @@ pub async fn start(
             }
         }
     };
-    supervisor.spawn("http", async move {
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(http_shutdown)
-            .await
-            .map_err(CollectorError::Http)
-    });
+    supervisor.spawn(
+        "http",
+        serve_http(http_listener, https, router, http_shutdown),
+    );
     supervisor.spawn(
         "prune",
         prune_loop(
@@ -283,6 +294,7 @@ pub async fn start(
         grpc_addr = %grpc_addr,
         http_addr = %http_addr,
         tls = config.tls.is_some(),
+        http_tls = config.http_tls.is_some(),
         rules = config.rules.len(),
         database = %config.sqlite_path.display(),
     );
@@ -322,6 +334,34 @@ impl RunningCollector {
             Err(CollectorError::TasksFailed(failures))
         }
     }
+}
+
+/// Serves the API on `listener`, over TLS when `https` is given; handlers
+/// see the client's address as `ConnectInfo<SocketAddr>`.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    https: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CollectorError> {
+    use axum::serve::ListenerExt;
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match https {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            let listener =
+                api::https::TlsListener::new(listener, config).map_err(CollectorError::Http)?;
+            // `tap_io` gives the listener axum's ConnectInfo for any `Addr`.
+            axum::serve(listener.tap_io(|_| {}), service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .map_err(CollectorError::Http)
 }
 
 /// Reports the store's writer thread ending while the collector runs. It

@@ -1,4 +1,4 @@
-//! `steward-collector [--config FILE] | init DIR | quickstart [--dir DIR]
+//! `steward-collector [--config FILE] | init DIR | quickstart [--dir DIR] | token …
 //!  | enroll-token create|list|revoke | ca-fingerprint | agent revoke ID`
 
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
     about = "Steward central collector"
 )]
 struct Args {
-    /// Path to collector.toml (running the collector, and the identity commands).
+    /// Path to collector.toml (running the collector, and the token and identity commands).
     #[arg(
         long,
         short = 'c',
@@ -56,7 +56,7 @@ enum Command {
     /// Enrollment tokens: one-time (or N-use) secrets agents trade for a certificate.
     EnrollToken {
         #[command(subcommand)]
-        action: TokenAction,
+        action: EnrollTokenAction,
     },
     /// Print the CA certificate's fingerprint (`sha256:HEX`) for `steward-agent enroll`.
     CaFingerprint,
@@ -65,10 +65,34 @@ enum Command {
         #[command(subcommand)]
         action: AgentAction,
     },
+    /// Create, list or revoke API tokens (works while the collector runs).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
 }
 
 #[derive(Subcommand)]
 enum TokenAction {
+    /// Create a token and print it (once) on stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// read, write (read + changes) or admin (write + administration).
+        #[arg(long, value_parser = parse_scope)]
+        scope: steward_collector::access::Scope,
+    },
+    /// List tokens (names, scopes, dates; never the tokens).
+    List,
+    /// Revoke the token with this name; refused from the next request on.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnrollTokenAction {
     /// Create a token and print it (alone, on stdout). It is shown only this once.
     Create {
         /// How long the token may be used.
@@ -98,6 +122,11 @@ enum AgentAction {
     },
 }
 
+fn parse_scope(text: &str) -> Result<steward_collector::access::Scope, String> {
+    steward_collector::access::Scope::from_name(text)
+        .ok_or_else(|| format!("unknown scope {text:?}; expected read, write or admin"))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     steward_core::process::init_tracing();
@@ -125,6 +154,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Token { action }) => {
+            use steward_collector::setup::token_cli::{self, TokenCommand};
+            let command = match action {
+                TokenAction::Create { name, scope } => TokenCommand::Create { name, scope },
+                TokenAction::List => TokenCommand::List,
+                TokenAction::Revoke { name } => TokenCommand::Revoke { name },
+            };
+            match token_cli::run(&args.config, command) {
+                Ok(output) => {
+                    print!("{}", output.stdout);
+                    eprint!("{}", output.stderr);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("steward-collector: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         #[cfg(feature = "embedded-agent")]
         Some(Command::Quickstart {
             dir,
@@ -144,7 +192,7 @@ fn main() -> ExitCode {
         Some(Command::EnrollToken { action }) => identity_command(&args.config, |config| {
             use steward_collector::setup::admin;
             match action {
-                TokenAction::Create { ttl, uses, tags } => {
+                EnrollTokenAction::Create { ttl, uses, tags } => {
                     let created =
                         admin::create_token(config, &admin::TokenOptions { ttl, uses, tags })?;
                     println!("{}", created.secret.reveal());
@@ -160,8 +208,8 @@ fn main() -> ExitCode {
                         }
                     );
                 }
-                TokenAction::List => print!("{}", admin::list_tokens(config)?),
-                TokenAction::Revoke { id } => {
+                EnrollTokenAction::List => print!("{}", admin::list_tokens(config)?),
+                EnrollTokenAction::Revoke { id } => {
                     admin::revoke_token(config, &id)?;
                     eprintln!("steward-collector: enrollment token {id} revoked");
                 }

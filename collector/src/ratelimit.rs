@@ -1,10 +1,10 @@
-//! Per-source-address rate limiting (token buckets), for enrollment
-//! attempts: a guessing or flooding client is slowed down without touching
-//! anyone else.
+//! Per-source-address rate limiting: a token bucket per IP address.
 //!
-//! Memory is bounded: at most [`MAX_SOURCES`] addresses are tracked; when
-//! full, buckets that have refilled completely are forgotten first, and if
-//! none has, the new address shares the refusal (fails closed).
+//! Used for failed API logins and for enrollment attempts. Memory is bounded: at most
+//! [`MAX_SOURCES`] addresses are tracked; buckets that have refilled are
+//! forgotten first, and when every slot holds a bucket still draining, a
+//! new address is refused until one refills (a flood from many addresses
+//! is throttled as a whole rather than growing the map).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,13 +12,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Addresses tracked at once.
-const MAX_SOURCES: usize = 10_000;
+pub const MAX_SOURCES: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
+    /// Attempts left now.
     tokens: u32,
     /// When `tokens` was last brought up to date.
-    refilled_at: Instant,
+    updated: Instant,
 }
 
 #[derive(Debug)]
@@ -29,7 +30,7 @@ pub struct SourceRateLimiter {
 }
 
 impl SourceRateLimiter {
-    /// Each address may make `burst` attempts at once, then one more per `refill_every`.
+    /// `burst` attempts at once per address, then one more per `refill_every`.
     pub fn new(burst: u32, refill_every: Duration) -> Self {
         Self {
             burst: burst.max(1),
@@ -38,38 +39,50 @@ impl SourceRateLimiter {
         }
     }
 
-    /// Takes one attempt from `source`'s bucket; false when it is empty.
+    /// Takes one attempt from `source`'s bucket; false if it is empty.
     pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !buckets.contains_key(&source) && buckets.len() >= MAX_SOURCES {
-            let full_after = self.refill_every * self.burst;
-            buckets
-                .retain(|_, bucket| now.saturating_duration_since(bucket.refilled_at) < full_after);
+            buckets.retain(|_, bucket| self.refilled(*bucket, now).tokens < self.burst);
             if buckets.len() >= MAX_SOURCES {
                 return false;
             }
         }
         let bucket = buckets.entry(source).or_insert(Bucket {
             tokens: self.burst,
-            refilled_at: now,
+            updated: now,
         });
-        let elapsed = now.saturating_duration_since(bucket.refilled_at);
-        let earned = (elapsed.as_nanos() / self.refill_every.as_nanos()) as u64;
-        if earned > 0 {
-            bucket.tokens = (u64::from(bucket.tokens) + earned).min(u64::from(self.burst)) as u32;
-            bucket.refilled_at += self.refill_every * earned.min(u64::from(u32::MAX)) as u32;
-            if bucket.tokens == self.burst {
-                bucket.refilled_at = now;
-            }
-        }
+        *bucket = self.refilled(*bucket, now);
         if bucket.tokens == 0 {
             return false;
         }
         bucket.tokens -= 1;
         true
+    }
+
+    /// `bucket` with the attempts earned since it was updated.
+    fn refilled(&self, bucket: Bucket, now: Instant) -> Bucket {
+        let elapsed = now.saturating_duration_since(bucket.updated);
+        let earned = elapsed.as_nanos() / self.refill_every.as_nanos();
+        if earned == 0 {
+            return bucket;
+        }
+        let tokens = (u128::from(bucket.tokens) + earned).min(u128::from(self.burst)) as u32;
+        let updated = if tokens == self.burst {
+            now
+        } else {
+            // Keep the fraction of a period already earned.
+            bucket.updated + self.refill_every * (earned as u32)
+        };
+        Bucket { tokens, updated }
+    }
+
+    /// How long an address that was just refused waits for its next attempt.
+    pub fn refill_every(&self) -> Duration {
+        self.refill_every
     }
 }
 
@@ -77,22 +90,44 @@ impl SourceRateLimiter {
 mod tests {
     use super::*;
 
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
     #[test]
-    fn a_burst_then_one_per_period_per_address() {
+    fn a_burst_is_allowed_then_one_attempt_per_period_per_address() {
         let limiter = SourceRateLimiter::new(3, Duration::from_secs(10));
         let start = Instant::now();
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        assert!((0..3).all(|_| limiter.allow(a, start)));
-        assert!(!limiter.allow(a, start));
-        assert!(limiter.allow(b, start), "other addresses are not affected");
-        assert!(!limiter.allow(a, start + Duration::from_secs(9)));
-        assert!(limiter.allow(a, start + Duration::from_secs(10)));
-        assert!(!limiter.allow(a, start + Duration::from_secs(11)));
+        for _ in 0..3 {
+            assert!(limiter.allow(ip(1), start));
+        }
+        assert!(!limiter.allow(ip(1), start), "burst used up");
+        assert!(limiter.allow(ip(2), start), "other addresses are separate");
+        assert!(!limiter.allow(ip(1), start + Duration::from_secs(9)));
+        assert!(limiter.allow(ip(1), start + Duration::from_secs(10)));
+        assert!(!limiter.allow(ip(1), start + Duration::from_secs(11)));
+        // A long pause refills up to the burst, no further.
         let later = start + Duration::from_secs(1000);
+        for _ in 0..3 {
+            assert!(limiter.allow(ip(1), later));
+        }
+        assert!(!limiter.allow(ip(1), later));
+    }
+
+    #[test]
+    fn the_map_is_bounded_and_forgets_refilled_addresses_first() {
+        let limiter = SourceRateLimiter::new(1, Duration::from_secs(60));
+        let start = Instant::now();
+        for n in 0..MAX_SOURCES as u32 {
+            assert!(limiter.allow(IpAddr::from(n.to_be_bytes()), start));
+        }
+        let newcomer = IpAddr::from([203, 0, 113, 1]);
         assert!(
-            (0..3).all(|_| limiter.allow(a, later)),
-            "refills to the burst only"
+            !limiter.allow(newcomer, start),
+            "full of draining buckets: refused"
         );
-        assert!(!limiter.allow(a, later));
+        let later = start + Duration::from_secs(60);
+        assert!(limiter.allow(newcomer, later), "refilled buckets make room");
+        assert!(limiter.buckets.lock().unwrap().len() <= MAX_SOURCES);
     }
 }

@@ -52,6 +52,9 @@ pub struct Telemetry {
     pub grpc_accept_errors: AtomicU64,
     pub http_requests_refused_busy: AtomicU64,
     pub http_requests_timed_out: AtomicU64,
+    pub http_requests_unauthenticated: AtomicU64,
+    pub http_auth_failures: AtomicU64,
+    pub http_auth_failures_throttled: AtomicU64,
 }
 
 impl Telemetry {
@@ -292,6 +295,24 @@ impl Telemetry {
                 "counter",
                 "HTTP API requests answered 503 after running longer than limits.http_request_timeout.",
                 &self.http_requests_timed_out,
+            ),
+            (
+                "steward_http_requests_unauthenticated_total",
+                "counter",
+                "HTTP API requests answered 401 for lack of a bearer token.",
+                &self.http_requests_unauthenticated,
+            ),
+            (
+                "steward_http_auth_failures_total",
+                "counter",
+                "HTTP API requests answered 401 for an invalid or revoked token.",
+                &self.http_auth_failures,
+            ),
+            (
+                "steward_http_auth_failures_throttled_total",
+                "counter",
+                "Invalid tokens answered 429: their source address was over its failure budget.",
+                &self.http_auth_failures_throttled,
             ),
         ];
         let mut out = String::new();

@@ -240,6 +240,7 @@ impl Collector {
         self.dir.path().join(name)
     }
 
+    /// The admin API token `init` wrote (named `admin`).
     pub fn api_token(&self) -> String {
         std::fs::read_to_string(self.path("api-token"))
             .expect("api-token")
@@ -283,8 +284,31 @@ impl Collector {
         )
     }
 
+    /// `GET path` with the admin token `init` created.
     pub fn get(&self, path: &str) -> (u16, String) {
-        http_request(self.http_addr, "GET", path, None, None)
+        http_request(self.http_addr, "GET", path, Some(&self.api_token()), None)
+    }
+
+    /// Runs `steward-collector token ARGS --config collector.toml`: (success, stdout, stderr).
+    pub fn token_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(binary("steward-collector"))
+            .arg("token")
+            .args(args)
+            .args(["--config", path_str(&self.path("collector.toml"))])
+            .output()
+            .expect("run steward-collector token");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// A new API token named `name` with `scope` (read, write or admin).
+    pub fn create_token(&self, name: &str, scope: &str) -> String {
+        let (ok, stdout, stderr) = self.token_cli(&["create", "--name", name, "--scope", scope]);
+        assert!(ok, "token create {name} failed: {stderr}");
+        stdout.trim().to_string()
     }
 
     /// Every row of a paged list endpoint, following `X-Next-Cursor` with
@@ -294,7 +318,8 @@ impl Collector {
         let base = format!("{path}{separator}limit={limit}");
         let (mut url, mut rows, mut pages) = (base.clone(), Vec::new(), 0);
         loop {
-            let (status, head, body) = http_exchange(self.http_addr, "GET", &url, None, None);
+            let (status, head, body) =
+                http_exchange(self.http_addr, "GET", &url, Some(&self.api_token()), None);
             assert_eq!(status, 200, "GET {url}: {body}");
             let page: Vec<serde_json::Value> = serde_json::from_str(&body)
                 .unwrap_or_else(|error| panic!("GET {url}: bad JSON ({error}): {body}"));
@@ -456,9 +481,62 @@ pub fn http_exchange(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String, String) {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(10))
+    let stream = TcpStream::connect_timeout(&address, Duration::from_secs(10))
         .unwrap_or_else(|error| panic!("connect to {address}: {error}"));
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    exchange_on(stream, address, method, path, token, body)
+}
+
+/// [`http_exchange`] over HTTPS, trusting only the CA certificate at `ca_pem`
+/// (the server is addressed as `localhost`, a name `init`'s certificate holds).
+pub fn https_exchange(
+    address: SocketAddr,
+    ca_pem: &Path,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, String) {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_file_iter(ca_pem).expect("ca.pem") {
+        roots
+            .add(certificate.expect("a certificate in ca.pem"))
+            .expect("a usable CA certificate");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
+    let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(10))
+        .unwrap_or_else(|error| panic!("connect to {address}: {error}"));
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    exchange_on(
+        rustls::StreamOwned::new(connection, tcp),
+        address,
+        method,
+        path,
+        token,
+        body,
+    )
+}
+
+/// One request and its response on an open stream; status 0 when the
+/// stream ends without an HTTP answer (e.g. a failed TLS handshake).
+fn exchange_on(
+    mut stream: impl Read + Write,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, String) {
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
     if let Some(token) = token {
@@ -469,9 +547,12 @@ pub fn http_exchange(
         request.push_str("Content-Type: application/json\r\n");
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).expect("send request");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new(), String::new());
+    }
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read response");
+    // A peer that closes without TLS close_notify still sent its answer.
+    let _ = stream.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response).into_owned();
     let (head, rest) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head

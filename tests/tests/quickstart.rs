@@ -41,12 +41,13 @@ fn quickstart_initialises_and_streams_this_hosts_metrics() {
     ] {
         assert!(data.join(file).exists(), "quickstart did not write {file}");
     }
+    let token = std::fs::read_to_string(data.join("api-token")).unwrap();
     let series = poll(DEADLINE, "the local agent's metrics", || {
         let (status, body) = http_request(
             http,
             "GET",
             "/api/v1/series?metric=mem.used_percent",
-            None,
+            Some(token.trim()),
             None,
         );
         let series: serde_json::Value = serde_json::from_str(&body).ok()?;

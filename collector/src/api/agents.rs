@@ -1,6 +1,7 @@
 //! `GET /api/v1/agents`, one agent with its inventory, its packages and its
 //! inventory changes.
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -9,6 +10,7 @@ use serde_json::Value;
 
 use axum::response::Response;
 
+use super::actor::Actor;
 use super::{ApiError, ApiState, paging, rfc3339};
 
 #[derive(Serialize)]
@@ -177,28 +179,14 @@ pub async fn changes(
 }
 
 /// `POST /api/v1/agents/{id}/revoke` (admin): like `steward-collector agent
-/// revoke`; body `{"by": "name"}` (optional). The stream ends within seconds.
+/// revoke`, recorded as revoked by the token's name. The stream ends within seconds.
 pub async fn revoke(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: String,
 ) -> Result<Json<Value>, ApiError> {
-    let body: Value = if body.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&body).map_err(|error| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("invalid JSON body: {error}"),
-            )
-        })?
-    };
-    let by = body["by"]
-        .as_str()
-        .map(str::trim)
-        .filter(|by| !by.is_empty())
-        .unwrap_or("api")
-        .to_string();
+    // Who revoked is the token's name, as for every other write.
+    let by = actor.name;
     let now_ms = steward_core::now_ms();
     let revoked = state
         .store

@@ -2,13 +2,14 @@
 //! rules, and SLA figures (MTTA/MTTR and breaches per severity).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use axum::response::Response;
 
+use super::actor::Actor;
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::domain::{IncidentRecord, IncidentState, IncidentView, Severity, TimelineView};
 use crate::incidents::{IncidentError, describe_rule};
@@ -114,19 +115,15 @@ pub async fn detail(
 }
 
 /// Body of ack/resolve/notes; every field optional except a note's `text`.
+/// Who acts is the token's name ([`Actor`]); a `by` field, which older
+/// clients send, is accepted and ignored.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    by: Option<String>,
+    #[serde(default, rename = "by")]
+    _by: Option<serde::de::IgnoredAny>,
     note: Option<String>,
     text: Option<String>,
-}
-
-fn actor(body: &ActionBody) -> String {
-    body.by
-        .clone()
-        .filter(|by| !by.trim().is_empty())
-        .unwrap_or_else(|| "api".into())
 }
 
 fn parse_body(body: &str) -> Result<ActionBody, ApiError> {
@@ -158,29 +155,33 @@ impl From<IncidentError> for ApiError {
 
 pub async fn acknowledge(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     body: String,
 ) -> Result<Json<IncidentView>, ApiError> {
     let body = parse_body(&body)?;
     let incident = state
         .incidents
-        .acknowledge(id, actor(&body), body.note.clone())
+        .acknowledge(id, actor.name, body.note.clone())
         .await?;
     Ok(Json(view(&state, incident)))
 }
 
 pub async fn resolve(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     body: String,
 ) -> Result<Json<IncidentView>, ApiError> {
-    let body = parse_body(&body)?;
-    let incident = state.incidents.resolve(id, actor(&body)).await?;
+    // Nothing of the body is used, but a malformed one is still refused.
+    parse_body(&body)?;
+    let incident = state.incidents.resolve(id, actor.name).await?;
     Ok(Json(view(&state, incident)))
 }
 
 pub async fn add_note(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     body: String,
 ) -> Result<(StatusCode, Json<IncidentView>), ApiError> {
@@ -193,7 +194,7 @@ pub async fn add_note(
         .ok_or_else(|| {
             ApiError::new(StatusCode::BAD_REQUEST, "a note needs a non-empty \"text\"")
         })?;
-    let incident = state.incidents.add_note(id, actor(&body), text).await?;
+    let incident = state.incidents.add_note(id, actor.name, text).await?;
     Ok((StatusCode::CREATED, Json(view(&state, incident))))
 }
 

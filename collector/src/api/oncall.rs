@@ -2,11 +2,12 @@
 //! maintenance windows (create, list, end).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::actor::Actor;
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::notify::{OnCall, next, on_call};
 use crate::store::MaintenanceWindow;
@@ -110,7 +111,9 @@ pub struct NewWindow {
     /// Change reference (ticket), optional.
     change: Option<String>,
     reason: Option<String>,
-    by: Option<String>,
+    /// Ignored: the window is recorded as created by the token's name.
+    #[serde(default, rename = "by")]
+    _by: Option<serde::de::IgnoredAny>,
 }
 
 fn parse_time(text: &str) -> Result<i64, ApiError> {
@@ -130,6 +133,7 @@ fn parse_time(text: &str) -> Result<i64, ApiError> {
 /// `POST /api/v1/maintenance`
 pub async fn create(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Json(body): Json<NewWindow>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, message.to_string());
@@ -167,7 +171,7 @@ pub async fn create(
         ends_ms,
         change_ref: body.change,
         reason: body.reason,
-        created_by: body.by.unwrap_or_else(|| "api".into()),
+        created_by: actor.name,
         created_ms: now,
     };
     window.id = state.store.create_maintenance(window.clone()).await?;
@@ -178,6 +182,7 @@ pub async fn create(
 /// `POST /api/v1/maintenance/{id}/end`: closes the window now.
 pub async fn end(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let now = steward_core::now_ms();
@@ -187,7 +192,7 @@ pub async fn end(
             "no such maintenance window",
         ));
     }
-    tracing::info!(message = "Maintenance window ended.", id);
+    tracing::info!(message = "Maintenance window ended.", id, by = %actor.name);
     Ok(Json(
         serde_json::json!({"id": id, "ended_at": rfc3339(now)}),
     ))

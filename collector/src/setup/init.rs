@@ -42,6 +42,8 @@ pub enum InitError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot read the local agent's id in {path}: {message}")]
     AgentId { path: PathBuf, message: String },
+    #[error("cannot create the admin API token: {0}")]
+    ApiToken(#[from] super::token_cli::TokenCliError),
 }
 
 /// Files written by [`init`], for the caller to print.
@@ -93,10 +95,10 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     let agent_id = local_agent_id(&dir.join(LOCAL_AGENT_STATE))?;
     let agent_key = KeyPair::generate()?;
     let agent_cert = authority.issue(&agent_id, &agent_key, steward_core::now_ms())?;
-    crate::store::AdminDb::open(&dir.join("steward.db"))?.bind_certificate(&agent_cert.record)?;
+    crate::store::AdminDb::open(&dir.join(DATABASE))?.bind_certificate(&agent_cert.record)?;
 
     let agent_token = steward_core::ids::random_token();
-    let api_token = steward_core::ids::random_token();
+    let api_token = admin_token(&dir.join(DATABASE))?;
     let mut report = InitReport { files: Vec::new() };
     let mut put =
         |name: &str, contents: &str, secret: bool, what: &'static str| -> Result<(), InitError> {
@@ -151,7 +153,7 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         "api-token",
         &format!("{api_token}\n"),
         true,
-        "admin API token for write endpoints",
+        "admin API token (the database keeps only its hash)",
     )?;
     put(
         "default-rules.toml",
@@ -171,6 +173,10 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         false,
         "local agent configuration",
     )?;
+    report.files.push((
+        dir.join(DATABASE),
+        "database, holding the admin token's hash",
+    ));
     Ok(report)
 }
 
@@ -186,7 +192,7 @@ include = ["default-rules.toml"]
 [server]
 grpc_listen = "{grpc}"
 http_listen = "{http}"
-
+{http_tls}
 [tls]
 cert = "server.pem"
 key = "server.key"
@@ -199,14 +205,21 @@ ca_key = "ca.key"
 # Shared agent tokens are the weaker mode: any holder may connect as any
 # agent id not bound to a certificate. Uncomment to allow them.
 # agent_token_file = "agent-tokens"
-api_token_file = "api-token"
+# API tokens live in the database: steward-collector token create|list|revoke.
 
 [storage]
-sqlite = "steward.db"
+sqlite = "{database}"
 retention = "30d"
 "#,
         grpc = options.grpc_listen,
         http = options.http_listen,
+        database = DATABASE,
+        // Off loopback, API tokens must not cross the network in clear.
+        http_tls = if options.http_listen.ip().is_loopback() {
+            "# http_tls = true        # HTTPS for the API, with the [tls] certificate\n"
+        } else {
+            "http_tls = true          # HTTPS for the API, with the [tls] certificate\n"
+        },
     )
 }
 
@@ -231,6 +244,29 @@ fn local_agent_id(state_dir: &Path) -> Result<String, InitError> {
     let id = steward_core::ids::new_uuid_v4();
     write_file(&path, &format!("{id}\n"), false)?;
     Ok(id)
+}
+
+/// The database `collector.toml` names, relative to the setup directory.
+const DATABASE: &str = "steward.db";
+
+/// Name of the token `init` creates.
+pub const ADMIN_TOKEN_NAME: &str = "admin";
+
+/// A new admin token in the database at `path` (created if needed); an
+/// earlier setup's `admin` token (`--force`) is revoked first.
+fn admin_token(path: &Path) -> Result<String, InitError> {
+    use super::token_cli::TokenCliError;
+    let now_ms = steward_core::now_ms();
+    let table = crate::store::ApiTokenTable::open(path).map_err(TokenCliError::from)?;
+    table
+        .revoke(ADMIN_TOKEN_NAME, now_ms)
+        .map_err(TokenCliError::from)?;
+    Ok(super::token_cli::create(
+        path,
+        ADMIN_TOKEN_NAME,
+        crate::access::Scope::Admin,
+        now_ms,
+    )?)
 }
 
 fn agent_toml(grpc_listen: SocketAddr) -> String {
@@ -299,10 +335,31 @@ mod tests {
             force: false,
         };
         let report = init(&options).unwrap();
-        assert_eq!(report.files.len(), 11);
+        assert_eq!(report.files.len(), 12);
         let collector = crate::CollectorConfig::load(&options.dir.join("collector.toml")).unwrap();
         assert!(collector.tls.is_some());
-        assert_eq!(collector.api_tokens.len(), 1);
+        assert!(
+            collector.api_tokens.is_empty(),
+            "the admin token is in the database"
+        );
+        let token = std::fs::read_to_string(options.dir.join("api-token")).unwrap();
+        let tokens = crate::store::ApiTokenTable::open(&collector.sqlite_path)
+            .unwrap()
+            .list()
+            .unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(
+            (tokens[0].name.as_str(), tokens[0].scope),
+            (ADMIN_TOKEN_NAME, crate::access::Scope::Admin)
+        );
+        let database = std::fs::read(&collector.sqlite_path).unwrap();
+        let plaintext = token.trim().as_bytes();
+        assert!(
+            !database
+                .windows(plaintext.len())
+                .any(|window| window == plaintext),
+            "the token must not be stored in plaintext"
+        );
         assert!(
             collector.rules.iter().any(|rule| rule.name == "agent-down"),
             "default rules are included"
@@ -333,9 +390,18 @@ mod tests {
         assert!(
             init(&InitOptions {
                 force: true,
-                ..options
+                ..options.clone()
             })
             .is_ok()
+        );
+        let tokens = crate::store::ApiTokenTable::open(&collector.sqlite_path)
+            .unwrap()
+            .list()
+            .unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert!(
+            tokens[0].revoked_ms.is_some() && tokens[1].revoked_ms.is_none(),
+            "--force replaces the admin token"
         );
     }
 }

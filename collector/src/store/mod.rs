@@ -23,6 +23,7 @@
 //! present) is adopted with its rows once its columns are checked. A schema
 //! change is a new migration appended to the list, never an edit of one.
 
+mod api_tokens;
 mod assets;
 mod chunk;
 mod codec;
@@ -45,6 +46,7 @@ pub use identity::{
 };
 pub use migrations::SCHEMA_VERSION;
 
+pub use api_tokens::{ActiveToken, ApiTokenRow, ApiTokenTable, TokenTableError};
 pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
 pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, NewIncident, TimelineEntry,
@@ -620,6 +622,22 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)?
+    }
+
+    /// The unrevoked API token with this hash, read now (no cache), so a
+    /// token revoked by `steward-collector token revoke` fails its next request.
+    pub async fn active_api_token(
+        &self,
+        hash: crate::access::TokenHash,
+    ) -> Result<Option<ActiveToken>, StoreError> {
+        self.read(move |connection| api_tokens::find_active(connection, &hash))
+            .await
+    }
+
+    /// Records when API token `id` was last used.
+    pub async fn touch_api_token(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        self.write(move |transaction| api_tokens::touch(transaction, id, now_ms))
+            .await
     }
 
     /// Highest committed sequence number for `(agent_id, epoch)`, 0 if none.
