@@ -1,5 +1,7 @@
 //! `steward-collector init DIR`: a dev CA, a server certificate, tokens and
-//! matching `collector.toml` / `agent.toml`.
+//! matching `collector.toml` / `agent.toml`. With `state_dir`, the database
+//! goes there instead of DIR: the packaged collector keeps its setup in
+//! `/etc/steward` and its database in `/var/lib/steward` (see docs/packaging.md).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,6 +18,11 @@ pub struct InitOptions {
     pub http_listen: SocketAddr,
     /// Overwrite an existing setup.
     pub force: bool,
+    /// Where `collector.toml` puts the database; `None`: beside the config.
+    pub state_dir: Option<PathBuf>,
+    /// Names (DNS names or IP addresses) agents use to reach the collector,
+    /// added to the server certificate beside localhost and the host name.
+    pub server_names: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +68,10 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    if !names.contains(&hostname) {
-        names.push(hostname.clone());
+    for name in std::iter::once(&hostname).chain(&options.server_names) {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
     }
     let mut server_params = CertificateParams::new(names)?;
     server_params
@@ -142,6 +151,10 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
 pub const DEFAULT_RULES: &str = include_str!("../../../deploy/default-rules.toml");
 
 fn collector_toml(options: &InitOptions) -> String {
+    let sqlite = match &options.state_dir {
+        Some(state_dir) => state_dir.join("steward.db").display().to_string(),
+        None => "steward.db".to_string(),
+    };
     format!(
         r#"# Steward collector configuration, written by `steward-collector init`.
 # Relative paths are relative to this file.
@@ -160,12 +173,20 @@ agent_token_file = "agent-tokens"
 api_token_file = "api-token"
 
 [storage]
-sqlite = "steward.db"
+sqlite = {sqlite}
 retention = "30d"
 "#,
         grpc = options.grpc_listen,
         http = options.http_listen,
+        sqlite = toml_string(&sqlite),
     )
+}
+
+/// `text` as a TOML basic string, quoted and escaped (a path may hold `"` or
+/// `\`). serde_json's escapes (`\"`, `\\`, `\n`, `\uXXXX`, ...) are all valid
+/// TOML, and the build has no TOML serializer.
+fn toml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
 }
 
 fn agent_toml(grpc_listen: SocketAddr, token: &str) -> String {
@@ -230,6 +251,8 @@ mod tests {
             grpc_listen: "127.0.0.1:7443".parse().unwrap(),
             http_listen: "127.0.0.1:7080".parse().unwrap(),
             force: false,
+            state_dir: None,
+            server_names: Vec::new(),
         };
         let report = init(&options).unwrap();
         assert_eq!(report.files.len(), 9);
@@ -263,5 +286,31 @@ mod tests {
             })
             .is_ok()
         );
+    }
+
+    #[test]
+    fn init_with_a_state_dir_puts_the_database_there_and_names_in_the_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            dir: dir.path().join("etc"),
+            grpc_listen: "0.0.0.0:7443".parse().unwrap(),
+            http_listen: "127.0.0.1:7080".parse().unwrap(),
+            force: false,
+            state_dir: Some(dir.path().join("var \"lib\"")),
+            server_names: vec!["collector.example.net".into(), "192.0.2.7".into()],
+        };
+        init(&options).unwrap();
+        let collector = crate::CollectorConfig::load(&options.dir.join("collector.toml")).unwrap();
+        assert_eq!(
+            collector.sqlite_path,
+            dir.path().join("var \"lib\"").join("steward.db")
+        );
+        // A SAN dNSName is the name's bytes in the DER, an iPAddress its octets.
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let der = CertificateDer::from_pem_file(options.dir.join("server.pem")).unwrap();
+        let contains = |needle: &[u8]| der.windows(needle.len()).any(|window| window == needle);
+        assert!(contains(b"collector.example.net"));
+        assert!(contains(b"localhost"));
+        assert!(contains(&[192, 0, 2, 7]));
     }
 }
