@@ -40,6 +40,14 @@ enum Command {
         /// Overwrite an existing setup in DIR.
         #[arg(long)]
         force: bool,
+        /// Put the database in this directory instead of DIR
+        /// (the package: /var/lib/steward).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// A DNS name or IP address agents use to reach the collector, added
+        /// to its certificate (repeatable; localhost and the host name always are).
+        #[arg(long = "server-name", value_name = "NAME")]
+        server_names: Vec<String>,
     },
     /// Initialise DIR if empty, then run the collector and a local agent.
     #[cfg(feature = "embedded-agent")]
@@ -137,11 +145,15 @@ fn main() -> ExitCode {
             grpc_listen,
             http_listen,
             force,
+            state_dir,
+            server_names,
         }) => match init(&InitOptions {
             dir,
             grpc_listen,
             http_listen,
             force,
+            state_dir,
+            server_names,
         }) {
             Ok(report) => {
                 for (path, what) in report.files {
@@ -184,6 +196,8 @@ fn main() -> ExitCode {
                 grpc_listen,
                 http_listen,
                 force: false,
+                state_dir: None,
+                server_names: Vec::new(),
             };
             steward_collector::setup::quickstart::quickstart(options, shutdown)
                 .await

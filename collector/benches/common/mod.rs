@@ -32,6 +32,8 @@ pub async fn start(extra: &str) -> BenchResult<Bench> {
         grpc_listen: "127.0.0.1:0".parse()?,
         http_listen: "127.0.0.1:0".parse()?,
         force: false,
+        state_dir: None,
+        server_names: Vec::new(),
     })?;
     let path = dir.path().join("collector.toml");
     let text = std::fs::read_to_string(&path)?.replace("include = [\"default-rules.toml\"]\n", "");

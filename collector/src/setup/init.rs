@@ -6,6 +6,10 @@
 //! agent's state directory) and records the binding in the database, so the
 //! default set-up uses mutual TLS. Shared agent tokens are written but left
 //! switched off in `collector.toml` (the weaker mode).
+//!
+//! With `state_dir`, the database goes there instead of DIR: the packaged
+//! collector keeps its setup in `/etc/steward` and its database in
+//! `/var/lib/steward` (see docs/packaging.md).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -22,6 +26,11 @@ pub struct InitOptions {
     pub http_listen: SocketAddr,
     /// Overwrite an existing setup.
     pub force: bool,
+    /// Where `collector.toml` puts the database; `None`: beside the config.
+    pub state_dir: Option<PathBuf>,
+    /// Names (DNS names or IP addresses) agents use to reach the collector,
+    /// added to the server certificate beside localhost and the host name.
+    pub server_names: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +84,10 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    if !names.contains(&hostname) {
-        names.push(hostname.clone());
+    for name in std::iter::once(&hostname).chain(&options.server_names) {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
     }
     let mut server_params = CertificateParams::new(names)?;
     server_params
@@ -95,10 +106,10 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     let agent_id = local_agent_id(&dir.join(LOCAL_AGENT_STATE))?;
     let agent_key = KeyPair::generate()?;
     let agent_cert = authority.issue(&agent_id, &agent_key, steward_core::now_ms())?;
-    crate::store::AdminDb::open(&dir.join(DATABASE))?.bind_certificate(&agent_cert.record)?;
+    crate::store::AdminDb::open(&database_path(options))?.bind_certificate(&agent_cert.record)?;
 
     let agent_token = steward_core::ids::random_token();
-    let api_token = admin_token(&dir.join(DATABASE))?;
+    let api_token = admin_token(&database_path(options))?;
     let mut report = InitReport { files: Vec::new() };
     let mut put =
         |name: &str, contents: &str, secret: bool, what: &'static str| -> Result<(), InitError> {
@@ -174,7 +185,7 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         "local agent configuration",
     )?;
     report.files.push((
-        dir.join(DATABASE),
+        database_path(options),
         "database, holding the admin token's hash",
     ));
     Ok(report)
@@ -184,6 +195,10 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
 pub const DEFAULT_RULES: &str = include_str!("../../../deploy/default-rules.toml");
 
 fn collector_toml(options: &InitOptions) -> String {
+    let sqlite = match &options.state_dir {
+        Some(_) => database_path(options).display().to_string(),
+        None => DATABASE.to_string(),
+    };
     format!(
         r#"# Steward collector configuration, written by `steward-collector init`.
 # Relative paths are relative to this file.
@@ -208,12 +223,12 @@ ca_key = "ca.key"
 # API tokens live in the database: steward-collector token create|list|revoke.
 
 [storage]
-sqlite = "{database}"
+sqlite = {sqlite}
 retention = "30d"
 "#,
         grpc = options.grpc_listen,
         http = options.http_listen,
-        database = DATABASE,
+        sqlite = toml_string(&sqlite),
         // Off loopback, API tokens must not cross the network in clear.
         http_tls = if options.http_listen.ip().is_loopback() {
             "# http_tls = true        # HTTPS for the API, with the [tls] certificate\n"
@@ -267,6 +282,22 @@ fn admin_token(path: &Path) -> Result<String, InitError> {
         crate::access::Scope::Admin,
         now_ms,
     )?)
+}
+
+/// `text` as a TOML basic string, quoted and escaped (a path may hold `"` or
+/// `\`). serde_json's escapes (`\"`, `\\`, `\n`, `\uXXXX`, ...) are all valid
+/// TOML, and the build has no TOML serializer.
+fn toml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
+/// Where the database goes: `state_dir` when given, else next to the configs.
+fn database_path(options: &InitOptions) -> PathBuf {
+    options
+        .state_dir
+        .as_deref()
+        .unwrap_or(&options.dir)
+        .join(DATABASE)
 }
 
 fn agent_toml(grpc_listen: SocketAddr) -> String {
@@ -333,6 +364,8 @@ mod tests {
             grpc_listen: "127.0.0.1:7443".parse().unwrap(),
             http_listen: "127.0.0.1:7080".parse().unwrap(),
             force: false,
+            state_dir: None,
+            server_names: Vec::new(),
         };
         let report = init(&options).unwrap();
         assert_eq!(report.files.len(), 12);
@@ -403,5 +436,31 @@ mod tests {
             tokens[0].revoked_ms.is_some() && tokens[1].revoked_ms.is_none(),
             "--force replaces the admin token"
         );
+    }
+
+    #[test]
+    fn init_with_a_state_dir_puts_the_database_there_and_names_in_the_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            dir: dir.path().join("etc"),
+            grpc_listen: "0.0.0.0:7443".parse().unwrap(),
+            http_listen: "127.0.0.1:7080".parse().unwrap(),
+            force: false,
+            state_dir: Some(dir.path().join("var \"lib\"")),
+            server_names: vec!["collector.example.net".into(), "192.0.2.7".into()],
+        };
+        init(&options).unwrap();
+        let collector = crate::CollectorConfig::load(&options.dir.join("collector.toml")).unwrap();
+        assert_eq!(
+            collector.sqlite_path,
+            dir.path().join("var \"lib\"").join("steward.db")
+        );
+        // A SAN dNSName is the name's bytes in the DER, an iPAddress its octets.
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let der = CertificateDer::from_pem_file(options.dir.join("server.pem")).unwrap();
+        let contains = |needle: &[u8]| der.windows(needle.len()).any(|window| window == needle);
+        assert!(contains(b"collector.example.net"));
+        assert!(contains(b"localhost"));
+        assert!(contains(&[192, 0, 2, 7]));
     }
 }
