@@ -10,8 +10,8 @@ use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use crate::api::HttpLimits;
 use crate::assets::{AssetPolicy, RawAssetPolicy};
-use crate::incidents::SlaPolicy;
 use crate::incidents::sla::RawSlaTarget;
+use crate::incidents::{Dependency, RawDependency, SlaPolicy, validate_dependencies};
 use crate::ingest::{GrpcLimits, IngestLimits, InventoryLimits, SampleLimits};
 use crate::notify::NotifyConfig;
 use crate::notify::config::{
@@ -40,6 +40,8 @@ struct RawCollectorConfig {
     rule: Vec<RawRule>,
     #[serde(default)]
     sla: BTreeMap<String, RawSlaTarget>,
+    #[serde(default)]
+    dependency: Vec<RawDependency>,
     #[serde(default)]
     assets: RawAssetPolicy,
     #[serde(default)]
@@ -493,6 +495,8 @@ pub struct CollectorConfig {
     pub limits: Limits,
     pub rules: Vec<Rule>,
     pub sla: SlaPolicy,
+    /// `[[dependency]]`: hosts whose alerts are caused by a parent check.
+    pub dependencies: Vec<Dependency>,
     pub assets: AssetPolicy,
     pub notify: std::sync::Arc<NotifyConfig>,
     /// Public URL of the HTTP API, for links in notifications.
@@ -596,6 +600,7 @@ impl CollectorConfig {
             }
         }
         let sla = SlaPolicy::validate(source, raw.sla)?;
+        let dependencies = validate_dependencies(source, raw.dependency, &rules)?;
         let assets = AssetPolicy::validate(source, raw.assets)?;
         let notify = NotifyConfig::validate(
             source,
@@ -637,6 +642,7 @@ impl CollectorConfig {
             limits,
             rules,
             sla,
+            dependencies,
             assets,
             notify: std::sync::Arc::new(notify),
             base_url,

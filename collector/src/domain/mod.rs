@@ -12,7 +12,7 @@ mod view;
 
 use std::collections::BTreeMap;
 
-pub use incident::{IncidentEvent, IncidentRecord, IncidentState};
+pub use incident::{IncidentEvent, IncidentRecord, IncidentState, ParentCheck};
 pub use severity::Severity;
 pub use view::{IncidentView, TimelineView, shown_state};
 

@@ -8,15 +8,17 @@
 //! [`IncidentHandle`]. Every change is announced on a broadcast channel for
 //! notification delivery.
 
+pub mod dependency;
 pub mod sla;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use dependency::{Dependency, RawDependency, validate_dependencies};
 pub use sla::{SlaPolicy, SlaTarget};
 
 use steward_core::Clock;
@@ -44,8 +46,12 @@ pub enum RulesInput {
     /// Agents removed by retention (silent for the whole period): their open
     /// incidents resolve and their series are forgotten.
     Forget { agent_ids: Vec<String> },
-    /// A new rule set (SIGHUP).
-    ReplaceRules { rules: Vec<Rule>, sla: SlaPolicy },
+    /// A new rule set (SIGHUP), with the targets and dependencies that go with it.
+    ReplaceRules {
+        rules: Vec<Rule>,
+        sla: SlaPolicy,
+        dependencies: Vec<Dependency>,
+    },
 }
 
 /// Agents whose alerts must not page. Computed by the asset task from asset
@@ -57,6 +63,8 @@ pub struct Suppression {
     pub retired: HashSet<String>,
     /// Agents of assets tagged `expected_offline`: silence is not an incident.
     pub expected_offline: HashSet<String>,
+    /// Each agent's asset tags, for dependencies chosen by tag.
+    pub tags: HashMap<String, BTreeSet<String>>,
 }
 
 /// What happened to an incident, for notification and observers.
@@ -130,10 +138,19 @@ impl IncidentHandle {
             .clone()
     }
 
-    pub async fn replace_rules(&self, rules: Vec<Rule>, sla: SlaPolicy) {
+    pub async fn replace_rules(
+        &self,
+        rules: Vec<Rule>,
+        sla: SlaPolicy,
+        dependencies: Vec<Dependency>,
+    ) {
         let _ = self
             .inputs
-            .send(RulesInput::ReplaceRules { rules, sla })
+            .send(RulesInput::ReplaceRules {
+                rules,
+                sla,
+                dependencies,
+            })
             .await;
     }
 
@@ -194,6 +211,7 @@ pub async fn start(
     store: Arc<Store>,
     rules: Vec<Rule>,
     sla: SlaPolicy,
+    dependencies: Vec<Dependency>,
     suppression: Suppression,
     clock: Clock,
     shutdown: CancellationToken,
@@ -237,6 +255,7 @@ pub async fn start(
         handle: handle.clone(),
         engine,
         sla,
+        dependencies,
         // Known before any agent says hello again, for incidents opened meanwhile.
         hosts,
         suppression,
@@ -253,6 +272,7 @@ struct Worker {
     handle: IncidentHandle,
     engine: RuleEngine,
     sla: SlaPolicy,
+    dependencies: Vec<Dependency>,
     hosts: HashMap<String, String>,
     suppression: Suppression,
     /// Changes the store refused (e.g. disk full), retried on every tick.
@@ -329,7 +349,11 @@ impl Worker {
                 self.engine.set_host_name(&agent_id, &hostname);
                 self.hosts.insert(agent_id, hostname);
             }
-            RulesInput::ReplaceRules { rules, sla } => {
+            RulesInput::ReplaceRules {
+                rules,
+                sla,
+                dependencies,
+            } => {
                 let count = rules.len();
                 *self
                     .handle
@@ -338,6 +362,7 @@ impl Worker {
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = rules.clone();
                 let transitions = self.engine.replace_rules(rules);
                 self.sla = sla;
+                self.dependencies = dependencies;
                 tracing::info!(
                     message = "Rules reloaded.",
                     rules = count,
@@ -472,11 +497,15 @@ impl Worker {
                 since_ms,
             } => {
                 let (ack_due_at_ms, resolve_due_at_ms) = self.sla.due(severity, now_ms);
+                let host = self.host(&agent_id);
+                let no_tags = BTreeSet::new();
+                let tags = self.suppression.tags.get(&agent_id).unwrap_or(&no_tags);
+                let parents = dependency::parents_of(&self.dependencies, &agent_id, &host, tags);
                 IncidentChange::Open(Box::new(NewIncident {
                     dedup_key,
                     rule,
                     metric,
-                    host: self.host(&agent_id),
+                    host,
                     agent_id,
                     labels,
                     severity,
@@ -487,6 +516,7 @@ impl Worker {
                     opened_at_ms: now_ms,
                     ack_due_at_ms,
                     resolve_due_at_ms,
+                    parents,
                 }))
             }
             Transition::Resolve {

@@ -91,6 +91,9 @@ impl TryFrom<IncidentEvent> for NotificationEvent {
     fn try_from(event: IncidentEvent) -> Result<Self, Self::Error> {
         match event {
             IncidentEvent::Opened => Ok(Self::Opened),
+            // A released incident is paged now as if it had just opened; it
+            // was never paged before, so the `opened` key is still free.
+            IncidentEvent::Released => Ok(Self::Opened),
             IncidentEvent::Acknowledged => Ok(Self::Acknowledged),
             IncidentEvent::Resolved => Ok(Self::Resolved),
             IncidentEvent::Escalated { level, round } => Ok(Self::Escalated { level, round }),

@@ -450,6 +450,10 @@ mod tests {
             ack_breached: false,
             resolve_breached: false,
             previous_id: None,
+            suppressed: false,
+            caused_by: None,
+            problem_id: None,
+            change_id: None,
         }
     }
 

@@ -326,6 +326,10 @@ mod tests {
             ack_breached: false,
             resolve_breached: false,
             previous_id: None,
+            suppressed: false,
+            caused_by: None,
+            problem_id: None,
+            change_id: None,
         };
         let input = RouteInput::from_record(&record, vec!["prod".into()]);
         assert_eq!(input.labels["host"], "web-1");

@@ -179,6 +179,11 @@ impl NotifyService {
         let Some(incident) = self.store.incident(entry.incident_id).await? else {
             return Ok(Vec::new());
         };
+        // Caused by an open parent incident: no one hears of it unless it is
+        // released (then it is read again, unsuppressed, from `released`).
+        if incident.suppressed {
+            return Ok(Vec::new());
+        }
         let context = self.asset_context(&incident.agent_id).await?;
         let decision = self
             .config
@@ -216,7 +221,7 @@ impl NotifyService {
     async fn rebuild_escalations(&self) -> Result<HashMap<i64, EscalationState>, StoreError> {
         let mut escalations = HashMap::new();
         for incident in self.store.unresolved_incidents().await? {
-            if incident.state != IncidentState::Open {
+            if incident.state != IncidentState::Open || incident.suppressed {
                 continue;
             }
             let context = self.asset_context(&incident.agent_id).await?;
