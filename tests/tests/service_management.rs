@@ -189,3 +189,142 @@ fn children_of_a_down_parent_are_suppressed_and_page_only_if_they_outlive_it() {
     );
     drop(agents);
 }
+
+const STORM: &str = r#"
+[[rule]]
+name = "svc-down"
+metric = "port.up"
+op = "<"
+threshold = 1
+severity = "major"
+summary = "Port {target} is down"
+
+[[route]]
+channels = ["ops"]
+group_by = ["rule"]
+group_interval = "2s"
+storm_threshold = 10
+storm_window = "1m"
+"#;
+
+/// Successful grouped webhook messages of `kind`.
+fn grouped(receiver: &Receiver, kind: &str) -> Vec<Value> {
+    receiver
+        .requests()
+        .into_iter()
+        .filter(|request| request.status == 200)
+        .map(|request| request.json())
+        .filter(|body| body["event"] == "grouped" && body["kind"] == kind)
+        .collect()
+}
+
+fn listed_ids(messages: &[Value]) -> Vec<i64> {
+    messages
+        .iter()
+        .flat_map(|message| message["incidents"].as_array().unwrap().clone())
+        .map(|incident| incident["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn forty_breaches_on_one_route_page_ten_then_one_storm_summary_a_digest_and_every_resolution() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(STORM);
+        text.push_str(&webhook(&receiver));
+    });
+    let mut listeners: Vec<(TcpListener, u16)> = (0..40).map(|_| listener()).collect();
+    let ports: Vec<u16> = listeners.iter().map(|(_, port)| *port).collect();
+    let _agent = collector.start_agent("many", |text| {
+        text.push_str("hostname = \"many\"\n");
+        for port in &ports {
+            text.push_str(&format!(
+                "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+            ));
+        }
+    });
+    poll(DEADLINE, "forty port checks up", || {
+        let series = collector.get_json("/api/v1/series?metric=port.up");
+        let up = series
+            .as_array()?
+            .iter()
+            .filter(|s| s["value"] == 1.0)
+            .count();
+        (up == 40).then_some(())
+    });
+
+    // Wave one: 25 ports go down. Ten page on their own, then the storm.
+    let second_wave = listeners.split_off(25);
+    drop(listeners);
+    let storm = poll(DEADLINE, "the storm summary", || {
+        grouped(&receiver, "storm").into_iter().next()
+    });
+    assert!(
+        storm["headline"].as_str().unwrap().contains("Alert storm"),
+        "{storm}"
+    );
+    assert_eq!(storm["hosts"], serde_json::json!(["many"]));
+    // Wave two, during the storm: only digests, never a page each.
+    drop(second_wave);
+    poll(
+        DEADLINE,
+        "all forty incidents paged alone, summarised or digested",
+        || {
+            let alone = delivered(&receiver, "opened").len();
+            let storms = grouped(&receiver, "storm");
+            let digests = grouped(&receiver, "digest");
+            let listed = listed_ids(&storms).len() + listed_ids(&digests).len();
+            (alone + listed == 40 && !digests.is_empty()).then_some(())
+        },
+    );
+    let alone: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(alone.len(), 10, "exactly the threshold pages alone");
+    assert_eq!(grouped(&receiver, "storm").len(), 1, "one storm summary");
+    let mut every: Vec<i64> = alone.clone();
+    every.extend(listed_ids(&grouped(&receiver, "storm")));
+    every.extend(listed_ids(&grouped(&receiver, "digest")));
+    every.sort_unstable();
+    every.dedup();
+    assert_eq!(every.len(), 40, "each incident told once: {every:?}");
+    let summarised = listed_ids(&grouped(&receiver, "storm"))[0];
+    let timeline = collector.get_json(&format!("/api/v1/incidents/{summarised}"));
+    assert!(
+        timeline["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["kind"] == "grouped"
+                && entry["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("storm notification")),
+        "{timeline}"
+    );
+
+    // Every port comes back: every resolution is delivered, grouped ones grouped.
+    let _back: Vec<TcpListener> = ports
+        .iter()
+        .map(|port| TcpListener::bind(("127.0.0.1", *port)).unwrap())
+        .collect();
+    poll(DEADLINE, "every resolution delivered", || {
+        let mut resolved: Vec<i64> = delivered(&receiver, "resolved")
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        resolved.extend(listed_ids(&grouped(&receiver, "resolved")));
+        resolved.sort_unstable();
+        resolved.dedup();
+        (resolved == every).then_some(())
+    });
+    let mut alone_resolved: Vec<i64> = delivered(&receiver, "resolved")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    alone_resolved.sort_unstable();
+    let mut alone_sorted = alone;
+    alone_sorted.sort_unstable();
+    assert_eq!(alone_resolved, alone_sorted, "paged alone, resolved alone");
+}

@@ -22,6 +22,8 @@
 pub mod config;
 pub mod email;
 pub mod escalation;
+pub mod grouped;
+pub mod grouping;
 pub mod http;
 pub mod oncall;
 pub mod payload;
@@ -37,6 +39,7 @@ pub use config::{
     RawLevel, RawNotify, RawOverride, RawPerson, RawRoute, RawSchedule, Secret,
 };
 pub use escalation::{EscalationLevel, EscalationPolicy, EscalationState, EscalationStep, Target};
+pub use grouping::{Admission, GroupBy, GroupTracker, GroupedKind, Grouping};
 pub use oncall::{OnCall, OnCallSchedule, Override, Rotation, next, on_call};
 pub use payload::{EmailMessage, MessageContext, Payload};
 pub use routing::{Route, RouteDecision, RouteInput, RouteMatch, SeverityMatch, route};

@@ -96,7 +96,7 @@ pub struct Payload {
 }
 
 impl Payload {
-    fn json(value: &Value) -> Self {
+    pub(super) fn json(value: &Value) -> Self {
         Self {
             content_type: "application/json",
             body: value.to_string().into_bytes(),
@@ -224,7 +224,7 @@ pub fn alertmanager(ctx: &MessageContext<'_>, receiver: &str) -> Payload {
 /// `alertname`=rule, `severity`, `instance`=host and `agent_id`, then the
 /// incident's own labels; the four reserved names win over a label of the
 /// same name so receivers can rely on them.
-fn alert_labels(incident: &IncidentRecord) -> BTreeMap<String, String> {
+pub(super) fn alert_labels(incident: &IncidentRecord) -> BTreeMap<String, String> {
     let mut labels = incident.labels.clone();
     labels.insert("alertname".into(), incident.rule.clone());
     labels.insert("severity".into(), incident.severity.to_string());
@@ -282,7 +282,7 @@ pub fn pagerduty(ctx: &MessageContext<'_>, routing_key: &Secret) -> Payload {
 
 /// Ours → PagerDuty's four levels. Unknown names page as `critical`: a
 /// misclassified page is better than a lost one.
-fn pagerduty_severity(severity: Severity) -> &'static str {
+pub(super) fn pagerduty_severity(severity: Severity) -> &'static str {
     match severity {
         Severity::Critical => "critical",
         Severity::Major => "error",
@@ -360,7 +360,7 @@ fn slack_emoji(event: NotificationEvent, severity: Severity) -> &'static str {
 }
 
 /// Slack's mrkdwn treats `&`, `<` and `>` as control characters.
-fn slack_escape(text: &str) -> String {
+pub(super) fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -405,7 +405,7 @@ fn format_value(value: Option<f64>) -> String {
 }
 
 /// Cuts at a character boundary, marking the cut with `…`.
-fn truncate(text: &str, max_chars: usize) -> String {
+pub(super) fn truncate(text: &str, max_chars: usize) -> String {
     if text.chars().count() <= max_chars {
         return text.to_string();
     }

@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 
+use super::grouping::Grouping;
 use crate::domain::{IncidentRecord, Labels, Severity};
 
 /// What routing looks at: the incident's classification, not its numbers.
@@ -68,6 +69,8 @@ pub struct Route {
     pub escalation: Option<String>,
     /// `continue = true`: keep trying later routes after this one matched.
     pub continue_matching: bool,
+    /// Grouping and storm control; `None` pages every incident on its own.
+    pub grouping: Option<Grouping>,
 }
 
 /// The validated `match` table. Empty fields do not constrain.
@@ -129,6 +132,9 @@ impl RouteMatch {
 pub struct RouteDecision {
     /// Channel names, each once, in the order routes listed them.
     pub channels: Vec<String>,
+    /// For each of `channels`, the index of the route that listed it first
+    /// (empty when no route is configured).
+    pub channel_routes: Vec<usize>,
     /// The escalation policy of the first matching route that names one.
     pub escalation: Option<String>,
 }
@@ -146,13 +152,14 @@ pub fn route<'a>(
         decision.channels = every_channel.into_iter().map(str::to_string).collect();
         return decision;
     }
-    for route in routes {
+    for (index, route) in routes.iter().enumerate() {
         if !route.matcher.holds(input) {
             continue;
         }
         for channel in &route.channels {
             if !decision.channels.contains(channel) {
                 decision.channels.push(channel.clone());
+                decision.channel_routes.push(index);
             }
         }
         if decision.escalation.is_none() {
@@ -205,6 +212,7 @@ mod tests {
                 channels: to(&["pager"]),
                 escalation: Some("ops".into()),
                 continue_matching: true,
+                grouping: None,
             },
             Route {
                 matcher: RouteMatch {
@@ -214,6 +222,7 @@ mod tests {
                 channels: to(&["db-team"]),
                 escalation: Some("db".into()),
                 continue_matching: false,
+                grouping: None,
             },
             Route {
                 matcher: RouteMatch {
@@ -224,6 +233,7 @@ mod tests {
                 channels: to(&["slack", "pager"]),
                 escalation: None,
                 continue_matching: false,
+                grouping: None,
             },
             Route {
                 matcher: RouteMatch {
@@ -233,6 +243,7 @@ mod tests {
                 channels: to(&["all"]),
                 escalation: None,
                 continue_matching: false,
+                grouping: None,
             },
         ];
         let cases = [

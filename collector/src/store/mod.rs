@@ -44,7 +44,9 @@ pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
 pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, NewIncident, TimelineEntry,
 };
-pub use outbox::{DeliveryAttempt, JournalEntry, MaintenanceWindow, NewNotification, Notification};
+pub use outbox::{
+    DeliveryAttempt, GroupFlush, JournalEntry, MaintenanceWindow, NewNotification, Notification,
+};
 pub use retention::{PruneReport, RetentionPolicy};
 
 pub use inventory::{
@@ -433,6 +435,29 @@ impl Store {
 
     pub async fn record_delivery(&self, attempt: DeliveryAttempt) -> Result<(), StoreError> {
         self.write(move |transaction| outbox::record_attempt(transaction, &attempt))
+            .await
+    }
+
+    /// Queues a group's message from the rows kept for it (see `outbox::flush_group`).
+    pub async fn flush_group(&self, flush: GroupFlush) -> Result<Option<(i64, usize)>, StoreError> {
+        self.write(move |transaction| outbox::flush_group(transaction, &flush))
+            .await
+    }
+
+    pub async fn group_members(&self, message: i64) -> Result<Vec<i64>, StoreError> {
+        self.read(move |connection| outbox::group_members(connection, message))
+            .await
+    }
+
+    pub async fn kept_groups(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(outbox::kept_groups).await
+    }
+
+    pub async fn notification_state(
+        &self,
+        idempotency_key: String,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.read(move |connection| outbox::row_state(connection, &idempotency_key))
             .await
     }
 

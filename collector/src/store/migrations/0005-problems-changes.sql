@@ -57,3 +57,16 @@ CREATE INDEX changes_by_end ON changes (ends_ms);
 
 -- A window created by a change record links to it.
 ALTER TABLE maintenance_windows ADD COLUMN change_id INTEGER;
+
+-- Grouping and storm control. A `grouped` row is an incident's notification
+-- kept for its group's next message (`group_key`); once that message is
+-- queued it becomes `grouped_sent` with `digest_id` naming it. A message
+-- for a group (`digest_kind`: storm, digest, group or resolved) is an
+-- ordinary row whose members are the rows pointing at it; `group_detail`
+-- is JSON the payload shows (e.g. how many opened in the storm window).
+ALTER TABLE outbox ADD COLUMN group_key TEXT;
+ALTER TABLE outbox ADD COLUMN digest_id INTEGER;
+ALTER TABLE outbox ADD COLUMN digest_kind TEXT;
+ALTER TABLE outbox ADD COLUMN group_detail TEXT;
+CREATE INDEX outbox_grouped ON outbox (group_key, channel) WHERE state = 'grouped';
+CREATE INDEX outbox_by_digest ON outbox (digest_id) WHERE digest_id IS NOT NULL;
