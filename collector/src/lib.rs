@@ -122,7 +122,7 @@ pub async fn start(
         Arc::clone(&store),
         config.rules.clone(),
         config.sla.clone(),
-        config.dependencies.clone(),
+        config.service.clone(),
         suppression.clone(),
         clock,
         shutdown.clone(),
@@ -375,7 +375,7 @@ async fn reload_on_sighup(
                 Ok(config) => {
                     tracing::info!(message = "Reloading rules.", path = %path.display(), rules = config.rules.len());
                     incidents
-                        .replace_rules(config.rules, config.sla, config.dependencies)
+                        .replace_rules(config.rules, config.sla, config.service)
                         .await;
                 }
                 Err(error) => {

@@ -328,3 +328,123 @@ fn forty_breaches_on_one_route_page_ten_then_one_storm_summary_a_digest_and_ever
     alone_sorted.sort_unstable();
     assert_eq!(alone_resolved, alone_sorted, "paged alone, resolved alone");
 }
+
+const RECURRING: &str = r#"
+[[rule]]
+name = "port-down"
+metric = "port.up"
+op = "<"
+threshold = 1
+severity = "major"
+summary = "Port {target} on {host} is down"
+
+[problems]
+recurrences = 3
+within = "1h"
+"#;
+
+/// With the port closed, waits for its incident to page, then opens the port
+/// until that incident resolves; returns the page's body and the listener.
+fn flap_once(
+    collector: &Collector,
+    receiver: &Receiver,
+    port: u16,
+    pages_before: usize,
+) -> (Value, TcpListener) {
+    let page = poll(DEADLINE, "the port's incident to page", || {
+        let pages = delivered(receiver, "opened");
+        (pages.len() > pages_before).then(|| pages[pages_before].1.clone())
+    });
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    poll(DEADLINE, "the incident to resolve", || {
+        unresolved(collector, "port-down").is_empty().then_some(())
+    });
+    (page, listener)
+}
+
+#[test]
+fn a_port_down_three_times_opens_one_problem_and_its_workaround_reaches_the_next_page() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(RECURRING);
+        text.push_str(&webhook(&receiver));
+    });
+    let (service, port) = listener();
+    let _agent = port_agent(&collector, "app-1", port, "app");
+    wait_ports_up(&collector, 1);
+    drop(service);
+    let mut pages = Vec::new();
+    let mut open_port = None;
+    for round in 0..3 {
+        drop(open_port.take());
+        let (page, listener) = flap_once(&collector, &receiver, port, round);
+        pages.push(page);
+        open_port = Some(listener);
+    }
+    let problems = collector.get_json("/api/v1/problems");
+    let problems = problems.as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let problem = &problems[0];
+    assert_eq!(problem["state"], "open");
+    assert_eq!(problem["rule"], "port-down");
+    assert_eq!(problem["host"], "app-1");
+    let id = problem["id"].as_i64().unwrap();
+    let detail = collector.get_json(&format!("/api/v1/problems/{id}"));
+    let linked: Vec<i64> = detail["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|incident| incident["id"].as_i64().unwrap())
+        .collect();
+    let paged: Vec<i64> = pages
+        .iter()
+        .map(|page| page["incident"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(linked[..3], paged[..], "the three recurrences are linked");
+    let first = collector.get_json(&format!("/api/v1/incidents/{}", paged[0]));
+    assert_eq!(first["problem_id"], id);
+    assert!(
+        first["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("Linked to problem P-{id}"))),
+        "{first}"
+    );
+
+    // Known error: the workaround rides along with the next page.
+    let (status, body) = collector.send_json(
+        "PATCH",
+        &format!("/api/v1/problems/{id}"),
+        r#"{"state": "known_error"}"#,
+    );
+    assert_eq!(status, 400, "a known error needs a workaround: {body}");
+    let (status, updated) = collector.send_json(
+        "PATCH",
+        &format!("/api/v1/problems/{id}"),
+        r#"{"state": "known_error", "root_cause": "leaky pool", "workaround": "restart app-1 with `systemctl restart app`"}"#,
+    );
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["state"], "known_error");
+    assert_eq!(updated["updated_by"], "api");
+    drop(open_port);
+    let page = poll(DEADLINE, "the next page", || {
+        let pages = delivered(&receiver, "opened");
+        (pages.len() > 3).then(|| pages[3].1.clone())
+    });
+    assert_eq!(page["problem"]["reference"], format!("P-{id}"));
+    assert_eq!(
+        page["problem"]["workaround"],
+        "restart app-1 with `systemctl restart app`"
+    );
+    assert_eq!(page["incident"]["problem_id"], id);
+    let (status, _) = collector.send_json(
+        "PATCH",
+        &format!("/api/v1/problems/{id}"),
+        r#"{"state": "open"}"#,
+    );
+    assert_eq!(status, 409, "problems move forward only");
+}

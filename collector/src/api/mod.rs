@@ -9,11 +9,13 @@
 //! not held to the concurrency limit, so monitoring still sees a busy
 //! collector.
 
+pub mod actor;
 mod agents;
 mod assets;
 pub mod incidents;
 mod oncall;
 mod paging;
+mod problems;
 mod series;
 
 use std::sync::Arc;
@@ -92,6 +94,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/maintenance", post(oncall::create))
         .route("/api/v1/maintenance/{id}/end", post(oncall::end))
         .route("/api/v1/assets/{id}/split", post(assets::split))
+        .route(
+            "/api/v1/problems/{id}",
+            axum::routing::patch(problems::update),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -109,6 +115,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/assets/{id}", get(assets::detail))
         .route("/api/v1/assets/{id}/history", get(assets::history))
         .route("/api/v1/sla", get(incidents::sla))
+        .route("/api/v1/problems", get(problems::list))
+        .route("/api/v1/problems/{id}", get(problems::detail))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/agents", get(agents::list))
@@ -234,7 +242,7 @@ async fn trace_request(request: Request, next: Next) -> Response {
 /// Rejects requests without `Authorization: Bearer <api token>`.
 pub async fn require_token(
     State(state): State<ApiState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let presented = request
@@ -248,6 +256,10 @@ pub async fn require_token(
             found | crate::ingest::constant_time_eq(token.as_bytes(), presented.as_bytes())
         });
     if valid {
+        // Tokens carry no name yet: every holder acts as "api".
+        request
+            .extensions_mut()
+            .insert(actor::Actor { name: "api".into() });
         next.run(request).await
     } else {
         ApiError::new(

@@ -9,6 +9,7 @@
 //! notification delivery.
 
 pub mod dependency;
+pub mod recurrence;
 pub mod sla;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -19,11 +20,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use dependency::{Dependency, RawDependency, validate_dependencies};
+pub use recurrence::RawProblemPolicy;
 pub use sla::{SlaPolicy, SlaTarget};
 
 use steward_core::Clock;
 
-use crate::domain::{IncidentEvent, IncidentRecord};
+use crate::domain::{IncidentEvent, IncidentRecord, Recurrence};
 use crate::rules::{self, RestoredIncident, Rule, RuleEngine, Transition};
 use crate::store::{ChangeRefused, IncidentChange, Labels, NewIncident, Store, StoreError};
 
@@ -46,12 +48,21 @@ pub enum RulesInput {
     /// Agents removed by retention (silent for the whole period): their open
     /// incidents resolve and their series are forgotten.
     Forget { agent_ids: Vec<String> },
-    /// A new rule set (SIGHUP), with the targets and dependencies that go with it.
+    /// A new rule set (SIGHUP), with the targets and policies that go with it.
     ReplaceRules {
         rules: Vec<Rule>,
         sla: SlaPolicy,
-        dependencies: Vec<Dependency>,
+        service: ServicePolicy,
     },
+}
+
+/// What the incidents task applies besides rules and SLAs: dependencies
+/// between checks, and when recurring incidents become a problem.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServicePolicy {
+    pub dependencies: Vec<Dependency>,
+    /// `None`: recurring incidents open no problem.
+    pub recurrence: Option<Recurrence>,
 }
 
 /// Agents whose alerts must not page. Computed by the asset task from asset
@@ -138,18 +149,13 @@ impl IncidentHandle {
             .clone()
     }
 
-    pub async fn replace_rules(
-        &self,
-        rules: Vec<Rule>,
-        sla: SlaPolicy,
-        dependencies: Vec<Dependency>,
-    ) {
+    pub async fn replace_rules(&self, rules: Vec<Rule>, sla: SlaPolicy, service: ServicePolicy) {
         let _ = self
             .inputs
             .send(RulesInput::ReplaceRules {
                 rules,
                 sla,
-                dependencies,
+                service,
             })
             .await;
     }
@@ -211,7 +217,7 @@ pub async fn start(
     store: Arc<Store>,
     rules: Vec<Rule>,
     sla: SlaPolicy,
-    dependencies: Vec<Dependency>,
+    service: ServicePolicy,
     suppression: Suppression,
     clock: Clock,
     shutdown: CancellationToken,
@@ -255,7 +261,7 @@ pub async fn start(
         handle: handle.clone(),
         engine,
         sla,
-        dependencies,
+        service,
         // Known before any agent says hello again, for incidents opened meanwhile.
         hosts,
         suppression,
@@ -272,7 +278,7 @@ struct Worker {
     handle: IncidentHandle,
     engine: RuleEngine,
     sla: SlaPolicy,
-    dependencies: Vec<Dependency>,
+    service: ServicePolicy,
     hosts: HashMap<String, String>,
     suppression: Suppression,
     /// Changes the store refused (e.g. disk full), retried on every tick.
@@ -352,7 +358,7 @@ impl Worker {
             RulesInput::ReplaceRules {
                 rules,
                 sla,
-                dependencies,
+                service,
             } => {
                 let count = rules.len();
                 *self
@@ -362,7 +368,7 @@ impl Worker {
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = rules.clone();
                 let transitions = self.engine.replace_rules(rules);
                 self.sla = sla;
-                self.dependencies = dependencies;
+                self.service = service;
                 tracing::info!(
                     message = "Rules reloaded.",
                     rules = count,
@@ -500,7 +506,8 @@ impl Worker {
                 let host = self.host(&agent_id);
                 let no_tags = BTreeSet::new();
                 let tags = self.suppression.tags.get(&agent_id).unwrap_or(&no_tags);
-                let parents = dependency::parents_of(&self.dependencies, &agent_id, &host, tags);
+                let parents =
+                    dependency::parents_of(&self.service.dependencies, &agent_id, &host, tags);
                 IncidentChange::Open(Box::new(NewIncident {
                     dedup_key,
                     rule,
@@ -517,6 +524,7 @@ impl Worker {
                     ack_due_at_ms,
                     resolve_due_at_ms,
                     parents,
+                    recurrence: self.service.recurrence,
                 }))
             }
             Transition::Resolve {

@@ -19,8 +19,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use super::routing::RouteInput;
-
 /// One `group_by` key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupBy {
@@ -62,35 +60,6 @@ pub struct Grouping {
 
 pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_STORM_WINDOW: Duration = Duration::from_secs(60);
-
-impl Grouping {
-    /// The group an incident of route `route` belongs to:
-    /// `route{N}` then `|key=value` for each `group_by` key.
-    pub fn key(&self, route: usize, input: &RouteInput) -> String {
-        let mut key = format!("route{route}");
-        for part in &self.group_by {
-            let (name, value) = match part {
-                GroupBy::Rule => ("rule".to_string(), input.rule.clone()),
-                GroupBy::Severity => ("severity".to_string(), input.severity.to_string()),
-                GroupBy::Tag(name) => (
-                    format!("tag:{name}"),
-                    input
-                        .tags
-                        .iter()
-                        .find_map(|tag| tag.strip_prefix(name.as_str())?.strip_prefix('='))
-                        .unwrap_or("")
-                        .to_string(),
-                ),
-                GroupBy::Label(name) => (
-                    name.clone(),
-                    input.labels.get(name).cloned().unwrap_or_default(),
-                ),
-            };
-            key.push_str(&format!("|{name}={value}"));
-        }
-        key
-    }
-}
 
 /// What kind of grouped message a flush sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,7 +249,6 @@ impl GroupTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Severity;
 
     fn grouping(threshold: Option<usize>, wait_ms: u64) -> Grouping {
         Grouping {
@@ -293,24 +261,20 @@ mod tests {
     }
 
     #[test]
-    fn keys_name_the_group_by_values() {
-        let input = RouteInput {
-            severity: Severity::Major,
-            rule: "port-down".into(),
-            labels: [("target".to_string(), "x".to_string())].into(),
-            tags: vec!["site=a".into(), "prod".into()],
-        };
-        assert_eq!(
-            grouping(None, 0).key(2, &input),
-            "route2|rule=port-down|tag:site=a"
-        );
-        let by_label = Grouping {
-            group_by: vec![GroupBy::Label("target".into()), GroupBy::Severity],
-            ..grouping(None, 0)
-        };
-        assert_eq!(by_label.key(0, &input), "route0|target=x|severity=major");
+    fn group_by_keys_parse() {
         assert_eq!(GroupBy::parse("tag:"), None);
+        assert_eq!(GroupBy::parse(""), None);
         assert_eq!(GroupBy::parse("rule"), Some(GroupBy::Rule));
+        assert_eq!(
+            GroupBy::parse("tag:site"),
+            Some(GroupBy::Tag("site".into()))
+        );
+        assert_eq!(
+            GroupBy::parse("target"),
+            Some(GroupBy::Label("target".into()))
+        );
+        assert_eq!(route_of("route12|rule=x"), Some(12));
+        assert_eq!(route_of("route3"), Some(3));
     }
 
     #[test]

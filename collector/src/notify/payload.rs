@@ -15,7 +15,7 @@ use steward_core::text::rfc3339_ms;
 
 use super::NotificationEvent;
 use super::config::Secret;
-use crate::domain::{IncidentRecord, Severity};
+use crate::domain::{IncidentRecord, ProblemRecord, Severity};
 
 /// Header carrying the webhook body's HMAC-SHA256, as `sha256=<hex>`.
 pub const SIGNATURE_HEADER: &str = "X-Steward-Signature";
@@ -41,6 +41,9 @@ pub struct MessageContext<'a> {
     /// (one is trimmed if present).
     pub base_url: &'a str,
     pub sent_at_ms: i64,
+    /// The problem the incident is linked to, if any; a known error's
+    /// workaround is shown in every message.
+    pub problem: Option<&'a ProblemRecord>,
 }
 
 impl MessageContext<'_> {
@@ -60,6 +63,33 @@ impl MessageContext<'_> {
             self.base_url.trim_end_matches('/'),
             self.incident.id
         )
+    }
+
+    /// `{id, reference, state, root_cause, workaround}` of the linked problem
+    /// (`workaround` only once it is a known error).
+    fn problem_json(&self) -> Value {
+        match self.problem {
+            None => Value::Null,
+            Some(problem) => json!({
+                "id": problem.id,
+                "reference": problem.reference(),
+                "state": problem.state,
+                "title": problem.title,
+                "root_cause": problem.root_cause,
+                "workaround": problem.known_workaround(),
+            }),
+        }
+    }
+
+    /// `Known error P-7 workaround: …` for text messages.
+    fn workaround_line(&self) -> Option<String> {
+        let problem = self.problem?;
+        let workaround = problem.known_workaround()?;
+        Some(format!(
+            "Known error {} workaround: {}",
+            problem.reference(),
+            workaround
+        ))
     }
 
     fn base(&self) -> &str {
@@ -128,6 +158,11 @@ pub fn webhook(
         "sent_at": rfc3339_ms(ctx.sent_at_ms),
         "links": { "ui": ctx.ui_url(), "api": ctx.api_url() },
     });
+    if ctx.problem.is_some()
+        && let Some(object) = body.as_object_mut()
+    {
+        object.insert("problem".into(), ctx.problem_json());
+    }
     if let NotificationEvent::Escalated { level, round } = ctx.event
         && let Some(object) = body.as_object_mut()
     {
@@ -182,6 +217,9 @@ pub fn alertmanager(ctx: &MessageContext<'_>, receiver: &str) -> Payload {
     );
     if let Some(runbook) = &incident.runbook {
         annotations.insert("runbook_url".to_string(), runbook.clone());
+    }
+    if let Some(line) = ctx.workaround_line() {
+        annotations.insert("workaround".to_string(), line);
     }
     let ends_at = match (status, incident.resolved_at_ms) {
         ("resolved", Some(ms)) => rfc3339_ms(ms),
@@ -252,7 +290,7 @@ pub fn pagerduty(ctx: &MessageContext<'_>, routing_key: &Secret) -> Payload {
         NotificationEvent::Acknowledged => "acknowledge",
         NotificationEvent::Resolved => "resolve",
     };
-    let body = json!({
+    let mut body = json!({
         "routing_key": routing_key.expose(),
         "event_action": action,
         "dedup_key": incident.dedup_key,
@@ -277,6 +315,11 @@ pub fn pagerduty(ctx: &MessageContext<'_>, routing_key: &Secret) -> Payload {
             { "href": ctx.api_url(), "text": "Incident API" },
         ],
     });
+    if ctx.problem.is_some()
+        && let Some(details) = body["payload"]["custom_details"].as_object_mut()
+    {
+        details.insert("problem".into(), ctx.problem_json());
+    }
     Payload::json(&body)
 }
 
@@ -316,7 +359,7 @@ pub fn slack(ctx: &MessageContext<'_>) -> Payload {
         ctx.api_url(),
         incident.id
     );
-    let body = json!({
+    let mut body = json!({
         "text": slack_escape(&title),
         "blocks": [
             {
@@ -339,6 +382,14 @@ pub fn slack(ctx: &MessageContext<'_>) -> Payload {
             },
         ],
     });
+    if let Some(line) = ctx.workaround_line()
+        && let Some(blocks) = body["blocks"].as_array_mut()
+    {
+        blocks.push(json!({
+            "type": "section",
+            "text": { "type": "mrkdwn", "text": slack_escape(&line) },
+        }));
+    }
     Payload::json(&body)
 }
 
@@ -390,6 +441,9 @@ pub fn email(ctx: &MessageContext<'_>) -> EmailMessage {
     let _ = writeln!(text, "Opened:   {}", rfc3339_ms(incident.opened_at_ms));
     if let Some(runbook) = &incident.runbook {
         let _ = writeln!(text, "Runbook:  {runbook}");
+    }
+    if let Some(line) = ctx.workaround_line() {
+        let _ = writeln!(text, "{line}");
     }
     let _ = writeln!(text);
     let _ = writeln!(text, "Incident: {}", ctx.ui_url());
@@ -472,6 +526,7 @@ mod tests {
             incident_json: json,
             base_url: "https://steward.example.com/",
             sent_at_ms: SENT_MS,
+            problem: None,
         }
     }
 

@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use super::grouping::Grouping;
+use super::grouping::{GroupBy, Grouping};
 use crate::domain::{IncidentRecord, Labels, Severity};
 
 /// What routing looks at: the incident's classification, not its numbers.
@@ -172,6 +172,33 @@ pub fn route<'a>(
     decision
 }
 
+/// The group an incident of route `route` belongs to under `grouping`:
+/// `route{N}` then `|key=value` for each `group_by` key.
+pub fn group_key(grouping: &Grouping, route: usize, input: &RouteInput) -> String {
+    let mut key = format!("route{route}");
+    for part in &grouping.group_by {
+        let (name, value) = match part {
+            GroupBy::Rule => ("rule".to_string(), input.rule.clone()),
+            GroupBy::Severity => ("severity".to_string(), input.severity.to_string()),
+            GroupBy::Tag(name) => (
+                format!("tag:{name}"),
+                input
+                    .tags
+                    .iter()
+                    .find_map(|tag| tag.strip_prefix(name.as_str())?.strip_prefix('='))
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            GroupBy::Label(name) => (
+                name.clone(),
+                input.labels.get(name).cloned().unwrap_or_default(),
+            ),
+        };
+        key.push_str(&format!("|{name}={value}"));
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +217,35 @@ mod tests {
 
     fn to(channels: &[&str]) -> Vec<String> {
         channels.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn group_keys_name_the_group_by_values() {
+        let grouping = Grouping {
+            group_by: vec![GroupBy::Rule, GroupBy::Tag("site".into())],
+            group_wait: std::time::Duration::ZERO,
+            group_interval: std::time::Duration::from_secs(10),
+            storm_threshold: None,
+            storm_window: std::time::Duration::from_secs(60),
+        };
+        let incident = input(
+            Severity::Major,
+            "port-down",
+            &[("target", "x")],
+            &["site=a", "prod"],
+        );
+        assert_eq!(
+            group_key(&grouping, 2, &incident),
+            "route2|rule=port-down|tag:site=a"
+        );
+        let by_label = Grouping {
+            group_by: vec![GroupBy::Label("target".into()), GroupBy::Severity],
+            ..grouping
+        };
+        assert_eq!(
+            group_key(&by_label, 0, &incident),
+            "route0|target=x|severity=major"
+        );
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl NotifyService {
         entry: &JournalEntry,
         groups: &mut GroupTracker,
     ) -> Result<Grouped, StoreError> {
-        let key = grouping.key(route, input);
+        let key = super::routing::group_key(grouping, route, input);
         if event == NotificationEvent::Opened {
             return Ok(
                 match groups.admit_open(&key, channel, grouping, entry.ts_ms) {
@@ -626,12 +626,22 @@ impl NotifyService {
             latest.map(|latest| latest.value),
         ))
         .unwrap_or(serde_json::Value::Null);
+        let problem = match incident.problem_id {
+            None => None,
+            Some(id) => match self.store.problem(id).await {
+                Ok(problem) => problem,
+                Err(error) => {
+                    return self.retry(notification, now, None, format!("store: {error}"), None);
+                }
+            },
+        };
         let context = MessageContext {
             event,
             incident: &incident,
             incident_json: &json,
             base_url: &self.base_url,
             sent_at_ms: now,
+            problem: problem.as_ref(),
         };
         let group = match notification.digest_kind.as_deref() {
             None => None,

@@ -6,7 +6,10 @@ use serde::Serialize;
 
 use super::Labels;
 use super::codec::labels_from_json;
-use crate::domain::{IncidentEvent, IncidentRecord, IncidentState, ParentCheck, Severity};
+use super::timeline::add_timeline;
+use crate::domain::{
+    IncidentEvent, IncidentRecord, IncidentState, ParentCheck, Recurrence, Severity,
+};
 
 /// What `incidents` asks the store to open.
 #[derive(Debug, Clone)]
@@ -28,6 +31,8 @@ pub struct NewIncident {
     /// Checks this incident's asset depends on: if one of them has an
     /// unresolved incident, this one opens suppressed, caused by it.
     pub parents: Vec<ParentCheck>,
+    /// When recurring incidents of this rule become a problem; `None`: never.
+    pub recurrence: Option<Recurrence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,20 +104,6 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
         problem_id: row.get(28)?,
         change_id: row.get(29)?,
     })
-}
-
-pub(super) fn add_timeline(
-    transaction: &Transaction<'_>,
-    id: i64,
-    ts_ms: i64,
-    kind: &str,
-    actor: &str,
-    detail: &str,
-) -> rusqlite::Result<()> {
-    transaction
-        .prepare_cached("INSERT INTO incident_timeline (incident_id, ts_ms, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![id, ts_ms, kind, actor, detail])?;
-    Ok(())
 }
 
 pub(super) fn get_in(
@@ -203,6 +194,10 @@ pub(super) fn open(
                 "Suppressed: caused by #{parent} (on {parent_host}); no one is paged while it is open."
             ),
         )?;
+    }
+    if let Some(recurrence) = &new.recurrence {
+        let record = get_in(transaction, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        super::problems::on_open(transaction, &record, recurrence)?;
     }
     // Journaled even when suppressed: delivery reads the incident and skips it.
     super::outbox::journal(transaction, id, IncidentEvent::Opened, new.opened_at_ms)?;

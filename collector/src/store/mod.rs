@@ -33,8 +33,10 @@ mod incidents;
 mod inventory;
 mod migrations;
 mod outbox;
+mod problems;
 mod readers;
 mod retention;
+mod timeline;
 mod writer;
 
 pub use history::{HistoryPoint, HistoryQuery, MAX_POINTS_PER_SERIES, SeriesHistory};
@@ -47,6 +49,7 @@ pub use incidents::{
 pub use outbox::{
     DeliveryAttempt, GroupFlush, JournalEntry, MaintenanceWindow, NewNotification, Notification,
 };
+pub use problems::{ProblemFilter, ProblemRefused, ProblemUpdate};
 pub use retention::{PruneReport, RetentionPolicy};
 
 pub use inventory::{
@@ -61,6 +64,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::ProblemRecord;
 pub use crate::domain::{IncidentRecord, Labels};
 
 /// Identity of a time series: one agent, one metric, one label set.
@@ -435,6 +439,30 @@ impl Store {
 
     pub async fn record_delivery(&self, attempt: DeliveryAttempt) -> Result<(), StoreError> {
         self.write(move |transaction| outbox::record_attempt(transaction, &attempt))
+            .await
+    }
+
+    pub async fn problem(&self, id: i64) -> Result<Option<ProblemRecord>, StoreError> {
+        self.read(move |connection| problems::get(connection, id))
+            .await
+    }
+
+    pub async fn problems(&self, filter: ProblemFilter) -> Result<Vec<ProblemRecord>, StoreError> {
+        self.read(move |connection| problems::list(connection, &filter))
+            .await
+    }
+
+    pub async fn problem_incidents(&self, id: i64) -> Result<Vec<i64>, StoreError> {
+        self.read(move |connection| problems::incidents_of(connection, id))
+            .await
+    }
+
+    pub async fn update_problem(
+        &self,
+        id: i64,
+        update: ProblemUpdate,
+    ) -> Result<Result<ProblemRecord, ProblemRefused>, StoreError> {
+        self.write(move |transaction| problems::update(transaction, id, &update))
             .await
     }
 

@@ -227,7 +227,7 @@ pub(super) fn flush_group(
             "UPDATE outbox SET state = 'grouped_sent', digest_id = ?2 WHERE id = ?1",
             params![row, message],
         )?;
-        super::incidents::add_timeline(
+        super::timeline::add_timeline(
             transaction,
             *incident,
             flush.now_ms,

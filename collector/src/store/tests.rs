@@ -355,6 +355,7 @@ fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {
         ack_due_at_ms: Some(opened_at_ms + 1_000),
         resolve_due_at_ms: Some(opened_at_ms + 5_000),
         parents: Vec::new(),
+        recurrence: None,
     }
 }
 

@@ -29,6 +29,7 @@ CREATE TABLE problems (
     change_id   INTEGER,
     opened_ms   INTEGER NOT NULL,
     updated_ms  INTEGER NOT NULL,
+    updated_by  TEXT,
     resolved_ms INTEGER
 );
 CREATE UNIQUE INDEX problems_one_unresolved_per_scope
