@@ -10,8 +10,10 @@ use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use crate::api::HttpLimits;
 use crate::assets::{AssetPolicy, RawAssetPolicy};
-use crate::incidents::SlaPolicy;
 use crate::incidents::sla::RawSlaTarget;
+use crate::incidents::{
+    RawDependency, RawProblemPolicy, ServicePolicy, SlaPolicy, validate_dependencies,
+};
 use crate::ingest::{GrpcLimits, IngestLimits, InventoryLimits, SampleLimits};
 use crate::notify::NotifyConfig;
 use crate::notify::config::{
@@ -42,6 +44,10 @@ struct RawCollectorConfig {
     rule: Vec<RawRule>,
     #[serde(default)]
     sla: BTreeMap<String, RawSlaTarget>,
+    #[serde(default)]
+    dependency: Vec<RawDependency>,
+    #[serde(default)]
+    problems: RawProblemPolicy,
     #[serde(default)]
     assets: RawAssetPolicy,
     #[serde(default)]
@@ -576,6 +582,9 @@ pub struct CollectorConfig {
     pub limits: Limits,
     pub rules: Vec<Rule>,
     pub sla: SlaPolicy,
+    /// `[[dependency]]` (hosts whose alerts are caused by a parent check)
+    /// and `[problems]` (when recurring incidents become a problem).
+    pub service: ServicePolicy,
     pub assets: AssetPolicy,
     pub notify: std::sync::Arc<NotifyConfig>,
     /// Public URL of the HTTP API, for links in notifications.
@@ -755,6 +764,10 @@ impl CollectorConfig {
             }
         }
         let sla = SlaPolicy::validate(source, raw.sla)?;
+        let service = ServicePolicy {
+            dependencies: validate_dependencies(source, raw.dependency, &rules)?,
+            recurrence: raw.problems.validate(source)?,
+        };
         let assets = AssetPolicy::validate(source, raw.assets)?;
         let notify = NotifyConfig::validate(
             source,
@@ -802,6 +815,7 @@ impl CollectorConfig {
             limits,
             rules,
             sla,
+            service,
             assets,
             notify: std::sync::Arc::new(notify),
             base_url,

@@ -136,6 +136,7 @@ pub async fn start(
         Arc::clone(&store),
         config.rules.clone(),
         config.sla.clone(),
+        config.service.clone(),
         suppression.clone(),
         clock,
         shutdown.clone(),
@@ -474,7 +475,9 @@ async fn reload_on_sighup(
             match CollectorConfig::load(&path) {
                 Ok(config) => {
                     tracing::info!(message = "Reloading rules.", path = %path.display(), rules = config.rules.len());
-                    incidents.replace_rules(config.rules, config.sla).await;
+                    incidents
+                        .replace_rules(config.rules, config.sla, config.service)
+                        .await;
                 }
                 Err(error) => {
                     tracing::error!(message = "Reload refused: invalid configuration; keeping the current rules.", %error);

@@ -25,6 +25,8 @@ fn incident(key: &str) -> IncidentChange {
         opened_at_ms: 1,
         ack_due_at_ms: None,
         resolve_due_at_ms: None,
+        parents: Vec::new(),
+        recurrence: None,
     }))
 }
 

@@ -342,6 +342,21 @@ impl Collector {
         }
     }
 
+    /// An authenticated write (`Authorization: Bearer {api_token}`): the
+    /// status and the body as JSON (`Null` if it is not JSON).
+    pub fn send_json(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let token = self.api_token();
+        let (status, text) = http_request(self.http_addr, method, path, Some(&token), Some(body));
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
+    /// [`send_json`](Self::send_json) with POST, asserting a 2xx answer.
+    pub fn post_json(&self, path: &str, body: &str) -> serde_json::Value {
+        let (status, json) = self.send_json("POST", path, body);
+        assert!((200..300).contains(&status), "POST {path}: {status} {json}");
+        json
+    }
+
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {body}");

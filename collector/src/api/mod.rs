@@ -17,6 +17,7 @@ pub mod https;
 pub mod incidents;
 mod oncall;
 mod paging;
+mod problems;
 mod series;
 
 use std::sync::Arc;
@@ -94,7 +95,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/assets/{id}/merge", post(assets::merge))
         .route("/api/v1/maintenance", post(oncall::create))
         .route("/api/v1/maintenance/{id}/end", post(oncall::end))
-        .route("/api/v1/assets/{id}/split", post(assets::split));
+        .route("/api/v1/assets/{id}/split", post(assets::split))
+        .route(
+            "/api/v1/problems/{id}",
+            axum::routing::patch(problems::update),
+        );
     let administration = Router::new()
         .route("/api/v1/agents/{id}/revoke", post(agents::revoke))
         .route_layer(axum::middleware::from_fn(auth::require_admin));
@@ -111,6 +116,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/assets/{id}", get(assets::detail))
         .route("/api/v1/assets/{id}/history", get(assets::history))
         .route("/api/v1/sla", get(incidents::sla))
+        .route("/api/v1/problems", get(problems::list))
+        .route("/api/v1/problems/{id}", get(problems::detail))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/agents", get(agents::list))

@@ -28,6 +28,13 @@ use crate::store::{AssetEventRow, AssetLink, AssetRow, AssetWrite, Labels, Store
 pub fn suppression_of<'a>(assets: impl Iterator<Item = &'a Asset>) -> Suppression {
     let mut suppression = Suppression::default();
     for asset in assets {
+        if !asset.tags.is_empty() {
+            for agent_id in &asset.agent_ids {
+                suppression
+                    .tags
+                    .insert(agent_id.clone(), asset.tags.clone());
+            }
+        }
         if matches!(asset.status, Lifecycle::Retired | Lifecycle::Disposed) {
             suppression.retired.extend(asset.agent_ids.iter().cloned());
         }

@@ -7,12 +7,14 @@
 //! an unknown text is an error, never a default.
 
 mod incident;
+mod problem;
 mod severity;
 mod view;
 
 use std::collections::BTreeMap;
 
-pub use incident::{IncidentEvent, IncidentRecord, IncidentState};
+pub use incident::{IncidentEvent, IncidentRecord, IncidentState, ParentCheck};
+pub use problem::{ProblemRecord, ProblemState, Recurrence};
 pub use severity::Severity;
 pub use view::{IncidentView, TimelineView, shown_state};
 

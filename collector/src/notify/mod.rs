@@ -22,6 +22,8 @@
 pub mod config;
 pub mod email;
 pub mod escalation;
+pub mod grouped;
+pub mod grouping;
 pub mod http;
 pub mod oncall;
 pub mod payload;
@@ -37,6 +39,7 @@ pub use config::{
     RawLevel, RawNotify, RawOverride, RawPerson, RawRoute, RawSchedule, Secret,
 };
 pub use escalation::{EscalationLevel, EscalationPolicy, EscalationState, EscalationStep, Target};
+pub use grouping::{Admission, GroupBy, GroupTracker, GroupedKind, Grouping};
 pub use oncall::{OnCall, OnCallSchedule, Override, Rotation, next, on_call};
 pub use payload::{EmailMessage, MessageContext, Payload};
 pub use routing::{Route, RouteDecision, RouteInput, RouteMatch, SeverityMatch, route};
@@ -91,6 +94,9 @@ impl TryFrom<IncidentEvent> for NotificationEvent {
     fn try_from(event: IncidentEvent) -> Result<Self, Self::Error> {
         match event {
             IncidentEvent::Opened => Ok(Self::Opened),
+            // A released incident is paged now as if it had just opened; it
+            // was never paged before, so the `opened` key is still free.
+            IncidentEvent::Released => Ok(Self::Opened),
             IncidentEvent::Acknowledged => Ok(Self::Acknowledged),
             IncidentEvent::Resolved => Ok(Self::Resolved),
             IncidentEvent::Escalated { level, round } => Ok(Self::Escalated { level, round }),

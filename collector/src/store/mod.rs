@@ -35,8 +35,10 @@ mod incidents;
 mod inventory;
 mod migrations;
 mod outbox;
+mod problems;
 mod readers;
 mod retention;
+mod timeline;
 mod writer;
 
 pub use history::{HistoryPoint, HistoryQuery, MAX_POINTS_PER_SERIES, SeriesHistory};
@@ -51,7 +53,10 @@ pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
 pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, NewIncident, TimelineEntry,
 };
-pub use outbox::{DeliveryAttempt, JournalEntry, MaintenanceWindow, NewNotification, Notification};
+pub use outbox::{
+    DeliveryAttempt, GroupFlush, JournalEntry, MaintenanceWindow, NewNotification, Notification,
+};
+pub use problems::{ProblemFilter, ProblemRefused, ProblemUpdate};
 pub use retention::{PruneReport, RetentionPolicy};
 
 pub use inventory::{
@@ -66,6 +71,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::ProblemRecord;
 pub use crate::domain::{IncidentRecord, Labels};
 
 /// Identity of a time series: one agent, one metric, one label set.
@@ -440,6 +446,53 @@ impl Store {
 
     pub async fn record_delivery(&self, attempt: DeliveryAttempt) -> Result<(), StoreError> {
         self.write(move |transaction| outbox::record_attempt(transaction, &attempt))
+            .await
+    }
+
+    pub async fn problem(&self, id: i64) -> Result<Option<ProblemRecord>, StoreError> {
+        self.read(move |connection| problems::get(connection, id))
+            .await
+    }
+
+    pub async fn problems(&self, filter: ProblemFilter) -> Result<Vec<ProblemRecord>, StoreError> {
+        self.read(move |connection| problems::list(connection, &filter))
+            .await
+    }
+
+    pub async fn problem_incidents(&self, id: i64) -> Result<Vec<i64>, StoreError> {
+        self.read(move |connection| problems::incidents_of(connection, id))
+            .await
+    }
+
+    pub async fn update_problem(
+        &self,
+        id: i64,
+        update: ProblemUpdate,
+    ) -> Result<Result<ProblemRecord, ProblemRefused>, StoreError> {
+        self.write(move |transaction| problems::update(transaction, id, &update))
+            .await
+    }
+
+    /// Queues a group's message from the rows kept for it (see `outbox::flush_group`).
+    pub async fn flush_group(&self, flush: GroupFlush) -> Result<Option<(i64, usize)>, StoreError> {
+        self.write(move |transaction| outbox::flush_group(transaction, &flush))
+            .await
+    }
+
+    pub async fn group_members(&self, message: i64) -> Result<Vec<i64>, StoreError> {
+        self.read(move |connection| outbox::group_members(connection, message))
+            .await
+    }
+
+    pub async fn kept_groups(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(outbox::kept_groups).await
+    }
+
+    pub async fn notification_state(
+        &self,
+        idempotency_key: String,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.read(move |connection| outbox::row_state(connection, &idempotency_key))
             .await
     }
 

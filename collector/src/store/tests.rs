@@ -354,6 +354,8 @@ fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {
         opened_at_ms,
         ack_due_at_ms: Some(opened_at_ms + 1_000),
         resolve_due_at_ms: Some(opened_at_ms + 5_000),
+        parents: Vec::new(),
+        recurrence: None,
     }
 }
 
