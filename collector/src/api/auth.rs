@@ -64,6 +64,13 @@ impl ApiAuth {
     }
 }
 
+impl ApiAuth {
+    /// How many `[auth] api_tokens` there are (`config-1` …).
+    pub fn config_token_count(&self) -> usize {
+        self.config_tokens.len()
+    }
+}
+
 /// Why a request got no actor.
 enum Refusal {
     Missing,

@@ -18,6 +18,7 @@ pub mod incidents;
 mod oncall;
 mod paging;
 mod series;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +96,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/maintenance", post(oncall::create))
         .route("/api/v1/maintenance/{id}/end", post(oncall::end))
         .route("/api/v1/assets/{id}/split", post(assets::split));
+    let administration = Router::new()
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{name}/revoke", post(tokens::revoke))
+        .route_layer(axum::middleware::from_fn(auth::require_admin));
     Router::new()
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::detail))
@@ -117,6 +122,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/series", get(series::latest))
         .route("/api/v1/series/query", get(series::history))
         .merge(writes)
+        .merge(administration)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
