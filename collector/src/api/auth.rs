@@ -220,7 +220,8 @@ fn refuse(state: &ApiState, source: IpAddr, refusal: Refusal) -> Response {
                         held_back,
                     );
                 }
-                let retry_after = auth.failures.refill_every().as_secs().max(1);
+                // An address just refused earns its next attempt one refill later.
+                let retry_after = REFILL_EVERY.as_secs().max(1);
                 let mut response = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many invalid API tokens from this address; retry later",
