@@ -87,6 +87,12 @@ pub fn valid_token_name(name: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
+/// Names `config-1`, `config-2`, … belong to `[auth] api_tokens`.
+pub fn is_config_token_name(name: &str) -> bool {
+    name.strip_prefix("config-")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|byte| byte.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +129,7 @@ mod tests {
         for bad in ["", "a b", "x\n", "é", &"n".repeat(65)] {
             assert!(!valid_token_name(bad), "{bad:?}");
         }
+        assert!(is_config_token_name("config-12"));
+        assert!(!is_config_token_name("config-") && !is_config_token_name("config-x"));
     }
 }

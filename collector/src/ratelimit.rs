@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Addresses tracked at once.
-pub const MAX_SOURCES: usize = 10_000;
+const MAX_SOURCES: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -78,11 +78,6 @@ impl SourceRateLimiter {
             bucket.updated + self.refill_every * (earned as u32)
         };
         Bucket { tokens, updated }
-    }
-
-    /// How long an address that was just refused waits for its next attempt.
-    pub fn refill_every(&self) -> Duration {
-        self.refill_every
     }
 }
 

@@ -212,3 +212,65 @@ fn plain_http_on_a_non_loopback_address_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn only_admin_tokens_manage_tokens_over_the_api() {
+    let collector = Collector::start();
+    let admin = collector.api_token();
+    let write = collector.create_token("ops", "write");
+    let (status, _, _) = get(&collector, "/api/v1/tokens", Some(&write));
+    assert_eq!(status, 403, "a write token cannot list tokens");
+    let (status, _) = http_request(
+        collector.http_addr,
+        "POST",
+        "/api/v1/tokens",
+        Some(&write),
+        Some(r#"{"name": "sneaky", "scope": "admin"}"#),
+    );
+    assert_eq!(status, 403, "nor create them");
+
+    let (status, body) = http_request(
+        collector.http_addr,
+        "POST",
+        "/api/v1/tokens",
+        Some(&admin),
+        Some(r#"{"name": "grafana", "scope": "read"}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let grafana = created["token"].as_str().unwrap().to_string();
+    assert_eq!(get(&collector, "/api/v1/agents", Some(&grafana)).0, 200);
+    let (status, _) = http_request(
+        collector.http_addr,
+        "POST",
+        "/api/v1/tokens",
+        Some(&admin),
+        Some(r#"{"name": "grafana", "scope": "read"}"#),
+    );
+    assert_eq!(status, 409, "names of unrevoked tokens are unique");
+
+    let (_, _, listed) = get(&collector, "/api/v1/tokens", Some(&admin));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|token| token["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "ops", "grafana"], "{listed}");
+    assert!(!listed.to_string().contains(&grafana));
+
+    let (status, body) = http_request(
+        collector.http_addr,
+        "POST",
+        "/api/v1/tokens/grafana/revoke",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&collector, "/api/v1/agents", Some(&grafana)).0, 401);
+    assert!(
+        !collector.process.log_text().contains(&grafana),
+        "the token is not logged"
+    );
+}

@@ -62,12 +62,19 @@ impl ApiAuth {
             touched: Mutex::default(),
         }
     }
+
+    /// How many `[auth] api_tokens` there are (`config-1` …).
+    pub fn config_token_count(&self) -> usize {
+        self.config_tokens.len()
+    }
 }
 
 /// Why a request got no actor.
 enum Refusal {
     Missing,
     Invalid,
+    /// The token table cannot be read.
+    Unavailable(ApiError),
 }
 
 /// Authenticates the request, checks the method's scope and hands the
@@ -89,8 +96,7 @@ pub async fn authenticate(
     let presented = bearer_token(&request);
     let actor = match identify(&state, presented).await {
         Ok(actor) => actor,
-        Err(Err(error)) => return error.into_response(),
-        Err(Ok(refusal)) => return refuse(&state, source, refusal),
+        Err(refusal) => return refuse(&state, source, refusal),
     };
     let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
         Scope::Read
@@ -114,14 +120,10 @@ pub async fn require_admin(request: Request, next: Next) -> Response {
     }
 }
 
-/// The actor behind the request's bearer token; `Err(Ok(_))` when there is
-/// none, `Err(Err(_))` when the token table cannot be read.
-async fn identify(
-    state: &ApiState,
-    presented: Option<TokenHash>,
-) -> Result<Actor, Result<Refusal, ApiError>> {
+/// The actor behind the request's bearer token.
+async fn identify(state: &ApiState, presented: Option<TokenHash>) -> Result<Actor, Refusal> {
     let Some(hash) = presented else {
-        return Err(Ok(Refusal::Missing));
+        return Err(Refusal::Missing);
     };
     // Every config token is compared, so the time taken does not say which matched.
     let config_match =
@@ -151,8 +153,8 @@ async fn identify(
                 scope: token.scope,
             })
         }
-        Ok(None) => Err(Ok(Refusal::Invalid)),
-        Err(error) => Err(Err(error.into())),
+        Ok(None) => Err(Refusal::Invalid),
+        Err(error) => Err(Refusal::Unavailable(error.into())),
     }
 }
 
@@ -194,11 +196,12 @@ fn touch(state: &ApiState, id: i64) {
     });
 }
 
-/// 401 (or 429 for an address over its failure budget), counted and logged
-/// without the token.
+/// 401 (429 for an address over its failure budget; 503 when the token
+/// table cannot be read), counted and logged without the token.
 fn refuse(state: &ApiState, source: IpAddr, refusal: Refusal) -> Response {
     let telemetry = &state.telemetry;
     match refusal {
+        Refusal::Unavailable(error) => error.into_response(),
         Refusal::Missing => {
             Telemetry::add(&telemetry.http_requests_unauthenticated, 1);
             unauthorized("a valid API token is required (Authorization: Bearer …)")
@@ -217,7 +220,8 @@ fn refuse(state: &ApiState, source: IpAddr, refusal: Refusal) -> Response {
                         held_back,
                     );
                 }
-                let retry_after = auth.failures.refill_every().as_secs().max(1);
+                // An address just refused earns its next attempt one refill later.
+                let retry_after = REFILL_EVERY.as_secs().max(1);
                 let mut response = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many invalid API tokens from this address; retry later",
@@ -259,4 +263,35 @@ fn forbidden(actor: &Actor, needed: Scope) -> Response {
         ),
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+
+    use super::*;
+
+    fn with_authorization(value: &str) -> Request {
+        Request::builder()
+            .header(header::AUTHORIZATION, value)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[test]
+    fn only_a_non_empty_bearer_credential_is_taken() {
+        let token = "stw_0123";
+        for value in ["Bearer stw_0123", "bearer stw_0123", "Bearer  stw_0123 "] {
+            assert_eq!(
+                bearer_token(&with_authorization(value)),
+                Some(TokenHash::of(token)),
+                "{value:?}"
+            );
+        }
+        for value in ["Bearer ", "Basic c3R3XzAxMjM=", "stw_0123", ""] {
+            assert_eq!(bearer_token(&with_authorization(value)), None, "{value:?}");
+        }
+        let none = Request::builder().body(Body::empty()).unwrap();
+        assert_eq!(bearer_token(&none), None);
+    }
 }

@@ -19,6 +19,7 @@ mod oncall;
 mod paging;
 mod problems;
 mod series;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,6 +103,8 @@ pub fn router(state: ApiState) -> Router {
         );
     let administration = Router::new()
         .route("/api/v1/agents/{id}/revoke", post(agents::revoke))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{name}/revoke", post(tokens::revoke))
         .route_layer(axum::middleware::from_fn(auth::require_admin));
     Router::new()
         .route("/api/v1/incidents", get(incidents::list))

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::access::{Scope, TokenHash, new_token, valid_token_name};
+use crate::access::{Scope, TokenHash, is_config_token_name, new_token, valid_token_name};
 use crate::store::{ApiTokenTable, StoreError, TokenTableError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,19 +110,13 @@ pub fn create(
     scope: Scope,
     now_ms: i64,
 ) -> Result<String, TokenCliError> {
-    if !valid_token_name(name) || is_config_name(name) {
+    if !valid_token_name(name) || is_config_token_name(name) {
         return Err(TokenCliError::InvalidName(name.to_string()));
     }
     let table = ApiTokenTable::open(database)?;
     let token = new_token();
     table.create(name, scope, &TokenHash::of(&token), now_ms)?;
     Ok(token)
-}
-
-/// `config-N` names belong to `[auth] api_tokens`.
-fn is_config_name(name: &str) -> bool {
-    name.strip_prefix("config-")
-        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|byte| byte.is_ascii_digit()))
 }
 
 #[cfg(test)]

@@ -98,6 +98,59 @@ pub(super) fn touch(
     Ok(())
 }
 
+/// Adds a token; false (nothing written) if an unrevoked one has `name`.
+pub(super) fn insert(
+    connection: &Connection,
+    name: &str,
+    scope: Scope,
+    hash: &TokenHash,
+    now_ms: i64,
+) -> rusqlite::Result<bool> {
+    let taken = connection
+        .query_row(
+            "SELECT 1 FROM api_tokens WHERE name = ?1 AND revoked_ms IS NULL",
+            [name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if taken {
+        return Ok(false);
+    }
+    connection.execute(
+        "INSERT INTO api_tokens (name, scope, token_sha256, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![name, scope.as_str(), &hash.0[..], now_ms],
+    )?;
+    Ok(true)
+}
+
+/// Revokes the unrevoked token named `name`; false if there is none.
+pub(super) fn revoke(connection: &Connection, name: &str, now_ms: i64) -> rusqlite::Result<bool> {
+    let changed = connection.execute(
+        "UPDATE api_tokens SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL",
+        params![name, now_ms],
+    )?;
+    Ok(changed > 0)
+}
+
+/// Every token, revoked ones included, oldest first.
+pub(super) fn list(connection: &Connection) -> rusqlite::Result<Vec<ApiTokenRow>> {
+    let mut statement = connection.prepare(
+        "SELECT name, scope, created_ms, last_used_ms, revoked_ms FROM api_tokens ORDER BY id",
+    )?;
+    statement
+        .query_map([], |row| {
+            Ok(ApiTokenRow {
+                name: row.get(0)?,
+                scope: scope_column(row, 1)?,
+                created_ms: row.get(2)?,
+                last_used_ms: row.get(3)?,
+                revoked_ms: row.get(4)?,
+            })
+        })?
+        .collect()
+}
+
 /// Read-write access to `api_tokens` for the token CLI and `init`: a
 /// connection of its own (migrating a new or older database first).
 pub struct ApiTokenTable {
@@ -132,47 +185,21 @@ impl ApiTokenTable {
         hash: &TokenHash,
         now_ms: i64,
     ) -> Result<(), TokenTableError> {
-        let inserted = self.connection.execute(
-            "INSERT INTO api_tokens (name, scope, token_sha256, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![name, scope.as_str(), &hash.0[..], now_ms],
-        );
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(error, _))
-                if error.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(TokenTableError::NameTaken(name.to_string()))
-            }
-            Err(error) => Err(StoreError::from(error).into()),
+        if insert(&self.connection, name, scope, hash, now_ms).map_err(StoreError::from)? {
+            Ok(())
+        } else {
+            Err(TokenTableError::NameTaken(name.to_string()))
         }
     }
 
     /// Revokes the unrevoked token named `name`; false if there is none.
     pub fn revoke(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let changed = self.connection.execute(
-            "UPDATE api_tokens SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL",
-            params![name, now_ms],
-        )?;
-        Ok(changed > 0)
+        Ok(revoke(&self.connection, name, now_ms)?)
     }
 
     /// Every token, revoked ones included, oldest first.
     pub fn list(&self) -> Result<Vec<ApiTokenRow>, StoreError> {
-        let mut statement = self.connection.prepare(
-            "SELECT name, scope, created_ms, last_used_ms, revoked_ms FROM api_tokens ORDER BY id",
-        )?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok(ApiTokenRow {
-                    name: row.get(0)?,
-                    scope: scope_column(row, 1)?,
-                    created_ms: row.get(2)?,
-                    last_used_ms: row.get(3)?,
-                    revoked_ms: row.get(4)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        Ok(list(&self.connection)?)
     }
 }
 

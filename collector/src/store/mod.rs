@@ -687,6 +687,29 @@ impl Store {
             .await
     }
 
+    /// Every API token, revoked ones included, oldest first (never a hash).
+    pub async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>, StoreError> {
+        self.read(api_tokens::list).await
+    }
+
+    /// Adds an API token; `Ok(false)` if an unrevoked token has `name`.
+    pub async fn create_api_token(
+        &self,
+        name: String,
+        scope: crate::access::Scope,
+        hash: crate::access::TokenHash,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |transaction| api_tokens::insert(transaction, &name, scope, &hash, now_ms))
+            .await
+    }
+
+    /// Revokes the unrevoked API token named `name`; false if there is none.
+    pub async fn revoke_api_token(&self, name: String, now_ms: i64) -> Result<bool, StoreError> {
+        self.write(move |transaction| api_tokens::revoke(transaction, &name, now_ms))
+            .await
+    }
+
     /// Records when API token `id` was last used.
     pub async fn touch_api_token(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
         self.write(move |transaction| api_tokens::touch(transaction, id, now_ms))
