@@ -432,3 +432,33 @@ fn a_bound_agent_id_enrolls_again_only_after_revocation_which_the_api_can_do() {
     let _running = collector.start_enrolled_agent(&agent);
     wait_for_data(&collector, &agent_id);
 }
+
+#[test]
+fn a_shared_token_agent_with_an_enrolled_hosts_identifiers_gets_its_own_asset() {
+    let collector = Collector::start();
+    let enrolled = collector.enroll_agent("genuine");
+    let enrolled_id = enrolled.agent_id();
+    let _genuine = collector.start_enrolled_agent(&enrolled);
+    let genuine_asset = poll(DEADLINE, "the enrolled agent's asset", || {
+        asset_of(&collector, &enrolled_id)
+    });
+    // Same machine: the same DMI UUID, machine id and MACs, but a shared token.
+    let _intruder = collector.start_agent("intruder", |_| {});
+    let intruder_id = poll(DEADLINE, "the intruder's agent id", || {
+        let id = std::fs::read_to_string(collector.path("intruder-state/agent-id")).ok()?;
+        Some(id.trim().to_string())
+    });
+    let intruder_asset = poll(DEADLINE, "the intruder's asset", || {
+        asset_of(&collector, &intruder_id)
+    });
+    assert_ne!(
+        intruder_asset["id"], genuine_asset["id"],
+        "a shared-token agent attached itself to an enrolled host's asset"
+    );
+    let genuine_now = asset_of(&collector, &enrolled_id).unwrap();
+    assert_eq!(
+        genuine_now["agent_ids"].as_array().unwrap().len(),
+        1,
+        "{genuine_now}"
+    );
+}
