@@ -25,8 +25,15 @@ enum Command {
         #[arg(long)]
         collector: String,
         /// The enrollment token from `steward-collector enroll-token create`.
+        #[arg(
+            long,
+            required_unless_present = "token_file",
+            conflicts_with = "token_file"
+        )]
+        token: Option<String>,
+        /// Read the token from this file instead (keeps it out of the process list).
         #[arg(long)]
-        token: String,
+        token_file: Option<PathBuf>,
         /// The collector's CA fingerprint from `steward-collector ca-fingerprint`.
         #[arg(long)]
         ca_fingerprint: String,
@@ -46,11 +53,26 @@ fn main() -> ExitCode {
     if let Some(Command::Enroll {
         collector,
         token,
+        token_file,
         ca_fingerprint,
         dir,
         state_dir,
     }) = args.command
     {
+        let token = match (token, token_file) {
+            (Some(token), _) => token,
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(text) => text.trim().to_string(),
+                Err(error) => {
+                    eprintln!("steward-agent: cannot read {}: {error}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            },
+            (None, None) => {
+                eprintln!("steward-agent: enroll needs --token or --token-file");
+                return ExitCode::from(2);
+            }
+        };
         return enroll(steward_agent::enroll::EnrollOptions {
             collector_url: collector,
             token,

@@ -968,6 +968,43 @@ mod tests {
     }
 
     #[test]
+    fn enrollment_settings_are_validated_and_a_ca_key_needs_its_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CollectorConfig::load(&write(dir.path(), &base(""))).unwrap();
+        assert_eq!(
+            config.enrollment.cert_lifetime,
+            crate::enrollment::DEFAULT_CERT_LIFETIME
+        );
+        for (extra, key) in [
+            (
+                "\n[enrollment]\ncert_lifetime = \"10s\"\n",
+                "enrollment.cert_lifetime",
+            ),
+            ("\n[enrollment]\nrate_burst = 0\n", "enrollment.rate_burst"),
+            ("\n[enrollment]\nbogus = 1\n", "enrollment.bogus"),
+        ] {
+            let error = CollectorConfig::load(&write(dir.path(), &base(extra))).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{extra}: {error}");
+        }
+        std::fs::write(dir.path().join("s.pem"), "pem").unwrap();
+        let text = base("").replace(
+            "enabled = false",
+            "cert = \"s.pem\"\nkey = \"s.pem\"\nca_key = \"s.pem\"",
+        );
+        let error = CollectorConfig::load(&write(dir.path(), &text)).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("tls.ca_key"), "{error}");
+        // With a CA key, shared agent tokens are optional.
+        let text = base("")
+            .replace(
+                "enabled = false",
+                "cert = \"s.pem\"\nkey = \"s.pem\"\nca = \"s.pem\"\nca_key = \"s.pem\"",
+            )
+            .replace("agent_tokens = [\"0123456789abcdef0123\"]", "");
+        let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
+        assert!(config.agent_tokens.is_empty());
+    }
+
+    #[test]
     fn limit_errors_name_the_key_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [

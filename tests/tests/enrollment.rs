@@ -389,3 +389,76 @@ fn enrollment_attempts_are_rate_limited_per_source_address() {
     );
     assert_eq!(collector.counter("steward_enrollments_refused_total"), 2);
 }
+
+#[test]
+fn a_bound_agent_id_enrolls_again_only_after_revocation_which_the_api_can_do() {
+    let collector = Collector::start();
+    let agent = collector.enroll_agent("again");
+    let agent_id = agent.agent_id();
+    let fingerprint = collector.ca_fingerprint();
+
+    // Same state directory (same agent id), a fresh token: refused while bound.
+    let token = collector.enrollment_token(&[]);
+    let (status, output, _) = collector.run_enroll("again", &token, &fingerprint);
+    assert_ne!(status, 0);
+    assert!(output.contains("revoke it first"), "{output}");
+
+    // Revocation through the API needs the API token.
+    let path = format!("/api/v1/agents/{agent_id}/revoke");
+    let (status, _) = steward_tests::http_request(collector.http_addr, "POST", &path, None, None);
+    assert_eq!(status, 401);
+    let api_token = collector.api_token();
+    let (status, body) = steward_tests::http_request(
+        collector.http_addr,
+        "POST",
+        &path,
+        Some(&api_token),
+        Some("{\"by\": \"carol\"}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["revoked_by"], "carol");
+    let (status, _) =
+        steward_tests::http_request(collector.http_addr, "POST", &path, Some(&api_token), None);
+    assert_eq!(status, 404, "already revoked");
+
+    // Now the same id enrolls again (the token was not spent by the refusal).
+    let (status, output, agent) = collector.run_enroll("again", &token, &fingerprint);
+    assert_eq!(status, 0, "{output}");
+    assert_eq!(agent.agent_id(), agent_id);
+    steward_tests::edit_file(&agent.config(), |text| {
+        *text = text.replace("interval = \"10s\"", "interval = \"1s\"");
+    });
+    let _running = collector.start_enrolled_agent(&agent);
+    wait_for_data(&collector, &agent_id);
+}
+
+#[test]
+fn a_shared_token_agent_with_an_enrolled_hosts_identifiers_gets_its_own_asset() {
+    let collector = Collector::start();
+    let enrolled = collector.enroll_agent("genuine");
+    let enrolled_id = enrolled.agent_id();
+    let _genuine = collector.start_enrolled_agent(&enrolled);
+    let genuine_asset = poll(DEADLINE, "the enrolled agent's asset", || {
+        asset_of(&collector, &enrolled_id)
+    });
+    // Same machine: the same DMI UUID, machine id and MACs, but a shared token.
+    let _intruder = collector.start_agent("intruder", |_| {});
+    let intruder_id = poll(DEADLINE, "the intruder's agent id", || {
+        let id = std::fs::read_to_string(collector.path("intruder-state/agent-id")).ok()?;
+        Some(id.trim().to_string())
+    });
+    let intruder_asset = poll(DEADLINE, "the intruder's asset", || {
+        asset_of(&collector, &intruder_id)
+    });
+    assert_ne!(
+        intruder_asset["id"], genuine_asset["id"],
+        "a shared-token agent attached itself to an enrolled host's asset"
+    );
+    let genuine_now = asset_of(&collector, &enrolled_id).unwrap();
+    assert_eq!(
+        genuine_now["agent_ids"].as_array().unwrap().len(),
+        1,
+        "{genuine_now}"
+    );
+}

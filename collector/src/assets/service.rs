@@ -435,7 +435,27 @@ impl AssetService {
         let known: Vec<KnownAsset> = self.assets.values().map(KnownAsset::of).collect();
         let decision = match_asset(&observed, &known);
         let reasons = serde_json::to_string(&decision).unwrap_or_default();
+        // Identifiers (DMI UUID, MACs) can be copied; a certificate cannot.
+        let claims_enrolled = match &decision {
+            Match::Existing { asset_id, .. } => match self.assets.get(asset_id) {
+                Some(existing) => self.claims_enrolled_asset(agent_id, existing).await?,
+                None => false,
+            },
+            _ => false,
+        };
         let (before, mut after, confidence) = match &decision {
+            Match::Existing { asset_id, .. } if claims_enrolled => {
+                tracing::warn!(
+                    message = "An agent without a certificate resembles an enrolled host's asset; created a separate asset for review.",
+                    %agent_id,
+                    resembles = %asset_id,
+                );
+                (
+                    None,
+                    Asset::discovered(steward_core::ids::new_uuid_v4(), agent_id, now_ms),
+                    0.0,
+                )
+            }
             Match::Existing {
                 asset_id,
                 confidence,
@@ -465,7 +485,7 @@ impl AssetService {
         after.apply_inventory(&inventory.facts, &inventory.disks, &inventory.interfaces);
         // A re-linked or doubtful match is worth a line in the history; a plain new asset is not.
         let mut extra = Vec::new();
-        if before.is_some() || matches!(decision, Match::Ambiguous { .. }) {
+        if before.is_some() || claims_enrolled || matches!(decision, Match::Ambiguous { .. }) {
             extra.push(AssetEventRow {
                 ts_ms: now_ms,
                 source: "system".into(),
@@ -500,6 +520,31 @@ impl AssetService {
             now_ms,
         )
         .await
+    }
+
+    /// Whether `agent_id`, not bound to a certificate, would join an asset
+    /// that has an agent with a live certificate: a shared-token holder
+    /// copying an enrolled host's DMI UUID and MACs must not attach itself
+    /// to that host's record.
+    async fn claims_enrolled_asset(
+        &self,
+        agent_id: &str,
+        asset: &Asset,
+    ) -> Result<bool, StoreError> {
+        if self.store.identity_binding(agent_id).await?.is_some() {
+            return Ok(false);
+        }
+        for other in &asset.agent_ids {
+            if self
+                .store
+                .identity_binding(other)
+                .await?
+                .is_some_and(|binding| !binding.revoked)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Moves `asset` to the status silence (or a return) calls for, if any;

@@ -256,6 +256,11 @@ pub(super) fn renew(
     if !current {
         return Ok(false);
     }
+    // Expired ones could not be presented anyway; keep the table small.
+    transaction.execute(
+        "DELETE FROM agent_certificates WHERE agent_id = ?1 AND not_after_ms < ?2",
+        params![certificate.agent_id, certificate.issued_ms],
+    )?;
     insert_certificate(transaction, certificate)?;
     Ok(true)
 }
@@ -565,6 +570,36 @@ mod tests {
             "{}",
             events[1].detail
         );
+    }
+
+    #[test]
+    fn only_a_current_certificate_of_a_live_identity_is_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut admin = AdminDb::open(&dir.path().join("db.sqlite")).unwrap();
+        admin.bind_certificate(&certificate("a", "c1", 0)).unwrap();
+        let renew_now = |admin: &mut AdminDb, presented: &str, new: &str, now: i64| {
+            let transaction = admin.connection.transaction().unwrap();
+            let renewed = renew(&transaction, presented, &certificate("a", new, now)).unwrap();
+            transaction.commit().unwrap();
+            renewed
+        };
+        assert!(!renew_now(&mut admin, "unknown", "c2", 10));
+        assert!(renew_now(&mut admin, "c1", "c2", 10));
+        // Both work until c1 expires (at 1000); later renewals drop it.
+        let certificates = binding(&admin.connection, "a")
+            .unwrap()
+            .unwrap()
+            .certificates;
+        assert_eq!(certificates.len(), 2);
+        assert!(renew_now(&mut admin, "c2", "c3", 1005));
+        let mut certificates = binding(&admin.connection, "a")
+            .unwrap()
+            .unwrap()
+            .certificates;
+        certificates.sort();
+        assert_eq!(certificates, ["c2", "c3"]);
+        assert!(admin.revoke_agent("a", "bob", 1006).unwrap());
+        assert!(!renew_now(&mut admin, "c3", "c4", 1007), "revoked");
     }
 
     #[test]
