@@ -12,6 +12,7 @@
 pub mod actor;
 mod agents;
 mod assets;
+mod changes;
 pub mod incidents;
 mod oncall;
 mod paging;
@@ -98,6 +99,11 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/problems/{id}",
             axum::routing::patch(problems::update),
         )
+        .route("/api/v1/changes", post(changes::create))
+        .route(
+            "/api/v1/changes/{id}",
+            axum::routing::patch(changes::update),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -116,6 +122,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/assets/{id}/history", get(assets::history))
         .route("/api/v1/sla", get(incidents::sla))
         .route("/api/v1/problems", get(problems::list))
+        .route("/api/v1/changes", get(changes::list))
+        .route("/api/v1/changes/stats", get(changes::stats))
+        .route("/api/v1/changes/{id}", get(changes::detail))
         .route("/api/v1/problems/{id}", get(problems::detail))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -33,6 +33,9 @@ pub struct NewIncident {
     pub parents: Vec<ParentCheck>,
     /// When recurring incidents of this rule become a problem; `None`: never.
     pub recurrence: Option<Recurrence>,
+    /// How long after a change ends an incident on its assets is still
+    /// linked to it; `None`: incidents are not linked to changes.
+    pub change_link_after_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -195,9 +198,14 @@ pub(super) fn open(
             ),
         )?;
     }
-    if let Some(recurrence) = &new.recurrence {
+    if new.recurrence.is_some() || new.change_link_after_ms.is_some() {
         let record = get_in(transaction, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-        super::problems::on_open(transaction, &record, recurrence)?;
+        if let Some(link_after_ms) = new.change_link_after_ms {
+            super::changes::on_open(transaction, &record, link_after_ms)?;
+        }
+        if let Some(recurrence) = &new.recurrence {
+            super::problems::on_open(transaction, &record, recurrence)?;
+        }
     }
     // Journaled even when suppressed: delivery reads the incident and skips it.
     super::outbox::journal(transaction, id, IncidentEvent::Opened, new.opened_at_ms)?;

@@ -356,6 +356,7 @@ fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {
         resolve_due_at_ms: Some(opened_at_ms + 5_000),
         parents: Vec::new(),
         recurrence: None,
+        change_link_after_ms: None,
     }
 }
 
