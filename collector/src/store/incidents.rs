@@ -256,23 +256,30 @@ fn release_children(
     parent_id: i64,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    let children: Vec<i64> = transaction
+    let children: Vec<(i64, IncidentState)> = transaction
         .prepare_cached(
-            "SELECT id FROM incidents WHERE caused_by = ?1 AND suppressed = 1 AND state != 'resolved'",
+            "SELECT id, state FROM incidents WHERE caused_by = ?1 AND suppressed = 1 AND state != 'resolved'",
         )?
-        .query_map([parent_id], |row| row.get(0))?
+        .query_map([parent_id], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for child in children {
+    for (child, state) in children {
         transaction.execute("UPDATE incidents SET suppressed = 0 WHERE id = ?1", [child])?;
+        // Someone who acknowledged it already knows: released, but not paged.
+        let paging = state == IncidentState::Open;
         add_timeline(
             transaction,
             child,
             now_ms,
             IncidentEvent::Released.name(),
             "dependencies",
-            &format!("Released: parent #{parent_id} resolved while this still breaches; paging."),
+            &format!(
+                "Released: parent #{parent_id} resolved while this still breaches{}.",
+                if paging { "; paging" } else { "" }
+            ),
         )?;
-        super::outbox::journal(transaction, child, IncidentEvent::Released, now_ms)?;
+        if paging {
+            super::outbox::journal(transaction, child, IncidentEvent::Released, now_ms)?;
+        }
     }
     Ok(())
 }
