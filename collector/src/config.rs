@@ -49,6 +49,8 @@ struct RawCollectorConfig {
     #[serde(default)]
     problems: RawProblemPolicy,
     #[serde(default)]
+    changes: RawChanges,
+    #[serde(default)]
     assets: RawAssetPolicy,
     #[serde(default)]
     notify: RawNotifySettings,
@@ -62,6 +64,31 @@ struct RawCollectorConfig {
     schedule: Vec<RawSchedule>,
     #[serde(default)]
     escalation: Vec<RawEscalation>,
+}
+
+/// `[changes]`: how change records are linked to incidents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChanges {
+    /// Incidents on a change's assets opening this long after it ended are
+    /// linked to it (and count towards the change failure rate).
+    #[serde(
+        default = "default_change_link_after",
+        deserialize_with = "config_file::duration"
+    )]
+    link_after: Duration,
+}
+
+impl Default for RawChanges {
+    fn default() -> Self {
+        Self {
+            link_after: default_change_link_after(),
+        }
+    }
+}
+
+fn default_change_link_after() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// `[notify]`: settings shared by every channel.
@@ -767,6 +794,7 @@ impl CollectorConfig {
         let service = ServicePolicy {
             dependencies: validate_dependencies(source, raw.dependency, &rules)?,
             recurrence: raw.problems.validate(source)?,
+            change_link_after: raw.changes.link_after,
         };
         let assets = AssetPolicy::validate(source, raw.assets)?;
         let notify = NotifyConfig::validate(

@@ -27,6 +27,7 @@ fn incident(key: &str) -> IncidentChange {
         resolve_due_at_ms: None,
         parents: Vec::new(),
         recurrence: None,
+        change_link_after_ms: None,
     }))
 }
 

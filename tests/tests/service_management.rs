@@ -449,3 +449,140 @@ fn a_port_down_three_times_opens_one_problem_and_its_workaround_reaches_the_next
     );
     assert_eq!(status, 409, "problems move forward only");
 }
+
+const CHANGES: &str = r#"
+[[rule]]
+name = "port-down"
+metric = "port.up"
+op = "<"
+threshold = 1
+severity = "major"
+summary = "Port {target} on {host} is down"
+
+[changes]
+link_after = "1h"
+"#;
+
+fn timeline_says(collector: &Collector, incident: i64, text: &str) -> bool {
+    let detail = collector.get_json(&format!("/api/v1/incidents/{incident}"));
+    detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|entry| entry["detail"].as_str().unwrap().contains(text))
+}
+
+#[test]
+fn a_change_on_a_tag_silences_its_assets_and_links_what_breaks_after_it() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(CHANGES);
+        text.push_str(&webhook(&receiver));
+    });
+    let (service, port) = listener();
+    let _agent = port_agent(&collector, "app-1", port, "app");
+    let asset = poll(DEADLINE, "the asset record", || {
+        let assets = collector.get_json("/api/v1/assets");
+        assets
+            .as_array()?
+            .iter()
+            .find(|asset| asset["hostname"] == "app-1")
+            .cloned()
+    });
+    let (status, body) = collector.send_json(
+        "PATCH",
+        &format!("/api/v1/assets/{}", asset["id"].as_str().unwrap()),
+        r#"{"tags": ["site:a"]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_ports_up(&collector, 1);
+
+    let change = collector.post_json(
+        "/api/v1/changes",
+        r#"{"title": "Upgrade app on site a", "tags": ["site:a"], "duration": "1h", "risk": "high", "implementer": "alice"}"#,
+    );
+    let change_id = change["id"].as_i64().unwrap();
+    assert_eq!(change["reference"], format!("C-{change_id}"));
+    assert_eq!(change["active"], true);
+    assert_eq!(change["created_by"], "api");
+    // A change elsewhere that breaks nothing.
+    collector.post_json(
+        "/api/v1/changes",
+        r#"{"title": "Patch site b", "tags": ["site:b"], "duration": "1h", "risk": "low"}"#,
+    );
+    let windows = collector.get_json("/api/v1/maintenance");
+    let window = windows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|window| window["change_id"] == change_id)
+        .unwrap_or_else(|| panic!("the change's window: {windows}"));
+    assert_eq!(window["change"], format!("C-{change_id}"));
+    assert_eq!(window["tags"], serde_json::json!(["site:a"]));
+
+    // During the change: the incident is recorded and linked, nobody is paged.
+    drop(service);
+    let during = poll(DEADLINE, "an incident during the change", || {
+        unresolved(&collector, "port-down").into_iter().next()
+    });
+    let during_id = during["id"].as_i64().unwrap();
+    assert_eq!(during["change_id"], change_id);
+    assert!(timeline_says(
+        &collector,
+        during_id,
+        &format!("Opened during change C-{change_id}")
+    ));
+    poll(DEADLINE, "its notification to be held", || {
+        let held = collector.get_json("/api/v1/notifications?state=held");
+        (held.as_array()?.len() == 1).then_some(())
+    });
+    let back = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    poll(DEADLINE, "the incident to resolve", || {
+        unresolved(&collector, "port-down").is_empty().then_some(())
+    });
+
+    // Recording the outcome closes the change and its window.
+    let (status, closed) = collector.send_json(
+        "PATCH",
+        &format!("/api/v1/changes/{change_id}"),
+        r#"{"outcome": "failed"}"#,
+    );
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["active"], false);
+    assert_eq!(closed["outcome"], "failed");
+
+    // After it: the next breach pages, and is linked to the change.
+    drop(back);
+    let after = poll(DEADLINE, "the incident after the change to page", || {
+        delivered(&receiver, "opened").into_iter().next()
+    });
+    let after_id = after.0;
+    assert_ne!(after_id, during_id);
+    assert_eq!(after.1["incident"]["change_id"], change_id);
+    assert!(timeline_says(
+        &collector,
+        after_id,
+        &format!("after change C-{change_id} ended")
+    ));
+    let _back = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    poll(DEADLINE, "the incident to resolve", || {
+        unresolved(&collector, "port-down").is_empty().then_some(())
+    });
+    let detail = collector.get_json(&format!("/api/v1/changes/{change_id}"));
+    assert_eq!(detail["incident_count"], 2, "{detail}");
+
+    let stats = collector.get_json("/api/v1/changes/stats?window=30d");
+    assert_eq!(stats["changes"], 2, "{stats}");
+    assert_eq!(stats["changes_with_incidents"], 1);
+    assert_eq!(stats["change_failure_rate"], 0.5);
+    assert_eq!(stats["incidents"], 2);
+    assert_eq!(stats["restored_incidents"], 2);
+    assert!(stats["mean_time_to_restore_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(stats["outcomes"]["failed"], 1);
+    assert_eq!(stats["outcomes"]["open"], 1);
+    let opened: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(opened, [after_id], "nothing paged during the change");
+}

@@ -42,16 +42,17 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     // `flapping` is a view of unresolved incidents; the store filters by stored state.
-    let (stored_state, only_flapping) = match query.state.as_deref() {
-        None => (None, false),
-        Some("flapping") => (None, true),
+    let (stored_state, only_flapping, only_suppressed) = match query.state.as_deref() {
+        None => (None, false, false),
+        Some("flapping") => (None, true, false),
+        Some("suppressed") => (None, false, true),
         Some(other) => match other.parse::<IncidentState>() {
-            Ok(stored) => (Some(stored), false),
+            Ok(stored) => (Some(stored), false, false),
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     format!(
-                        "unknown state {other:?}; expected open, acknowledged, flapping or resolved"
+                        "unknown state {other:?}; expected open, acknowledged, flapping, suppressed or resolved"
                     ),
                 ));
             }
@@ -87,6 +88,9 @@ pub async fn list(
             .into_iter()
             .filter(|incident| {
                 !only_flapping || (incident.flapping && !incident.state.is_resolved())
+            })
+            .filter(|incident| {
+                !only_suppressed || (incident.suppressed && !incident.state.is_resolved())
             })
             .map(|incident| view(&state, incident))
             .collect(),

@@ -13,6 +13,7 @@ pub mod actor;
 mod agents;
 mod assets;
 pub mod auth;
+mod changes;
 pub mod https;
 pub mod incidents;
 mod oncall;
@@ -100,6 +101,11 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/problems/{id}",
             axum::routing::patch(problems::update),
+        )
+        .route("/api/v1/changes", post(changes::create))
+        .route(
+            "/api/v1/changes/{id}",
+            axum::routing::patch(changes::update),
         );
     let administration = Router::new()
         .route("/api/v1/agents/{id}/revoke", post(agents::revoke))
@@ -120,6 +126,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/assets/{id}/history", get(assets::history))
         .route("/api/v1/sla", get(incidents::sla))
         .route("/api/v1/problems", get(problems::list))
+        .route("/api/v1/changes", get(changes::list))
+        .route("/api/v1/changes/stats", get(changes::stats))
+        .route("/api/v1/changes/{id}", get(changes::detail))
         .route("/api/v1/problems/{id}", get(problems::detail))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -52,6 +52,7 @@ fn window_view(window: &MaintenanceWindow, now_ms: i64) -> Value {
         "ends_at": rfc3339(window.ends_ms),
         "active": window.is_active(now_ms),
         "change": window.change_ref,
+        "change_id": window.change_id,
         "reason": window.reason,
         "created_by": window.created_by,
         "created_at": rfc3339(window.created_ms),
@@ -110,13 +111,16 @@ pub struct NewWindow {
     duration: Option<String>,
     /// Change reference (ticket), optional.
     change: Option<String>,
+    /// A change record this window belongs to (its id); its reference
+    /// `C-{id}` becomes the window's `change` unless one is given.
+    change_id: Option<i64>,
     reason: Option<String>,
     /// Ignored: the window is recorded as created by the token's name.
     #[serde(default, rename = "by")]
     _by: Option<serde::de::IgnoredAny>,
 }
 
-fn parse_time(text: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_time(text: &str) -> Result<i64, ApiError> {
     humantime::parse_rfc3339_weak(text)
         .map_err(|error| {
             ApiError::new(
@@ -163,13 +167,21 @@ pub async fn create(
     if ends_ms <= starts_ms {
         return Err(bad("the window must end after it starts"));
     }
+    if let Some(change) = body.change_id
+        && state.store.change(change).await?.is_none()
+    {
+        return Err(bad("no such change record (`change_id`)"));
+    }
     let mut window = MaintenanceWindow {
         id: 0,
         asset_ids: body.assets,
         tags: body.tags,
         starts_ms,
         ends_ms,
-        change_ref: body.change,
+        change_ref: body
+            .change
+            .or(body.change_id.map(|change| format!("C-{change}"))),
+        change_id: body.change_id,
         reason: body.reason,
         created_by: actor.name,
         created_ms: now,

@@ -6,6 +6,7 @@
 //! leaning on another. Text forms are the wire and database contract; parsing
 //! an unknown text is an error, never a default.
 
+mod change;
 mod incident;
 mod problem;
 mod severity;
@@ -13,6 +14,7 @@ mod view;
 
 use std::collections::BTreeMap;
 
+pub use change::{ChangeOutcome, ChangeRecord, ChangeRisk};
 pub use incident::{IncidentEvent, IncidentRecord, IncidentState, ParentCheck};
 pub use problem::{ProblemRecord, ProblemState, Recurrence};
 pub use severity::Severity;

@@ -5,7 +5,7 @@
 //! ```toml
 //! [[dependency]]
 //! hosts = ["web-1", "web-2"]      # host names or agent ids
-//! tags = ["site=a"]               # and/or assets carrying any of these tags
+//! tags = ["site:a"]               # and/or assets carrying any of these tags
 //! depends_on = { rule = "gw-down", labels = { target = "gw-site-a:443" } }
 //! ```
 //!
@@ -136,12 +136,12 @@ mod tests {
             },
             Dependency {
                 hosts: vec![],
-                tags: vec!["site=a".into()],
+                tags: vec!["site:a".into()],
                 parent: parent("gw-down", &[("target", "gw-a")]),
             },
             Dependency {
                 hosts: vec![],
-                tags: vec!["rack=7".into()],
+                tags: vec!["rack:7".into()],
                 parent: parent("pdu-down", &[]),
             },
         ];
@@ -149,14 +149,14 @@ mod tests {
         let cases = [
             ("a1", "web-1", tags(&[]), vec!["gw-down"]),
             ("agent-9", "db-1", tags(&[]), vec!["gw-down"]),
-            ("a2", "web-2", tags(&["site=a"]), vec!["gw-down"]),
+            ("a2", "web-2", tags(&["site:a"]), vec!["gw-down"]),
             (
                 "a3",
                 "x",
-                tags(&["site=a", "rack=7"]),
+                tags(&["site:a", "rack:7"]),
                 vec!["gw-down", "pdu-down"],
             ),
-            ("a4", "x", tags(&["site=b"]), vec![]),
+            ("a4", "x", tags(&["site:b"]), vec![]),
         ];
         for (agent, host, tags, expected) in cases {
             let rules: Vec<String> = parents_of(&dependencies, agent, host, &tags)

@@ -63,6 +63,9 @@ pub struct ServicePolicy {
     pub dependencies: Vec<Dependency>,
     /// `None`: recurring incidents open no problem.
     pub recurrence: Option<Recurrence>,
+    /// `[changes] link_after`: an incident on a change's assets opening
+    /// this long after the change ended is still linked to it.
+    pub change_link_after: Duration,
 }
 
 /// Agents whose alerts must not page. Computed by the asset task from asset
@@ -525,6 +528,7 @@ impl Worker {
                     resolve_due_at_ms,
                     parents,
                     recurrence: self.service.recurrence,
+                    change_link_after_ms: Some(self.service.change_link_after.as_millis() as i64),
                 }))
             }
             Transition::Resolve {

@@ -24,7 +24,7 @@ use std::time::Duration;
 pub enum GroupBy {
     Rule,
     Severity,
-    /// `tag:NAME`: the value of the host's tag `NAME=value` (empty if none).
+    /// `tag:NAME`: the value of the host's tag `NAME:value` (empty if none).
     Tag(String),
     /// Any other name: the incident's label (or `host`, `agent_id`, `metric`).
     Label(String),

@@ -185,7 +185,7 @@ pub fn group_key(grouping: &Grouping, route: usize, input: &RouteInput) -> Strin
                 input
                     .tags
                     .iter()
-                    .find_map(|tag| tag.strip_prefix(name.as_str())?.strip_prefix('='))
+                    .find_map(|tag| tag.strip_prefix(name.as_str())?.strip_prefix(':'))
                     .unwrap_or("")
                     .to_string(),
             ),
@@ -232,7 +232,7 @@ mod tests {
             Severity::Major,
             "port-down",
             &[("target", "x")],
-            &["site=a", "prod"],
+            &["site:a", "prod"],
         );
         assert_eq!(
             group_key(&grouping, 2, &incident),

@@ -33,6 +33,9 @@ pub struct NewIncident {
     pub parents: Vec<ParentCheck>,
     /// When recurring incidents of this rule become a problem; `None`: never.
     pub recurrence: Option<Recurrence>,
+    /// How long after a change ends an incident on its assets is still
+    /// linked to it; `None`: incidents are not linked to changes.
+    pub change_link_after_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -195,9 +198,14 @@ pub(super) fn open(
             ),
         )?;
     }
-    if let Some(recurrence) = &new.recurrence {
+    if new.recurrence.is_some() || new.change_link_after_ms.is_some() {
         let record = get_in(transaction, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-        super::problems::on_open(transaction, &record, recurrence)?;
+        if let Some(link_after_ms) = new.change_link_after_ms {
+            super::changes::on_open(transaction, &record, link_after_ms)?;
+        }
+        if let Some(recurrence) = &new.recurrence {
+            super::problems::on_open(transaction, &record, recurrence)?;
+        }
     }
     // Journaled even when suppressed: delivery reads the incident and skips it.
     super::outbox::journal(transaction, id, IncidentEvent::Opened, new.opened_at_ms)?;
@@ -248,23 +256,30 @@ fn release_children(
     parent_id: i64,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    let children: Vec<i64> = transaction
+    let children: Vec<(i64, IncidentState)> = transaction
         .prepare_cached(
-            "SELECT id FROM incidents WHERE caused_by = ?1 AND suppressed = 1 AND state != 'resolved'",
+            "SELECT id, state FROM incidents WHERE caused_by = ?1 AND suppressed = 1 AND state != 'resolved'",
         )?
-        .query_map([parent_id], |row| row.get(0))?
+        .query_map([parent_id], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for child in children {
+    for (child, state) in children {
         transaction.execute("UPDATE incidents SET suppressed = 0 WHERE id = ?1", [child])?;
+        // Someone who acknowledged it already knows: released, but not paged.
+        let paging = state == IncidentState::Open;
         add_timeline(
             transaction,
             child,
             now_ms,
             IncidentEvent::Released.name(),
             "dependencies",
-            &format!("Released: parent #{parent_id} resolved while this still breaches; paging."),
+            &format!(
+                "Released: parent #{parent_id} resolved while this still breaches{}.",
+                if paging { "; paging" } else { "" }
+            ),
         )?;
-        super::outbox::journal(transaction, child, IncidentEvent::Released, now_ms)?;
+        if paging {
+            super::outbox::journal(transaction, child, IncidentEvent::Released, now_ms)?;
+        }
     }
     Ok(())
 }

@@ -25,6 +25,7 @@
 
 mod api_tokens;
 mod assets;
+mod changes;
 mod chunk;
 mod codec;
 mod gorilla;
@@ -50,6 +51,7 @@ pub use migrations::SCHEMA_VERSION;
 
 pub use api_tokens::{ActiveToken, ApiTokenRow, ApiTokenTable, TokenTableError};
 pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
+pub use changes::ChangeUpdate;
 pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, NewIncident, TimelineEntry,
 };
@@ -71,7 +73,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::ProblemRecord;
+use crate::domain::{ChangeRecord, ProblemRecord};
 pub use crate::domain::{IncidentRecord, Labels};
 
 /// Identity of a time series: one agent, one metric, one label set.
@@ -446,6 +448,53 @@ impl Store {
 
     pub async fn record_delivery(&self, attempt: DeliveryAttempt) -> Result<(), StoreError> {
         self.write(move |transaction| outbox::record_attempt(transaction, &attempt))
+            .await
+    }
+
+    /// Records a change and its maintenance window.
+    pub async fn create_change(&self, change: ChangeRecord) -> Result<ChangeRecord, StoreError> {
+        self.write(move |transaction| changes::create(transaction, &change))
+            .await
+    }
+
+    pub async fn update_change(
+        &self,
+        id: i64,
+        update: ChangeUpdate,
+    ) -> Result<Option<ChangeRecord>, StoreError> {
+        self.write(move |transaction| changes::update(transaction, id, &update))
+            .await
+    }
+
+    pub async fn change(&self, id: i64) -> Result<Option<ChangeRecord>, StoreError> {
+        self.read(move |connection| changes::get(connection, id))
+            .await
+    }
+
+    pub async fn changes(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ChangeRecord>, StoreError> {
+        self.read(move |connection| changes::list(connection, before_id, limit))
+            .await
+    }
+
+    pub async fn changes_started_between(
+        &self,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<ChangeRecord>, StoreError> {
+        self.read(move |connection| changes::started_between(connection, since_ms, now_ms))
+            .await
+    }
+
+    /// (id, opened, resolved) of the incidents linked to a change.
+    pub async fn change_incidents(
+        &self,
+        id: i64,
+    ) -> Result<Vec<(i64, i64, Option<i64>)>, StoreError> {
+        self.read(move |connection| changes::incidents_of(connection, id))
             .await
     }
 

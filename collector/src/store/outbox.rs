@@ -333,6 +333,8 @@ pub struct MaintenanceWindow {
     pub starts_ms: i64,
     pub ends_ms: i64,
     pub change_ref: Option<String>,
+    /// The change record that created the window, or that it names.
+    pub change_id: Option<i64>,
     pub reason: Option<String>,
     pub created_by: String,
     pub created_ms: i64,
@@ -349,8 +351,8 @@ pub(super) fn create_window(
     window: &MaintenanceWindow,
 ) -> rusqlite::Result<i64> {
     transaction.execute(
-        "INSERT INTO maintenance_windows (asset_ids, tags, starts_ms, ends_ms, change_ref, reason, created_by, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO maintenance_windows (asset_ids, tags, starts_ms, ends_ms, change_ref, reason, created_by, created_ms, change_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             serde_json::to_string(&window.asset_ids).unwrap_or_else(|_| "[]".into()),
             serde_json::to_string(&window.tags).unwrap_or_else(|_| "[]".into()),
@@ -359,7 +361,8 @@ pub(super) fn create_window(
             window.change_ref,
             window.reason,
             window.created_by,
-            window.created_ms
+            window.created_ms,
+            window.change_id
         ],
     )?;
     Ok(transaction.last_insert_rowid())
@@ -383,7 +386,7 @@ pub(super) fn windows(
     ending_after_ms: i64,
 ) -> rusqlite::Result<Vec<MaintenanceWindow>> {
     let mut statement = connection.prepare(
-        "SELECT id, asset_ids, tags, starts_ms, ends_ms, change_ref, reason, created_by, created_ms
+        "SELECT id, asset_ids, tags, starts_ms, ends_ms, change_ref, reason, created_by, created_ms, change_id
          FROM maintenance_windows WHERE ends_ms > ?1 ORDER BY starts_ms, id",
     )?;
     let rows = statement.query_map([ending_after_ms], |row| {
@@ -399,6 +402,7 @@ pub(super) fn windows(
             reason: row.get(6)?,
             created_by: row.get(7)?,
             created_ms: row.get(8)?,
+            change_id: row.get(9)?,
         })
     })?;
     rows.collect()

@@ -10,6 +10,8 @@ ALTER TABLE incidents ADD COLUMN caused_by INTEGER;
 ALTER TABLE incidents ADD COLUMN problem_id INTEGER;
 ALTER TABLE incidents ADD COLUMN change_id INTEGER;
 CREATE INDEX incidents_by_cause ON incidents (caused_by) WHERE caused_by IS NOT NULL;
+-- Recurrence counting: per agent, and across agents.
+CREATE INDEX incidents_by_rule_agent ON incidents (rule, agent_id, opened_at_ms);
 CREATE INDEX incidents_by_rule ON incidents (rule, opened_at_ms);
 CREATE INDEX incidents_by_problem ON incidents (problem_id) WHERE problem_id IS NOT NULL;
 CREATE INDEX incidents_by_change ON incidents (change_id) WHERE change_id IS NOT NULL;
