@@ -7,13 +7,14 @@
 //! (unpacked with `dpkg-deb -x`), conffiles, md5sums, maintainer scripts
 //! (`sh -n`, shellcheck, and a run of postinst against stand-in `getent`,
 //! `adduser` and `systemctl`), the glibc the binaries need against the
-//! declared dependency, and the shipped units (`systemd-analyze verify`).
+//! declared dependency, the shipped units (`systemd-analyze verify`), and
+//! lintian.
 //! install-agent.sh is run only where it must refuse (bad arguments, an
 //! unsupported system faked with a stand-in `uname` or `id`) or with
 //! `--dry-run`.
 //!
 //! Tools that may be missing (dpkg-deb, shellcheck, systemd-analyze,
-//! objdump): the check says why and passes as skipped, unless
+//! objdump, lintian): the check says why and passes as skipped, unless
 //! `STEWARD_REQUIRE_PRIVILEGED_TESTS=1` (set by `.ci/run`, which installs
 //! them), which turns the skip into a failure.
 #![allow(clippy::unwrap_used)]
@@ -172,7 +173,11 @@ fn check_package(expected: &Expected) {
         ),
         (format!("/usr/share/doc/{package}/copyright"), "-rw-r--r--"),
         (
-            format!("/usr/share/doc/{package}/changelog.Debian.gz"),
+            format!("/usr/share/doc/{package}/changelog.gz"),
+            "-rw-r--r--",
+        ),
+        (
+            format!("/usr/share/lintian/overrides/{package}"),
             "-rw-r--r--",
         ),
     ]
@@ -260,6 +265,7 @@ fn check_package(expected: &Expected) {
     assert!(unit.contains(&format!("\nCapabilityBoundingSet={capabilities}\n")));
     assert!(unit.contains(&format!("\nAmbientCapabilities={capabilities}\n")));
     verify_unit(package, &unit, &binary, dir.path());
+    lintian(&deb);
     binaries_need_no_newer_glibc_than_declared(&binary, &depends);
     if package == "steward-agent" {
         install_agent_dry_run_with_the_package(&deb);
@@ -291,6 +297,23 @@ fn verify_unit(package: &str, unit: &str, binary: &Path, dir: &Path) {
     assert!(
         output.status.success() && !stderr.contains(&format!("{package}.service")),
         "systemd-analyze verify {package}.service:\n{stderr}"
+    );
+}
+
+/// lintian finds no error and no warning, but those of a test build: debug
+/// binaries (unstripped) in an uncompressed package.
+fn lintian(deb: &Path) {
+    let Some(lintian) = tool("lintian", "linting the packages") else {
+        return;
+    };
+    succeed(
+        Command::new(lintian)
+            .args(["--fail-on", "error,warning", "--suppress-tags"])
+            .arg(
+                "unstripped-binary-or-object,uses-no-compression-for-control-tarball,\
+                 uses-no-compression-for-data-tarball",
+            )
+            .arg(deb),
     );
 }
 
