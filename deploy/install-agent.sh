@@ -166,6 +166,10 @@ install_package() {
 install_binary() {
     local file=$1 unit=$here/systemd/steward-agent.service rendered
     [ -x "$file" ] || fail "no executable steward-agent at $file"
+    # A binary for another architecture or a newer glibc fails here, not
+    # later as a service that never starts.
+    "$file" --version >/dev/null 2>&1 ||
+        unsupported "$file does not run here (another architecture, or a glibc older than it needs): $("$file" --version 2>&1 | head -n 1)"
     [ -f "$unit" ] || fail "the unit file $unit is missing (keep install-agent.sh beside deploy/systemd/)"
     if ! getent passwd "$user" >/dev/null; then
         say "Creating the system user $user."

@@ -203,6 +203,11 @@ fn check_package(expected: &Expected) {
         "the packaged binary is the one built"
     );
     assert_eq!(mode(&binary), 0o755);
+    assert_eq!(
+        succeed(Command::new(&binary).arg("--version")).trim(),
+        format!("{package} {}", env!("CARGO_PKG_VERSION")),
+        "the package's version is the binary's"
+    );
     for conffile in expected.conffiles {
         let example = root.join(conffile.trim_start_matches('/'));
         assert_eq!(mode(&example), 0o644);
@@ -567,6 +572,32 @@ fn install_agent_refuses_unsupported_systems() {
     } else {
         assert_refused(&output, 3, "unsupported system: systemd is not running");
     }
+}
+
+#[test]
+fn install_agent_refuses_a_binary_that_does_not_run_here() {
+    let dir = tempfile::tempdir().unwrap();
+    // What exec reports for a binary of another architecture.
+    let foreign = dir.path().join("steward-agent");
+    std::fs::write(&foreign, b"\x7fELF\x02\x01\x01\x00garbage").unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = install_agent(
+        &[
+            "--collector",
+            COLLECTOR_URL,
+            "--token",
+            "T0KEN",
+            "--ca-fingerprint",
+            FINGERPRINT,
+            "--binary",
+            foreign.to_str().unwrap(),
+            "--dry-run",
+        ],
+        None,
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("does not run here"), "{stderr}");
 }
 
 #[test]
