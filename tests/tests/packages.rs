@@ -11,10 +11,14 @@
 //! lintian.
 //! install-agent.sh is run only where it must refuse (bad arguments, an
 //! unsupported system faked with a stand-in `uname` or `id`) or with
-//! `--dry-run`.
+//! `--dry-run`. As root, `tests/packaging/isolated-install.sh` installs both
+//! packages for real in a copy-on-write overlay of this machine's root, in
+//! its own mount and network namespaces, sets the collector up as
+//! docs/packaging.md says, runs both programs as their service users, then
+//! upgrades, removes and purges: the machine itself is never changed.
 //!
 //! Tools that may be missing (dpkg-deb, shellcheck, systemd-analyze,
-//! objdump, lintian): the check says why and passes as skipped, unless
+//! objdump, lintian), and root and overlayfs for the isolated install: the check says why and passes as skipped, unless
 //! `STEWARD_REQUIRE_PRIVILEGED_TESTS=1` (set by `.ci/run`, which installs
 //! them), which turns the skip into a failure.
 #![allow(clippy::unwrap_used)]
@@ -423,10 +427,67 @@ fn postinst_creates_the_user_once(postinst: &Path, user: &str, dir: &Path) {
 }
 
 #[test]
+fn packages_install_run_upgrade_and_purge_in_an_isolated_root() {
+    if tool("dpkg-deb", "the isolated install").is_none()
+        || tool("unshare", "the isolated install").is_none()
+    {
+        return;
+    }
+    if effective_uid() != 0 {
+        assert!(
+            std::env::var("STEWARD_REQUIRE_PRIVILEGED_TESTS").is_err(),
+            "the isolated install needs root but STEWARD_REQUIRE_PRIVILEGED_TESTS is set"
+        );
+        eprintln!("SKIPPED: the isolated install needs root (mount, chroot)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let debs = dir.path().join("debs");
+    std::fs::create_dir(&debs).unwrap();
+    build("steward-agent", &debs);
+    build("steward-collector", &debs);
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/isolated-install.sh");
+    let output = run(Command::new("unshare")
+        .args(["--mount", "--net", "--fork", "sh"])
+        .arg(&script)
+        .arg(&scratch)
+        .arg(&debs));
+    let log = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    if output.status.code() == Some(77) {
+        assert!(
+            std::env::var("STEWARD_REQUIRE_PRIVILEGED_TESTS").is_err(),
+            "no overlayfs but STEWARD_REQUIRE_PRIVILEGED_TESTS is set:\n{log}"
+        );
+        eprintln!("SKIPPED: {log}");
+        return;
+    }
+    assert!(
+        output.status.success() && log.contains("isolated install: all checks passed"),
+        "isolated install ({}):\n{log}",
+        output.status
+    );
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "the overlay's writes stayed in its mount namespace"
+    );
+}
+
+fn effective_uid() -> u32 {
+    // `id -u` rather than libc::geteuid: the workspace denies unsafe code.
+    succeed(Command::new("id").arg("-u"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
 fn scripts_pass_shellcheck() {
     let scripts: Vec<PathBuf> = ["debian/build-deb.sh", "install-agent.sh"]
         .into_iter()
         .map(|script| deploy().join(script))
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/isolated-install.sh")])
         .chain(
             ["steward-agent", "steward-collector"]
                 .into_iter()
