@@ -74,16 +74,18 @@ check "the collector runs as steward on init's setup" 'grep -q "Collector listen
 check "its database is in /var/lib/steward, steward's" '[ "$(stat -c %U /var/lib/steward/steward.db)" = steward ]'
 
 # The agent as its unit runs it: its own user, CAP_NET_RAW and nothing else,
-# state in /var/lib/steward-agent (StateDirectory=steward-agent). Its config
-# is init's local one, owned as install-agent.sh leaves an enrolled one.
-sed -i 's#^state_dir = .*#state_dir = "/var/lib/steward-agent"#' /etc/steward/agent.toml
-printf '\n[[ping]]\ntarget = "127.0.0.1"\n' >>/etc/steward/agent.toml
-chown root:steward-agent /etc/steward/agent.toml
-chmod 0640 /etc/steward/agent.toml
-install -d -o steward-agent -g steward-agent -m 0750 /var/lib/steward-agent
+# state in /var/lib/steward-agent (StateDirectory=steward-agent), its config
+# in /etc/steward/agent, its own, as install-agent.sh's enrollment leaves it.
+# The config is init's local one (a token instead of a certificate).
+install -d -o steward-agent -g steward-agent -m 0750 /etc/steward/agent /var/lib/steward-agent
+sed 's#^state_dir = .*#state_dir = "/var/lib/steward-agent"#' /etc/steward/agent.toml >/etc/steward/agent/agent.toml
+printf '\n[[ping]]\ntarget = "127.0.0.1"\n' >>/etc/steward/agent/agent.toml
+cp /etc/steward/ca.pem /etc/steward/agent/ca.pem
+chown steward-agent:steward-agent /etc/steward/agent/agent.toml /etc/steward/agent/ca.pem
+chmod 0600 /etc/steward/agent/agent.toml
 setpriv --reuid=steward-agent --regid=steward-agent --init-groups --no-new-privs \
     --inh-caps=-all,+net_raw --ambient-caps=-all,+net_raw --bounding-set=-all,+net_raw \
-    steward-agent --config /etc/steward/agent.toml >/tmp/agent.log 2>&1 &
+    steward-agent --config /etc/steward/agent/agent.toml >/tmp/agent.log 2>&1 &
 agent=$!
 for _ in $(seq 1 100); do
     grep -q "Agent connected." /tmp/collector.log && break
@@ -93,6 +95,8 @@ done
 check "the agent, as steward-agent, reaches the collector" 'grep -q "Agent connected." /tmp/collector.log || { cat /tmp/agent.log >&2; false; }'
 check "its one capability opens raw ICMP sockets" 'grep -q "ICMP sockets opened. v4=Raw" /tmp/agent.log || { cat /tmp/agent.log >&2; false; }'
 check "its state is in /var/lib/steward-agent, its own" '[ "$(stat -c %U /var/lib/steward-agent/spool)" = steward-agent ]'
+check "it may renew its certificate in /etc/steward/agent" 'runuser -u steward-agent -- sh -c "echo renewed >/etc/steward/agent/agent.pem.new && mv /etc/steward/agent/agent.pem.new /etc/steward/agent/agent.pem"'
+check "it may not write the rest of /etc/steward" '! runuser -u steward-agent -- touch /etc/steward/ca.pem 2>/dev/null && ! runuser -u steward-agent -- touch /etc/steward/new 2>/dev/null'
 kill -TERM "$agent" "$collector"
 wait "$agent" "$collector" || true
 
@@ -105,9 +109,9 @@ check "upgrade keeps the setup" '[ -s /etc/steward/collector.toml ] && [ -s /etc
 # Remove, then purge.
 dpkg -r steward-agent
 check "remove deletes the binary" '[ ! -e /usr/bin/steward-agent ]'
-check "remove keeps the conffile and the state" '[ -e /etc/steward/agent.toml.example ] && [ -d /var/lib/steward-agent ]'
+check "remove keeps the conffile, the enrollment and the state" '[ -e /etc/steward/agent.toml.example ] && [ -s /etc/steward/agent/agent.toml ] && [ -d /var/lib/steward-agent ]'
 dpkg -P steward-agent
-check "purge deletes the agent's state and conffile" '[ ! -e /var/lib/steward-agent ] && [ ! -e /etc/steward/agent.toml.example ]'
+check "purge deletes the agent's enrollment, state and conffile" '[ ! -e /etc/steward/agent ] && [ ! -e /var/lib/steward-agent ] && [ ! -e /etc/steward/agent.toml.example ]'
 check "purge keeps the user" 'getent passwd steward-agent >/dev/null'
 dpkg -P steward-collector
 check "collector purge keeps the database and the setup" '[ -s /var/lib/steward/steward.db ] && [ -s /etc/steward/collector.toml ] && [ -s /etc/steward/ca.key ]'

@@ -720,7 +720,7 @@ fn install_agent_dry_run_with_the_package(deb: &Path) {
 }
 
 /// The steps every dry run prints, whatever this machine holds; the token
-/// is never shown.
+/// is never shown (it travels in a file).
 fn check_plan(output: &Output, agent: &str) -> String {
     let plan = text(&output.stdout);
     assert!(output.status.success(), "{plan}{}", text(&output.stderr));
@@ -728,17 +728,28 @@ fn check_plan(output: &Output, agent: &str) -> String {
         !plan.contains("S3CRET-T0KEN"),
         "the token is masked:\n{plan}"
     );
-    if Path::new("/etc/steward/agent.key").exists() {
+    if Path::new("/etc/steward/agent/agent.key").exists() {
         assert!(plan.contains("already enrolled"), "{plan}");
     } else {
         assert!(
-            plan.contains(&format!(
-                "+ {agent} enroll --collector {COLLECTOR_URL} --token *** --ca-fingerprint {FINGERPRINT} --dir /etc/steward\n"
-            )),
+            plan.contains(
+                "+ install -d -o steward-agent -g steward-agent -m 0750 /etc/steward/agent /var/lib/steward-agent\n"
+            ),
             "{plan}"
         );
-        assert!(plan.contains("+ chown steward-agent:steward-agent /etc/steward/agent.key\n"));
-        assert!(plan.contains("+ chmod 0600 /etc/steward/agent.key\n"));
+        let enroll = format!(
+            "+ runuser -u steward-agent -- {agent} enroll --collector {COLLECTOR_URL} --token-file "
+        );
+        let line = plan
+            .lines()
+            .find(|line| line.starts_with(&enroll))
+            .unwrap_or_else(|| panic!("no {enroll:?} in:\n{plan}"));
+        assert!(
+            line.ends_with(&format!(
+                " --ca-fingerprint {FINGERPRINT} --dir /etc/steward/agent --state-dir /var/lib/steward-agent"
+            )),
+            "{line}"
+        );
     }
     assert!(
         plan.contains("+ systemctl enable steward-agent.service\n"),
