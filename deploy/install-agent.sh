@@ -10,7 +10,9 @@
 # for real"). Where dpkg exists the steward-agent package is installed (the
 # newest steward-agent_*_ARCH.deb beside this script, or --package FILE);
 # elsewhere the bare binary (./steward-agent beside this script, or
-# --binary FILE) goes to /usr/local/bin with the unit from ./systemd/.
+# --binary FILE) goes to /usr/local/bin with the unit from ./systemd/. The
+# host is enrolled as the agent's user into /etc/steward/agent (agent.toml,
+# ca.pem, agent.pem, agent.key), the token passed in a file.
 #
 # Running it again is harmless: an installed version is not reinstalled, an
 # enrolled host is not enrolled again (unless --reenroll), and a running agent
@@ -19,7 +21,10 @@
 # Exit status: 0 done, 1 a step failed, 2 usage error, 3 unsupported system.
 set -euo pipefail
 
-readonly config_dir=/etc/steward
+# The enrollment's own directory, owned by the agent's user: the agent
+# renews its certificate in place (a new file beside the old, then a rename).
+readonly config_dir=/etc/steward/agent
+readonly state_dir=/var/lib/steward-agent
 readonly service=steward-agent.service
 readonly user=steward-agent
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -124,8 +129,8 @@ if [ "$(id -u)" != 0 ]; then
     fi
 fi
 
-# Runs a command that changes the system; with --dry-run only prints it,
-# the token masked.
+# Runs a command that changes the system; with --dry-run only prints it
+# (a token given on a command line masked).
 run() {
     if $dry_run; then
         local shown=() masked=false word
@@ -166,6 +171,10 @@ install_package() {
 install_binary() {
     local file=$1 unit=$here/systemd/steward-agent.service rendered
     [ -x "$file" ] || fail "no executable steward-agent at $file"
+    # A binary for another architecture or a newer glibc fails here, not
+    # later as a service that never starts.
+    "$file" --version >/dev/null 2>&1 ||
+        unsupported "$file does not run here (another architecture, or a glibc older than it needs): $("$file" --version 2>&1 | head -n 1)"
     [ -f "$unit" ] || fail "the unit file $unit is missing (keep install-agent.sh beside deploy/systemd/)"
     if ! getent passwd "$user" >/dev/null; then
         say "Creating the system user $user."
@@ -216,7 +225,9 @@ else
     agent=/usr/local/bin/steward-agent
 fi
 
-# 2. The enrollment: agent.toml, ca.pem, agent.pem and agent.key in /etc/steward.
+# 2. The enrollment: agent.toml, ca.pem, agent.pem and agent.key in
+# /etc/steward/agent, written by the agent's user, and its id in the state
+# directory.
 enrolled() {
     [ -s "$config_dir/agent.toml" ] && [ -s "$config_dir/agent.key" ] && [ -s "$config_dir/agent.pem" ]
 }
@@ -224,21 +235,19 @@ enrolled() {
 if enrolled && ! $reenroll; then
     say "This host is already enrolled ($config_dir/agent.key exists; --reenroll enrolls again)."
 else
-    # An agent.toml from elsewhere (e.g. `steward-collector init` on the
-    # collector's host) is kept aside, not overwritten unseen.
-    if [ -e "$config_dir/agent.toml" ] && ! enrolled; then
-        say "Keeping the existing $config_dir/agent.toml as agent.toml.before-enroll."
-        run mv "$config_dir/agent.toml" "$config_dir/agent.toml.before-enroll"
-    fi
     say "Enrolling with $collector."
-    run install -d -m 0755 "$config_dir"
-    run "$agent" enroll --collector "$collector" --token "$token" \
-        --ca-fingerprint "$fingerprint" --dir "$config_dir"
-    # The key is the agent's alone; the config may name secrets too.
-    run chown "$user:$user" "$config_dir/agent.key"
-    run chmod 0600 "$config_dir/agent.key"
-    run chown "root:$user" "$config_dir/agent.toml"
-    run chmod 0640 "$config_dir/agent.toml"
+    run install -d -m 0755 /etc/steward
+    run install -d -o "$user" -g "$user" -m 0750 "$config_dir" "$state_dir"
+    # The token goes through a file only the agent's user reads, never the
+    # process list.
+    token_file=$(mktemp)
+    trap 'rm -f "$token_file"' EXIT
+    printf '%s\n' "$token" >"$token_file"
+    run chown "$user" "$token_file"
+    run runuser -u "$user" -- "$agent" enroll --collector "$collector" \
+        --token-file "$token_file" --ca-fingerprint "$fingerprint" \
+        --dir "$config_dir" --state-dir "$state_dir"
+    rm -f "$token_file"
     changed=true
 fi
 

@@ -2,7 +2,7 @@
 # Builds the steward-agent and steward-collector Debian packages from binaries
 # already built (it never runs cargo), with `dpkg-deb --build`. Everything a
 # package holds besides the binary is a real file in the source tree:
-# deploy/debian/PACKAGE/{control,conffiles,postinst,prerm,postrm},
+# deploy/debian/PACKAGE/{control,conffiles,postinst,prerm,postrm,lintian-overrides},
 # deploy/systemd/PACKAGE.service, deploy/*.toml (the examples) and
 # deploy/debian/copyright.
 #
@@ -24,7 +24,7 @@ PACKAGE is steward-agent or steward-collector (default: both).
   --out-dir DIR     where the .deb files go (default: target/debian)
   --version V       package version (default: the workspace's, from Cargo.toml)
   --arch ARCH       Debian architecture (default: dpkg --print-architecture)
-  --maintainer M    the Maintainer field
+  --maintainer M    the Maintainer field (default: $DEBFULLNAME <$DEBEMAIL>)
   --compression C   xz (default; smallest), gzip or none (fastest, for tests)
 USAGE
 }
@@ -40,7 +40,7 @@ bin_dir=$source_root/target/release
 out_dir=$source_root/target/debian
 version=
 arch=
-maintainer="Steward maintainers <steward@localhost>"
+maintainer="${DEBFULLNAME:-Steward maintainers} <${DEBEMAIL:-steward@example.org}>"
 compression=xz
 packages=
 
@@ -101,17 +101,19 @@ build() {
     control=$deploy/debian/$package
 
     install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" \
-        "$root/etc/steward" "$root/usr/share/doc/$package"
+        "$root/etc/steward" "$root/usr/share/doc/$package" "$root/usr/share/lintian/overrides"
     install -m 0755 "$binary" "$root/usr/bin/$package"
     install -m 0644 "$deploy/systemd/$package.service" "$root/lib/systemd/system/"
     examples "$package" | while read -r source destination; do
         install -m 0644 "$deploy/$source" "$root/$destination"
     done
     install -m 0644 "$deploy/debian/copyright" "$root/usr/share/doc/$package/copyright"
+    install -m 0644 "$control/lintian-overrides" "$root/usr/share/lintian/overrides/$package"
+    # A native package (no Debian revision): changelog.gz, not changelog.Debian.gz.
     printf '%s (%s) unstable; urgency=medium\n\n  * Built from the Steward source tree.\n\n -- %s  %s\n' \
         "$package" "$version" "$maintainer" "$(date -R -u -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")" |
-        gzip -9n >"$root/usr/share/doc/$package/changelog.Debian.gz"
-    chmod 0644 "$root/usr/share/doc/$package/changelog.Debian.gz"
+        gzip -9n >"$root/usr/share/doc/$package/changelog.gz"
+    chmod 0644 "$root/usr/share/doc/$package/changelog.gz"
 
     install -m 0644 "$control/conffiles" "$root/DEBIAN/conffiles"
     for script in postinst prerm postrm; do
@@ -121,7 +123,7 @@ build() {
     chmod 0644 "$root/DEBIAN/md5sums"
     installed_size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
     sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" \
-        -e "s/@MAINTAINER@/$maintainer/" -e "s/@INSTALLED_SIZE@/$installed_size/" \
+        -e "s|@MAINTAINER@|$maintainer|" -e "s/@INSTALLED_SIZE@/$installed_size/" \
         "$control/control" >"$root/DEBIAN/control"
     chmod 0644 "$root/DEBIAN/control"
 

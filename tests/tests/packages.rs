@@ -7,13 +7,18 @@
 //! (unpacked with `dpkg-deb -x`), conffiles, md5sums, maintainer scripts
 //! (`sh -n`, shellcheck, and a run of postinst against stand-in `getent`,
 //! `adduser` and `systemctl`), the glibc the binaries need against the
-//! declared dependency, and the shipped units (`systemd-analyze verify`).
+//! declared dependency, the shipped units (`systemd-analyze verify`), and
+//! lintian.
 //! install-agent.sh is run only where it must refuse (bad arguments, an
 //! unsupported system faked with a stand-in `uname` or `id`) or with
-//! `--dry-run`.
+//! `--dry-run`. As root, `tests/packaging/isolated-install.sh` installs both
+//! packages for real in a copy-on-write overlay of this machine's root, in
+//! its own mount and network namespaces, sets the collector up as
+//! docs/packaging.md says, runs both programs as their service users, then
+//! upgrades, removes and purges: the machine itself is never changed.
 //!
 //! Tools that may be missing (dpkg-deb, shellcheck, systemd-analyze,
-//! objdump): the check says why and passes as skipped, unless
+//! objdump, lintian), and root and overlayfs for the isolated install: the check says why and passes as skipped, unless
 //! `STEWARD_REQUIRE_PRIVILEGED_TESTS=1` (set by `.ci/run`, which installs
 //! them), which turns the skip into a failure.
 #![allow(clippy::unwrap_used)]
@@ -172,7 +177,11 @@ fn check_package(expected: &Expected) {
         ),
         (format!("/usr/share/doc/{package}/copyright"), "-rw-r--r--"),
         (
-            format!("/usr/share/doc/{package}/changelog.Debian.gz"),
+            format!("/usr/share/doc/{package}/changelog.gz"),
+            "-rw-r--r--",
+        ),
+        (
+            format!("/usr/share/lintian/overrides/{package}"),
             "-rw-r--r--",
         ),
     ]
@@ -198,6 +207,11 @@ fn check_package(expected: &Expected) {
         "the packaged binary is the one built"
     );
     assert_eq!(mode(&binary), 0o755);
+    assert_eq!(
+        succeed(Command::new(&binary).arg("--version")).trim(),
+        format!("{package} {}", env!("CARGO_PKG_VERSION")),
+        "the package's version is the binary's"
+    );
     for conffile in expected.conffiles {
         let example = root.join(conffile.trim_start_matches('/'));
         assert_eq!(mode(&example), 0o644);
@@ -260,6 +274,7 @@ fn check_package(expected: &Expected) {
     assert!(unit.contains(&format!("\nCapabilityBoundingSet={capabilities}\n")));
     assert!(unit.contains(&format!("\nAmbientCapabilities={capabilities}\n")));
     verify_unit(package, &unit, &binary, dir.path());
+    lintian(&deb);
     binaries_need_no_newer_glibc_than_declared(&binary, &depends);
     if package == "steward-agent" {
         install_agent_dry_run_with_the_package(&deb);
@@ -291,6 +306,23 @@ fn verify_unit(package: &str, unit: &str, binary: &Path, dir: &Path) {
     assert!(
         output.status.success() && !stderr.contains(&format!("{package}.service")),
         "systemd-analyze verify {package}.service:\n{stderr}"
+    );
+}
+
+/// lintian finds no error and no warning, but those of a test build: debug
+/// binaries (unstripped) in an uncompressed package.
+fn lintian(deb: &Path) {
+    let Some(lintian) = tool("lintian", "linting the packages") else {
+        return;
+    };
+    succeed(
+        Command::new(lintian)
+            .args(["--fail-on", "error,warning", "--suppress-tags"])
+            .arg(
+                "unstripped-binary-or-object,uses-no-compression-for-control-tarball,\
+                 uses-no-compression-for-data-tarball",
+            )
+            .arg(deb),
     );
 }
 
@@ -395,10 +427,67 @@ fn postinst_creates_the_user_once(postinst: &Path, user: &str, dir: &Path) {
 }
 
 #[test]
+fn packages_install_run_upgrade_and_purge_in_an_isolated_root() {
+    if tool("dpkg-deb", "the isolated install").is_none()
+        || tool("unshare", "the isolated install").is_none()
+    {
+        return;
+    }
+    if effective_uid() != 0 {
+        assert!(
+            std::env::var("STEWARD_REQUIRE_PRIVILEGED_TESTS").is_err(),
+            "the isolated install needs root but STEWARD_REQUIRE_PRIVILEGED_TESTS is set"
+        );
+        eprintln!("SKIPPED: the isolated install needs root (mount, chroot)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let debs = dir.path().join("debs");
+    std::fs::create_dir(&debs).unwrap();
+    build("steward-agent", &debs);
+    build("steward-collector", &debs);
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/isolated-install.sh");
+    let output = run(Command::new("unshare")
+        .args(["--mount", "--net", "--fork", "sh"])
+        .arg(&script)
+        .arg(&scratch)
+        .arg(&debs));
+    let log = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    if output.status.code() == Some(77) {
+        assert!(
+            std::env::var("STEWARD_REQUIRE_PRIVILEGED_TESTS").is_err(),
+            "no overlayfs but STEWARD_REQUIRE_PRIVILEGED_TESTS is set:\n{log}"
+        );
+        eprintln!("SKIPPED: {log}");
+        return;
+    }
+    assert!(
+        output.status.success() && log.contains("isolated install: all checks passed"),
+        "isolated install ({}):\n{log}",
+        output.status
+    );
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "the overlay's writes stayed in its mount namespace"
+    );
+}
+
+fn effective_uid() -> u32 {
+    // `id -u` rather than libc::geteuid: the workspace denies unsafe code.
+    succeed(Command::new("id").arg("-u"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
 fn scripts_pass_shellcheck() {
     let scripts: Vec<PathBuf> = ["debian/build-deb.sh", "install-agent.sh"]
         .into_iter()
         .map(|script| deploy().join(script))
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/isolated-install.sh")])
         .chain(
             ["steward-agent", "steward-collector"]
                 .into_iter()
@@ -547,6 +636,32 @@ fn install_agent_refuses_unsupported_systems() {
 }
 
 #[test]
+fn install_agent_refuses_a_binary_that_does_not_run_here() {
+    let dir = tempfile::tempdir().unwrap();
+    // What exec reports for a binary of another architecture.
+    let foreign = dir.path().join("steward-agent");
+    std::fs::write(&foreign, b"\x7fELF\x02\x01\x01\x00garbage").unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = install_agent(
+        &[
+            "--collector",
+            COLLECTOR_URL,
+            "--token",
+            "T0KEN",
+            "--ca-fingerprint",
+            FINGERPRINT,
+            "--binary",
+            foreign.to_str().unwrap(),
+            "--dry-run",
+        ],
+        None,
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("does not run here"), "{stderr}");
+}
+
+#[test]
 fn install_agent_dry_run_with_a_bare_binary_prints_the_plan() {
     let binary = steward_tests::binary("steward-agent");
     let output = install_agent(
@@ -605,7 +720,7 @@ fn install_agent_dry_run_with_the_package(deb: &Path) {
 }
 
 /// The steps every dry run prints, whatever this machine holds; the token
-/// is never shown.
+/// is never shown (it travels in a file).
 fn check_plan(output: &Output, agent: &str) -> String {
     let plan = text(&output.stdout);
     assert!(output.status.success(), "{plan}{}", text(&output.stderr));
@@ -613,17 +728,28 @@ fn check_plan(output: &Output, agent: &str) -> String {
         !plan.contains("S3CRET-T0KEN"),
         "the token is masked:\n{plan}"
     );
-    if Path::new("/etc/steward/agent.key").exists() {
+    if Path::new("/etc/steward/agent/agent.key").exists() {
         assert!(plan.contains("already enrolled"), "{plan}");
     } else {
         assert!(
-            plan.contains(&format!(
-                "+ {agent} enroll --collector {COLLECTOR_URL} --token *** --ca-fingerprint {FINGERPRINT} --dir /etc/steward\n"
-            )),
+            plan.contains(
+                "+ install -d -o steward-agent -g steward-agent -m 0750 /etc/steward/agent /var/lib/steward-agent\n"
+            ),
             "{plan}"
         );
-        assert!(plan.contains("+ chown steward-agent:steward-agent /etc/steward/agent.key\n"));
-        assert!(plan.contains("+ chmod 0600 /etc/steward/agent.key\n"));
+        let enroll = format!(
+            "+ runuser -u steward-agent -- {agent} enroll --collector {COLLECTOR_URL} --token-file "
+        );
+        let line = plan
+            .lines()
+            .find(|line| line.starts_with(&enroll))
+            .unwrap_or_else(|| panic!("no {enroll:?} in:\n{plan}"));
+        assert!(
+            line.ends_with(&format!(
+                " --ca-fingerprint {FINGERPRINT} --dir /etc/steward/agent --state-dir /var/lib/steward-agent"
+            )),
+            "{line}"
+        );
     }
     assert!(
         plan.contains("+ systemctl enable steward-agent.service\n"),
