@@ -1033,6 +1033,51 @@ mod tests {
     }
 
     #[test]
+    fn service_management_settings_load_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        const RULE: &str = "\n[[rule]]\nname = \"gw-down\"\nmetric = \"port.up\"\nop = \"<\"\nthreshold = 1\nseverity = \"critical\"\n";
+        let text = base(&format!(
+            "{RULE}\n[[dependency]]\ntags = [\"site:a\"]\ndepends_on = {{ rule = \"gw-down\", labels = {{ name = \"gw\" }} }}\n\n[problems]\nrecurrences = 4\nwithin = \"1d\"\nscope = \"rule\"\n\n[changes]\nlink_after = \"30m\"\n"
+        ));
+        let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(config.service.dependencies.len(), 1);
+        assert_eq!(config.service.dependencies[0].tags, ["site:a"]);
+        let recurrence = config.service.recurrence.unwrap();
+        assert_eq!((recurrence.count, recurrence.across_agents), (4, true));
+        assert_eq!(recurrence.within_ms, 24 * 3_600_000);
+        assert_eq!(config.service.change_link_after, Duration::from_secs(1800));
+        let defaults = CollectorConfig::load(&write(dir.path(), &base(""))).unwrap();
+        assert_eq!(defaults.service.recurrence.unwrap().count, 3);
+        assert_eq!(
+            defaults.service.change_link_after,
+            Duration::from_secs(3600)
+        );
+        let cases = [
+            (
+                format!(
+                    "{RULE}[[dependency]]\nhosts = [\"a\"]\ndepends_on = {{ rule = \"nope\" }}\n"
+                ),
+                "dependency[0].depends_on.rule",
+            ),
+            (
+                format!("{RULE}[[dependency]]\ndepends_on = {{ rule = \"gw-down\" }}\n"),
+                "dependency[0].hosts",
+            ),
+            (
+                "[problems]\nscope = \"site\"\n".to_string(),
+                "problems.scope",
+            ),
+            ("[problems]\nevery = 2\n".to_string(), "problems.every"),
+            ("[changes]\nwindow = \"1h\"\n".to_string(), "changes.window"),
+        ];
+        for (extra, key) in cases {
+            let text = base(&format!("\n{extra}"));
+            let error = CollectorConfig::load(&write(dir.path(), &text)).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{extra}: {error}");
+        }
+    }
+
+    #[test]
     fn limit_errors_name_the_key_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [

@@ -7,6 +7,11 @@
 //! and SLA breaches. Operators acknowledge, resolve and annotate through
 //! [`IncidentHandle`]. Every change is announced on a broadcast channel for
 //! notification delivery.
+//!
+//! Each opening carries the [`ServicePolicy`]: the parent checks its host
+//! depends on ([`dependency`]), when recurrences become a problem
+//! ([`recurrence`]) and how long after a change incidents are linked to it;
+//! the store applies them in the opening's own transaction.
 
 pub mod dependency;
 pub mod recurrence;

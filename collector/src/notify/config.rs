@@ -1221,6 +1221,9 @@ escalate_before_sla = true
                 "route[0].match.severity",
             ),
             (route("escalation = \"nope\""), "route[0].escalation"),
+            (route("group_by = [\"tag:\"]"), "route[0].group_by"),
+            (route("storm_threshold = 0"), "route[0].storm_threshold"),
+            (route("group_interval = \"0s\""), "route[0].group_interval"),
             (
                 "[[person]]\nname = \"p\"\nchannels = [\"nowhere\"]\n".to_string(),
                 "person[0].channels",

@@ -13,6 +13,9 @@
 //!   PagerDuty, Slack, email).
 //! - [`oncall`]: who is on call in a schedule at a given instant.
 //! - [`escalation`]: the per-incident escalation state machine.
+//! - [`grouping`]: per-route grouping and storm control (when incidents go
+//!   out alone, and when as one storm summary, digest or grouped message).
+//! - [`grouped`]: the bytes of those group messages, per channel type.
 //!
 //! Invariant: each delivery is identified by an [`idempotency_key`]; the
 //! outbox stores it under a unique constraint so a message for one

@@ -377,11 +377,34 @@ impl NotifyService {
             let decision = self
                 .config
                 .route(&RouteInput::from_record(&incident, context.tags));
+            if self.sent_only_grouped(&incident, &decision).await? {
+                continue;
+            }
             if let Some(state) = self.escalation_for(&incident, &decision) {
                 escalations.insert(incident.id, state);
             }
         }
         Ok(escalations)
+    }
+
+    /// Whether every channel got the incident's opening in a group message
+    /// (a storm does not escalate host by host, also after a restart).
+    async fn sent_only_grouped(
+        &self,
+        incident: &IncidentRecord,
+        decision: &RouteDecision,
+    ) -> Result<bool, StoreError> {
+        if decision.channels.is_empty() {
+            return Ok(false);
+        }
+        for channel in &decision.channels {
+            let opened = idempotency_key(incident.id, NotificationEvent::Opened, channel);
+            match self.store.notification_state(opened).await? {
+                Some((state, _)) if state.starts_with("grouped") => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// The escalation the route names for `incident`, started at its opening.
