@@ -60,8 +60,11 @@ steward-collector init /etc/steward --state-dir /var/lib/steward \
     --grpc-listen 127.0.0.1:7443 --server-name collector.example.net >/dev/null
 chgrp steward /etc/steward/ca.key /etc/steward/server.key /etc/steward/agent-tokens /etc/steward/api-token
 chmod 0640 /etc/steward/ca.key /etc/steward/server.key /etc/steward/agent-tokens /etc/steward/api-token
-# What the unit's StateDirectory=steward does before the first start.
-install -d -o steward -g steward -m 0750 /var/lib/steward
+# What the unit's StateDirectory=steward does before the first start: init,
+# run as root, created the database; systemd hands the directory over,
+# recursively, to the service's user.
+install -d -m 0750 /var/lib/steward
+chown -R steward:steward /var/lib/steward
 setpriv --reuid=steward --regid=steward --init-groups --no-new-privs \
     steward-collector --config /etc/steward/collector.toml >/tmp/collector.log 2>&1 &
 collector=$!
@@ -75,14 +78,22 @@ check "its database is in /var/lib/steward, steward's" '[ "$(stat -c %U /var/lib
 
 # The agent as its unit runs it: its own user, CAP_NET_RAW and nothing else,
 # state in /var/lib/steward-agent (StateDirectory=steward-agent), its config
-# in /etc/steward/agent, its own, as install-agent.sh's enrollment leaves it.
-# The config is init's local one (a token instead of a certificate).
+# in /etc/steward/agent, its own, enrolled as install-agent.sh does it: a
+# one-use token and the pinned CA fingerprint, as the agent's user.
+token=$(setpriv --reuid=steward --regid=steward --init-groups --no-new-privs \
+    steward-collector enroll-token create --config /etc/steward/collector.toml 2>/dev/null)
+fingerprint=$(steward-collector ca-fingerprint --config /etc/steward/collector.toml)
 install -d -o steward-agent -g steward-agent -m 0750 /etc/steward/agent /var/lib/steward-agent
-sed 's#^state_dir = .*#state_dir = "/var/lib/steward-agent"#' /etc/steward/agent.toml >/etc/steward/agent/agent.toml
+printf '%s\n' "$token" >/tmp/enroll-token
+chown steward-agent /tmp/enroll-token
+chmod 0600 /tmp/enroll-token
+setpriv --reuid=steward-agent --regid=steward-agent --init-groups --no-new-privs \
+    steward-agent enroll --collector https://127.0.0.1:7443 --token-file /tmp/enroll-token \
+    --ca-fingerprint "$fingerprint" --dir /etc/steward/agent --state-dir /var/lib/steward-agent \
+    >/tmp/enroll.log 2>&1
+check "the agent enrolls as steward-agent with a one-use token" '[ -s /etc/steward/agent/agent.pem ] || { cat /tmp/enroll.log >&2; false; }'
+check "its private key is its own, mode 0600" '[ "$(stat -c %U:%a /etc/steward/agent/agent.key)" = steward-agent:600 ]'
 printf '\n[[ping]]\ntarget = "127.0.0.1"\n' >>/etc/steward/agent/agent.toml
-cp /etc/steward/ca.pem /etc/steward/agent/ca.pem
-chown steward-agent:steward-agent /etc/steward/agent/agent.toml /etc/steward/agent/ca.pem
-chmod 0600 /etc/steward/agent/agent.toml
 setpriv --reuid=steward-agent --regid=steward-agent --init-groups --no-new-privs \
     --inh-caps=-all,+net_raw --ambient-caps=-all,+net_raw --bounding-set=-all,+net_raw \
     steward-agent --config /etc/steward/agent/agent.toml >/tmp/agent.log 2>&1 &

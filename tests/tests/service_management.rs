@@ -504,7 +504,7 @@ fn a_change_on_a_tag_silences_its_assets_and_links_what_breaks_after_it() {
     let change_id = change["id"].as_i64().unwrap();
     assert_eq!(change["reference"], format!("C-{change_id}"));
     assert_eq!(change["active"], true);
-    assert_eq!(change["created_by"], "api");
+    assert_eq!(change["created_by"], "admin", "the acting token's name");
     // A change elsewhere that breaks nothing.
     collector.post_json(
         "/api/v1/changes",
