@@ -407,17 +407,26 @@ fn a_bound_agent_id_enrolls_again_only_after_revocation_which_the_api_can_do() {
     let path = format!("/api/v1/agents/{agent_id}/revoke");
     let (status, _) = steward_tests::http_request(collector.http_addr, "POST", &path, None, None);
     assert_eq!(status, 401);
-    let api_token = collector.api_token();
+    // Revoking is administration: a write token is not enough.
+    let writer = collector.create_token("deployer", "write");
+    let (status, body) =
+        steward_tests::http_request(collector.http_addr, "POST", &path, Some(&writer), None);
+    assert_eq!(status, 403, "{body}");
+    let carol = collector.create_token("carol", "admin");
     let (status, body) = steward_tests::http_request(
         collector.http_addr,
         "POST",
         &path,
-        Some(&api_token),
-        Some("{\"by\": \"carol\"}"),
+        Some(&carol),
+        Some("{\"by\": \"mallory\"}"),
     );
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(body["revoked_by"], "carol");
+    assert_eq!(
+        body["revoked_by"], "carol",
+        "the acting token's name, not the body's"
+    );
+    let api_token = collector.api_token();
     let (status, _) =
         steward_tests::http_request(collector.http_addr, "POST", &path, Some(&api_token), None);
     assert_eq!(status, 404, "already revoked");
