@@ -584,6 +584,18 @@ fn install_agent_refuses_bad_arguments_before_anything_else() {
         ),
         ([&all[..], &["--token"]].concat(), "--token needs a value"),
         (
+            [&all[..], &["--token-file", "/nonexistent/token"]].concat(),
+            "give --token or --token-file, not both",
+        ),
+        (
+            [
+                &without("--token")[..],
+                &["--token-file", "/nonexistent/token"],
+            ]
+            .concat(),
+            "cannot read --token-file /nonexistent/token",
+        ),
+        (
             [&all[..], &["--package", "a.deb", "--binary", "b"]].concat(),
             "give --package or --binary, not both",
         ),
@@ -693,12 +705,14 @@ fn install_agent_dry_run_with_a_bare_binary_prints_the_plan() {
 }
 
 fn install_agent_dry_run_with_the_package(deb: &Path) {
+    let token_file = deb.with_file_name("token");
+    std::fs::write(&token_file, "S3CRET-T0KEN\n").unwrap();
     let output = install_agent(
         &[
             "--collector",
             COLLECTOR_URL,
-            "--token",
-            "S3CRET-T0KEN",
+            "--token-file",
+            token_file.to_str().unwrap(),
             "--ca-fingerprint",
             FINGERPRINT,
             "--package",
