@@ -446,6 +446,11 @@ fn packages_install_run_upgrade_and_purge_in_an_isolated_root() {
     std::fs::create_dir(&debs).unwrap();
     build("steward-agent", &debs);
     build("steward-collector", &debs);
+    std::fs::copy(
+        deploy().join("install-agent.sh"),
+        debs.join("install-agent.sh"),
+    )
+    .unwrap();
     let scratch = dir.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/isolated-install.sh");
