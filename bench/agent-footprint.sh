@@ -29,6 +29,9 @@ bench_build steward-agent steward-collector
 
 start_collector collector
 dir=$COLLECTOR_DIR
+# Two agents from one template: they share the token, not the local agent's certificate.
+token=$(grep -v '^#' "$dir/agent-tokens" | tail -1)
+sed -i -e "s/^cert = \"agent.pem\"$/token = \"$token\"/" -e '/^key = "agent.key"$/d' "$dir/agent.toml"
 sed 's/state_dir = "agent-state"/state_dir = "plain-state"/' "$dir/agent.toml" >"$dir/plain.toml"
 {
   sed 's/state_dir = "agent-state"/state_dir = "checks-state"/' "$dir/agent.toml"

@@ -100,6 +100,8 @@ start_collector() {
   COLLECTOR_DIR=$BENCH_DIR/$name
   "$BIN/steward-collector" init "$COLLECTOR_DIR" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 >/dev/null
   sed -i 's/^include = \["default-rules.toml"\]$//' "$COLLECTOR_DIR/collector.toml"
+  # Simulated agents (loadgen) and copies of agent.toml use the shared token.
+  sed -i 's/^# agent_token_file = /agent_token_file = /' "$COLLECTOR_DIR/collector.toml"
   printf '\n%s\n' "$extra" >>"$COLLECTOR_DIR/collector.toml"
   RUST_LOG=${RUST_LOG:-warn,steward_collector=info} NO_COLOR=1 \
     bench_spawn "$COLLECTOR_DIR/collector.log" "$BIN/steward-collector" --config "$COLLECTOR_DIR/collector.toml"

@@ -1,7 +1,7 @@
 //! Compiles `steward/v1/*.proto` with protox (pure Rust), so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["steward/v1/ingest.proto"];
+    let files = ["steward/v1/ingest.proto", "steward/v1/enrollment.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -22,6 +22,13 @@ struct RawAgentConfig {
     /// CA certificate (PEM) that signed the collector's certificate.
     #[serde(default)]
     ca: Option<PathBuf>,
+    /// Client certificate (PEM) from `steward-agent enroll`: the agent
+    /// authenticates with it (mutual TLS) instead of a shared token.
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, mode 0600).
+    #[serde(default)]
+    key: Option<PathBuf>,
     /// Name to verify in the collector's certificate; defaults to the URL's host.
     #[serde(default)]
     server_name: Option<String>,
@@ -195,12 +202,23 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/steward-agent")
 }
 
+/// Where the agent's client certificate and key live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A validated agent configuration.
 #[derive(Clone)]
 pub struct AgentConfig {
     pub collector_url: String,
-    /// Shared secret presented in the hello. Never logged (see the manual `Debug`).
+    /// Shared secret presented in the hello; empty with a client
+    /// certificate. Never logged (see the manual `Debug`).
     pub token: String,
+    /// Client certificate and key files, read at every connect (renewal
+    /// replaces them in place).
+    pub client_cert: Option<ClientCertFiles>,
     /// PEM bytes of the CA; `None` only with plaintext.
     pub ca_pem: Option<Vec<u8>>,
     pub server_name: String,
@@ -223,6 +241,7 @@ impl std::fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("collector_url", &self.collector_url)
             .field("token", &"<redacted>")
+            .field("client_cert", &self.client_cert)
             .field("server_name", &self.server_name)
             .field("interval", &self.interval)
             .field("state_dir", &self.state_dir)
@@ -297,12 +316,33 @@ impl AgentConfig {
             (Some(_), Some(_)) => {
                 return Err(source.error("token_file", "set either token or token_file, not both"));
             }
-            (None, None) => {
-                return Err(source.error("token", "missing: the agent must authenticate"));
-            }
+            (None, None) => String::new(),
         };
-        if token.is_empty() {
-            return Err(source.error("token", "must not be empty"));
+        let client_cert = match (&raw.cert, &raw.key) {
+            (Some(cert), Some(key)) => {
+                let files = ClientCertFiles {
+                    cert: source.resolve(cert),
+                    key: source.resolve(key),
+                };
+                for (name, path) in [("cert", &files.cert), ("key", &files.key)] {
+                    std::fs::metadata(path).map_err(|error| {
+                        source.error(name, format!("cannot read {}: {error}", path.display()))
+                    })?;
+                }
+                if plaintext {
+                    return Err(source.error("cert", "a client certificate needs https://"));
+                }
+                Some(files)
+            }
+            (Some(_), None) => return Err(source.error("key", "missing: `cert` needs its `key`")),
+            (None, Some(_)) => return Err(source.error("cert", "missing: `key` needs its `cert`")),
+            (None, None) => None,
+        };
+        if token.is_empty() && client_cert.is_none() {
+            return Err(source.error(
+                "token",
+                "missing: the agent must authenticate (run `steward-agent enroll`, or set a shared token)",
+            ));
         }
         let ca_pem = match (&raw.ca, plaintext) {
             (Some(ca), _) => {
@@ -369,6 +409,7 @@ impl AgentConfig {
         Ok(Self {
             collector_url: raw.collector,
             token,
+            client_cert,
             ca_pem,
             server_name: raw.server_name.unwrap_or(host),
             interval: raw.interval,

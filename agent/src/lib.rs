@@ -4,6 +4,8 @@
 //! - [`config`]: `agent.toml`, parsed then validated (`steward_core::config_file`
 //!   reports errors with file, line and key).
 //! - [`identity`]: the persistent agent id.
+//! - [`enroll`]: `steward-agent enroll` (pinned CA, local key pair, CSR).
+//! - [`renewal`]: renews the client certificate at two thirds of its lifetime.
 //! - [`probes`]: one file per measured subsystem; pure measurement, no network.
 //! - [`buffer`]: the hand-off point between collection and shipping; its
 //!   keeper task fsyncs and bounds the spool.
@@ -19,8 +21,10 @@
 pub mod buffer;
 pub mod codec;
 pub mod config;
+pub mod enroll;
 pub mod identity;
 pub mod probes;
+pub mod renewal;
 mod schedule;
 pub mod shipper;
 pub mod spool;
@@ -121,6 +125,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         Arc::clone(&inventory),
         shutdown.clone(),
     ));
+    tasks.spawn(renewal::run(Arc::clone(&config), shutdown.clone()));
     tasks.spawn(schedule::inventory(
         Arc::clone(&config),
         Arc::clone(&buffer),

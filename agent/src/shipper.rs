@@ -11,7 +11,7 @@ use steward_proto::v1::ingest_client::IngestClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::buffer::BatchBuffer;
 use crate::codec;
@@ -32,7 +32,9 @@ pub struct AgentIdentity {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub(crate) enum SessionError {
+    #[error("cannot read the client certificate: {0}")]
+    ClientCertificate(String),
     #[error("cannot connect: {}", chain(.0))]
     Connect(#[from] tonic::transport::Error),
     #[error("the collector refused the stream: {0}")]
@@ -86,10 +88,30 @@ pub async fn run(
         }
         match result {
             Ok(()) => {}
-            Err(SessionError::Refused(status)) if status.code() == tonic::Code::Unauthenticated => {
+            Err(SessionError::Refused(status) | SessionError::Broken(status))
+                if status.code() == tonic::Code::Unauthenticated =>
+            {
+                if config.client_cert.is_some() {
+                    tracing::error!(
+                        message = "Collector refused this agent's certificate (revoked?); enroll again.",
+                        collector = %config.collector_url,
+                        error = %status.message(),
+                    );
+                } else {
+                    tracing::error!(
+                        message = "Collector rejected this agent's token; check `token` in the agent config.",
+                        collector = %config.collector_url,
+                    );
+                }
+                backoff = MAX_BACKOFF;
+            }
+            Err(SessionError::Refused(status))
+                if status.code() == tonic::Code::PermissionDenied =>
+            {
                 tracing::error!(
-                    message = "Collector rejected this agent's token; check `token` in the agent config.",
+                    message = "Collector refused this agent's identity: the agent id is bound to another credential.",
                     collector = %config.collector_url,
+                    error = %status.message(),
                 );
                 backoff = MAX_BACKOFF;
             }
@@ -117,18 +139,27 @@ fn with_jitter(backoff: Duration) -> Duration {
     half + half.mul_f64(rand::random::<f64>())
 }
 
-fn endpoint(config: &AgentConfig) -> Result<Endpoint, tonic::transport::Error> {
+/// The collector endpoint; with a client certificate, its files are read
+/// now, so a renewed certificate is used from the next connect on.
+pub(crate) fn endpoint(config: &AgentConfig) -> Result<Endpoint, SessionError> {
     let mut endpoint = Endpoint::from_shared(config.collector_url.clone())?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
     if let Some(ca) = &config.ca_pem {
-        endpoint = endpoint.tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .domain_name(config.server_name.clone()),
-        )?;
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name(config.server_name.clone());
+        if let Some(files) = &config.client_cert {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|error| {
+                    SessionError::ClientCertificate(format!("{}: {error}", path.display()))
+                })
+            };
+            tls = tls.identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+        }
+        endpoint = endpoint.tls_config(tls)?;
     }
     Ok(endpoint)
 }

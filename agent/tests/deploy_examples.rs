@@ -15,7 +15,7 @@ fn deploy_agent_toml_is_valid() {
             &dir.path().join("state").display().to_string(),
         )
         .replace("/etc/steward/", &format!("{}/", dir.path().display()));
-    for file in ["agent-token", "ca.pem"] {
+    for file in ["agent-token", "ca.pem", "agent.pem", "agent.key"] {
         std::fs::write(dir.path().join(file), "0123456789abcdef0123456789\n").unwrap();
     }
     let path = dir.path().join("agent.toml");
@@ -25,4 +25,5 @@ fn deploy_agent_toml_is_valid() {
     assert_eq!(config.interval, std::time::Duration::from_secs(10));
     assert_eq!(config.spool.max_bytes, 256 << 20);
     assert!(config.retired_keys.is_empty());
+    assert!(config.client_cert.is_some() && config.token.is_empty());
 }

@@ -10,8 +10,10 @@ use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use crate::api::HttpLimits;
 use crate::assets::{AssetPolicy, RawAssetPolicy};
-use crate::incidents::SlaPolicy;
 use crate::incidents::sla::RawSlaTarget;
+use crate::incidents::{
+    RawDependency, RawProblemPolicy, ServicePolicy, SlaPolicy, validate_dependencies,
+};
 use crate::ingest::{GrpcLimits, IngestLimits, InventoryLimits, SampleLimits};
 use crate::notify::NotifyConfig;
 use crate::notify::config::{
@@ -31,6 +33,8 @@ struct RawCollectorConfig {
     tls: RawTls,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    enrollment: RawEnrollment,
     storage: RawStorage,
     #[serde(default)]
     retention: RawRetention,
@@ -40,6 +44,12 @@ struct RawCollectorConfig {
     rule: Vec<RawRule>,
     #[serde(default)]
     sla: BTreeMap<String, RawSlaTarget>,
+    #[serde(default)]
+    dependency: Vec<RawDependency>,
+    #[serde(default)]
+    problems: RawProblemPolicy,
+    #[serde(default)]
+    changes: RawChanges,
     #[serde(default)]
     assets: RawAssetPolicy,
     #[serde(default)]
@@ -56,6 +66,31 @@ struct RawCollectorConfig {
     escalation: Vec<RawEscalation>,
 }
 
+/// `[changes]`: how change records are linked to incidents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChanges {
+    /// Incidents on a change's assets opening this long after it ended are
+    /// linked to it (and count towards the change failure rate).
+    #[serde(
+        default = "default_change_link_after",
+        deserialize_with = "config_file::duration"
+    )]
+    link_after: Duration,
+}
+
+impl Default for RawChanges {
+    fn default() -> Self {
+        Self {
+            link_after: default_change_link_after(),
+        }
+    }
+}
+
+fn default_change_link_after() -> Duration {
+    Duration::from_secs(3600)
+}
+
 /// `[notify]`: settings shared by every channel.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +104,18 @@ struct RawNotifySettings {
 struct RawServer {
     grpc_listen: SocketAddr,
     http_listen: SocketAddr,
+    /// Serve the HTTP API over HTTPS.
+    #[serde(default)]
+    http_tls: bool,
+    /// The API's certificate and key; default: `[tls]`'s (the collector's).
+    http_cert: Option<PathBuf>,
+    http_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback `http_listen` (behind a TLS proxy).
+    #[serde(default)]
+    allow_plain_http: bool,
+    /// Serve `/metrics` without a token.
+    #[serde(default)]
+    metrics_public: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +125,11 @@ struct RawTls {
     enabled: bool,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    /// The CA that signed `cert`: served in the chain (agents pin it) and
+    /// trusted for agent client certificates.
+    ca: Option<PathBuf>,
+    /// The CA's private key: with it the collector enrolls agents.
+    ca_key: Option<PathBuf>,
 }
 
 impl Default for RawTls {
@@ -86,8 +138,59 @@ impl Default for RawTls {
             enabled: true,
             cert: None,
             key: None,
+            ca: None,
+            ca_key: None,
         }
     }
+}
+
+/// `[enrollment]`: agent certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnrollment {
+    /// Lifetime of a signed agent certificate; agents renew at two thirds.
+    #[serde(
+        default = "default_cert_lifetime",
+        deserialize_with = "config_file::duration"
+    )]
+    cert_lifetime: Duration,
+    /// Enrollment attempts one address may make at once...
+    #[serde(default = "default_enroll_burst")]
+    rate_burst: u32,
+    /// ...and then one more per this.
+    #[serde(
+        default = "default_enroll_every",
+        deserialize_with = "config_file::duration"
+    )]
+    rate_every: Duration,
+}
+
+impl Default for RawEnrollment {
+    fn default() -> Self {
+        Self {
+            cert_lifetime: default_cert_lifetime(),
+            rate_burst: default_enroll_burst(),
+            rate_every: default_enroll_every(),
+        }
+    }
+}
+
+fn default_cert_lifetime() -> Duration {
+    crate::enrollment::DEFAULT_CERT_LIFETIME
+}
+fn default_enroll_burst() -> u32 {
+    10
+}
+fn default_enroll_every() -> Duration {
+    Duration::from_secs(6)
+}
+
+/// Validated `[enrollment]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentSettings {
+    pub cert_lifetime: Duration,
+    pub rate_burst: u32,
+    pub rate_every: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -463,6 +566,11 @@ struct RulesFile {
 pub struct TlsIdentity {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    /// `[tls] ca`: trusted for agent client certificates; appended to the
+    /// served chain when `cert` does not already hold it.
+    pub ca_pem: Option<Vec<u8>>,
+    /// `[tls] ca_key`: present when this collector can enroll agents.
+    pub ca_key_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TlsIdentity {
@@ -478,8 +586,16 @@ pub struct CollectorConfig {
     pub http_listen: SocketAddr,
     /// `None` only when TLS was explicitly disabled on a loopback listener.
     pub tls: Option<TlsIdentity>,
+    /// The HTTPS identity of the HTTP API; `None`: plain HTTP.
+    pub http_tls: Option<TlsIdentity>,
+    /// `/metrics` answers without a token.
+    pub metrics_public: bool,
+    /// Shared agent tokens (the weaker mode); may be empty when agents enroll.
     pub agent_tokens: Vec<String>,
-    pub api_tokens: Vec<String>,
+    /// `[auth] api_tokens` / `api_token_file`, hashed at load (admin scope,
+    /// named `config-1`, `config-2`, … in that order); the plaintext is dropped.
+    pub api_tokens: Vec<crate::access::TokenHash>,
+    pub enrollment: EnrollmentSettings,
     pub sqlite_path: PathBuf,
     /// Raw samples (whole chunks), batch records and delivery history.
     pub retention: Duration,
@@ -493,6 +609,9 @@ pub struct CollectorConfig {
     pub limits: Limits,
     pub rules: Vec<Rule>,
     pub sla: SlaPolicy,
+    /// `[[dependency]]` (hosts whose alerts are caused by a parent check)
+    /// and `[problems]` (when recurring incidents become a problem).
+    pub service: ServicePolicy,
     pub assets: AssetPolicy,
     pub notify: std::sync::Arc<NotifyConfig>,
     /// Public URL of the HTTP API, for links in notifications.
@@ -507,6 +626,7 @@ impl std::fmt::Debug for CollectorConfig {
             .field("grpc_listen", &self.grpc_listen)
             .field("http_listen", &self.http_listen)
             .field("tls", &self.tls.is_some())
+            .field("http_tls", &self.http_tls.is_some())
             .field("agent_tokens", &self.agent_tokens.len())
             .field("api_tokens", &self.api_tokens.len())
             .field("sqlite_path", &self.sqlite_path)
@@ -548,9 +668,26 @@ impl CollectorConfig {
                 .key
                 .as_deref()
                 .ok_or_else(|| source.error("tls", "missing `key`"))?;
+            let ca_pem = raw
+                .tls
+                .ca
+                .as_deref()
+                .map(|path| read("tls.ca", path))
+                .transpose()?;
+            let ca_key_pem = raw
+                .tls
+                .ca_key
+                .as_deref()
+                .map(|path| read("tls.ca_key", path))
+                .transpose()?;
+            if ca_key_pem.is_some() && ca_pem.is_none() {
+                return Err(source.error("tls.ca_key", "needs `ca`, the certificate it belongs to"));
+            }
             Some(TlsIdentity {
                 cert_pem: read("tls.cert", cert)?,
                 key_pem: read("tls.key", key)?,
+                ca_pem,
+                ca_key_pem,
             })
         } else if raw.server.grpc_listen.ip().is_loopback() {
             None
@@ -567,19 +704,77 @@ impl CollectorConfig {
             "auth.agent_tokens",
             "auth.agent_token_file",
         )?;
-        if agent_tokens.is_empty() {
+        let can_enroll = tls.as_ref().is_some_and(|tls| tls.ca_key_pem.is_some());
+        if agent_tokens.is_empty() && !can_enroll {
             return Err(source.error(
                 "auth",
-                "no agent tokens: set agent_tokens or agent_token_file, or no agent can connect",
+                "no agent tokens and no [tls] ca_key to enroll agents with: no agent could connect",
             ));
         }
+        if raw.enrollment.cert_lifetime < Duration::from_secs(60) {
+            return Err(source.error("enrollment.cert_lifetime", "must be at least 1m"));
+        }
+        if raw.enrollment.rate_burst == 0 {
+            return Err(source.error("enrollment.rate_burst", "must be at least 1"));
+        }
+        let enrollment = EnrollmentSettings {
+            cert_lifetime: raw.enrollment.cert_lifetime,
+            rate_burst: raw.enrollment.rate_burst,
+            rate_every: raw.enrollment.rate_every,
+        };
         let api_tokens = gather_tokens(
             source,
             raw.auth.api_tokens,
             raw.auth.api_token_file.as_deref(),
             "auth.api_tokens",
             "auth.api_token_file",
-        )?;
+        )?
+        .iter()
+        .map(|token| crate::access::TokenHash::of(token))
+        .collect();
+        let http_tls = if raw.server.http_tls {
+            let (cert, key) = match (&raw.server.http_cert, &raw.server.http_key) {
+                (Some(cert), Some(key)) => (
+                    read("server.http_cert", cert)?,
+                    read("server.http_key", key)?,
+                ),
+                (None, None) => match &tls {
+                    Some(identity) => (identity.cert_pem.clone(), identity.key_pem.clone()),
+                    None => {
+                        return Err(source.error(
+                            "server.http_tls",
+                            "needs a certificate: set http_cert and http_key, or enable [tls]",
+                        ));
+                    }
+                },
+                _ => {
+                    return Err(source.error(
+                        "server.http_cert",
+                        "set both http_cert and http_key, or neither (to use [tls]'s)",
+                    ));
+                }
+            };
+            // The API asks no client certificate, so it needs no CA.
+            Some(TlsIdentity {
+                cert_pem: cert,
+                key_pem: key,
+                ca_pem: None,
+                ca_key_pem: None,
+            })
+        } else if raw.server.http_cert.is_some() || raw.server.http_key.is_some() {
+            return Err(source.error(
+                "server.http_cert",
+                "http_cert and http_key are used only with http_tls = true",
+            ));
+        } else if !raw.server.http_listen.ip().is_loopback() && !raw.server.allow_plain_http {
+            return Err(source.error(
+                "server.http_listen",
+                "is not a loopback address, so API tokens would cross the network in clear: \
+                 set http_tls = true, or allow_plain_http = true if a TLS proxy fronts the API",
+            ));
+        } else {
+            None
+        };
         let mut rules = validate_rules(source, raw.rule)?;
         for (index, include) in raw.include.iter().enumerate() {
             let path = source.resolve(include);
@@ -596,6 +791,11 @@ impl CollectorConfig {
             }
         }
         let sla = SlaPolicy::validate(source, raw.sla)?;
+        let service = ServicePolicy {
+            dependencies: validate_dependencies(source, raw.dependency, &rules)?,
+            recurrence: raw.problems.validate(source)?,
+            change_link_after: raw.changes.link_after,
+        };
         let assets = AssetPolicy::validate(source, raw.assets)?;
         let notify = NotifyConfig::validate(
             source,
@@ -610,7 +810,10 @@ impl CollectorConfig {
         let base_url = raw
             .notify
             .base_url
-            .unwrap_or_else(|| format!("http://{}", raw.server.http_listen))
+            .unwrap_or_else(|| {
+                let scheme = if http_tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", raw.server.http_listen)
+            })
             .trim_end_matches('/')
             .to_string();
         if raw.retention.every < Duration::from_secs(1) {
@@ -621,8 +824,11 @@ impl CollectorConfig {
             grpc_listen: raw.server.grpc_listen,
             http_listen: raw.server.http_listen,
             tls,
+            http_tls,
+            metrics_public: raw.server.metrics_public,
             agent_tokens,
             api_tokens,
+            enrollment,
             sqlite_path: source.resolve(&raw.storage.sqlite),
             retention: raw.storage.retention,
             record_retention: RetentionPolicy {
@@ -637,6 +843,7 @@ impl CollectorConfig {
             limits,
             rules,
             sla,
+            service,
             assets,
             notify: std::sync::Arc::new(notify),
             base_url,
@@ -732,11 +939,141 @@ mod tests {
                 "auth",
                 8,
             ),
+            (
+                base("").replace(
+                    "http_listen = \"127.0.0.1:0\"",
+                    "http_listen = \"0.0.0.0:0\"",
+                ),
+                "server.http_listen",
+                3,
+            ),
+            (
+                base("").replace(
+                    "http_listen = \"127.0.0.1:0\"",
+                    "http_listen = \"127.0.0.1:0\"\nhttp_tls = true",
+                ),
+                "server.http_tls",
+                4,
+            ),
         ];
         for (text, key, line) in cases {
             let error = CollectorConfig::load(&write(dir.path(), &text)).unwrap_err();
             assert_eq!(error.key.as_deref(), Some(key), "{error}");
             assert_eq!(error.line, Some(line), "{error}");
+        }
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_allow_plain_http_and_config_tokens_are_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base("")
+            .replace("[auth]\n", &format!("[auth]\napi_tokens = [\"{TOKEN}\"]\n"))
+            .replace(
+                "http_listen = \"127.0.0.1:0\"",
+                "http_listen = \"0.0.0.0:0\"\nallow_plain_http = true",
+            );
+        let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
+        assert!(config.http_tls.is_none());
+        assert_eq!(config.base_url, "http://0.0.0.0:0");
+        assert_eq!(config.api_tokens, vec![crate::access::TokenHash::of(TOKEN)]);
+    }
+
+    #[test]
+    fn http_tls_uses_the_collector_certificate_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.pem"), "CERT").unwrap();
+        std::fs::write(dir.path().join("c.key"), "KEY").unwrap();
+        let text = base("")
+            .replace("enabled = false", "cert = \"c.pem\"\nkey = \"c.key\"")
+            .replace(
+                "http_listen = \"127.0.0.1:0\"",
+                "http_listen = \"127.0.0.1:0\"\nhttp_tls = true",
+            );
+        let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
+        let identity = config.http_tls.unwrap();
+        assert_eq!(identity.cert_pem, b"CERT");
+        assert_eq!(config.base_url, "https://127.0.0.1:0");
+    }
+
+    #[test]
+    fn enrollment_settings_are_validated_and_a_ca_key_needs_its_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CollectorConfig::load(&write(dir.path(), &base(""))).unwrap();
+        assert_eq!(
+            config.enrollment.cert_lifetime,
+            crate::enrollment::DEFAULT_CERT_LIFETIME
+        );
+        for (extra, key) in [
+            (
+                "\n[enrollment]\ncert_lifetime = \"10s\"\n",
+                "enrollment.cert_lifetime",
+            ),
+            ("\n[enrollment]\nrate_burst = 0\n", "enrollment.rate_burst"),
+            ("\n[enrollment]\nbogus = 1\n", "enrollment.bogus"),
+        ] {
+            let error = CollectorConfig::load(&write(dir.path(), &base(extra))).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{extra}: {error}");
+        }
+        std::fs::write(dir.path().join("s.pem"), "pem").unwrap();
+        let text = base("").replace(
+            "enabled = false",
+            "cert = \"s.pem\"\nkey = \"s.pem\"\nca_key = \"s.pem\"",
+        );
+        let error = CollectorConfig::load(&write(dir.path(), &text)).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("tls.ca_key"), "{error}");
+        // With a CA key, shared agent tokens are optional.
+        let text = base("")
+            .replace(
+                "enabled = false",
+                "cert = \"s.pem\"\nkey = \"s.pem\"\nca = \"s.pem\"\nca_key = \"s.pem\"",
+            )
+            .replace("agent_tokens = [\"0123456789abcdef0123\"]", "");
+        let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
+        assert!(config.agent_tokens.is_empty());
+    }
+
+    #[test]
+    fn service_management_settings_load_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        const RULE: &str = "\n[[rule]]\nname = \"gw-down\"\nmetric = \"port.up\"\nop = \"<\"\nthreshold = 1\nseverity = \"critical\"\n";
+        let text = base(&format!(
+            "{RULE}\n[[dependency]]\ntags = [\"site:a\"]\ndepends_on = {{ rule = \"gw-down\", labels = {{ name = \"gw\" }} }}\n\n[problems]\nrecurrences = 4\nwithin = \"1d\"\nscope = \"rule\"\n\n[changes]\nlink_after = \"30m\"\n"
+        ));
+        let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(config.service.dependencies.len(), 1);
+        assert_eq!(config.service.dependencies[0].tags, ["site:a"]);
+        let recurrence = config.service.recurrence.unwrap();
+        assert_eq!((recurrence.count, recurrence.across_agents), (4, true));
+        assert_eq!(recurrence.within_ms, 24 * 3_600_000);
+        assert_eq!(config.service.change_link_after, Duration::from_secs(1800));
+        let defaults = CollectorConfig::load(&write(dir.path(), &base(""))).unwrap();
+        assert_eq!(defaults.service.recurrence.unwrap().count, 3);
+        assert_eq!(
+            defaults.service.change_link_after,
+            Duration::from_secs(3600)
+        );
+        let cases = [
+            (
+                format!(
+                    "{RULE}[[dependency]]\nhosts = [\"a\"]\ndepends_on = {{ rule = \"nope\" }}\n"
+                ),
+                "dependency[0].depends_on.rule",
+            ),
+            (
+                format!("{RULE}[[dependency]]\ndepends_on = {{ rule = \"gw-down\" }}\n"),
+                "dependency[0].hosts",
+            ),
+            (
+                "[problems]\nscope = \"site\"\n".to_string(),
+                "problems.scope",
+            ),
+            ("[problems]\nevery = 2\n".to_string(), "problems.every"),
+            ("[changes]\nwindow = \"1h\"\n".to_string(), "changes.window"),
+        ];
+        for (extra, key) in cases {
+            let text = base(&format!("\n{extra}"));
+            let error = CollectorConfig::load(&write(dir.path(), &text)).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{extra}: {error}");
         }
     }
 

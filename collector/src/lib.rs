@@ -1,6 +1,7 @@
 //! steward-collector: the central service agents stream to.
 //!
 //! Layout (data flows top to bottom):
+//! - [`access`]: API token scopes, format and hashing (pure).
 //! - [`domain`]: the shared vocabulary (severity, incident states and events, views).
 //! - [`ingest`]: gRPC service; authenticates agents, validates, acknowledges after commit.
 //! - [`store`]: SQLite (WAL) with one batching writer thread; latest value per series in memory.
@@ -16,13 +17,16 @@
 //! - [`setup`]: `init` and `quickstart`.
 //! - [`config`]: `collector.toml`, parsed then validated.
 
+pub mod access;
 pub mod api;
 pub mod assets;
 pub mod config;
 pub mod domain;
+pub mod enrollment;
 pub mod incidents;
 pub mod ingest;
 pub mod notify;
+pub mod ratelimit;
 pub mod registry;
 pub mod rules;
 pub mod setup;
@@ -35,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 pub use config::CollectorConfig;
 
@@ -53,10 +57,14 @@ pub enum CollectorError {
     Store(#[from] store::StoreError),
     #[error("TLS setup failed: {0}")]
     Tls(tonic::transport::Error),
+    #[error("cannot load the CA for enrollment: {0}")]
+    Authority(#[from] enrollment::AuthorityError),
     #[error("gRPC server failed: {0}")]
     Grpc(tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("HTTPS setup failed: {0}")]
+    Https(#[from] api::https::HttpsError),
     /// A supervised task failed after start; the rest were shut down.
     #[error("{}", join_failures(.0))]
     TasksFailed(Vec<supervisor::TaskFailure>),
@@ -107,6 +115,12 @@ pub async fn start(
     config: CollectorConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningCollector, CollectorError> {
+    // Before anything starts: a bad HTTPS identity must fail the start.
+    let https = config
+        .http_tls
+        .as_ref()
+        .map(|identity| api::https::server_config(&identity.cert_pem, &identity.key_pem))
+        .transpose()?;
     let supervisor = supervisor::Supervisor::new(shutdown.clone());
     let store = Arc::new(store::Store::open(&config.sqlite_path)?);
     supervisor.spawn(
@@ -122,6 +136,7 @@ pub async fn start(
         Arc::clone(&store),
         config.rules.clone(),
         config.sla.clone(),
+        config.service.clone(),
         suppression.clone(),
         clock,
         shutdown.clone(),
@@ -176,6 +191,11 @@ pub async fn start(
         incidents: incidents.clone(),
         assets: assets.clone(),
         shutdown: shutdown.clone(),
+        authority: certificate_authority(&config)?,
+        enroll_limiter: Arc::new(ratelimit::SourceRateLimiter::new(
+            config.enrollment.rate_burst,
+            config.enrollment.rate_every,
+        )),
     };
     let grpc_limits = &config.limits.ingest.grpc;
     let mut server = Server::builder()
@@ -183,20 +203,26 @@ pub async fn start(
         .http2_keepalive_interval(Some(grpc_limits.keepalive_interval))
         .http2_keepalive_timeout(Some(grpc_limits.keepalive_timeout));
     if let Some(tls) = &config.tls {
-        server = server
-            .tls_config(
-                ServerTlsConfig::new()
-                    .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
-                    .timeout(grpc_limits.handshake_timeout),
-            )
-            .map_err(CollectorError::Tls)?;
+        let mut tls_config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(served_chain(tls), &tls.key_pem))
+            .timeout(grpc_limits.handshake_timeout);
+        if let Some(ca) = &tls.ca_pem {
+            // Requested, not required: enrolling agents and shared-token
+            // agents have no certificate yet.
+            tls_config = tls_config
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(true);
+        }
+        server = server.tls_config(tls_config).map_err(CollectorError::Tls)?;
     } else {
         tracing::warn!(
             message = "TLS is disabled; agent tokens travel in clear (loopback development only)."
         );
     }
+    let parts = ingest.into_parts();
     let grpc = server
-        .add_service(ingest.into_server())
+        .add_service(parts.ingest)
+        .add_optional_service(parts.enrollment)
         .serve_with_incoming_shutdown(
             ingest::BoundedIncoming::new(grpc_listener, grpc_limits, Arc::clone(&telemetry)),
             shutdown.clone().cancelled_owned(),
@@ -205,6 +231,16 @@ pub async fn start(
         "grpc",
         async move { grpc.await.map_err(CollectorError::Grpc) },
     );
+    supervisor.spawn("revocations", {
+        let shutdown = shutdown.clone();
+        async move {
+            parts
+                .revocations
+                .run(shutdown)
+                .await
+                .map_err(CollectorError::Store)
+        }
+    });
 
     let router = api::router(api::ApiState {
         store: Arc::clone(&store),
@@ -214,7 +250,10 @@ pub async fn start(
         assets,
         asset_policy: Arc::new(config.assets.clone()),
         notify: Arc::clone(&config.notify),
-        api_tokens: Arc::new(config.api_tokens.clone()),
+        auth: Arc::new(api::auth::ApiAuth::new(
+            config.api_tokens.clone(),
+            config.metrics_public,
+        )),
         task_failures: supervisor.failures(),
         limits: config.limits.http.clone(),
     });
@@ -228,12 +267,10 @@ pub async fn start(
             }
         }
     };
-    supervisor.spawn("http", async move {
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(http_shutdown)
-            .await
-            .map_err(CollectorError::Http)
-    });
+    supervisor.spawn(
+        "http",
+        serve_http(http_listener, https, router, http_shutdown),
+    );
     supervisor.spawn(
         "prune",
         prune_loop(
@@ -258,6 +295,7 @@ pub async fn start(
         grpc_addr = %grpc_addr,
         http_addr = %http_addr,
         tls = config.tls.is_some(),
+        http_tls = config.http_tls.is_some(),
         rules = config.rules.len(),
         database = %config.sqlite_path.display(),
     );
@@ -299,6 +337,34 @@ impl RunningCollector {
     }
 }
 
+/// Serves the API on `listener`, over TLS when `https` is given; handlers
+/// see the client's address as `ConnectInfo<SocketAddr>`.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    https: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CollectorError> {
+    use axum::serve::ListenerExt;
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match https {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            let listener =
+                api::https::TlsListener::new(listener, config).map_err(CollectorError::Http)?;
+            // `tap_io` gives the listener axum's ConnectInfo for any `Addr`.
+            axum::serve(listener.tap_io(|_| {}), service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .map_err(CollectorError::Http)
+}
+
 /// Reports the store's writer thread ending while the collector runs. It
 /// cannot return an error; a panic is re-raised here so the supervisor
 /// reports it as this task's (`resume_unwind` skips the panic hook: the
@@ -312,6 +378,42 @@ async fn watch_store_writer(store: Arc<store::Store>, shutdown: CancellationToke
         }
         () = shutdown.cancelled() => {}
     }
+}
+
+/// The CA that signs agent certificates, when `[tls]` names its key.
+fn certificate_authority(
+    config: &CollectorConfig,
+) -> Result<Option<Arc<enrollment::CertificateAuthority>>, CollectorError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let (Some(ca), Some(key)) = (&tls.ca_pem, &tls.ca_key_pem) else {
+        return Ok(None);
+    };
+    let authority = enrollment::CertificateAuthority::load(
+        &String::from_utf8_lossy(ca),
+        &String::from_utf8_lossy(key),
+        config.enrollment.cert_lifetime,
+    )?;
+    Ok(Some(Arc::new(authority)))
+}
+
+/// The served certificate chain: `cert`, then the CA unless `cert` already
+/// holds it, so an enrolling agent can check the CA against its pinned
+/// fingerprint during the handshake.
+fn served_chain(tls: &config::TlsIdentity) -> Vec<u8> {
+    let mut chain = tls.cert_pem.clone();
+    if let Some(ca) = &tls.ca_pem {
+        let ca_text = String::from_utf8_lossy(ca);
+        let ca_body = ca_text.trim();
+        if !String::from_utf8_lossy(&chain).contains(ca_body) {
+            if !chain.ends_with(b"\n") {
+                chain.push(b'\n');
+            }
+            chain.extend_from_slice(ca);
+        }
+    }
+    chain
 }
 
 /// Runs the collector until `shutdown` is cancelled.
@@ -373,7 +475,9 @@ async fn reload_on_sighup(
             match CollectorConfig::load(&path) {
                 Ok(config) => {
                     tracing::info!(message = "Reloading rules.", path = %path.display(), rules = config.rules.len());
-                    incidents.replace_rules(config.rules, config.sla).await;
+                    incidents
+                        .replace_rules(config.rules, config.sla, config.service)
+                        .await;
                 }
                 Err(error) => {
                     tracing::error!(message = "Reload refused: invalid configuration; keeping the current rules.", %error);

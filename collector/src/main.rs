@@ -1,4 +1,5 @@
-//! `steward-collector [--config FILE] | init DIR | quickstart [--dir DIR]`
+//! `steward-collector [--config FILE] | init DIR | quickstart [--dir DIR] | token …
+//!  | enroll-token create|list|revoke | ca-fingerprint | agent revoke ID`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,8 +16,13 @@ use tokio_util::sync::CancellationToken;
     about = "Steward central collector"
 )]
 struct Args {
-    /// Path to collector.toml (when running the collector).
-    #[arg(long, short = 'c', default_value = "/etc/steward/collector.toml")]
+    /// Path to collector.toml (running the collector, and the token and identity commands).
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        default_value = "/etc/steward/collector.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -55,6 +61,78 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7080")]
         http_listen: SocketAddr,
     },
+    /// Enrollment tokens: one-time (or N-use) secrets agents trade for a certificate.
+    EnrollToken {
+        #[command(subcommand)]
+        action: EnrollTokenAction,
+    },
+    /// Print the CA certificate's fingerprint (`sha256:HEX`) for `steward-agent enroll`.
+    CaFingerprint,
+    /// Enrolled agents.
+    Agent {
+        #[command(subcommand)]
+        action: AgentAction,
+    },
+    /// Create, list or revoke API tokens (works while the collector runs).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (once) on stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// read, write (read + changes) or admin (write + administration).
+        #[arg(long, value_parser = parse_scope)]
+        scope: steward_collector::access::Scope,
+    },
+    /// List tokens (names, scopes, dates; never the tokens).
+    List,
+    /// Revoke the token with this name; refused from the next request on.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnrollTokenAction {
+    /// Create a token and print it (alone, on stdout). It is shown only this once.
+    Create {
+        /// How long the token may be used.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// How many agents may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// KEY=VALUE, added to the asset of every agent it enrolls as tag `key:value` (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// List tokens (ids, expiry, uses left, tags; never the secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum AgentAction {
+    /// Revoke an agent's certificate: its stream ends within seconds and it cannot reconnect.
+    Revoke {
+        id: String,
+        /// Who revokes (recorded in the asset history); defaults to $USER.
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<steward_collector::access::Scope, String> {
+    steward_collector::access::Scope::from_name(text)
+        .ok_or_else(|| format!("unknown scope {text:?}; expected read, write or admin"))
 }
 
 fn main() -> ExitCode {
@@ -88,6 +166,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Token { action }) => {
+            use steward_collector::setup::token_cli::{self, TokenCommand};
+            let command = match action {
+                TokenAction::Create { name, scope } => TokenCommand::Create { name, scope },
+                TokenAction::List => TokenCommand::List,
+                TokenAction::Revoke { name } => TokenCommand::Revoke { name },
+            };
+            match token_cli::run(&args.config, command) {
+                Ok(output) => {
+                    print!("{}", output.stdout);
+                    eprint!("{}", output.stderr);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("steward-collector: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         #[cfg(feature = "embedded-agent")]
         Some(Command::Quickstart {
             dir,
@@ -106,6 +203,50 @@ fn main() -> ExitCode {
                 .await
                 .map_err(anyhow::Error::from)
         }),
+        Some(Command::EnrollToken { action }) => identity_command(&args.config, |config| {
+            use steward_collector::setup::admin;
+            match action {
+                EnrollTokenAction::Create { ttl, uses, tags } => {
+                    let created =
+                        admin::create_token(config, &admin::TokenOptions { ttl, uses, tags })?;
+                    println!("{}", created.secret.reveal());
+                    eprintln!(
+                        "steward-collector: enrollment token {} created: {} use(s), expires {}{}",
+                        created.secret.id,
+                        uses,
+                        steward_core::text::rfc3339_ms(created.expires_ms),
+                        if created.tags.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", tags {}", created.tags.join(","))
+                        }
+                    );
+                }
+                EnrollTokenAction::List => print!("{}", admin::list_tokens(config)?),
+                EnrollTokenAction::Revoke { id } => {
+                    admin::revoke_token(config, &id)?;
+                    eprintln!("steward-collector: enrollment token {id} revoked");
+                }
+            }
+            Ok(())
+        }),
+        Some(Command::CaFingerprint) => identity_command(&args.config, |config| {
+            println!(
+                "{}",
+                steward_collector::setup::admin::ca_fingerprint(config)?
+            );
+            Ok(())
+        }),
+        Some(Command::Agent {
+            action: AgentAction::Revoke { id, by },
+        }) => identity_command(&args.config, |config| {
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "unknown".to_string());
+            steward_collector::setup::admin::revoke_agent(config, &id, &by)?;
+            eprintln!("steward-collector: agent {id} revoked by {by}");
+            Ok(())
+        }),
         None => {
             let config = match steward_collector::CollectorConfig::load(&args.config) {
                 Ok(config) => config,
@@ -119,6 +260,29 @@ fn main() -> ExitCode {
                     .await
                     .map_err(anyhow::Error::from)
             })
+        }
+    }
+}
+
+/// Runs an identity command against the configuration at `path`.
+fn identity_command(
+    path: &std::path::Path,
+    command: impl FnOnce(
+        &steward_collector::CollectorConfig,
+    ) -> Result<(), steward_collector::setup::admin::AdminError>,
+) -> ExitCode {
+    let config = match steward_collector::CollectorConfig::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("steward-collector: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match command(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("steward-collector: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -20,6 +20,17 @@ pub struct Telemetry {
     pub notifications_failed: AtomicU64,
     pub notification_retries: AtomicU64,
     pub agents_rejected_auth: AtomicU64,
+    /// A certificate for one agent id claiming another, or a shared token
+    /// claiming a certificate-bound id.
+    pub agents_refused_identity: AtomicU64,
+    /// A revoked (or superseded) certificate presented.
+    pub agents_refused_revoked: AtomicU64,
+    /// Open streams ended because their certificate was revoked.
+    pub streams_ended_revoked: AtomicU64,
+    pub enrollments: AtomicU64,
+    pub enrollments_refused: AtomicU64,
+    pub enrollments_rate_limited: AtomicU64,
+    pub certificates_renewed: AtomicU64,
     pub streams_rejected_protocol: AtomicU64,
     pub streams_broken: AtomicU64,
     pub agents_connected: AtomicU64,
@@ -41,6 +52,9 @@ pub struct Telemetry {
     pub grpc_accept_errors: AtomicU64,
     pub http_requests_refused_busy: AtomicU64,
     pub http_requests_timed_out: AtomicU64,
+    pub http_requests_unauthenticated: AtomicU64,
+    pub http_auth_failures: AtomicU64,
+    pub http_auth_failures_throttled: AtomicU64,
 }
 
 impl Telemetry {
@@ -119,6 +133,48 @@ impl Telemetry {
                 "counter",
                 "Agent streams refused for a missing or invalid token.",
                 &self.agents_rejected_auth,
+            ),
+            (
+                "steward_agents_refused_identity_total",
+                "counter",
+                "Agent streams refused (PERMISSION_DENIED) for claiming an agent id their credential is not bound to.",
+                &self.agents_refused_identity,
+            ),
+            (
+                "steward_agents_refused_revoked_total",
+                "counter",
+                "Agent streams refused (UNAUTHENTICATED) for a revoked or superseded client certificate.",
+                &self.agents_refused_revoked,
+            ),
+            (
+                "steward_streams_ended_revoked_total",
+                "counter",
+                "Open agent streams ended because the agent's certificate was revoked.",
+                &self.streams_ended_revoked,
+            ),
+            (
+                "steward_enrollments_total",
+                "counter",
+                "Agents enrolled (client certificates signed for an enrollment token).",
+                &self.enrollments,
+            ),
+            (
+                "steward_enrollments_refused_total",
+                "counter",
+                "Enrollment attempts refused (bad token, bound agent id, bad request).",
+                &self.enrollments_refused,
+            ),
+            (
+                "steward_enrollments_rate_limited_total",
+                "counter",
+                "Enrollment and renewal attempts refused by the per-address rate limit.",
+                &self.enrollments_rate_limited,
+            ),
+            (
+                "steward_certificates_renewed_total",
+                "counter",
+                "Agent certificates renewed.",
+                &self.certificates_renewed,
             ),
             (
                 "steward_streams_rejected_protocol_total",
@@ -239,6 +295,24 @@ impl Telemetry {
                 "counter",
                 "HTTP API requests answered 503 after running longer than limits.http_request_timeout.",
                 &self.http_requests_timed_out,
+            ),
+            (
+                "steward_http_requests_unauthenticated_total",
+                "counter",
+                "HTTP API requests answered 401 for lack of a bearer token.",
+                &self.http_requests_unauthenticated,
+            ),
+            (
+                "steward_http_auth_failures_total",
+                "counter",
+                "HTTP API requests answered 401 for an invalid or revoked token.",
+                &self.http_auth_failures,
+            ),
+            (
+                "steward_http_auth_failures_throttled_total",
+                "counter",
+                "Invalid tokens answered 429: their source address was over its failure budget.",
+                &self.http_auth_failures_throttled,
             ),
         ];
         let mut out = String::new();

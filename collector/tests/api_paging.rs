@@ -25,6 +25,9 @@ fn incident(key: &str) -> IncidentChange {
         opened_at_ms: 1,
         ack_due_at_ms: None,
         resolve_due_at_ms: None,
+        parents: Vec::new(),
+        recurrence: None,
+        change_link_after_ms: None,
     }))
 }
 
@@ -59,7 +62,7 @@ async fn following_the_cursor_visits_every_incident_once() {
     std::fs::write(
         &path,
         "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\n[tls]\nenabled = false\n\n\
-         [auth]\nagent_tokens = [\"paging-test-token-0123456789\"]\n\n[storage]\nsqlite = \"steward.db\"\n",
+         [auth]\nagent_tokens = [\"paging-test-token-0123456789\"]\napi_tokens = [\"paging-test-api-token-0123456789\"]\n\n[storage]\nsqlite = \"steward.db\"\n",
     )
     .unwrap();
     let shutdown = CancellationToken::new();
@@ -74,7 +77,16 @@ async fn following_the_cursor_visits_every_incident_once() {
         .await
         .unwrap();
 
-    let client = reqwest::Client::new();
+    // A token from `[auth] api_tokens` (admin, `config-1`).
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        "Bearer paging-test-api-token-0123456789".parse().unwrap(),
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     let base = format!("http://{}/api/v1/incidents?limit=3", collector.http_addr);
     let (rows, pages) = follow(&client, &base).await;
     assert!(rows.len() <= 3 * pages);

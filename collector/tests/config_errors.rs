@@ -34,7 +34,7 @@ fn unknown_key_is_refused_with_file_line_and_key() {
     let (code, stderr) = run_with(|text| text + "bogus = 1\n");
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("collector.toml:20: key `storage.bogus`: unknown field `bogus`"),
+        stderr.contains("collector.toml:27: key `storage.bogus`: unknown field `bogus`"),
         "{stderr}"
     );
 }
@@ -44,7 +44,7 @@ fn bad_duration_is_refused_with_file_line_and_key() {
     let (code, stderr) = run_with(|text| text.replace("\"30d\"", "\"a month\""));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("collector.toml:19: key `storage.retention`: invalid duration"),
+        stderr.contains("collector.toml:26: key `storage.retention`: invalid duration"),
         "{stderr}"
     );
 }
@@ -54,7 +54,7 @@ fn missing_certificate_file_is_refused_with_file_line_and_key() {
     let (code, stderr) = run_with(|text| text.replace("server.pem", "missing.pem"));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("collector.toml:10: key `tls.cert`: cannot read"),
+        stderr.contains("collector.toml:11: key `tls.cert`: cannot read"),
         "{stderr}"
     );
 }

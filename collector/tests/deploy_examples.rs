@@ -32,12 +32,19 @@ fn stage(example: &str, files: &[&str]) -> (tempfile::TempDir, std::path::PathBu
 fn deploy_collector_toml_is_valid() {
     let (_dir, path) = stage(
         "collector.toml",
-        &["server.pem", "server.key", "agent-tokens", "api-token"],
+        &["server.pem", "server.key", "ca.pem", "ca.key", "api-token"],
     );
     let config =
         steward_collector::CollectorConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.http_listen.port(), 7080);
-    assert!(config.tls.is_some());
+    assert!(
+        config
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.ca_key_pem.is_some())
+    );
+    assert!(config.agent_tokens.is_empty(), "enrolled agents only");
+    assert_eq!(config.enrollment.cert_lifetime.as_secs(), 90 * 24 * 3600);
     assert_eq!(config.rules.len(), 11, "the default rules are included");
 }
 
@@ -48,7 +55,8 @@ fn deploy_collector_full_toml_with_notifications_is_valid() {
         &[
             "server.pem",
             "server.key",
-            "agent-tokens",
+            "ca.pem",
+            "ca.key",
             "api-token",
             "smtp-password",
         ],

@@ -193,6 +193,13 @@ impl Collector {
         // could fire on a busy test machine and make assertions flaky.
         edit_file(&dir.path().join("collector.toml"), |text| {
             *text = text.replace("include = [\"default-rules.toml\"]\n", "");
+            // Most tests start many agents from one template (see
+            // `agent_config`): those use the shared token, which init leaves
+            // off. Enrolled agents: `enroll_agent`.
+            *text = text.replace(
+                "# agent_token_file = \"agent-tokens\"",
+                "agent_token_file = \"agent-tokens\"",
+            );
         });
         edit_file(&dir.path().join("collector.toml"), edit);
         let (process, grpc_addr, http_addr) = launch_with_env(dir.path(), 0, env);
@@ -233,6 +240,7 @@ impl Collector {
         self.dir.path().join(name)
     }
 
+    /// The admin API token `init` wrote (named `admin`).
     pub fn api_token(&self) -> String {
         std::fs::read_to_string(self.path("api-token"))
             .expect("api-token")
@@ -240,10 +248,16 @@ impl Collector {
             .to_string()
     }
 
-    /// Writes an agent config for this collector into its own directory and returns the path.
+    /// Writes an agent config for this collector into its own directory and
+    /// returns the path. It authenticates with the shared token (init's
+    /// template holds the local agent's certificate, bound to another id).
     pub fn agent_config(&self, name: &str, edit: impl FnOnce(&mut String)) -> PathBuf {
         let template = std::fs::read_to_string(self.path("agent.toml")).expect("agent.toml");
         let mut text = template
+            .replace(
+                "cert = \"agent.pem\"\nkey = \"agent.key\"\n",
+                &format!("token = \"{}\"\n", self.agent_token()),
+            )
             .replace(
                 "https://127.0.0.1:0",
                 &format!("https://127.0.0.1:{}", self.grpc_addr.port()),
@@ -270,8 +284,31 @@ impl Collector {
         )
     }
 
+    /// `GET path` with the admin token `init` created.
     pub fn get(&self, path: &str) -> (u16, String) {
-        http_request(self.http_addr, "GET", path, None, None)
+        http_request(self.http_addr, "GET", path, Some(&self.api_token()), None)
+    }
+
+    /// Runs `steward-collector token ARGS --config collector.toml`: (success, stdout, stderr).
+    pub fn token_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(binary("steward-collector"))
+            .arg("token")
+            .args(args)
+            .args(["--config", path_str(&self.path("collector.toml"))])
+            .output()
+            .expect("run steward-collector token");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// A new API token named `name` with `scope` (read, write or admin).
+    pub fn create_token(&self, name: &str, scope: &str) -> String {
+        let (ok, stdout, stderr) = self.token_cli(&["create", "--name", name, "--scope", scope]);
+        assert!(ok, "token create {name} failed: {stderr}");
+        stdout.trim().to_string()
     }
 
     /// Every row of a paged list endpoint, following `X-Next-Cursor` with
@@ -281,7 +318,8 @@ impl Collector {
         let base = format!("{path}{separator}limit={limit}");
         let (mut url, mut rows, mut pages) = (base.clone(), Vec::new(), 0);
         loop {
-            let (status, head, body) = http_exchange(self.http_addr, "GET", &url, None, None);
+            let (status, head, body) =
+                http_exchange(self.http_addr, "GET", &url, Some(&self.api_token()), None);
             assert_eq!(status, 200, "GET {url}: {body}");
             let page: Vec<serde_json::Value> = serde_json::from_str(&body)
                 .unwrap_or_else(|error| panic!("GET {url}: bad JSON ({error}): {body}"));
@@ -302,6 +340,21 @@ impl Collector {
                 None => return (rows, pages),
             }
         }
+    }
+
+    /// An authenticated write (`Authorization: Bearer {api_token}`): the
+    /// status and the body as JSON (`Null` if it is not JSON).
+    pub fn send_json(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let token = self.api_token();
+        let (status, text) = http_request(self.http_addr, method, path, Some(&token), Some(body));
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
+    /// [`send_json`](Self::send_json) with POST, asserting a 2xx answer.
+    pub fn post_json(&self, path: &str, body: &str) -> serde_json::Value {
+        let (status, json) = self.send_json("POST", path, body);
+        assert!((200..300).contains(&status), "POST {path}: {status} {json}");
+        json
     }
 
     pub fn get_json(&self, path: &str) -> serde_json::Value {
@@ -443,9 +496,62 @@ pub fn http_exchange(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String, String) {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(10))
+    let stream = TcpStream::connect_timeout(&address, Duration::from_secs(10))
         .unwrap_or_else(|error| panic!("connect to {address}: {error}"));
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    exchange_on(stream, address, method, path, token, body)
+}
+
+/// [`http_exchange`] over HTTPS, trusting only the CA certificate at `ca_pem`
+/// (the server is addressed as `localhost`, a name `init`'s certificate holds).
+pub fn https_exchange(
+    address: SocketAddr,
+    ca_pem: &Path,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, String) {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_file_iter(ca_pem).expect("ca.pem") {
+        roots
+            .add(certificate.expect("a certificate in ca.pem"))
+            .expect("a usable CA certificate");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
+    let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(10))
+        .unwrap_or_else(|error| panic!("connect to {address}: {error}"));
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    exchange_on(
+        rustls::StreamOwned::new(connection, tcp),
+        address,
+        method,
+        path,
+        token,
+        body,
+    )
+}
+
+/// One request and its response on an open stream; status 0 when the
+/// stream ends without an HTTP answer (e.g. a failed TLS handshake).
+fn exchange_on(
+    mut stream: impl Read + Write,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, String) {
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
     if let Some(token) = token {
@@ -456,9 +562,12 @@ pub fn http_exchange(
         request.push_str("Content-Type: application/json\r\n");
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).expect("send request");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new(), String::new());
+    }
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read response");
+    // A peer that closes without TLS close_notify still sent its answer.
+    let _ = stream.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response).into_owned();
     let (head, rest) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head
@@ -790,5 +899,124 @@ impl Collector {
         .connect()
         .await
         .expect("connect to the collector's gRPC port")
+    }
+}
+
+/// An agent enrolled with `steward-agent enroll`: its directory (agent.toml,
+/// certificates) and state directory.
+#[derive(Debug, Clone)]
+pub struct EnrolledAgent {
+    pub name: String,
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl EnrolledAgent {
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("agent.toml")
+    }
+
+    /// Its persistent id.
+    pub fn agent_id(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("agent-id"))
+            .expect("agent-id")
+            .trim()
+            .to_string()
+    }
+}
+
+impl Collector {
+    /// Runs `steward-collector ARGS --config collector.toml`; (status, stdout, stderr).
+    pub fn admin(&self, args: &[&str]) -> (i32, String, String) {
+        let config = self.path("collector.toml");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", path_str(&config)]);
+        let output = Command::new(binary("steward-collector"))
+            .args(&all)
+            .output()
+            .expect("run steward-collector");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// A new enrollment token (`enroll-token create EXTRA...`).
+    pub fn enrollment_token(&self, extra: &[&str]) -> String {
+        let mut args = vec!["enroll-token", "create"];
+        args.extend_from_slice(extra);
+        let (status, stdout, stderr) = self.admin(&args);
+        assert_eq!(status, 0, "enroll-token create failed: {stderr}");
+        let token = stdout.trim().to_string();
+        assert!(
+            !token.is_empty() && !token.contains('\n'),
+            "one token alone: {stdout:?}"
+        );
+        token
+    }
+
+    pub fn ca_fingerprint(&self) -> String {
+        let (status, stdout, stderr) = self.admin(&["ca-fingerprint"]);
+        assert_eq!(status, 0, "ca-fingerprint failed: {stderr}");
+        stdout.trim().to_string()
+    }
+
+    /// Runs `steward-agent enroll` for agent `name` with `token` and
+    /// `fingerprint`: (status, stdout and stderr, the agent's directories).
+    pub fn run_enroll(
+        &self,
+        name: &str,
+        token: &str,
+        fingerprint: &str,
+    ) -> (i32, String, EnrolledAgent) {
+        let agent = EnrolledAgent {
+            name: name.to_string(),
+            dir: self.path(name),
+            state_dir: self.path(&format!("{name}-state")),
+        };
+        let output = Command::new(binary("steward-agent"))
+            .args([
+                "enroll",
+                "--collector",
+                &format!("https://127.0.0.1:{}", self.grpc_addr.port()),
+                "--token",
+                token,
+                "--ca-fingerprint",
+                fingerprint,
+                "--dir",
+                path_str(&agent.dir),
+                "--state-dir",
+                path_str(&agent.state_dir),
+            ])
+            .output()
+            .expect("run steward-agent enroll");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code().unwrap_or(-1), text, agent)
+    }
+
+    /// Enrolls agent `name` with a new one-use token; panics on failure.
+    pub fn enroll_agent(&self, name: &str) -> EnrolledAgent {
+        let token = self.enrollment_token(&[]);
+        let (status, output, agent) = self.run_enroll(name, &token, &self.ca_fingerprint());
+        assert_eq!(status, 0, "steward-agent enroll failed: {output}");
+        edit_file(&agent.config(), |text| {
+            *text = text.replace("interval = \"10s\"", "interval = \"1s\"");
+        });
+        agent
+    }
+
+    /// Starts an enrolled agent from the agent.toml `enroll` wrote.
+    pub fn start_enrolled_agent(&self, agent: &EnrolledAgent) -> Process {
+        Process::spawn(
+            &agent.name,
+            &binary("steward-agent"),
+            &["--config", path_str(&agent.config())],
+            self.path(&format!("{}.log", agent.name)),
+        )
     }
 }

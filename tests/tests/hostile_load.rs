@@ -240,12 +240,12 @@ async fn raw_connection(
 
 /// The timestamps of an agent's latest stored value per series, from the
 /// collector's API (the store keeps them in memory as batches commit).
-fn latest_timestamps(http: SocketAddr, agent_id: &str) -> Vec<i64> {
+fn latest_timestamps(api: &Api, agent_id: &str) -> Vec<i64> {
     let (status, body) = http_request(
-        http,
+        api.addr,
         "GET",
         &format!("/api/v1/series?agent={agent_id}"),
-        None,
+        Some(&api.token),
         None,
     );
     if status != 200 {
@@ -264,14 +264,26 @@ fn latest_timestamps(http: SocketAddr, agent_id: &str) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// Where the API listens and the token to read it with.
+#[derive(Clone)]
+struct Api {
+    addr: SocketAddr,
+    token: String,
+}
+
+impl Api {
+    fn of(collector: &Collector) -> Self {
+        Self {
+            addr: collector.http_addr,
+            token: collector.api_token(),
+        }
+    }
+}
+
 /// Where the healthy agent stands: the newest sample timestamp it has
 /// stored, and how many of its batches are stored.
-fn healthy_progress(
-    http: SocketAddr,
-    database: &rusqlite::Connection,
-    agent_id: &str,
-) -> (i64, i64) {
-    let newest = latest_timestamps(http, agent_id).into_iter().max();
+fn healthy_progress(api: &Api, database: &rusqlite::Connection, agent_id: &str) -> (i64, i64) {
+    let newest = latest_timestamps(api, agent_id).into_iter().max();
     let batches: i64 = database
         .query_row(
             "SELECT count(*) FROM batches WHERE agent_id = ?1",
@@ -285,7 +297,7 @@ fn healthy_progress(
 /// Polls the healthy agent's progress until stopped; returns the lag
 /// (now − newest stored sample) seen at every poll, in ms.
 fn watch_healthy_agent(
-    http: SocketAddr,
+    api: Api,
     database: rusqlite::Connection,
     agent_id: String,
     stop: Arc<AtomicBool>,
@@ -293,7 +305,7 @@ fn watch_healthy_agent(
     std::thread::spawn(move || {
         let mut lags = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            let (newest, _) = healthy_progress(http, &database, &agent_id);
+            let (newest, _) = healthy_progress(&api, &database, &agent_id);
             lags.push(now_ms() - newest);
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -417,14 +429,14 @@ async fn hostile_load_is_refused_while_a_healthy_agent_keeps_shipping() {
             .ok()
     });
     poll(DEADLINE, "the healthy agent's first samples", || {
-        (healthy_progress(collector.http_addr, &database, &healthy_id).0 > 0).then_some(())
+        (healthy_progress(&Api::of(&collector), &database, &healthy_id).0 > 0).then_some(())
     });
     let pid = collector.process.pid();
     let (rss_before, _) = memory_kib(pid).unwrap();
-    let (_, batches_before) = healthy_progress(collector.http_addr, &database, &healthy_id);
+    let (_, batches_before) = healthy_progress(&Api::of(&collector), &database, &healthy_id);
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_healthy_agent(
-        collector.http_addr,
+        Api::of(&collector),
         collector.database(),
         healthy_id.clone(),
         Arc::clone(&stop),
@@ -546,7 +558,7 @@ async fn hostile_load_is_refused_while_a_healthy_agent_keeps_shipping() {
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     let mut lags = watcher.join().unwrap();
-    let (_, batches_after) = healthy_progress(collector.http_addr, &database, &healthy_id);
+    let (_, batches_after) = healthy_progress(&Api::of(&collector), &database, &healthy_id);
     let (rss_after, rss_peak) = memory_kib(pid).unwrap();
 
     lags.sort_unstable();
@@ -614,7 +626,7 @@ async fn hostile_load_is_refused_while_a_healthy_agent_keeps_shipping() {
         2_000
     );
     assert_eq!(collector.counter("steward_samples_refused_labels_total"), 1);
-    let bomb_latest = latest_timestamps(collector.http_addr, "cardinality-bomb");
+    let bomb_latest = latest_timestamps(&Api::of(&collector), "cardinality-bomb");
     let bomb_newest = bomb_latest.iter().copied().max().unwrap_or(0);
     let held_samples = bomb_latest
         .iter()

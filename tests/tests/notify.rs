@@ -159,14 +159,19 @@ fn failing_receiver_is_retried_until_one_delivery_succeeds() {
         .map(|request| request.status)
         .collect();
     assert_eq!(attempts, [500, 429, 200]);
-    let outbox = collector.get_json("/api/v1/notifications");
-    let row = outbox
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|row| row["channel"] == "ops-webhook" && row["event"] == "opened")
-        .unwrap();
-    assert_eq!(row["state"], "delivered");
+    // The receiver answers before the collector records the delivery: poll.
+    let row = poll(DEADLINE, "the delivery to be recorded", || {
+        let outbox = collector.get_json("/api/v1/notifications");
+        outbox
+            .as_array()?
+            .iter()
+            .find(|row| {
+                row["channel"] == "ops-webhook"
+                    && row["event"] == "opened"
+                    && row["state"] == "delivered"
+            })
+            .cloned()
+    });
     assert_eq!(row["attempts"], 3);
     assert!(collector.counter("steward_notification_retries_total") >= 2);
 }

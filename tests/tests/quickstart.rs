@@ -41,18 +41,29 @@ fn quickstart_initialises_and_streams_this_hosts_metrics() {
     ] {
         assert!(data.join(file).exists(), "quickstart did not write {file}");
     }
+    let token = std::fs::read_to_string(data.join("api-token")).unwrap();
     let series = poll(DEADLINE, "the local agent's metrics", || {
         let (status, body) = http_request(
             http,
             "GET",
             "/api/v1/series?metric=mem.used_percent",
-            None,
+            Some(token.trim()),
             None,
         );
         let series: serde_json::Value = serde_json::from_str(&body).ok()?;
         (status == 200 && series.as_array()?.len() == 1).then_some(series)
     });
     assert!(series[0]["value"].as_f64().unwrap() > 0.0);
+    // The default path is the secure one: the local agent is enrolled.
+    for file in ["agent.pem", "agent.key"] {
+        assert!(data.join(file).exists(), "quickstart did not write {file}");
+    }
+    let log = process.log_text();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("Agent connected.") && line.contains("mtls=true")),
+        "the local agent connects with its certificate:\n{log}"
+    );
     process.signal(libc::SIGTERM);
     assert_eq!(
         process.wait_exit(DEADLINE),

@@ -1,6 +1,7 @@
 //! `GET /api/v1/agents`, one agent with its inventory, its packages and its
 //! inventory changes.
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -9,6 +10,7 @@ use serde_json::Value;
 
 use axum::response::Response;
 
+use super::actor::Actor;
 use super::{ApiError, ApiState, paging, rfc3339};
 
 #[derive(Serialize)]
@@ -174,4 +176,32 @@ pub async fn changes(
             .collect::<Vec<_>>(),
         next,
     ))
+}
+
+/// `POST /api/v1/agents/{id}/revoke` (admin): like `steward-collector agent
+/// revoke`, recorded as revoked by the token's name. The stream ends within seconds.
+pub async fn revoke(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    // Who revoked is the token's name, as for every other write.
+    let by = actor.name;
+    let now_ms = steward_core::now_ms();
+    let revoked = state
+        .store
+        .revoke_agent(id.clone(), by.clone(), now_ms)
+        .await?;
+    if !revoked {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("agent {id} is not enrolled or already revoked"),
+        ));
+    }
+    tracing::info!(message = "Agent certificate revoked.", agent_id = %id, %by);
+    Ok(Json(serde_json::json!({
+        "agent_id": id,
+        "revoked_by": by,
+        "revoked_at": rfc3339(now_ms),
+    })))
 }

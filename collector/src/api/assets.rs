@@ -5,12 +5,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::actor::Actor;
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::assets::service::{AssetChangeError, OperatorChange, Regroup};
 use crate::assets::{Asset, AssetEdit, Disposal, Lifecycle, compliance};
@@ -281,19 +282,19 @@ pub async fn history(
 }
 
 /// `PATCH /api/v1/assets/{id}`: operator fields, plus optional `status`
-/// (a lifecycle transition, validated), `disposal` and `by`.
+/// (a lifecycle transition, validated) and `disposal`. The change is
+/// recorded as the token's; an old client's `by` field is ignored.
 pub async fn update(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
     let mut body: serde_json::Map<String, Value> =
         serde_json::from_str(&body).map_err(|error| bad(format!("invalid JSON body: {error}")))?;
-    let by = match body.remove("by") {
-        Some(Value::String(by)) if !by.trim().is_empty() => by,
-        _ => "api".to_string(),
-    };
+    body.remove("by");
+    let by = actor.name;
     let status = match body.remove("status") {
         None | Some(Value::Null) => None,
         Some(Value::String(name)) => Some(
@@ -442,16 +443,19 @@ pub async fn export(
 pub struct MergeBody {
     /// The asset folded into the one in the path, then removed.
     from: String,
-    by: Option<String>,
+    /// Ignored: the token's name is recorded.
+    #[serde(default, rename = "by")]
+    _by: Option<serde::de::IgnoredAny>,
 }
 
 /// `POST /api/v1/assets/{id}/merge`: one machine recorded twice.
 pub async fn merge(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     Json(body): Json<MergeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let by = body.by.unwrap_or_else(|| "api".into());
+    let by = actor.name;
     let assets = state
         .assets
         .regroup(id, Regroup::Merge { from: body.from }, by)
@@ -466,16 +470,19 @@ pub async fn merge(
 pub struct SplitBody {
     /// The agent moved to a new asset of its own.
     agent_id: String,
-    by: Option<String>,
+    /// Ignored: the token's name is recorded.
+    #[serde(default, rename = "by")]
+    _by: Option<serde::de::IgnoredAny>,
 }
 
 /// `POST /api/v1/assets/{id}/split`: two machines recorded as one.
 pub async fn split(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     Json(body): Json<SplitBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let by = body.by.unwrap_or_else(|| "api".into());
+    let by = actor.name;
     let assets = state
         .assets
         .regroup(

@@ -2,13 +2,14 @@
 //! rules, and SLA figures (MTTA/MTTR and breaches per severity).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use axum::response::Response;
 
+use super::actor::Actor;
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::domain::{IncidentRecord, IncidentState, IncidentView, Severity, TimelineView};
 use crate::incidents::{IncidentError, describe_rule};
@@ -41,16 +42,17 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     // `flapping` is a view of unresolved incidents; the store filters by stored state.
-    let (stored_state, only_flapping) = match query.state.as_deref() {
-        None => (None, false),
-        Some("flapping") => (None, true),
+    let (stored_state, only_flapping, only_suppressed) = match query.state.as_deref() {
+        None => (None, false, false),
+        Some("flapping") => (None, true, false),
+        Some("suppressed") => (None, false, true),
         Some(other) => match other.parse::<IncidentState>() {
-            Ok(stored) => (Some(stored), false),
+            Ok(stored) => (Some(stored), false, false),
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     format!(
-                        "unknown state {other:?}; expected open, acknowledged, flapping or resolved"
+                        "unknown state {other:?}; expected open, acknowledged, flapping, suppressed or resolved"
                     ),
                 ));
             }
@@ -87,6 +89,9 @@ pub async fn list(
             .filter(|incident| {
                 !only_flapping || (incident.flapping && !incident.state.is_resolved())
             })
+            .filter(|incident| {
+                !only_suppressed || (incident.suppressed && !incident.state.is_resolved())
+            })
             .map(|incident| view(&state, incident))
             .collect(),
         next,
@@ -114,19 +119,15 @@ pub async fn detail(
 }
 
 /// Body of ack/resolve/notes; every field optional except a note's `text`.
+/// Who acts is the token's name ([`Actor`]); a `by` field, which older
+/// clients send, is accepted and ignored.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    by: Option<String>,
+    #[serde(default, rename = "by")]
+    _by: Option<serde::de::IgnoredAny>,
     note: Option<String>,
     text: Option<String>,
-}
-
-fn actor(body: &ActionBody) -> String {
-    body.by
-        .clone()
-        .filter(|by| !by.trim().is_empty())
-        .unwrap_or_else(|| "api".into())
 }
 
 fn parse_body(body: &str) -> Result<ActionBody, ApiError> {
@@ -158,29 +159,33 @@ impl From<IncidentError> for ApiError {
 
 pub async fn acknowledge(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     body: String,
 ) -> Result<Json<IncidentView>, ApiError> {
     let body = parse_body(&body)?;
     let incident = state
         .incidents
-        .acknowledge(id, actor(&body), body.note.clone())
+        .acknowledge(id, actor.name, body.note.clone())
         .await?;
     Ok(Json(view(&state, incident)))
 }
 
 pub async fn resolve(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     body: String,
 ) -> Result<Json<IncidentView>, ApiError> {
-    let body = parse_body(&body)?;
-    let incident = state.incidents.resolve(id, actor(&body)).await?;
+    // Nothing of the body is used, but a malformed one is still refused.
+    parse_body(&body)?;
+    let incident = state.incidents.resolve(id, actor.name).await?;
     Ok(Json(view(&state, incident)))
 }
 
 pub async fn add_note(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     body: String,
 ) -> Result<(StatusCode, Json<IncidentView>), ApiError> {
@@ -193,7 +198,7 @@ pub async fn add_note(
         .ok_or_else(|| {
             ApiError::new(StatusCode::BAD_REQUEST, "a note needs a non-empty \"text\"")
         })?;
-    let incident = state.incidents.add_note(id, actor(&body), text).await?;
+    let incident = state.incidents.add_note(id, actor.name, text).await?;
     Ok((StatusCode::CREATED, Json(view(&state, incident))))
 }
 

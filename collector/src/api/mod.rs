@@ -1,7 +1,7 @@
 //! The HTTP API (axum): health, agents, latest series, and `/metrics`.
 //!
-//! The only module that maps errors to HTTP status codes. Reads are open on
-//! the configured listener; every write route goes through [`require_token`].
+//! The only module that maps errors to HTTP status codes. Every route but
+//! `/healthz` (and `/metrics` if public) needs an API token: see [`auth`].
 //! Every request goes through [`limit_requests`]: at most
 //! `limits.http_max_concurrent_requests` at once (more are refused with 503
 //! at once, not queued) and each answered 503 after
@@ -9,12 +9,18 @@
 //! not held to the concurrency limit, so monitoring still sees a busy
 //! collector.
 
+pub mod actor;
 mod agents;
 mod assets;
+pub mod auth;
+mod changes;
+pub mod https;
 pub mod incidents;
 mod oncall;
 mod paging;
+mod problems;
 mod series;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,8 +63,8 @@ pub struct ApiState {
     pub assets: crate::assets::service::AssetHandle,
     pub asset_policy: Arc<crate::assets::AssetPolicy>,
     pub notify: Arc<crate::notify::NotifyConfig>,
-    /// Bearer tokens accepted on write routes. Never logged.
-    pub api_tokens: Arc<Vec<String>>,
+    /// Token checks and the failed-login limiter (see [`auth`]).
+    pub auth: Arc<auth::ApiAuth>,
     /// Supervised tasks that have failed, for `/healthz`.
     pub task_failures: crate::supervisor::TaskFailures,
     pub limits: HttpLimits,
@@ -92,10 +98,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/maintenance", post(oncall::create))
         .route("/api/v1/maintenance/{id}/end", post(oncall::end))
         .route("/api/v1/assets/{id}/split", post(assets::split))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_token,
-        ));
+        .route(
+            "/api/v1/problems/{id}",
+            axum::routing::patch(problems::update),
+        )
+        .route("/api/v1/changes", post(changes::create))
+        .route(
+            "/api/v1/changes/{id}",
+            axum::routing::patch(changes::update),
+        );
+    let administration = Router::new()
+        .route("/api/v1/agents/{id}/revoke", post(agents::revoke))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{name}/revoke", post(tokens::revoke))
+        .route_layer(axum::middleware::from_fn(auth::require_admin));
     Router::new()
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::detail))
@@ -109,6 +125,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/assets/{id}", get(assets::detail))
         .route("/api/v1/assets/{id}/history", get(assets::history))
         .route("/api/v1/sla", get(incidents::sla))
+        .route("/api/v1/problems", get(problems::list))
+        .route("/api/v1/changes", get(changes::list))
+        .route("/api/v1/changes/stats", get(changes::stats))
+        .route("/api/v1/changes/{id}", get(changes::detail))
+        .route("/api/v1/problems/{id}", get(problems::detail))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/agents", get(agents::list))
@@ -118,6 +139,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/series", get(series::latest))
         .route("/api/v1/series/query", get(series::history))
         .merge(writes)
+        .merge(administration)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(gate, limit_requests))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
@@ -222,40 +248,17 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 
 /// One span per request with method, path and outcome.
 async fn trace_request(request: Request, next: Next) -> Response {
-    let span =
-        tracing::info_span!("http", method = %request.method(), path = %request.uri().path());
+    let span = tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        actor = tracing::field::Empty,
+    );
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let response = tracing::Instrument::instrument(next.run(request), span).await;
     tracing::debug!(message = "Served request.", %method, %path, status = response.status().as_u16());
     response
-}
-
-/// Rejects requests without `Authorization: Bearer <api token>`.
-pub async fn require_token(
-    State(state): State<ApiState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let valid = !presented.is_empty()
-        && state.api_tokens.iter().fold(false, |found, token| {
-            found | crate::ingest::constant_time_eq(token.as_bytes(), presented.as_bytes())
-        });
-    if valid {
-        next.run(request).await
-    } else {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "a valid API token is required (Authorization: Bearer …)",
-        )
-        .into_response()
-    }
 }
 
 /// A JSON error body: `{"error": "..."}`.

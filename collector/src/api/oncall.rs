@@ -2,11 +2,12 @@
 //! maintenance windows (create, list, end).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::actor::Actor;
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::notify::{OnCall, next, on_call};
 use crate::store::MaintenanceWindow;
@@ -51,6 +52,7 @@ fn window_view(window: &MaintenanceWindow, now_ms: i64) -> Value {
         "ends_at": rfc3339(window.ends_ms),
         "active": window.is_active(now_ms),
         "change": window.change_ref,
+        "change_id": window.change_id,
         "reason": window.reason,
         "created_by": window.created_by,
         "created_at": rfc3339(window.created_ms),
@@ -109,11 +111,16 @@ pub struct NewWindow {
     duration: Option<String>,
     /// Change reference (ticket), optional.
     change: Option<String>,
+    /// A change record this window belongs to (its id); its reference
+    /// `C-{id}` becomes the window's `change` unless one is given.
+    change_id: Option<i64>,
     reason: Option<String>,
-    by: Option<String>,
+    /// Ignored: the window is recorded as created by the token's name.
+    #[serde(default, rename = "by")]
+    _by: Option<serde::de::IgnoredAny>,
 }
 
-fn parse_time(text: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_time(text: &str) -> Result<i64, ApiError> {
     humantime::parse_rfc3339_weak(text)
         .map_err(|error| {
             ApiError::new(
@@ -130,6 +137,7 @@ fn parse_time(text: &str) -> Result<i64, ApiError> {
 /// `POST /api/v1/maintenance`
 pub async fn create(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Json(body): Json<NewWindow>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, message.to_string());
@@ -159,15 +167,23 @@ pub async fn create(
     if ends_ms <= starts_ms {
         return Err(bad("the window must end after it starts"));
     }
+    if let Some(change) = body.change_id
+        && state.store.change(change).await?.is_none()
+    {
+        return Err(bad("no such change record (`change_id`)"));
+    }
     let mut window = MaintenanceWindow {
         id: 0,
         asset_ids: body.assets,
         tags: body.tags,
         starts_ms,
         ends_ms,
-        change_ref: body.change,
+        change_ref: body
+            .change
+            .or(body.change_id.map(|change| format!("C-{change}"))),
+        change_id: body.change_id,
         reason: body.reason,
-        created_by: body.by.unwrap_or_else(|| "api".into()),
+        created_by: actor.name,
         created_ms: now,
     };
     window.id = state.store.create_maintenance(window.clone()).await?;
@@ -178,6 +194,7 @@ pub async fn create(
 /// `POST /api/v1/maintenance/{id}/end`: closes the window now.
 pub async fn end(
     State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let now = steward_core::now_ms();
@@ -187,7 +204,7 @@ pub async fn end(
             "no such maintenance window",
         ));
     }
-    tracing::info!(message = "Maintenance window ended.", id);
+    tracing::info!(message = "Maintenance window ended.", id, by = %actor.name);
     Ok(Json(
         serde_json::json!({"id": id, "ended_at": rfc3339(now)}),
     ))

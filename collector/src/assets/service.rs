@@ -28,6 +28,13 @@ use crate::store::{AssetEventRow, AssetLink, AssetRow, AssetWrite, Labels, Store
 pub fn suppression_of<'a>(assets: impl Iterator<Item = &'a Asset>) -> Suppression {
     let mut suppression = Suppression::default();
     for asset in assets {
+        if !asset.tags.is_empty() {
+            for agent_id in &asset.agent_ids {
+                suppression
+                    .tags
+                    .insert(agent_id.clone(), asset.tags.clone());
+            }
+        }
         if matches!(asset.status, Lifecycle::Retired | Lifecycle::Disposed) {
             suppression.retired.extend(asset.agent_ids.iter().cloned());
         }
@@ -88,6 +95,11 @@ pub enum Regroup {
 }
 
 enum AssetInput {
+    /// An agent's identity changed (enrolled with tags, revoked).
+    Identity {
+        change: IdentityChange,
+        reply: oneshot::Sender<bool>,
+    },
     Inventory {
         agent_id: String,
         now_ms: i64,
@@ -110,6 +122,17 @@ enum AssetInput {
     },
 }
 
+/// An enrollment or revocation to record on the agent's asset.
+#[derive(Debug, Clone)]
+pub struct IdentityChange {
+    pub agent_id: String,
+    pub ts_ms: i64,
+    /// Tags to add (`key:value`, from the enrollment token).
+    pub tags: Vec<String>,
+    /// History text, e.g. "certificate revoked by alice at ...".
+    pub detail: String,
+}
+
 /// Cloneable access for ingest and the API.
 #[derive(Clone)]
 pub struct AssetHandle {
@@ -123,6 +146,21 @@ impl std::fmt::Debug for AssetHandle {
 }
 
 impl AssetHandle {
+    /// Records `change` on the agent's asset. False when the agent has no
+    /// asset yet (it appears with the first inventory): try again later.
+    pub async fn identity_changed(&self, change: IdentityChange) -> bool {
+        let (reply, response) = oneshot::channel();
+        if self
+            .inputs
+            .send(AssetInput::Identity { change, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        response.await.unwrap_or(false)
+    }
+
     /// An inventory update for `agent_id` has committed.
     pub async fn inventory_committed(&self, agent_id: String, now_ms: i64) {
         let _ = self
@@ -296,6 +334,12 @@ impl AssetService {
 
     async fn handle(&mut self, input: AssetInput) {
         let result = match input {
+            AssetInput::Identity { change, reply } => {
+                let outcome = self.on_identity(change).await;
+                let recorded = matches!(outcome, Ok(true));
+                let _ = reply.send(recorded);
+                outcome.map(|_| ())
+            }
             AssetInput::Inventory { agent_id, now_ms } => {
                 self.on_inventory(&agent_id, now_ms).await
             }
@@ -391,7 +435,27 @@ impl AssetService {
         let known: Vec<KnownAsset> = self.assets.values().map(KnownAsset::of).collect();
         let decision = match_asset(&observed, &known);
         let reasons = serde_json::to_string(&decision).unwrap_or_default();
+        // Identifiers (DMI UUID, MACs) can be copied; a certificate cannot.
+        let claims_enrolled = match &decision {
+            Match::Existing { asset_id, .. } => match self.assets.get(asset_id) {
+                Some(existing) => self.claims_enrolled_asset(agent_id, existing).await?,
+                None => false,
+            },
+            _ => false,
+        };
         let (before, mut after, confidence) = match &decision {
+            Match::Existing { asset_id, .. } if claims_enrolled => {
+                tracing::warn!(
+                    message = "An agent without a certificate resembles an enrolled host's asset; created a separate asset for review.",
+                    %agent_id,
+                    resembles = %asset_id,
+                );
+                (
+                    None,
+                    Asset::discovered(steward_core::ids::new_uuid_v4(), agent_id, now_ms),
+                    0.0,
+                )
+            }
             Match::Existing {
                 asset_id,
                 confidence,
@@ -421,7 +485,7 @@ impl AssetService {
         after.apply_inventory(&inventory.facts, &inventory.disks, &inventory.interfaces);
         // A re-linked or doubtful match is worth a line in the history; a plain new asset is not.
         let mut extra = Vec::new();
-        if before.is_some() || matches!(decision, Match::Ambiguous { .. }) {
+        if before.is_some() || claims_enrolled || matches!(decision, Match::Ambiguous { .. }) {
             extra.push(AssetEventRow {
                 ts_ms: now_ms,
                 source: "system".into(),
@@ -458,6 +522,31 @@ impl AssetService {
         .await
     }
 
+    /// Whether `agent_id`, not bound to a certificate, would join an asset
+    /// that has an agent with a live certificate: a shared-token holder
+    /// copying an enrolled host's DMI UUID and MACs must not attach itself
+    /// to that host's record.
+    async fn claims_enrolled_asset(
+        &self,
+        agent_id: &str,
+        asset: &Asset,
+    ) -> Result<bool, StoreError> {
+        if self.store.identity_binding(agent_id).await?.is_some() {
+            return Ok(false);
+        }
+        for other in &asset.agent_ids {
+            if self
+                .store
+                .identity_binding(other)
+                .await?
+                .is_some_and(|binding| !binding.revoked)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Moves `asset` to the status silence (or a return) calls for, if any;
     /// returns the new status.
     fn apply_automatic_status(&self, asset: &mut Asset, now_ms: i64) -> Option<Lifecycle> {
@@ -470,6 +559,38 @@ impl AssetService {
         )?;
         *asset = change_status(asset, status, Actor::System, None).ok()?;
         Some(status)
+    }
+
+    async fn on_identity(&mut self, change: IdentityChange) -> Result<bool, StoreError> {
+        let Some(before) = self
+            .by_agent
+            .get(&change.agent_id)
+            .and_then(|id| self.assets.get(id))
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let mut after = before.clone();
+        after.tags.extend(change.tags.iter().cloned());
+        let event = AssetEventRow {
+            ts_ms: change.ts_ms,
+            source: Actor::Operator.as_str().to_string(),
+            kind: "identity".to_string(),
+            field: Some(format!("agent {}", change.agent_id)),
+            before: None,
+            after: Some(change.detail.clone()),
+        };
+        tracing::info!(message = "Agent identity recorded on its asset.", agent_id = %change.agent_id, asset = %after.id, detail = %change.detail);
+        self.save(
+            Some(&before),
+            after,
+            Actor::Operator,
+            vec![event],
+            Vec::new(),
+            change.ts_ms,
+        )
+        .await?;
+        Ok(true)
     }
 
     async fn on_patch(

@@ -69,6 +69,10 @@ pub enum IncidentEvent {
     FlappingStarted,
     FlappingStopped,
     SlaBreached,
+    /// A suppressed incident (opened while its parent check's incident was
+    /// open) was released because the parent resolved while it still
+    /// breaches: it now pages as if it had just opened.
+    Released,
     /// An escalation level fired without an acknowledgement. `level` is the
     /// 0-based index into the policy's levels; `round` counts repeats of the
     /// whole policy (0 for the first pass). Both are needed so a repeated
@@ -80,18 +84,19 @@ pub enum IncidentEvent {
 }
 
 impl IncidentEvent {
-    const SIMPLE: [IncidentEvent; 6] = [
+    const SIMPLE: [IncidentEvent; 7] = [
         Self::Opened,
         Self::Acknowledged,
         Self::Resolved,
         Self::FlappingStarted,
         Self::FlappingStopped,
         Self::SlaBreached,
+        Self::Released,
     ];
 
     /// The name in webhook bodies and logs: `opened`, `acknowledged`,
     /// `resolved`, `flapping_started`, `flapping_stopped`, `sla_breached` or
-    /// `escalated`.
+    /// `escalated` (or `released`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Opened => "opened",
@@ -100,6 +105,7 @@ impl IncidentEvent {
             Self::FlappingStarted => "flapping_started",
             Self::FlappingStopped => "flapping_stopped",
             Self::SlaBreached => "sla_breached",
+            Self::Released => "released",
             Self::Escalated { .. } => "escalated",
         }
     }
@@ -179,6 +185,42 @@ pub struct IncidentRecord {
     pub ack_breached: bool,
     pub resolve_breached: bool,
     pub previous_id: Option<i64>,
+    /// Opened while the incident of a check it depends on was open: pages no
+    /// one. Still set after resolution if it was never released (never paged).
+    pub suppressed: bool,
+    /// The parent incident that suppressed it.
+    pub caused_by: Option<i64>,
+    /// The problem record this incident is linked to.
+    pub problem_id: Option<i64>,
+    /// The change record during (or after) which it opened.
+    pub change_id: Option<i64>,
+}
+
+/// A check another asset's alerts depend on: the unresolved incident of
+/// `rule` whose labels include all of `labels` (`host` and `agent_id` match
+/// the incident's own fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParentCheck {
+    pub rule: String,
+    pub labels: Labels,
+}
+
+impl ParentCheck {
+    /// Whether an incident of `rule` with `labels` on `host`/`agent_id` is this check's.
+    pub fn matches(&self, rule: &str, labels: &Labels, host: &str, agent_id: &str) -> bool {
+        self.rule == rule
+            && self.labels.iter().all(|(name, value)| {
+                labels
+                    .get(name)
+                    .map(String::as_str)
+                    .or(match name.as_str() {
+                        "host" => Some(host),
+                        "agent_id" => Some(agent_id),
+                        _ => None,
+                    })
+                    == Some(value.as_str())
+            })
+    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,17 @@
 //! leaning on another. Text forms are the wire and database contract; parsing
 //! an unknown text is an error, never a default.
 
+mod change;
 mod incident;
+mod problem;
 mod severity;
 mod view;
 
 use std::collections::BTreeMap;
 
-pub use incident::{IncidentEvent, IncidentRecord, IncidentState};
+pub use change::{ChangeOutcome, ChangeRecord, ChangeRisk};
+pub use incident::{IncidentEvent, IncidentRecord, IncidentState, ParentCheck};
+pub use problem::{ProblemRecord, ProblemState, Recurrence};
 pub use severity::Severity;
 pub use view::{IncidentView, TimelineView, shown_state};
 

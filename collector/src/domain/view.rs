@@ -16,7 +16,8 @@ pub struct IncidentView {
     pub host: String,
     pub labels: Labels,
     pub severity: Severity,
-    /// `open`, `acknowledged`, `flapping` (unresolved and held) or `resolved`.
+    /// `open`, `acknowledged`, `flapping` (unresolved and held), `suppressed`
+    /// (unresolved, caused by an open parent incident) or `resolved`.
     pub state: &'static str,
     pub flapping: bool,
     pub summary: String,
@@ -36,6 +37,10 @@ pub struct IncidentView {
     pub sla_resolve_breached: bool,
     pub dedup_key: String,
     pub previous_id: Option<i64>,
+    pub suppressed: bool,
+    pub caused_by: Option<i64>,
+    pub problem_id: Option<i64>,
+    pub change_id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TimelineView>>,
 }
@@ -83,7 +88,11 @@ impl IncidentView {
             host: incident.host,
             labels: incident.labels,
             severity: incident.severity,
-            state: shown_state(incident.state, incident.flapping),
+            state: if incident.suppressed && !resolved {
+                "suppressed"
+            } else {
+                shown_state(incident.state, incident.flapping)
+            },
             flapping: incident.flapping,
             summary: incident.summary,
             runbook: incident.runbook,
@@ -101,6 +110,10 @@ impl IncidentView {
             sla_resolve_breached: resolve_breached,
             dedup_key: incident.dedup_key,
             previous_id: incident.previous_id,
+            suppressed: incident.suppressed,
+            caused_by: incident.caused_by,
+            problem_id: incident.problem_id,
+            change_id: incident.change_id,
             timeline: None,
         }
     }

@@ -7,21 +7,30 @@
 //! and SLA breaches. Operators acknowledge, resolve and annotate through
 //! [`IncidentHandle`]. Every change is announced on a broadcast channel for
 //! notification delivery.
+//!
+//! Each opening carries the [`ServicePolicy`]: the parent checks its host
+//! depends on ([`dependency`]), when recurrences become a problem
+//! ([`recurrence`]) and how long after a change incidents are linked to it;
+//! the store applies them in the opening's own transaction.
 
+pub mod dependency;
+pub mod recurrence;
 pub mod sla;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use dependency::{Dependency, RawDependency, validate_dependencies};
+pub use recurrence::RawProblemPolicy;
 pub use sla::{SlaPolicy, SlaTarget};
 
 use steward_core::Clock;
 
-use crate::domain::{IncidentEvent, IncidentRecord};
+use crate::domain::{IncidentEvent, IncidentRecord, Recurrence};
 use crate::rules::{self, RestoredIncident, Rule, RuleEngine, Transition};
 use crate::store::{ChangeRefused, IncidentChange, Labels, NewIncident, Store, StoreError};
 
@@ -44,8 +53,24 @@ pub enum RulesInput {
     /// Agents removed by retention (silent for the whole period): their open
     /// incidents resolve and their series are forgotten.
     Forget { agent_ids: Vec<String> },
-    /// A new rule set (SIGHUP).
-    ReplaceRules { rules: Vec<Rule>, sla: SlaPolicy },
+    /// A new rule set (SIGHUP), with the targets and policies that go with it.
+    ReplaceRules {
+        rules: Vec<Rule>,
+        sla: SlaPolicy,
+        service: ServicePolicy,
+    },
+}
+
+/// What the incidents task applies besides rules and SLAs: dependencies
+/// between checks, and when recurring incidents become a problem.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServicePolicy {
+    pub dependencies: Vec<Dependency>,
+    /// `None`: recurring incidents open no problem.
+    pub recurrence: Option<Recurrence>,
+    /// `[changes] link_after`: an incident on a change's assets opening
+    /// this long after the change ended is still linked to it.
+    pub change_link_after: Duration,
 }
 
 /// Agents whose alerts must not page. Computed by the asset task from asset
@@ -57,6 +82,8 @@ pub struct Suppression {
     pub retired: HashSet<String>,
     /// Agents of assets tagged `expected_offline`: silence is not an incident.
     pub expected_offline: HashSet<String>,
+    /// Each agent's asset tags, for dependencies chosen by tag.
+    pub tags: HashMap<String, BTreeSet<String>>,
 }
 
 /// What happened to an incident, for notification and observers.
@@ -130,10 +157,14 @@ impl IncidentHandle {
             .clone()
     }
 
-    pub async fn replace_rules(&self, rules: Vec<Rule>, sla: SlaPolicy) {
+    pub async fn replace_rules(&self, rules: Vec<Rule>, sla: SlaPolicy, service: ServicePolicy) {
         let _ = self
             .inputs
-            .send(RulesInput::ReplaceRules { rules, sla })
+            .send(RulesInput::ReplaceRules {
+                rules,
+                sla,
+                service,
+            })
             .await;
     }
 
@@ -194,6 +225,7 @@ pub async fn start(
     store: Arc<Store>,
     rules: Vec<Rule>,
     sla: SlaPolicy,
+    service: ServicePolicy,
     suppression: Suppression,
     clock: Clock,
     shutdown: CancellationToken,
@@ -237,6 +269,7 @@ pub async fn start(
         handle: handle.clone(),
         engine,
         sla,
+        service,
         // Known before any agent says hello again, for incidents opened meanwhile.
         hosts,
         suppression,
@@ -253,6 +286,7 @@ struct Worker {
     handle: IncidentHandle,
     engine: RuleEngine,
     sla: SlaPolicy,
+    service: ServicePolicy,
     hosts: HashMap<String, String>,
     suppression: Suppression,
     /// Changes the store refused (e.g. disk full), retried on every tick.
@@ -329,7 +363,11 @@ impl Worker {
                 self.engine.set_host_name(&agent_id, &hostname);
                 self.hosts.insert(agent_id, hostname);
             }
-            RulesInput::ReplaceRules { rules, sla } => {
+            RulesInput::ReplaceRules {
+                rules,
+                sla,
+                service,
+            } => {
                 let count = rules.len();
                 *self
                     .handle
@@ -338,6 +376,7 @@ impl Worker {
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = rules.clone();
                 let transitions = self.engine.replace_rules(rules);
                 self.sla = sla;
+                self.service = service;
                 tracing::info!(
                     message = "Rules reloaded.",
                     rules = count,
@@ -472,11 +511,16 @@ impl Worker {
                 since_ms,
             } => {
                 let (ack_due_at_ms, resolve_due_at_ms) = self.sla.due(severity, now_ms);
+                let host = self.host(&agent_id);
+                let no_tags = BTreeSet::new();
+                let tags = self.suppression.tags.get(&agent_id).unwrap_or(&no_tags);
+                let parents =
+                    dependency::parents_of(&self.service.dependencies, &agent_id, &host, tags);
                 IncidentChange::Open(Box::new(NewIncident {
                     dedup_key,
                     rule,
                     metric,
-                    host: self.host(&agent_id),
+                    host,
                     agent_id,
                     labels,
                     severity,
@@ -487,6 +531,9 @@ impl Worker {
                     opened_at_ms: now_ms,
                     ack_due_at_ms,
                     resolve_due_at_ms,
+                    parents,
+                    recurrence: self.service.recurrence,
+                    change_link_after_ms: Some(self.service.change_link_after.as_millis() as i64),
                 }))
             }
             Transition::Resolve {

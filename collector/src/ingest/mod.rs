@@ -15,7 +15,9 @@
 mod auth;
 mod cardinality;
 mod connections;
+mod enroll;
 mod inventory;
+mod revocation;
 mod streams;
 mod validate;
 
@@ -23,6 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use steward_proto::v1 as pb;
+use steward_proto::v1::enrollment_server::EnrollmentServer;
 use steward_proto::v1::ingest_server::{Ingest, IngestServer};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::Stream;
@@ -33,13 +36,17 @@ use tracing::Instrument;
 
 pub use auth::{AgentAuthenticator, constant_time_eq};
 pub use connections::{BoundedConnection, BoundedIncoming, GrpcLimits};
+pub use enroll::EnrollmentHandler;
 pub use inventory::InventoryLimits;
+pub use revocation::RevocationWatcher;
 pub use validate::SampleLimits;
 
 use self::cardinality::SeriesBudget;
-use self::streams::StreamTable;
+use self::streams::{StreamEnd, StreamTable};
 use crate::assets::service::AssetHandle;
+use crate::enrollment::{CertificateAuthority, agent_id_of, sha256_hex};
 use crate::incidents::{IncidentHandle, RulesInput};
+use crate::ratelimit::SourceRateLimiter;
 use crate::registry::AgentRegistry;
 use crate::store::{AgentHello, CommitOutcome, InventoryOutcome, SampleBatch, Store};
 use crate::telemetry::{LogThrottle, Telemetry};
@@ -90,21 +97,56 @@ pub struct IngestService {
     pub assets: AssetHandle,
     /// Ends every open stream when the collector shuts down.
     pub shutdown: CancellationToken,
+    /// Signs agent certificates; `None` when the collector has no CA key
+    /// (then only shared tokens and existing certificates work).
+    pub authority: Option<Arc<CertificateAuthority>>,
+    /// Enrollment and renewal attempts per source address.
+    pub enroll_limiter: Arc<SourceRateLimiter>,
+}
+
+/// The gRPC services and the task that applies revocations.
+pub struct IngestParts {
+    pub ingest: IngestServer<IngestHandler>,
+    pub enrollment: Option<EnrollmentServer<EnrollmentHandler>>,
+    pub revocations: RevocationWatcher,
 }
 
 impl IngestService {
-    pub fn into_server(self) -> IngestServer<IngestHandler> {
+    pub fn into_parts(self) -> IngestParts {
         let max_message_bytes = self.limits.max_message_bytes;
+        let streams = Arc::new(StreamTable::default());
+        let throttle = Arc::new(LogThrottle::default());
+        let revocations = RevocationWatcher {
+            store: Arc::clone(&self.store),
+            streams: Arc::clone(&streams),
+            assets: self.assets.clone(),
+            telemetry: Arc::clone(&self.telemetry),
+        };
+        let enrollment = self.authority.clone().map(|authority| {
+            EnrollmentServer::new(EnrollmentHandler {
+                authority,
+                store: Arc::clone(&self.store),
+                telemetry: Arc::clone(&self.telemetry),
+                limiter: Arc::clone(&self.enroll_limiter),
+                throttle: Arc::clone(&throttle),
+            })
+            .max_decoding_message_size(64 << 10)
+        });
         let handler = IngestHandler {
             pending_hellos: Arc::new(Semaphore::new(self.limits.grpc.max_pending_hellos)),
-            streams: Arc::new(StreamTable::default()),
-            throttle: Arc::new(LogThrottle::default()),
+            streams,
+            throttle,
             limits: Arc::new(self.limits.clone()),
             service: self,
         };
-        IngestServer::new(handler)
+        let ingest = IngestServer::new(handler)
             .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(1 << 20)
+            .max_encoding_message_size(1 << 20);
+        IngestParts {
+            ingest,
+            enrollment,
+            revocations,
+        }
     }
 }
 
@@ -152,6 +194,10 @@ impl Ingest for IngestHandler {
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |address| address.to_string());
         let host = peer_host(&peer);
+        // The client certificate, verified against the CA by the TLS layer.
+        let certificate = request
+            .peer_certs()
+            .and_then(|certificates| certificates.first().map(|der| der.to_vec()));
         // Held until the hello is checked: bounds the streams anyone can
         // hold open without a token.
         let awaiting_hello = match Arc::clone(&self.pending_hellos).try_acquire_owned() {
@@ -200,7 +246,10 @@ impl Ingest for IngestHandler {
             return Err(self.reject_protocol("the first message must be a hello"));
         };
         let hello = validate::clean_hello(hello);
-        if !service.auth.is_valid(&hello.token) {
+        if let Some(certificate) = &certificate {
+            self.check_certificate(certificate, &hello.agent_id, &peer)
+                .await?;
+        } else if !service.auth.is_valid(&hello.token) {
             Telemetry::add(&telemetry.agents_rejected_auth, 1);
             if let Some(held_back) = self.may_log("auth", host) {
                 tracing::warn!(
@@ -221,6 +270,9 @@ impl Ingest for IngestHandler {
                 tracing::warn!(message = "Rejected agent stream: bad agent id or hostname.", %peer, held_back);
             }
             return Err(self.reject_protocol(problem));
+        }
+        if certificate.is_none() {
+            self.check_unbound(&hello.agent_id, &peer).await?;
         }
         drop(awaiting_hello);
         let max_agents = self.limits.max_agents;
@@ -295,11 +347,8 @@ impl Ingest for IngestHandler {
         let session = service.registry.connected(&hello.agent_id);
         // Not a child of `shutdown`: a stream ended by shutdown must not be
         // told it was replaced.
-        let replaced = CancellationToken::new();
-        if self
-            .streams
-            .open(&hello.agent_id, session, replaced.clone())
-        {
+        let end = StreamEnd::default();
+        if self.streams.open(&hello.agent_id, session, end.clone()) {
             Telemetry::add(&telemetry.streams_replaced, 1);
             if let Some(held_back) = self.may_log("replaced", &hello.agent_id) {
                 tracing::warn!(
@@ -310,12 +359,21 @@ impl Ingest for IngestHandler {
                 );
             }
         }
+        // A revocation committed between the check above and `open` would
+        // be missed by the watcher (it may have looked already): look again.
+        if certificate.is_some()
+            && let Ok(Some(binding)) = service.store.identity_binding(&hello.agent_id).await
+            && binding.revoked
+        {
+            self.streams.revoke(&hello.agent_id);
+        }
         telemetry.agents_connected.store(
             service.registry.connected_count() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
         tracing::info!(
             message = "Agent connected.",
+            mtls = certificate.is_some(),
             %peer,
             agent_id = %hello.agent_id,
             hostname = %hello.hostname,
@@ -341,7 +399,7 @@ impl Ingest for IngestHandler {
         let span = tracing::info_span!("agent_stream", agent_id = %hello.agent_id, %peer);
         tokio::spawn(
             async move {
-                stream.run(inbound, outbound, shutdown, replaced).await;
+                stream.run(inbound, outbound, shutdown, end).await;
                 streams.close(&hello.agent_id, session);
                 registry.disconnected(&hello.agent_id, session);
                 telemetry.agents_connected.store(
@@ -354,6 +412,91 @@ impl Ingest for IngestHandler {
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
     }
+}
+
+impl IngestHandler {
+    /// A certificate-bound stream: the hello must claim the certificate's
+    /// agent id (else PERMISSION_DENIED), and the certificate must be a
+    /// current one of a live enrollment (else UNAUTHENTICATED).
+    async fn check_certificate(
+        &self,
+        certificate: &[u8],
+        claimed: &str,
+        peer: &str,
+    ) -> Result<(), Status> {
+        let telemetry = &self.service.telemetry;
+        let bound = agent_id_of(certificate).unwrap_or_default();
+        if bound != claimed {
+            Telemetry::add(&telemetry.agents_refused_identity, 1);
+            if let Some(held_back) = self.may_log("identity", peer_host(peer)) {
+                tracing::warn!(
+                    message = "Refused agent stream: its certificate is for another agent id.",
+                    %peer,
+                    certificate_agent_id = %bound,
+                    claimed_agent_id = %steward_core::text::strip_control(truncate(claimed, MAX_AGENT_ID)),
+                    held_back,
+                );
+            }
+            return Err(Status::permission_denied(
+                "the client certificate is for another agent id",
+            ));
+        }
+        let binding = self
+            .service
+            .store
+            .identity_binding(&bound)
+            .await
+            .map_err(internal)?;
+        let fingerprint = sha256_hex(certificate);
+        let current = binding
+            .is_some_and(|binding| !binding.revoked && binding.certificates.contains(&fingerprint));
+        if !current {
+            Telemetry::add(&telemetry.agents_refused_revoked, 1);
+            if let Some(held_back) = self.may_log("revoked", &bound) {
+                tracing::warn!(message = "Refused agent stream: its certificate was revoked or superseded.", %peer, agent_id = %bound, held_back);
+            }
+            return Err(Status::unauthenticated(
+                "this agent's certificate was revoked; enroll again",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A shared-token stream may not claim an agent id bound to certificates.
+    async fn check_unbound(&self, claimed: &str, peer: &str) -> Result<(), Status> {
+        let binding = self
+            .service
+            .store
+            .identity_binding(claimed)
+            .await
+            .map_err(internal)?;
+        if binding.is_none() {
+            return Ok(());
+        }
+        Telemetry::add(&self.service.telemetry.agents_refused_identity, 1);
+        if let Some(held_back) = self.may_log("identity", peer_host(peer)) {
+            tracing::warn!(
+                message = "Refused agent stream: a shared token claimed a certificate-bound agent id.",
+                %peer,
+                agent_id = %claimed,
+                held_back,
+            );
+        }
+        Err(Status::permission_denied(
+            "this agent id is bound to a client certificate; connect with it",
+        ))
+    }
+}
+
+/// An agent id is an identity, so it is refused rather than cleaned.
+fn check_agent_id(agent_id: &str) -> Result<(), &'static str> {
+    if agent_id.is_empty()
+        || agent_id.len() > MAX_AGENT_ID
+        || agent_id.chars().any(char::is_control)
+    {
+        return Err("bad agent id");
+    }
+    Ok(())
 }
 
 /// The id is an identity, so it is refused rather than cleaned: two
@@ -449,7 +592,7 @@ impl AgentStream {
         mut inbound: Streaming<pb::AgentMessage>,
         outbound: Outbound,
         shutdown: CancellationToken,
-        replaced: CancellationToken,
+        end: StreamEnd,
     ) {
         loop {
             // Shutdown and replacement are checked only between messages, so
@@ -457,11 +600,14 @@ impl AgentStream {
             let message = tokio::select! {
                 message = inbound.message() => message,
                 _ = shutdown.cancelled() => return,
-                _ = replaced.cancelled() => {
+                _ = end.ended() => {
+                    let status = if end.revoked() {
+                        Status::unauthenticated("this agent's certificate was revoked")
+                    } else {
+                        Status::aborted("a newer stream with this agent id replaced this one")
+                    };
                     // try_send: a peer that reads nothing must not keep this task.
-                    let _ = outbound.try_send(Err(Status::aborted(
-                        "a newer stream with this agent id replaced this one",
-                    )));
+                    let _ = outbound.try_send(Err(status));
                     return;
                 }
             };

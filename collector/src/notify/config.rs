@@ -28,6 +28,11 @@
 //! channels = ["pd"]
 //! escalation = "ops"
 //! continue = true
+//! group_by = ["rule", "tag:site"] # grouping and storm control (see `grouping`)
+//! group_wait = "0s"           # default 0: the first incident pages at once
+//! group_interval = "5m"       # a storm's digest, and grouped resolutions
+//! storm_threshold = 10        # more openings than this within storm_window...
+//! storm_window = "1m"         # ...make a storm: one summary, then digests
 //!
 //! [[person]]
 //! name = "alice"
@@ -74,6 +79,7 @@ use serde::Deserialize;
 use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use super::escalation::{EscalationLevel, EscalationPolicy, Target};
+use super::grouping::{DEFAULT_GROUP_INTERVAL, DEFAULT_STORM_WINDOW, GroupBy, Grouping};
 use super::oncall::{OnCallSchedule, Override, Rotation};
 use super::routing::{self, Route, RouteDecision, RouteInput, RouteMatch, SeverityMatch};
 use crate::domain::Severity;
@@ -155,6 +161,17 @@ pub struct RawRoute {
     pub escalation: Option<String>,
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
+    /// Grouping and storm control (see `grouping`): `rule`, `severity`,
+    /// `tag:NAME` or a label name.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    #[serde(default, deserialize_with = "config_file::optional_duration")]
+    pub group_wait: Option<Duration>,
+    #[serde(default, deserialize_with = "config_file::optional_duration")]
+    pub group_interval: Option<Duration>,
+    pub storm_threshold: Option<usize>,
+    #[serde(default, deserialize_with = "config_file::optional_duration")]
+    pub storm_window: Option<Duration>,
 }
 
 /// A `match` value: one string or a list of them.
@@ -925,11 +942,51 @@ fn validate_route(
             }
         }
     }
+    let grouped = !raw.group_by.is_empty()
+        || raw.group_wait.is_some()
+        || raw.group_interval.is_some()
+        || raw.storm_threshold.is_some()
+        || raw.storm_window.is_some();
+    let grouping = if grouped {
+        let group_by = raw
+            .group_by
+            .iter()
+            .map(|text| {
+                GroupBy::parse(text).ok_or_else(|| {
+                    error(
+                        "group_by",
+                        format!("{text:?} is not a grouping key; expected rule, severity, tag:NAME or a label name"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let group_interval = raw.group_interval.unwrap_or(DEFAULT_GROUP_INTERVAL);
+        if group_interval < Duration::from_secs(1) {
+            return Err(error("group_interval", "must be at least 1s".into()));
+        }
+        if raw.storm_threshold == Some(0) {
+            return Err(error("storm_threshold", "must be at least 1".into()));
+        }
+        let storm_window = raw.storm_window.unwrap_or(DEFAULT_STORM_WINDOW);
+        if storm_window.is_zero() {
+            return Err(error("storm_window", "must be more than 0s".into()));
+        }
+        Some(Grouping {
+            group_by,
+            group_wait: raw.group_wait.unwrap_or_default(),
+            group_interval,
+            storm_threshold: raw.storm_threshold,
+            storm_window,
+        })
+    } else {
+        None
+    };
     Ok(Route {
         matcher,
         channels: raw.channels,
         escalation: raw.escalation,
         continue_matching: raw.continue_matching,
+        grouping,
     })
 }
 
@@ -1164,6 +1221,9 @@ escalate_before_sla = true
                 "route[0].match.severity",
             ),
             (route("escalation = \"nope\""), "route[0].escalation"),
+            (route("group_by = [\"tag:\"]"), "route[0].group_by"),
+            (route("storm_threshold = 0"), "route[0].storm_threshold"),
+            (route("group_interval = \"0s\""), "route[0].group_interval"),
             (
                 "[[person]]\nname = \"p\"\nchannels = [\"nowhere\"]\n".to_string(),
                 "person[0].channels",

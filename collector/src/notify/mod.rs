@@ -13,6 +13,9 @@
 //!   PagerDuty, Slack, email).
 //! - [`oncall`]: who is on call in a schedule at a given instant.
 //! - [`escalation`]: the per-incident escalation state machine.
+//! - [`grouping`]: per-route grouping and storm control (when incidents go
+//!   out alone, and when as one storm summary, digest or grouped message).
+//! - [`grouped`]: the bytes of those group messages, per channel type.
 //!
 //! Invariant: each delivery is identified by an [`idempotency_key`]; the
 //! outbox stores it under a unique constraint so a message for one
@@ -22,6 +25,8 @@
 pub mod config;
 pub mod email;
 pub mod escalation;
+pub mod grouped;
+pub mod grouping;
 pub mod http;
 pub mod oncall;
 pub mod payload;
@@ -37,6 +42,7 @@ pub use config::{
     RawLevel, RawNotify, RawOverride, RawPerson, RawRoute, RawSchedule, Secret,
 };
 pub use escalation::{EscalationLevel, EscalationPolicy, EscalationState, EscalationStep, Target};
+pub use grouping::{Admission, GroupBy, GroupTracker, GroupedKind, Grouping};
 pub use oncall::{OnCall, OnCallSchedule, Override, Rotation, next, on_call};
 pub use payload::{EmailMessage, MessageContext, Payload};
 pub use routing::{Route, RouteDecision, RouteInput, RouteMatch, SeverityMatch, route};
@@ -91,6 +97,9 @@ impl TryFrom<IncidentEvent> for NotificationEvent {
     fn try_from(event: IncidentEvent) -> Result<Self, Self::Error> {
         match event {
             IncidentEvent::Opened => Ok(Self::Opened),
+            // A released incident is paged now as if it had just opened; it
+            // was never paged before, so the `opened` key is still free.
+            IncidentEvent::Released => Ok(Self::Opened),
             IncidentEvent::Acknowledged => Ok(Self::Acknowledged),
             IncidentEvent::Resolved => Ok(Self::Resolved),
             IncidentEvent::Escalated { level, round } => Ok(Self::Escalated { level, round }),

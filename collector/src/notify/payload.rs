@@ -15,7 +15,7 @@ use steward_core::text::rfc3339_ms;
 
 use super::NotificationEvent;
 use super::config::Secret;
-use crate::domain::{IncidentRecord, Severity};
+use crate::domain::{IncidentRecord, ProblemRecord, Severity};
 
 /// Header carrying the webhook body's HMAC-SHA256, as `sha256=<hex>`.
 pub const SIGNATURE_HEADER: &str = "X-Steward-Signature";
@@ -41,6 +41,9 @@ pub struct MessageContext<'a> {
     /// (one is trimmed if present).
     pub base_url: &'a str,
     pub sent_at_ms: i64,
+    /// The problem the incident is linked to, if any; a known error's
+    /// workaround is shown in every message.
+    pub problem: Option<&'a ProblemRecord>,
 }
 
 impl MessageContext<'_> {
@@ -60,6 +63,33 @@ impl MessageContext<'_> {
             self.base_url.trim_end_matches('/'),
             self.incident.id
         )
+    }
+
+    /// `{id, reference, state, root_cause, workaround}` of the linked problem
+    /// (`workaround` only once it is a known error).
+    fn problem_json(&self) -> Value {
+        match self.problem {
+            None => Value::Null,
+            Some(problem) => json!({
+                "id": problem.id,
+                "reference": problem.reference(),
+                "state": problem.state,
+                "title": problem.title,
+                "root_cause": problem.root_cause,
+                "workaround": problem.known_workaround(),
+            }),
+        }
+    }
+
+    /// `Known error P-7 workaround: …` for text messages.
+    fn workaround_line(&self) -> Option<String> {
+        let problem = self.problem?;
+        let workaround = problem.known_workaround()?;
+        Some(format!(
+            "Known error {} workaround: {}",
+            problem.reference(),
+            workaround
+        ))
     }
 
     fn base(&self) -> &str {
@@ -96,7 +126,7 @@ pub struct Payload {
 }
 
 impl Payload {
-    fn json(value: &Value) -> Self {
+    pub(super) fn json(value: &Value) -> Self {
         Self {
             content_type: "application/json",
             body: value.to_string().into_bytes(),
@@ -128,6 +158,11 @@ pub fn webhook(
         "sent_at": rfc3339_ms(ctx.sent_at_ms),
         "links": { "ui": ctx.ui_url(), "api": ctx.api_url() },
     });
+    if ctx.problem.is_some()
+        && let Some(object) = body.as_object_mut()
+    {
+        object.insert("problem".into(), ctx.problem_json());
+    }
     if let NotificationEvent::Escalated { level, round } = ctx.event
         && let Some(object) = body.as_object_mut()
     {
@@ -183,6 +218,9 @@ pub fn alertmanager(ctx: &MessageContext<'_>, receiver: &str) -> Payload {
     if let Some(runbook) = &incident.runbook {
         annotations.insert("runbook_url".to_string(), runbook.clone());
     }
+    if let Some(line) = ctx.workaround_line() {
+        annotations.insert("workaround".to_string(), line);
+    }
     let ends_at = match (status, incident.resolved_at_ms) {
         ("resolved", Some(ms)) => rfc3339_ms(ms),
         ("resolved", None) => rfc3339_ms(ctx.sent_at_ms),
@@ -224,7 +262,7 @@ pub fn alertmanager(ctx: &MessageContext<'_>, receiver: &str) -> Payload {
 /// `alertname`=rule, `severity`, `instance`=host and `agent_id`, then the
 /// incident's own labels; the four reserved names win over a label of the
 /// same name so receivers can rely on them.
-fn alert_labels(incident: &IncidentRecord) -> BTreeMap<String, String> {
+pub(super) fn alert_labels(incident: &IncidentRecord) -> BTreeMap<String, String> {
     let mut labels = incident.labels.clone();
     labels.insert("alertname".into(), incident.rule.clone());
     labels.insert("severity".into(), incident.severity.to_string());
@@ -252,7 +290,7 @@ pub fn pagerduty(ctx: &MessageContext<'_>, routing_key: &Secret) -> Payload {
         NotificationEvent::Acknowledged => "acknowledge",
         NotificationEvent::Resolved => "resolve",
     };
-    let body = json!({
+    let mut body = json!({
         "routing_key": routing_key.expose(),
         "event_action": action,
         "dedup_key": incident.dedup_key,
@@ -277,12 +315,17 @@ pub fn pagerduty(ctx: &MessageContext<'_>, routing_key: &Secret) -> Payload {
             { "href": ctx.api_url(), "text": "Incident API" },
         ],
     });
+    if ctx.problem.is_some()
+        && let Some(details) = body["payload"]["custom_details"].as_object_mut()
+    {
+        details.insert("problem".into(), ctx.problem_json());
+    }
     Payload::json(&body)
 }
 
 /// Ours → PagerDuty's four levels. Unknown names page as `critical`: a
 /// misclassified page is better than a lost one.
-fn pagerduty_severity(severity: Severity) -> &'static str {
+pub(super) fn pagerduty_severity(severity: Severity) -> &'static str {
     match severity {
         Severity::Critical => "critical",
         Severity::Major => "error",
@@ -316,7 +359,7 @@ pub fn slack(ctx: &MessageContext<'_>) -> Payload {
         ctx.api_url(),
         incident.id
     );
-    let body = json!({
+    let mut body = json!({
         "text": slack_escape(&title),
         "blocks": [
             {
@@ -339,6 +382,14 @@ pub fn slack(ctx: &MessageContext<'_>) -> Payload {
             },
         ],
     });
+    if let Some(line) = ctx.workaround_line()
+        && let Some(blocks) = body["blocks"].as_array_mut()
+    {
+        blocks.push(json!({
+            "type": "section",
+            "text": { "type": "mrkdwn", "text": slack_escape(&line) },
+        }));
+    }
     Payload::json(&body)
 }
 
@@ -360,7 +411,7 @@ fn slack_emoji(event: NotificationEvent, severity: Severity) -> &'static str {
 }
 
 /// Slack's mrkdwn treats `&`, `<` and `>` as control characters.
-fn slack_escape(text: &str) -> String {
+pub(super) fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -391,6 +442,9 @@ pub fn email(ctx: &MessageContext<'_>) -> EmailMessage {
     if let Some(runbook) = &incident.runbook {
         let _ = writeln!(text, "Runbook:  {runbook}");
     }
+    if let Some(line) = ctx.workaround_line() {
+        let _ = writeln!(text, "{line}");
+    }
     let _ = writeln!(text);
     let _ = writeln!(text, "Incident: {}", ctx.ui_url());
     let _ = writeln!(text, "API:      {}", ctx.api_url());
@@ -405,7 +459,7 @@ fn format_value(value: Option<f64>) -> String {
 }
 
 /// Cuts at a character boundary, marking the cut with `…`.
-fn truncate(text: &str, max_chars: usize) -> String {
+pub(super) fn truncate(text: &str, max_chars: usize) -> String {
     if text.chars().count() <= max_chars {
         return text.to_string();
     }
@@ -450,6 +504,10 @@ mod tests {
             ack_breached: false,
             resolve_breached: false,
             previous_id: None,
+            suppressed: false,
+            caused_by: None,
+            problem_id: None,
+            change_id: None,
         }
     }
 
@@ -468,6 +526,7 @@ mod tests {
             incident_json: json,
             base_url: "https://steward.example.com/",
             sent_at_ms: SENT_MS,
+            problem: None,
         }
     }
 

@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 
+use super::grouping::{GroupBy, Grouping};
 use crate::domain::{IncidentRecord, Labels, Severity};
 
 /// What routing looks at: the incident's classification, not its numbers.
@@ -68,6 +69,8 @@ pub struct Route {
     pub escalation: Option<String>,
     /// `continue = true`: keep trying later routes after this one matched.
     pub continue_matching: bool,
+    /// Grouping and storm control; `None` pages every incident on its own.
+    pub grouping: Option<Grouping>,
 }
 
 /// The validated `match` table. Empty fields do not constrain.
@@ -129,6 +132,9 @@ impl RouteMatch {
 pub struct RouteDecision {
     /// Channel names, each once, in the order routes listed them.
     pub channels: Vec<String>,
+    /// For each of `channels`, the index of the route that listed it first
+    /// (empty when no route is configured).
+    pub channel_routes: Vec<usize>,
     /// The escalation policy of the first matching route that names one.
     pub escalation: Option<String>,
 }
@@ -146,13 +152,14 @@ pub fn route<'a>(
         decision.channels = every_channel.into_iter().map(str::to_string).collect();
         return decision;
     }
-    for route in routes {
+    for (index, route) in routes.iter().enumerate() {
         if !route.matcher.holds(input) {
             continue;
         }
         for channel in &route.channels {
             if !decision.channels.contains(channel) {
                 decision.channels.push(channel.clone());
+                decision.channel_routes.push(index);
             }
         }
         if decision.escalation.is_none() {
@@ -163,6 +170,33 @@ pub fn route<'a>(
         }
     }
     decision
+}
+
+/// The group an incident of route `route` belongs to under `grouping`:
+/// `route{N}` then `|key=value` for each `group_by` key.
+pub fn group_key(grouping: &Grouping, route: usize, input: &RouteInput) -> String {
+    let mut key = format!("route{route}");
+    for part in &grouping.group_by {
+        let (name, value) = match part {
+            GroupBy::Rule => ("rule".to_string(), input.rule.clone()),
+            GroupBy::Severity => ("severity".to_string(), input.severity.to_string()),
+            GroupBy::Tag(name) => (
+                format!("tag:{name}"),
+                input
+                    .tags
+                    .iter()
+                    .find_map(|tag| tag.strip_prefix(name.as_str())?.strip_prefix(':'))
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            GroupBy::Label(name) => (
+                name.clone(),
+                input.labels.get(name).cloned().unwrap_or_default(),
+            ),
+        };
+        key.push_str(&format!("|{name}={value}"));
+    }
+    key
 }
 
 #[cfg(test)]
@@ -186,6 +220,35 @@ mod tests {
     }
 
     #[test]
+    fn group_keys_name_the_group_by_values() {
+        let grouping = Grouping {
+            group_by: vec![GroupBy::Rule, GroupBy::Tag("site".into())],
+            group_wait: std::time::Duration::ZERO,
+            group_interval: std::time::Duration::from_secs(10),
+            storm_threshold: None,
+            storm_window: std::time::Duration::from_secs(60),
+        };
+        let incident = input(
+            Severity::Major,
+            "port-down",
+            &[("target", "x")],
+            &["site:a", "prod"],
+        );
+        assert_eq!(
+            group_key(&grouping, 2, &incident),
+            "route2|rule=port-down|tag:site=a"
+        );
+        let by_label = Grouping {
+            group_by: vec![GroupBy::Label("target".into()), GroupBy::Severity],
+            ..grouping
+        };
+        assert_eq!(
+            group_key(&by_label, 0, &incident),
+            "route0|target=x|severity=major"
+        );
+    }
+
+    #[test]
     fn no_routes_means_every_channel() {
         let channels = ["a", "b"];
         let decision = route(&input(Severity::Info, "r", &[], &[]), &[], channels);
@@ -205,6 +268,7 @@ mod tests {
                 channels: to(&["pager"]),
                 escalation: Some("ops".into()),
                 continue_matching: true,
+                grouping: None,
             },
             Route {
                 matcher: RouteMatch {
@@ -214,6 +278,7 @@ mod tests {
                 channels: to(&["db-team"]),
                 escalation: Some("db".into()),
                 continue_matching: false,
+                grouping: None,
             },
             Route {
                 matcher: RouteMatch {
@@ -224,6 +289,7 @@ mod tests {
                 channels: to(&["slack", "pager"]),
                 escalation: None,
                 continue_matching: false,
+                grouping: None,
             },
             Route {
                 matcher: RouteMatch {
@@ -233,6 +299,7 @@ mod tests {
                 channels: to(&["all"]),
                 escalation: None,
                 continue_matching: false,
+                grouping: None,
             },
         ];
         let cases = [
@@ -326,6 +393,10 @@ mod tests {
             ack_breached: false,
             resolve_breached: false,
             previous_id: None,
+            suppressed: false,
+            caused_by: None,
+            problem_id: None,
+            change_id: None,
         };
         let input = RouteInput::from_record(&record, vec!["prod".into()]);
         assert_eq!(input.labels["host"], "web-1");

@@ -18,13 +18,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{Channel, ChannelKind, EmailChannel, NotifyConfig};
+use super::grouped::{self, GroupContext};
+use super::grouping::{Admission, GroupTracker, GroupedKind, Grouping, RESOLVED_SUFFIX, route_of};
 use super::payload::{self, MessageContext};
 use super::routing::{RouteDecision, RouteInput};
 use super::{EscalationState, NotificationEvent, email, http, idempotency_key};
 use crate::domain::{IncidentRecord, IncidentState, IncidentView};
 use crate::incidents::IncidentHandle;
 use crate::store::{
-    DeliveryAttempt, JournalEntry, NewNotification, Notification, Store, StoreError,
+    DeliveryAttempt, GroupFlush, JournalEntry, NewNotification, Notification, Store, StoreError,
 };
 use crate::telemetry::Telemetry;
 
@@ -34,6 +36,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deliveries in flight at once, so one slow receiver does not hold up the rest.
 const PARALLEL_DELIVERIES: usize = 8;
+/// Incidents listed in full in one group message; the count covers all.
+const MAX_LISTED: usize = 200;
 /// How often the task looks for work when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -52,6 +56,13 @@ pub struct NotifyService {
 struct AssetContext {
     asset_id: Option<String>,
     tags: Vec<String>,
+}
+
+/// Where one event goes on a grouping route's channel.
+enum Grouped {
+    Alone,
+    Into(String),
+    NotSent,
 }
 
 /// Exponential backoff with jitter: about 1 s, 2 s, 4 s … up to 5 minutes.
@@ -101,9 +112,24 @@ impl NotifyService {
                 HashMap::new()
             }
         };
+        let mut groups = GroupTracker::default();
+        match self.store.kept_groups().await {
+            Ok(kept) => {
+                let now = self.clock.now_ms();
+                for (key, channel) in kept {
+                    groups.restore(&key, &channel, now);
+                }
+            }
+            Err(error) => {
+                tracing::error!(message = "Cannot restore grouped notifications.", %error)
+            }
+        }
         loop {
-            if let Err(error) = self.route_journal(&mut escalations).await {
+            if let Err(error) = self.route_journal(&mut escalations, &mut groups).await {
                 tracing::error!(message = "Cannot queue notifications.", %error);
+            }
+            if let Err(error) = self.flush_groups(&mut groups).await {
+                tracing::error!(message = "Cannot queue grouped notifications.", %error);
             }
             if let Err(error) = self.escalate(&mut escalations).await {
                 tracing::error!(message = "Cannot escalate.", %error);
@@ -112,7 +138,12 @@ impl NotifyService {
                 tracing::error!(message = "Cannot release held notifications.", %error);
             }
             queued.notify_one();
-            let until_next = match escalations.values().filter_map(EscalationState::due).min() {
+            let next_due = escalations
+                .values()
+                .filter_map(EscalationState::due)
+                .chain(groups.next_due())
+                .min();
+            let until_next = match next_due {
                 Some(due) => {
                     Duration::from_millis((due - self.clock.now_ms()).clamp(0, 500) as u64)
                 }
@@ -150,6 +181,7 @@ impl NotifyService {
     async fn route_journal(
         &self,
         escalations: &mut HashMap<i64, EscalationState>,
+        groups: &mut GroupTracker,
     ) -> Result<(), StoreError> {
         loop {
             let entries = self.store.unnotified_journal(200).await?;
@@ -158,7 +190,7 @@ impl NotifyService {
             };
             let mut queued = Vec::new();
             for entry in &entries {
-                queued.extend(self.notifications_for(entry, escalations).await?);
+                queued.extend(self.notifications_for(entry, escalations, groups).await?);
             }
             let count = self
                 .store
@@ -172,6 +204,7 @@ impl NotifyService {
         &self,
         entry: &JournalEntry,
         escalations: &mut HashMap<i64, EscalationState>,
+        groups: &mut GroupTracker,
     ) -> Result<Vec<NewNotification>, StoreError> {
         let Ok(event) = NotificationEvent::try_from(entry.event) else {
             return Ok(Vec::new());
@@ -179,36 +212,157 @@ impl NotifyService {
         let Some(incident) = self.store.incident(entry.incident_id).await? else {
             return Ok(Vec::new());
         };
+        // Caused by an open parent incident: no one hears of it unless it is
+        // released (then it is read again, unsuppressed, from `released`).
+        if incident.suppressed {
+            return Ok(Vec::new());
+        }
         let context = self.asset_context(&incident.agent_id).await?;
-        let decision = self
-            .config
-            .route(&RouteInput::from_record(&incident, context.tags.clone()));
+        let input = RouteInput::from_record(&incident, context.tags.clone());
+        let decision = self.config.route(&input);
+        // "Resolved" is always sent, even for incidents held when they opened.
+        let held = event != NotificationEvent::Resolved
+            && self.in_maintenance(&context, entry.ts_ms).await?;
+        let mut queued = Vec::with_capacity(decision.channels.len());
+        let mut paged_alone = false;
+        for (position, channel) in decision.channels.iter().enumerate() {
+            let grouping = decision
+                .channel_routes
+                .get(position)
+                .and_then(|route| Some((*route, self.route_grouping(*route)?)));
+            let group_key = match grouping {
+                None => None,
+                Some((route, grouping)) => {
+                    match self
+                        .group_for(
+                            &incident, event, &input, channel, route, grouping, entry, groups,
+                        )
+                        .await?
+                    {
+                        Grouped::Alone => None,
+                        Grouped::Into(key) => Some(key),
+                        Grouped::NotSent => continue,
+                    }
+                }
+            };
+            paged_alone |= group_key.is_none();
+            queued.push(NewNotification {
+                idempotency_key: idempotency_key(incident.id, event, channel),
+                incident_id: incident.id,
+                event: event.into(),
+                channel: channel.clone(),
+                due_ms: entry.ts_ms,
+                held,
+                group_key,
+            });
+        }
         match event {
-            NotificationEvent::Opened => {
+            // A storm does not escalate host by host: only incidents paged on their own do.
+            NotificationEvent::Opened if paged_alone || decision.channels.is_empty() => {
                 if let Some(state) = self.escalation_for(&incident, &decision) {
                     escalations.insert(incident.id, state);
                 }
             }
+            NotificationEvent::Opened => {}
             // Acknowledge stops escalation; resolve ends it.
             _ => {
                 escalations.remove(&incident.id);
             }
         }
-        // "Resolved" is always sent, even for incidents held when they opened.
-        let held = event != NotificationEvent::Resolved
-            && self.in_maintenance(&context, entry.ts_ms).await?;
-        Ok(decision
-            .channels
-            .into_iter()
-            .map(|channel| NewNotification {
-                idempotency_key: idempotency_key(incident.id, event, &channel),
-                incident_id: incident.id,
-                event: event.into(),
-                channel,
-                due_ms: entry.ts_ms,
-                held,
-            })
-            .collect())
+        Ok(queued)
+    }
+
+    fn route_grouping(&self, route: usize) -> Option<&Grouping> {
+        self.config.routes.get(route)?.grouping.as_ref()
+    }
+
+    /// Whether one event of `incident` on a grouping route's `channel` goes
+    /// alone, into a group message, or (acknowledgements and escalations of
+    /// an incident sent in a group) nowhere.
+    #[allow(clippy::too_many_arguments)]
+    async fn group_for(
+        &self,
+        incident: &IncidentRecord,
+        event: NotificationEvent,
+        input: &RouteInput,
+        channel: &str,
+        route: usize,
+        grouping: &Grouping,
+        entry: &JournalEntry,
+        groups: &mut GroupTracker,
+    ) -> Result<Grouped, StoreError> {
+        let key = super::routing::group_key(grouping, route, input);
+        if event == NotificationEvent::Opened {
+            return Ok(
+                match groups.admit_open(&key, channel, grouping, entry.ts_ms) {
+                    Admission::Individual => Grouped::Alone,
+                    Admission::Grouped => Grouped::Into(key),
+                },
+            );
+        }
+        let opened = idempotency_key(incident.id, NotificationEvent::Opened, channel);
+        match self.store.notification_state(opened).await? {
+            Some((state, Some(opened_group))) if state.starts_with("grouped") => {
+                if event == NotificationEvent::Resolved {
+                    groups.admit_resolved(&opened_group, channel, grouping, entry.ts_ms);
+                    Ok(Grouped::Into(format!("{opened_group}{RESOLVED_SUFFIX}")))
+                } else {
+                    Ok(Grouped::NotSent)
+                }
+            }
+            _ => Ok(Grouped::Alone),
+        }
+    }
+
+    /// Queues the message of every group that is due.
+    async fn flush_groups(&self, groups: &mut GroupTracker) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        for (id, kind) in groups.due(now) {
+            let (key, channel) = &id;
+            let grouping = route_of(key).and_then(|route| self.route_grouping(route));
+            let open_count = groups.open_count(&id);
+            let window = grouping.map_or(0, |grouping| grouping.storm_window.as_secs());
+            let timeline = match kind {
+                GroupedKind::Storm => format!("Grouped into storm notification on {channel}."),
+                GroupedKind::Digest => format!("Grouped into storm digest on {channel}."),
+                GroupedKind::Group => format!("Grouped into one notification on {channel}."),
+                GroupedKind::Resolved => {
+                    format!("Resolution sent in a grouped message on {channel}.")
+                }
+            };
+            let flushed = self
+                .store
+                .flush_group(GroupFlush {
+                    group_key: key.clone(),
+                    channel: channel.clone(),
+                    kind: kind.as_str().to_string(),
+                    event: if kind == GroupedKind::Resolved {
+                        crate::domain::IncidentEvent::Resolved
+                    } else {
+                        crate::domain::IncidentEvent::Opened
+                    },
+                    detail: serde_json::json!({
+                        "opened_in_window": open_count,
+                        "window_seconds": window,
+                    })
+                    .to_string(),
+                    timeline,
+                    now_ms: now,
+                })
+                .await?;
+            groups.flushed(&id, grouping, now);
+            if let Some((message, members)) = flushed {
+                tracing::info!(
+                    message = "Queued a grouped notification.",
+                    kind = kind.as_str(),
+                    group = %key,
+                    channel = %channel,
+                    incidents = members,
+                    id = message,
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Escalations of incidents that are open and unacknowledged, as they
@@ -216,18 +370,41 @@ impl NotifyService {
     async fn rebuild_escalations(&self) -> Result<HashMap<i64, EscalationState>, StoreError> {
         let mut escalations = HashMap::new();
         for incident in self.store.unresolved_incidents().await? {
-            if incident.state != IncidentState::Open {
+            if incident.state != IncidentState::Open || incident.suppressed {
                 continue;
             }
             let context = self.asset_context(&incident.agent_id).await?;
             let decision = self
                 .config
                 .route(&RouteInput::from_record(&incident, context.tags));
+            if self.sent_only_grouped(&incident, &decision).await? {
+                continue;
+            }
             if let Some(state) = self.escalation_for(&incident, &decision) {
                 escalations.insert(incident.id, state);
             }
         }
         Ok(escalations)
+    }
+
+    /// Whether every channel got the incident's opening in a group message
+    /// (a storm does not escalate host by host, also after a restart).
+    async fn sent_only_grouped(
+        &self,
+        incident: &IncidentRecord,
+        decision: &RouteDecision,
+    ) -> Result<bool, StoreError> {
+        if decision.channels.is_empty() {
+            return Ok(false);
+        }
+        for channel in &decision.channels {
+            let opened = idempotency_key(incident.id, NotificationEvent::Opened, channel);
+            match self.store.notification_state(opened).await? {
+                Some((state, _)) if state.starts_with("grouped") => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// The escalation the route names for `incident`, started at its opening.
@@ -285,6 +462,7 @@ impl NotifyService {
                             channel: recipient,
                             due_ms: step.at_ms,
                             held,
+                            group_key: None,
                         });
                     }
                 }
@@ -471,27 +649,60 @@ impl NotifyService {
             latest.map(|latest| latest.value),
         ))
         .unwrap_or(serde_json::Value::Null);
+        let problem = match incident.problem_id {
+            None => None,
+            Some(id) => match self.store.problem(id).await {
+                Ok(problem) => problem,
+                Err(error) => {
+                    return self.retry(notification, now, None, format!("store: {error}"), None);
+                }
+            },
+        };
         let context = MessageContext {
             event,
             incident: &incident,
             incident_json: &json,
             base_url: &self.base_url,
             sent_at_ms: now,
+            problem: problem.as_ref(),
         };
-        let (url, body) = match &channel.kind {
-            ChannelKind::Webhook { url, secret } => (
+        let group = match notification.digest_kind.as_deref() {
+            None => None,
+            Some(kind) => match self.group_context(notification, kind, now).await {
+                Ok(group) => Some(group),
+                Err(error) => {
+                    return self.retry(notification, now, None, format!("store: {error}"), None);
+                }
+            },
+        };
+        let (url, body) = match (&channel.kind, &group) {
+            (ChannelKind::Webhook { url, secret }, Some(group)) => (
+                url,
+                grouped::webhook(group, secret.as_ref(), &notification.idempotency_key),
+            ),
+            (ChannelKind::Webhook { url, secret }, None) => (
                 url,
                 payload::webhook(&context, secret.as_ref(), &notification.idempotency_key),
             ),
-            ChannelKind::Alertmanager { url } => {
+            (ChannelKind::Alertmanager { url }, Some(group)) => {
+                (url, grouped::alertmanager(group, &channel.name))
+            }
+            (ChannelKind::Alertmanager { url }, None) => {
                 (url, payload::alertmanager(&context, &channel.name))
             }
-            ChannelKind::PagerDuty { url, routing_key } => {
+            (ChannelKind::PagerDuty { url, routing_key }, Some(group)) => {
+                (url, grouped::pagerduty(group, routing_key))
+            }
+            (ChannelKind::PagerDuty { url, routing_key }, None) => {
                 (url, payload::pagerduty(&context, routing_key))
             }
-            ChannelKind::Slack { url } => (url, payload::slack(&context)),
-            ChannelKind::Email(server) => {
-                let message = payload::email(&context);
+            (ChannelKind::Slack { url }, Some(group)) => (url, grouped::slack(group)),
+            (ChannelKind::Slack { url }, None) => (url, payload::slack(&context)),
+            (ChannelKind::Email(server), _) => {
+                let message = match &group {
+                    Some(group) => grouped::email(group),
+                    None => payload::email(&context),
+                };
                 let sent = email::send_with_idempotency_key(
                     server,
                     &message,
@@ -562,6 +773,41 @@ impl NotifyService {
             },
             Err(error) => self.retry(notification, now, None, error.to_string(), None),
         }
+    }
+
+    /// The incidents a group message carries (the first [`MAX_LISTED`] in full).
+    async fn group_context(
+        &self,
+        notification: &Notification,
+        kind: &str,
+        now: i64,
+    ) -> Result<GroupContext, StoreError> {
+        let members = self.store.group_members(notification.id).await?;
+        let mut incidents = Vec::new();
+        let mut views = Vec::new();
+        for id in members.iter().take(MAX_LISTED) {
+            if let Some(incident) = self.store.incident(*id).await? {
+                views.push(
+                    serde_json::to_value(IncidentView::new(incident.clone(), None))
+                        .unwrap_or(serde_json::Value::Null),
+                );
+                incidents.push(incident);
+            }
+        }
+        Ok(GroupContext {
+            kind: GroupedKind::parse(kind).unwrap_or(GroupedKind::Group),
+            group_key: notification.group_key.clone().unwrap_or_default(),
+            incidents,
+            views,
+            total: members.len(),
+            detail: notification
+                .group_detail
+                .as_deref()
+                .and_then(|detail| serde_json::from_str(detail).ok())
+                .unwrap_or(serde_json::Value::Null),
+            base_url: self.base_url.clone(),
+            sent_at_ms: now,
+        })
     }
 
     fn retry(

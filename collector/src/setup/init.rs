@@ -1,7 +1,15 @@
 //! `steward-collector init DIR`: a dev CA, a server certificate, tokens and
-//! matching `collector.toml` / `agent.toml`. With `state_dir`, the database
-//! goes there instead of DIR: the packaged collector keeps its setup in
-//! `/etc/steward` and its database in `/var/lib/steward` (see docs/packaging.md).
+//! matching `collector.toml` / `agent.toml`.
+//!
+//! The local agent is enrolled on the spot: init signs its client
+//! certificate with the CA it just made (for the agent id it writes into the
+//! agent's state directory) and records the binding in the database, so the
+//! default set-up uses mutual TLS. Shared agent tokens are written but left
+//! switched off in `collector.toml` (the weaker mode).
+//!
+//! With `state_dir`, the database goes there instead of DIR: the packaged
+//! collector keeps its setup in `/etc/steward` and its database in
+//! `/var/lib/steward` (see docs/packaging.md).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -37,6 +45,14 @@ pub enum InitError {
     },
     #[error("cannot create certificates: {0}")]
     Certificate(#[from] rcgen::Error),
+    #[error("cannot sign the local agent's certificate: {0}")]
+    Authority(#[from] crate::enrollment::AuthorityError),
+    #[error("cannot record the local agent's certificate: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot read the local agent's id in {path}: {message}")]
+    AgentId { path: PathBuf, message: String },
+    #[error("cannot create the admin API token: {0}")]
+    ApiToken(#[from] super::token_cli::TokenCliError),
 }
 
 /// Files written by [`init`], for the caller to print.
@@ -80,8 +96,20 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     let server_key = KeyPair::generate()?;
     let server_cert = server_params.signed_by(&server_key, &ca)?;
 
+    // The local agent, enrolled directly by the CA.
+    let ca_pem = ca.pem();
+    let authority = crate::enrollment::CertificateAuthority::load(
+        &ca_pem,
+        &ca_key_pem,
+        crate::enrollment::DEFAULT_CERT_LIFETIME,
+    )?;
+    let agent_id = local_agent_id(&dir.join(LOCAL_AGENT_STATE))?;
+    let agent_key = KeyPair::generate()?;
+    let agent_cert = authority.issue(&agent_id, &agent_key, steward_core::now_ms())?;
+    crate::store::AdminDb::open(&database_path(options))?.bind_certificate(&agent_cert.record)?;
+
     let agent_token = steward_core::ids::random_token();
-    let api_token = steward_core::ids::random_token();
+    let api_token = admin_token(&database_path(options))?;
     let mut report = InitReport { files: Vec::new() };
     let mut put =
         |name: &str, contents: &str, secret: bool, what: &'static str| -> Result<(), InitError> {
@@ -115,16 +143,28 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         "collector TLS key",
     )?;
     put(
+        "agent.pem",
+        &agent_cert.pem,
+        false,
+        "local agent's client certificate (mutual TLS)",
+    )?;
+    put(
+        "agent.key",
+        &agent_key.serialize_pem(),
+        true,
+        "local agent's private key",
+    )?;
+    put(
         "agent-tokens",
         &format!("# One agent token per line.\n{agent_token}\n"),
         true,
-        "tokens agents may present",
+        "shared agent tokens (off unless enabled in collector.toml; weaker than enrollment)",
     )?;
     put(
         "api-token",
         &format!("{api_token}\n"),
         true,
-        "admin API token for write endpoints",
+        "admin API token (the database keeps only its hash)",
     )?;
     put(
         "default-rules.toml",
@@ -140,10 +180,14 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     )?;
     put(
         "agent.toml",
-        &agent_toml(options.grpc_listen, &agent_token),
-        true,
+        &agent_toml(options.grpc_listen),
+        false,
         "local agent configuration",
     )?;
+    report.files.push((
+        database_path(options),
+        "database, holding the admin token's hash",
+    ));
     Ok(report)
 }
 
@@ -152,8 +196,8 @@ pub const DEFAULT_RULES: &str = include_str!("../../../deploy/default-rules.toml
 
 fn collector_toml(options: &InitOptions) -> String {
     let sqlite = match &options.state_dir {
-        Some(state_dir) => state_dir.join("steward.db").display().to_string(),
-        None => "steward.db".to_string(),
+        Some(_) => database_path(options).display().to_string(),
+        None => DATABASE.to_string(),
     };
     format!(
         r#"# Steward collector configuration, written by `steward-collector init`.
@@ -163,14 +207,20 @@ include = ["default-rules.toml"]
 [server]
 grpc_listen = "{grpc}"
 http_listen = "{http}"
-
+{http_tls}
 [tls]
 cert = "server.pem"
 key = "server.key"
+# The CA: agents pin it and present certificates it signed; with its key
+# the collector enrolls agents (`steward-collector enroll-token create`).
+ca = "ca.pem"
+ca_key = "ca.key"
 
 [auth]
-agent_token_file = "agent-tokens"
-api_token_file = "api-token"
+# Shared agent tokens are the weaker mode: any holder may connect as any
+# agent id not bound to a certificate. Uncomment to allow them.
+# agent_token_file = "agent-tokens"
+# API tokens live in the database: steward-collector token create|list|revoke.
 
 [storage]
 sqlite = {sqlite}
@@ -179,7 +229,59 @@ retention = "30d"
         grpc = options.grpc_listen,
         http = options.http_listen,
         sqlite = toml_string(&sqlite),
+        // Off loopback, API tokens must not cross the network in clear.
+        http_tls = if options.http_listen.ip().is_loopback() {
+            "# http_tls = true        # HTTPS for the API, with the [tls] certificate\n"
+        } else {
+            "http_tls = true          # HTTPS for the API, with the [tls] certificate\n"
+        },
     )
+}
+
+/// The local agent's state directory, relative to the setup directory.
+const LOCAL_AGENT_STATE: &str = "agent-state";
+
+/// The agent id in `state_dir/agent-id` (the agent's own format, see
+/// `steward_agent::identity`), created when missing.
+fn local_agent_id(state_dir: &Path) -> Result<String, InitError> {
+    let path = state_dir.join("agent-id");
+    let error = |message: String| InitError::AgentId {
+        path: path.clone(),
+        message,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if steward_core::ids::is_uuid(text.trim()) => return Ok(text.trim().to_string()),
+        Ok(_) => return Err(error("not a UUID".into())),
+        Err(read) if read.kind() == std::io::ErrorKind::NotFound => {}
+        Err(read) => return Err(error(read.to_string())),
+    }
+    create_dir(state_dir)?;
+    let id = steward_core::ids::new_uuid_v4();
+    write_file(&path, &format!("{id}\n"), false)?;
+    Ok(id)
+}
+
+/// The database `collector.toml` names, relative to the setup directory.
+const DATABASE: &str = "steward.db";
+
+/// Name of the token `init` creates.
+pub const ADMIN_TOKEN_NAME: &str = "admin";
+
+/// A new admin token in the database at `path` (created if needed); an
+/// earlier setup's `admin` token (`--force`) is revoked first.
+fn admin_token(path: &Path) -> Result<String, InitError> {
+    use super::token_cli::TokenCliError;
+    let now_ms = steward_core::now_ms();
+    let table = crate::store::ApiTokenTable::open(path).map_err(TokenCliError::from)?;
+    table
+        .revoke(ADMIN_TOKEN_NAME, now_ms)
+        .map_err(TokenCliError::from)?;
+    Ok(super::token_cli::create(
+        path,
+        ADMIN_TOKEN_NAME,
+        crate::access::Scope::Admin,
+        now_ms,
+    )?)
 }
 
 /// `text` as a TOML basic string, quoted and escaped (a path may hold `"` or
@@ -189,7 +291,16 @@ fn toml_string(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
 }
 
-fn agent_toml(grpc_listen: SocketAddr, token: &str) -> String {
+/// Where the database goes: `state_dir` when given, else next to the configs.
+fn database_path(options: &InitOptions) -> PathBuf {
+    options
+        .state_dir
+        .as_deref()
+        .unwrap_or(&options.dir)
+        .join(DATABASE)
+}
+
+fn agent_toml(grpc_listen: SocketAddr) -> String {
     let host = if grpc_listen.ip().is_unspecified() || grpc_listen.ip().is_loopback() {
         "127.0.0.1".to_string()
     } else {
@@ -197,9 +308,11 @@ fn agent_toml(grpc_listen: SocketAddr, token: &str) -> String {
     };
     format!(
         r#"# Steward agent configuration, written by `steward-collector init`.
+# It authenticates with its client certificate (mutual TLS), signed by init.
 collector = "https://{host}:{port}"
-token = "{token}"
 ca = "ca.pem"
+cert = "agent.pem"
+key = "agent.key"
 interval = "10s"
 state_dir = "agent-state"
 "#,
@@ -255,10 +368,31 @@ mod tests {
             server_names: Vec::new(),
         };
         let report = init(&options).unwrap();
-        assert_eq!(report.files.len(), 9);
+        assert_eq!(report.files.len(), 12);
         let collector = crate::CollectorConfig::load(&options.dir.join("collector.toml")).unwrap();
         assert!(collector.tls.is_some());
-        assert_eq!(collector.api_tokens.len(), 1);
+        assert!(
+            collector.api_tokens.is_empty(),
+            "the admin token is in the database"
+        );
+        let token = std::fs::read_to_string(options.dir.join("api-token")).unwrap();
+        let tokens = crate::store::ApiTokenTable::open(&collector.sqlite_path)
+            .unwrap()
+            .list()
+            .unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(
+            (tokens[0].name.as_str(), tokens[0].scope),
+            (ADMIN_TOKEN_NAME, crate::access::Scope::Admin)
+        );
+        let database = std::fs::read(&collector.sqlite_path).unwrap();
+        let plaintext = token.trim().as_bytes();
+        assert!(
+            !database
+                .windows(plaintext.len())
+                .any(|window| window == plaintext),
+            "the token must not be stored in plaintext"
+        );
         assert!(
             collector.rules.iter().any(|rule| rule.name == "agent-down"),
             "default rules are included"
@@ -267,24 +401,40 @@ mod tests {
         {
             let agent = steward_agent::AgentConfig::load(&options.dir.join("agent.toml")).unwrap();
             assert_eq!(agent.collector_url, "https://127.0.0.1:7443");
-            assert_eq!(collector.agent_tokens, vec![agent.token.clone()]);
+            assert!(agent.client_cert.is_some(), "the local agent uses mTLS");
+            assert!(agent.token.is_empty());
+            assert!(
+                collector.agent_tokens.is_empty(),
+                "shared tokens are off by default"
+            );
         }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(options.dir.join("api-token"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
+            for secret in ["api-token", "agent.key", "ca.key"] {
+                let mode = std::fs::metadata(options.dir.join(secret))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{secret}");
+            }
         }
         assert!(matches!(init(&options), Err(InitError::Exists(_))));
         assert!(
             init(&InitOptions {
                 force: true,
-                ..options
+                ..options.clone()
             })
             .is_ok()
+        );
+        let tokens = crate::store::ApiTokenTable::open(&collector.sqlite_path)
+            .unwrap()
+            .list()
+            .unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert!(
+            tokens[0].revoked_ms.is_some() && tokens[1].revoked_ms.is_none(),
+            "--force replaces the admin token"
         );
     }
 

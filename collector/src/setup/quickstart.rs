@@ -37,19 +37,30 @@ pub async fn quickstart(
         }
     }
     let config = CollectorConfig::load(&dir.join("collector.toml"))?;
+    let scheme = if config.http_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut agent_config = steward_agent::AgentConfig::load(&dir.join("agent.toml"))?;
     let collector = crate::start(config, shutdown.clone()).await?;
     // The local agent follows the port actually bound (the config may say port 0).
     agent_config.collector_url = format!("https://127.0.0.1:{}", collector.grpc_addr.port());
     println!();
     println!("Steward is running.");
-    println!("  Web/API:  http://{}/api/v1/agents", collector.http_addr);
-    println!("  Series:   http://{}/api/v1/series", collector.http_addr);
-    println!("  Metrics:  http://{}/metrics", collector.http_addr);
+    let http = collector.http_addr;
+    println!("  Web/API:  {scheme}://{http}/api/v1/agents");
+    println!("  Series:   {scheme}://{http}/api/v1/series");
+    println!("  Metrics:  {scheme}://{http}/metrics");
     println!("  gRPC:     {} (TLS)", collector.grpc_addr);
+    let token_file = dir.join("api-token");
     println!(
-        "  API token for writes: {}",
-        dir.join("api-token").display()
+        "  API token (admin; every request but /healthz needs one): {}",
+        token_file.display()
+    );
+    println!(
+        "  e.g. curl -H \"Authorization: Bearer $(cat {})\" {scheme}://{http}/api/v1/agents",
+        token_file.display()
     );
     println!("Press Ctrl-C to stop.");
     let agent = tokio::spawn(steward_agent::run(agent_config, shutdown.clone()));

@@ -4,7 +4,7 @@
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use crate::domain::{IncidentEvent, IncidentState, Labels, Severity};
+use crate::domain::{IncidentEvent, IncidentState, Labels, ProblemState, Severity};
 
 fn text_of<T, E>(value: ValueRef<'_>, parse: impl FnOnce(&str) -> Result<T, E>) -> FromSqlResult<T>
 where
@@ -46,6 +46,18 @@ impl ToSql for IncidentEvent {
 impl FromSql for IncidentEvent {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         text_of(value, IncidentEvent::from_key)
+    }
+}
+
+impl ToSql for ProblemState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for ProblemState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        text_of(value, str::parse)
     }
 }
 

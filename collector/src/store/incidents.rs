@@ -6,7 +6,10 @@ use serde::Serialize;
 
 use super::Labels;
 use super::codec::labels_from_json;
-use crate::domain::{IncidentEvent, IncidentRecord, IncidentState, Severity};
+use super::timeline::add_timeline;
+use crate::domain::{
+    IncidentEvent, IncidentRecord, IncidentState, ParentCheck, Recurrence, Severity,
+};
 
 /// What `incidents` asks the store to open.
 #[derive(Debug, Clone)]
@@ -25,6 +28,14 @@ pub struct NewIncident {
     pub opened_at_ms: i64,
     pub ack_due_at_ms: Option<i64>,
     pub resolve_due_at_ms: Option<i64>,
+    /// Checks this incident's asset depends on: if one of them has an
+    /// unresolved incident, this one opens suppressed, caused by it.
+    pub parents: Vec<ParentCheck>,
+    /// When recurring incidents of this rule become a problem; `None`: never.
+    pub recurrence: Option<Recurrence>,
+    /// How long after a change ends an incident on its assets is still
+    /// linked to it; `None`: incidents are not linked to changes.
+    pub change_link_after_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,7 +67,8 @@ pub enum ChangeRefused {
 
 const COLUMNS: &str = "id, dedup_key, rule, metric, agent_id, host, labels, severity, state, flapping, summary, runbook,
     value, last_value, since_ms, opened_at_ms, acknowledged_at_ms, acknowledged_by, resolved_at_ms, resolved_by,
-    resolve_reason, ack_due_at_ms, resolve_due_at_ms, ack_breached, resolve_breached, previous_id";
+    resolve_reason, ack_due_at_ms, resolve_due_at_ms, ack_breached, resolve_breached, previous_id,
+    suppressed, caused_by, problem_id, change_id";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
     let labels: String = row.get(6)?;
@@ -90,21 +102,11 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
         ack_breached: row.get(23)?,
         resolve_breached: row.get(24)?,
         previous_id: row.get(25)?,
+        suppressed: row.get(26)?,
+        caused_by: row.get(27)?,
+        problem_id: row.get(28)?,
+        change_id: row.get(29)?,
     })
-}
-
-fn add_timeline(
-    transaction: &Transaction<'_>,
-    id: i64,
-    ts_ms: i64,
-    kind: &str,
-    actor: &str,
-    detail: &str,
-) -> rusqlite::Result<()> {
-    transaction
-        .prepare_cached("INSERT INTO incident_timeline (incident_id, ts_ms, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![id, ts_ms, kind, actor, detail])?;
-    Ok(())
 }
 
 pub(super) fn get_in(
@@ -180,9 +182,106 @@ pub(super) fn open(
         "rules",
         &detail,
     )?;
+    if let Some((parent, parent_host)) = open_parent(transaction, new)? {
+        transaction.execute(
+            "UPDATE incidents SET suppressed = 1, caused_by = ?2 WHERE id = ?1",
+            params![id, parent],
+        )?;
+        add_timeline(
+            transaction,
+            id,
+            new.opened_at_ms,
+            "suppressed",
+            "dependencies",
+            &format!(
+                "Suppressed: caused by #{parent} (on {parent_host}); no one is paged while it is open."
+            ),
+        )?;
+    }
+    if new.recurrence.is_some() || new.change_link_after_ms.is_some() {
+        let record = get_in(transaction, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        if let Some(link_after_ms) = new.change_link_after_ms {
+            super::changes::on_open(transaction, &record, link_after_ms)?;
+        }
+        if let Some(recurrence) = &new.recurrence {
+            super::problems::on_open(transaction, &record, recurrence)?;
+        }
+    }
+    // Journaled even when suppressed: delivery reads the incident and skips it.
     super::outbox::journal(transaction, id, IncidentEvent::Opened, new.opened_at_ms)?;
     let record = get_in(transaction, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     Ok((record, true))
+}
+
+/// The first unresolved incident (oldest) of one of `new.parents`, other
+/// than one of `new`'s own key, with its host.
+fn open_parent(
+    transaction: &Transaction<'_>,
+    new: &NewIncident,
+) -> rusqlite::Result<Option<(i64, String)>> {
+    let mut statement = transaction.prepare_cached(
+        "SELECT id, labels, host, agent_id, dedup_key FROM incidents
+         WHERE rule = ?1 AND state != 'resolved' ORDER BY id",
+    )?;
+    for parent in &new.parents {
+        let candidates = statement.query_map([&parent.rule], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+            ))
+        })?;
+        for candidate in candidates {
+            let (id, labels, host, agent_id, dedup_key) = candidate?;
+            if dedup_key == new.dedup_key {
+                continue;
+            }
+            let Ok(labels) = labels_from_json(&labels) else {
+                continue;
+            };
+            if parent.matches(&parent.rule, &labels, &host, &agent_id) {
+                return Ok(Some((id, host)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Releases the suppressed, unresolved children of `parent_id`: they page
+/// from now on (journaled as `released`).
+fn release_children(
+    transaction: &Transaction<'_>,
+    parent_id: i64,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let children: Vec<(i64, IncidentState)> = transaction
+        .prepare_cached(
+            "SELECT id, state FROM incidents WHERE caused_by = ?1 AND suppressed = 1 AND state != 'resolved'",
+        )?
+        .query_map([parent_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (child, state) in children {
+        transaction.execute("UPDATE incidents SET suppressed = 0 WHERE id = ?1", [child])?;
+        // Someone who acknowledged it already knows: released, but not paged.
+        let paging = state == IncidentState::Open;
+        add_timeline(
+            transaction,
+            child,
+            now_ms,
+            IncidentEvent::Released.name(),
+            "dependencies",
+            &format!(
+                "Released: parent #{parent_id} resolved while this still breaches{}.",
+                if paging { "; paging" } else { "" }
+            ),
+        )?;
+        if paging {
+            super::outbox::journal(transaction, child, IncidentEvent::Released, now_ms)?;
+        }
+    }
+    Ok(())
 }
 
 fn unresolved(
@@ -257,6 +356,7 @@ pub(super) fn resolve(
         &format!("Resolved: {reason}{value}."),
     )?;
     super::outbox::journal(transaction, id, IncidentEvent::Resolved, now_ms)?;
+    release_children(transaction, id, now_ms)?;
     Ok(get_in(transaction, id)?.ok_or(ChangeRefused::NotFound))
 }
 

@@ -19,6 +19,9 @@ use super::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001-initial.sql"),
     include_str!("migrations/0002-sample-log-and-chunks.sql"),
+    include_str!("migrations/0003-agent-identity.sql"),
+    include_str!("migrations/0004-api-tokens.sql"),
+    include_str!("migrations/0005-problems-changes.sql"),
 ];
 
 /// The schema version this build writes; a database above it is refused.

@@ -23,28 +23,42 @@
 //! present) is adopted with its rows once its columns are checked. A schema
 //! change is a new migration appended to the list, never an edit of one.
 
+mod api_tokens;
 mod assets;
+mod changes;
 mod chunk;
 mod codec;
 mod gorilla;
 mod head;
 mod history;
+mod identity;
 mod incidents;
 mod inventory;
 mod migrations;
 mod outbox;
+mod problems;
 mod readers;
 mod retention;
+mod timeline;
 mod writer;
 
 pub use history::{HistoryPoint, HistoryQuery, MAX_POINTS_PER_SERIES, SeriesHistory};
+pub use identity::{
+    AdminDb, EnrollRefusal, EnrollmentTokenRow, IdentityBinding, IdentityEvent, IssuedCertificate,
+    NewEnrollmentToken,
+};
 pub use migrations::SCHEMA_VERSION;
 
+pub use api_tokens::{ActiveToken, ApiTokenRow, ApiTokenTable, TokenTableError};
 pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
+pub use changes::ChangeUpdate;
 pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, NewIncident, TimelineEntry,
 };
-pub use outbox::{DeliveryAttempt, JournalEntry, MaintenanceWindow, NewNotification, Notification};
+pub use outbox::{
+    DeliveryAttempt, GroupFlush, JournalEntry, MaintenanceWindow, NewNotification, Notification,
+};
+pub use problems::{ProblemFilter, ProblemRefused, ProblemUpdate};
 pub use retention::{PruneReport, RetentionPolicy};
 
 pub use inventory::{
@@ -59,6 +73,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::{ChangeRecord, ProblemRecord};
 pub use crate::domain::{IncidentRecord, Labels};
 
 /// Identity of a time series: one agent, one metric, one label set.
@@ -436,6 +451,100 @@ impl Store {
             .await
     }
 
+    /// Records a change and its maintenance window.
+    pub async fn create_change(&self, change: ChangeRecord) -> Result<ChangeRecord, StoreError> {
+        self.write(move |transaction| changes::create(transaction, &change))
+            .await
+    }
+
+    pub async fn update_change(
+        &self,
+        id: i64,
+        update: ChangeUpdate,
+    ) -> Result<Option<ChangeRecord>, StoreError> {
+        self.write(move |transaction| changes::update(transaction, id, &update))
+            .await
+    }
+
+    pub async fn change(&self, id: i64) -> Result<Option<ChangeRecord>, StoreError> {
+        self.read(move |connection| changes::get(connection, id))
+            .await
+    }
+
+    pub async fn changes(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ChangeRecord>, StoreError> {
+        self.read(move |connection| changes::list(connection, before_id, limit))
+            .await
+    }
+
+    pub async fn changes_started_between(
+        &self,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<ChangeRecord>, StoreError> {
+        self.read(move |connection| changes::started_between(connection, since_ms, now_ms))
+            .await
+    }
+
+    /// (id, opened, resolved) of the incidents linked to a change.
+    pub async fn change_incidents(
+        &self,
+        id: i64,
+    ) -> Result<Vec<(i64, i64, Option<i64>)>, StoreError> {
+        self.read(move |connection| changes::incidents_of(connection, id))
+            .await
+    }
+
+    pub async fn problem(&self, id: i64) -> Result<Option<ProblemRecord>, StoreError> {
+        self.read(move |connection| problems::get(connection, id))
+            .await
+    }
+
+    pub async fn problems(&self, filter: ProblemFilter) -> Result<Vec<ProblemRecord>, StoreError> {
+        self.read(move |connection| problems::list(connection, &filter))
+            .await
+    }
+
+    pub async fn problem_incidents(&self, id: i64) -> Result<Vec<i64>, StoreError> {
+        self.read(move |connection| problems::incidents_of(connection, id))
+            .await
+    }
+
+    pub async fn update_problem(
+        &self,
+        id: i64,
+        update: ProblemUpdate,
+    ) -> Result<Result<ProblemRecord, ProblemRefused>, StoreError> {
+        self.write(move |transaction| problems::update(transaction, id, &update))
+            .await
+    }
+
+    /// Queues a group's message from the rows kept for it (see `outbox::flush_group`).
+    pub async fn flush_group(&self, flush: GroupFlush) -> Result<Option<(i64, usize)>, StoreError> {
+        self.write(move |transaction| outbox::flush_group(transaction, &flush))
+            .await
+    }
+
+    pub async fn group_members(&self, message: i64) -> Result<Vec<i64>, StoreError> {
+        self.read(move |connection| outbox::group_members(connection, message))
+            .await
+    }
+
+    pub async fn kept_groups(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(outbox::kept_groups).await
+    }
+
+    pub async fn notification_state(
+        &self,
+        idempotency_key: String,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.read(move |connection| outbox::row_state(connection, &idempotency_key))
+            .await
+    }
+
     pub async fn create_maintenance(&self, window: MaintenanceWindow) -> Result<i64, StoreError> {
         self.write(move |transaction| outbox::create_window(transaction, &window))
             .await
@@ -615,6 +724,45 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)?
+    }
+
+    /// The unrevoked API token with this hash, read now (no cache), so a
+    /// token revoked by `steward-collector token revoke` fails its next request.
+    pub async fn active_api_token(
+        &self,
+        hash: crate::access::TokenHash,
+    ) -> Result<Option<ActiveToken>, StoreError> {
+        self.read(move |connection| api_tokens::find_active(connection, &hash))
+            .await
+    }
+
+    /// Every API token, revoked ones included, oldest first (never a hash).
+    pub async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>, StoreError> {
+        self.read(api_tokens::list).await
+    }
+
+    /// Adds an API token; `Ok(false)` if an unrevoked token has `name`.
+    pub async fn create_api_token(
+        &self,
+        name: String,
+        scope: crate::access::Scope,
+        hash: crate::access::TokenHash,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |transaction| api_tokens::insert(transaction, &name, scope, &hash, now_ms))
+            .await
+    }
+
+    /// Revokes the unrevoked API token named `name`; false if there is none.
+    pub async fn revoke_api_token(&self, name: String, now_ms: i64) -> Result<bool, StoreError> {
+        self.write(move |transaction| api_tokens::revoke(transaction, &name, now_ms))
+            .await
+    }
+
+    /// Records when API token `id` was last used.
+    pub async fn touch_api_token(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        self.write(move |transaction| api_tokens::touch(transaction, id, now_ms))
+            .await
     }
 
     /// Highest committed sequence number for `(agent_id, epoch)`, 0 if none.

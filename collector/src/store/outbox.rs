@@ -25,6 +25,9 @@ pub struct NewNotification {
     pub due_ms: i64,
     /// Queued as `held` (maintenance) instead of `pending`.
     pub held: bool,
+    /// Kept (state `grouped`) for this group's next message instead of
+    /// sent on its own; ignored when `held`.
+    pub group_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -41,6 +44,14 @@ pub struct Notification {
     pub last_error: Option<String>,
     pub created_ms: i64,
     pub delivered_ms: Option<i64>,
+    /// The group of a grouped row or a group's message.
+    pub group_key: Option<String>,
+    /// Set on a group's message: `storm`, `digest`, `group` or `resolved`.
+    pub digest_kind: Option<String>,
+    /// JSON detail of a group's message.
+    pub group_detail: Option<String>,
+    /// On a grouped row: the message it went out in.
+    pub digest_id: Option<i64>,
 }
 
 /// What one delivery attempt did.
@@ -108,18 +119,27 @@ pub(super) fn enqueue(
 ) -> rusqlite::Result<usize> {
     let mut queued = 0;
     let mut insert = transaction.prepare_cached(
-        "INSERT OR IGNORE INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR IGNORE INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms, group_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for notification in notifications {
+        let state = match (notification.held, &notification.group_key) {
+            (true, _) => "held",
+            (false, Some(_)) => "grouped",
+            (false, None) => "pending",
+        };
         queued += insert.execute(params![
             notification.idempotency_key,
             notification.incident_id,
             notification.event,
             notification.channel,
-            if notification.held { "held" } else { "pending" },
+            state,
             notification.due_ms,
-            now_ms
+            now_ms,
+            notification
+                .group_key
+                .as_ref()
+                .filter(|_| !notification.held),
         ])?;
     }
     transaction.execute(
@@ -130,7 +150,8 @@ pub(super) fn enqueue(
     Ok(queued)
 }
 
-const COLUMNS: &str = "id, idempotency_key, incident_id, event, channel, state, attempts, next_attempt_ms, last_error, created_ms, delivered_ms";
+const COLUMNS: &str = "id, idempotency_key, incident_id, event, channel, state, attempts, next_attempt_ms, last_error, created_ms, delivered_ms,
+    group_key, digest_kind, group_detail, digest_id";
 
 fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
     Ok(Notification {
@@ -145,7 +166,109 @@ fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
         last_error: row.get(8)?,
         created_ms: row.get(9)?,
         delivered_ms: row.get(10)?,
+        group_key: row.get(11)?,
+        digest_kind: row.get(12)?,
+        group_detail: row.get(13)?,
+        digest_id: row.get(14)?,
     })
+}
+
+/// A group's message to queue from the rows kept for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupFlush {
+    pub group_key: String,
+    pub channel: String,
+    /// `storm`, `digest`, `group` or `resolved`.
+    pub kind: String,
+    pub event: IncidentEvent,
+    pub detail: String,
+    /// Timeline line written on every member incident.
+    pub timeline: String,
+    pub now_ms: i64,
+}
+
+/// Queues one message for every row kept for the group and marks them
+/// sent in it; returns the message's id and its member count (`None` when
+/// nothing was kept).
+pub(super) fn flush_group(
+    transaction: &Transaction<'_>,
+    flush: &GroupFlush,
+) -> rusqlite::Result<Option<(i64, usize)>> {
+    let members: Vec<(i64, i64)> = transaction
+        .prepare_cached(
+            "SELECT id, incident_id FROM outbox
+             WHERE state = 'grouped' AND group_key = ?1 AND channel = ?2 AND digest_id IS NULL ORDER BY id",
+        )?
+        .query_map(params![flush.group_key, flush.channel], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let Some((first_row, first_incident)) = members.first().copied() else {
+        return Ok(None);
+    };
+    transaction.execute(
+        "INSERT INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms,
+             group_key, digest_kind, group_detail)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7, ?8)",
+        params![
+            format!("group:{first_row}:{}:{}", flush.kind, flush.channel),
+            first_incident,
+            flush.event,
+            flush.channel,
+            flush.now_ms,
+            flush.group_key,
+            flush.kind,
+            flush.detail
+        ],
+    )?;
+    let message = transaction.last_insert_rowid();
+    for (row, incident) in &members {
+        transaction.execute(
+            "UPDATE outbox SET state = 'grouped_sent', digest_id = ?2 WHERE id = ?1",
+            params![row, message],
+        )?;
+        super::timeline::add_timeline(
+            transaction,
+            *incident,
+            flush.now_ms,
+            "grouped",
+            "notify",
+            &flush.timeline,
+        )?;
+    }
+    Ok(Some((message, members.len())))
+}
+
+/// The incidents a group's message carries, in the order they were kept.
+pub(super) fn group_members(connection: &Connection, message: i64) -> rusqlite::Result<Vec<i64>> {
+    connection
+        .prepare_cached("SELECT incident_id FROM outbox WHERE digest_id = ?1 ORDER BY id")?
+        .query_map([message], |row| row.get(0))?
+        .collect()
+}
+
+/// (group key, channel) of every row still kept for a group message.
+pub(super) fn kept_groups(connection: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    connection
+        .prepare(
+            "SELECT DISTINCT group_key, channel FROM outbox WHERE state = 'grouped' AND group_key IS NOT NULL",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}
+
+/// The state and group of the row with this idempotency key, if any.
+pub(super) fn row_state(
+    connection: &Connection,
+    idempotency_key: &str,
+) -> rusqlite::Result<Option<(String, Option<String>)>> {
+    connection
+        .query_row(
+            "SELECT state, group_key FROM outbox WHERE idempotency_key = ?1",
+            [idempotency_key],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
 }
 
 pub(super) fn due(
@@ -210,6 +333,8 @@ pub struct MaintenanceWindow {
     pub starts_ms: i64,
     pub ends_ms: i64,
     pub change_ref: Option<String>,
+    /// The change record that created the window, or that it names.
+    pub change_id: Option<i64>,
     pub reason: Option<String>,
     pub created_by: String,
     pub created_ms: i64,
@@ -226,8 +351,8 @@ pub(super) fn create_window(
     window: &MaintenanceWindow,
 ) -> rusqlite::Result<i64> {
     transaction.execute(
-        "INSERT INTO maintenance_windows (asset_ids, tags, starts_ms, ends_ms, change_ref, reason, created_by, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO maintenance_windows (asset_ids, tags, starts_ms, ends_ms, change_ref, reason, created_by, created_ms, change_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             serde_json::to_string(&window.asset_ids).unwrap_or_else(|_| "[]".into()),
             serde_json::to_string(&window.tags).unwrap_or_else(|_| "[]".into()),
@@ -236,7 +361,8 @@ pub(super) fn create_window(
             window.change_ref,
             window.reason,
             window.created_by,
-            window.created_ms
+            window.created_ms,
+            window.change_id
         ],
     )?;
     Ok(transaction.last_insert_rowid())
@@ -260,7 +386,7 @@ pub(super) fn windows(
     ending_after_ms: i64,
 ) -> rusqlite::Result<Vec<MaintenanceWindow>> {
     let mut statement = connection.prepare(
-        "SELECT id, asset_ids, tags, starts_ms, ends_ms, change_ref, reason, created_by, created_ms
+        "SELECT id, asset_ids, tags, starts_ms, ends_ms, change_ref, reason, created_by, created_ms, change_id
          FROM maintenance_windows WHERE ends_ms > ?1 ORDER BY starts_ms, id",
     )?;
     let rows = statement.query_map([ending_after_ms], |row| {
@@ -276,6 +402,7 @@ pub(super) fn windows(
             reason: row.get(6)?,
             created_by: row.get(7)?,
             created_ms: row.get(8)?,
+            change_id: row.get(9)?,
         })
     })?;
     rows.collect()

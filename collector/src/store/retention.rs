@@ -88,7 +88,7 @@ pub(super) fn prune_step(
             "SELECT id FROM incidents WHERE state = 'resolved' AND resolved_at_ms < ?1
              AND id NOT IN (SELECT incident_id FROM incident_events
                             WHERE id > (SELECT coalesce(max(position), 0) FROM notify_cursor))
-             AND id NOT IN (SELECT incident_id FROM outbox WHERE state IN ('pending', 'held'))
+             AND id NOT IN (SELECT incident_id FROM outbox WHERE state IN ('pending', 'held', 'grouped'))
              ORDER BY id LIMIT ?2",
         )?
         .query_map(
@@ -111,7 +111,7 @@ pub(super) fn prune_step(
     // Finished notifications of incidents that are still kept.
     let outbox_ids: Vec<i64> = transaction
         .prepare_cached(
-            "SELECT id FROM outbox WHERE state NOT IN ('pending', 'held') AND created_ms < ?1
+            "SELECT id FROM outbox WHERE state NOT IN ('pending', 'held', 'grouped') AND created_ms < ?1
              ORDER BY id LIMIT ?2",
         )?
         .query_map(

@@ -354,6 +354,9 @@ fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {
         opened_at_ms,
         ack_due_at_ms: Some(opened_at_ms + 1_000),
         resolve_due_at_ms: Some(opened_at_ms + 5_000),
+        parents: Vec::new(),
+        recurrence: None,
+        change_link_after_ms: None,
     }
 }
 
@@ -730,4 +733,153 @@ async fn retention_removes_old_records_but_never_an_unnotified_incident_or_an_as
     assert_eq!(kept.len(), 2);
     assert!(!kept.contains(&"old".to_string()), "{kept:?}");
     assert!(store.prune_records(policy, now).await.unwrap().is_empty());
+}
+
+fn open_change(new: NewIncident) -> IncidentChange {
+    IncidentChange::Open(Box::new(new))
+}
+
+#[tokio::test]
+async fn a_child_opens_suppressed_under_an_open_parent_and_is_released_when_it_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let parent = NewIncident {
+        rule: "gw-down".into(),
+        labels: Labels::from([("target".to_string(), "gw".to_string())]),
+        ..new_incident("gw", 1_000)
+    };
+    let child = |key: &str, at: i64| NewIncident {
+        agent_id: format!("agent-{key}"),
+        parents: vec![crate::domain::ParentCheck {
+            rule: "gw-down".into(),
+            labels: Labels::from([("target".to_string(), "gw".to_string())]),
+        }],
+        ..new_incident(key, at)
+    };
+    // No parent open yet: a child opens normally.
+    let early = store
+        .apply_incident_changes(vec![open_change(child("early", 500))])
+        .await
+        .unwrap();
+    assert!(!early[0].as_ref().unwrap().1.suppressed);
+    let applied = store
+        .apply_incident_changes(vec![
+            open_change(parent),
+            open_change(child("c1", 1_100)),
+            open_change(child("c2", 1_100)),
+        ])
+        .await
+        .unwrap();
+    let parent_id = applied[0].as_ref().unwrap().1.id;
+    for opened in &applied[1..] {
+        let (_, record) = opened.as_ref().unwrap();
+        assert!(record.suppressed);
+        assert_eq!(record.caused_by, Some(parent_id));
+    }
+    // c1 clears while suppressed: it stays suppressed (never paged).
+    store
+        .apply_incident_changes(vec![resolve_change("c1", 1_200)])
+        .await
+        .unwrap();
+    store
+        .apply_incident_changes(vec![resolve_change("gw", 1_300)])
+        .await
+        .unwrap();
+    let c1 = store
+        .incident(applied[1].as_ref().unwrap().1.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let c2 = store
+        .incident(applied[2].as_ref().unwrap().1.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c1.suppressed, "resolved while suppressed: never paged");
+    assert!(!c2.suppressed, "released");
+    let journal: Vec<(i64, crate::domain::IncidentEvent)> = store
+        .unnotified_journal(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| (entry.incident_id, entry.event))
+        .collect();
+    assert!(journal.contains(&(c2.id, crate::domain::IncidentEvent::Released)));
+    assert!(!journal.contains(&(c1.id, crate::domain::IncidentEvent::Released)));
+    let timeline = store.incident_timeline(c2.id).await.unwrap();
+    assert!(timeline.iter().any(|entry| entry.kind == "suppressed"
+        && entry.detail.contains(&format!("caused by #{parent_id}"))));
+    assert!(timeline.iter().any(|entry| entry.kind == "released"));
+}
+
+#[tokio::test]
+async fn the_nth_recurrence_within_the_window_opens_one_problem_per_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let per_agent = crate::domain::Recurrence {
+        count: 3,
+        within_ms: 10_000,
+        across_agents: false,
+    };
+    let open_at = |agent: &str, at: i64| NewIncident {
+        agent_id: agent.into(),
+        dedup_key: format!("disk|{agent}"),
+        recurrence: Some(per_agent),
+        ..new_incident("unused", at)
+    };
+    // a1 recurs 3 times, but the first is outside the window: no problem yet.
+    for at in [0, 20_000, 25_000] {
+        store
+            .apply_incident_changes(vec![open_change(open_at("a1", at))])
+            .await
+            .unwrap();
+        store
+            .apply_incident_changes(vec![resolve_change("disk|a1", at + 1)])
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .problems(ProblemFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another agent's incidents do not count towards a1's problem.
+    store
+        .apply_incident_changes(vec![open_change(open_at("a2", 26_000))])
+        .await
+        .unwrap();
+    store
+        .apply_incident_changes(vec![open_change(open_at("a1", 27_000))])
+        .await
+        .unwrap();
+    let problems = store
+        .problems(ProblemFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].agent_id.as_deref(), Some("a1"));
+    let linked = store.problem_incidents(problems[0].id).await.unwrap();
+    assert_eq!(linked.len(), 3, "the three within the window");
+    // Known error needs a workaround; forward only.
+    let refused = store
+        .update_problem(
+            problems[0].id,
+            ProblemUpdate {
+                state: Some(crate::domain::ProblemState::KnownError),
+                by: "ops".into(),
+                now_ms: 28_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, Err(ProblemRefused::NoWorkaround));
 }

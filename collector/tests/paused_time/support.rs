@@ -125,6 +125,7 @@ impl Harness {
             Arc::clone(&store),
             config.rules.clone(),
             config.sla.clone(),
+            config.service.clone(),
             Suppression::default(),
             clock,
             shutdown.clone(),

@@ -1,0 +1,277 @@
+//! Change routes: create (with its maintenance window), list, detail with
+//! linked incidents, update (outcome closes it), and the DORA-style figures:
+//! change failure rate and time to restore change-induced incidents.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::actor::Actor;
+use super::oncall::parse_time;
+use super::{ApiError, ApiState, paging, rfc3339};
+use crate::domain::{ChangeOutcome, ChangeRecord, ChangeRisk};
+use crate::store::ChangeUpdate;
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+pub fn view(change: &ChangeRecord, now_ms: i64) -> Value {
+    json!({
+        "id": change.id,
+        "reference": change.reference(),
+        "title": change.title,
+        "description": change.description,
+        "starts_at": rfc3339(change.starts_ms),
+        "ends_at": rfc3339(change.ends_ms),
+        "active": change.is_active(now_ms),
+        "assets": change.asset_ids,
+        "tags": change.tags,
+        "risk": change.risk,
+        "implementer": change.implementer,
+        "outcome": change.outcome,
+        "maintenance_window": change.window_id,
+        "created_by": change.created_by,
+        "created_at": rfc3339(change.created_ms),
+        "updated_at": rfc3339(change.updated_ms),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewChange {
+    title: String,
+    description: Option<String>,
+    /// RFC 3339; default now.
+    starts_at: Option<String>,
+    /// RFC 3339; or give `duration`.
+    ends_at: Option<String>,
+    /// e.g. "2h"; from `starts_at`.
+    duration: Option<String>,
+    #[serde(default)]
+    assets: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    /// low, medium (default) or high.
+    risk: Option<String>,
+    implementer: Option<String>,
+}
+
+/// `POST /api/v1/changes`: the change and its maintenance window.
+pub async fn create(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Json(body): Json<NewChange>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if body.title.trim().is_empty() {
+        return Err(bad("a change needs a `title`"));
+    }
+    if body.assets.is_empty() && body.tags.is_empty() {
+        return Err(bad("a change needs affected `assets` (ids) or `tags`"));
+    }
+    let now = steward_core::now_ms();
+    let starts_ms = body
+        .starts_at
+        .as_deref()
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(now);
+    let ends_ms = match (body.ends_at.as_deref(), body.duration.as_deref()) {
+        (Some(end), None) => parse_time(end)?,
+        (None, Some(duration)) => {
+            let duration = humantime::parse_duration(duration)
+                .map_err(|error| bad(format!("invalid duration: {error}")))?;
+            starts_ms + duration.as_millis() as i64
+        }
+        _ => return Err(bad("give exactly one of `ends_at` and `duration`")),
+    };
+    if ends_ms <= starts_ms {
+        return Err(bad("the change must end after it starts"));
+    }
+    let risk = match body.risk.as_deref() {
+        None => ChangeRisk::Medium,
+        Some(text) => ChangeRisk::parse(text).ok_or_else(|| {
+            bad(format!(
+                "unknown risk {text:?}; expected low, medium or high"
+            ))
+        })?,
+    };
+    let change = state
+        .store
+        .create_change(ChangeRecord {
+            id: 0,
+            title: body.title.trim().to_string(),
+            description: body.description,
+            starts_ms,
+            ends_ms,
+            asset_ids: body.assets,
+            tags: body.tags,
+            risk,
+            implementer: body.implementer,
+            outcome: None,
+            window_id: None,
+            created_by: actor.name.clone(),
+            created_ms: now,
+            updated_ms: now,
+        })
+        .await?;
+    tracing::info!(message = "Change recorded.", id = change.id, by = %actor.name, window = ?change.window_id);
+    Ok((StatusCode::CREATED, Json(view(&change, now))))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/changes`: newest first, paged.
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = paging::limit(query.limit, 200, 5000);
+    let changes = state
+        .store
+        .changes(paging::id_cursor(query.cursor.as_deref())?, limit)
+        .await?;
+    let next = (changes.len() == limit as usize)
+        .then(|| changes.last().map(|change| change.id.to_string()))
+        .flatten();
+    let now = steward_core::now_ms();
+    let mut rows = Vec::with_capacity(changes.len());
+    for change in &changes {
+        let mut row = view(change, now);
+        row["incident_count"] = state.store.change_incidents(change.id).await?.len().into();
+        rows.push(row);
+    }
+    Ok(paging::respond(rows, next))
+}
+
+/// `GET /api/v1/changes/{id}`: the change and the incidents linked to it.
+pub async fn detail(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let change = state
+        .store
+        .change(id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such change"))?;
+    let mut body = view(&change, steward_core::now_ms());
+    let incidents: Vec<Value> = state
+        .store
+        .change_incidents(id)
+        .await?
+        .into_iter()
+        .map(|(incident, opened, resolved)| {
+            json!({ "id": incident, "opened_at": rfc3339(opened), "resolved_at": resolved.map(rfc3339) })
+        })
+        .collect();
+    body["incident_count"] = incidents.len().into();
+    body["incidents"] = incidents.into();
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePatch {
+    title: Option<String>,
+    description: Option<String>,
+    implementer: Option<String>,
+    /// successful, failed or rolled_back; closes the change (a window still open ends now).
+    outcome: Option<String>,
+}
+
+/// `PATCH /api/v1/changes/{id}`.
+pub async fn update(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<i64>,
+    Json(patch): Json<ChangePatch>,
+) -> Result<Json<Value>, ApiError> {
+    let outcome = patch
+        .outcome
+        .as_deref()
+        .map(|text| {
+            ChangeOutcome::parse(text).ok_or_else(|| {
+                bad(format!(
+                    "unknown outcome {text:?}; expected successful, failed or rolled_back"
+                ))
+            })
+        })
+        .transpose()?;
+    let now = steward_core::now_ms();
+    let change = state
+        .store
+        .update_change(
+            id,
+            ChangeUpdate {
+                title: patch.title.filter(|title| !title.trim().is_empty()),
+                description: patch.description,
+                implementer: patch.implementer,
+                outcome,
+                now_ms: now,
+            },
+        )
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such change"))?;
+    tracing::info!(message = "Change updated.", id, outcome = ?change.outcome, by = %actor.name);
+    Ok(Json(view(&change, now)))
+}
+
+#[derive(Deserialize)]
+pub struct StatsQuery {
+    /// e.g. `30d` (default).
+    window: Option<String>,
+}
+
+/// `GET /api/v1/changes/stats?window=30d`: of the changes that started in
+/// the window, how many had incidents linked (the change failure rate), and
+/// the mean time to restore those incidents.
+pub async fn stats(
+    State(state): State<ApiState>,
+    Query(query): Query<StatsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let window = match query.window.as_deref() {
+        None => std::time::Duration::from_secs(30 * 24 * 3600),
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|error| bad(format!("invalid window {text:?}: {error}")))?,
+    };
+    if window > std::time::Duration::from_secs(400 * 24 * 3600) {
+        return Err(bad("window must be at most 400d"));
+    }
+    let now = steward_core::now_ms();
+    let since = now - window.as_millis() as i64;
+    let changes = state.store.changes_started_between(since, now).await?;
+    let (mut failed, mut incidents, mut restore_seconds) = (0usize, 0usize, Vec::new());
+    let mut outcomes = serde_json::Map::new();
+    for change in &changes {
+        let linked = state.store.change_incidents(change.id).await?;
+        failed += usize::from(!linked.is_empty());
+        incidents += linked.len();
+        restore_seconds.extend(linked.iter().filter_map(|(_, opened, resolved)| {
+            Some((resolved.as_ref()? - opened) as f64 / 1000.0)
+        }));
+        let outcome = change.outcome.map_or("open", ChangeOutcome::as_str);
+        let count = outcomes.entry(outcome).or_insert(Value::from(0));
+        *count = Value::from(count.as_u64().unwrap_or(0) + 1);
+    }
+    let rate = (!changes.is_empty()).then(|| failed as f64 / changes.len() as f64);
+    let mttr = (!restore_seconds.is_empty())
+        .then(|| restore_seconds.iter().sum::<f64>() / restore_seconds.len() as f64);
+    Ok(Json(json!({
+        "window_seconds": window.as_secs(),
+        "since": rfc3339(since),
+        "changes": changes.len(),
+        "changes_with_incidents": failed,
+        "change_failure_rate": rate,
+        "incidents": incidents,
+        "restored_incidents": restore_seconds.len(),
+        "mean_time_to_restore_seconds": mttr,
+        "outcomes": outcomes,
+    })))
+}

@@ -1,0 +1,160 @@
+//! Problem routes: list, detail with linked incidents, and the operator's
+//! update (state, root cause, workaround, linked change).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::actor::Actor;
+use super::{ApiError, ApiState, paging, rfc3339};
+use crate::domain::{ProblemRecord, ProblemState};
+use crate::store::{ProblemFilter, ProblemRefused, ProblemUpdate};
+
+pub fn view(problem: &ProblemRecord) -> Value {
+    json!({
+        "id": problem.id,
+        "reference": problem.reference(),
+        "title": problem.title,
+        "state": problem.state,
+        "rule": problem.rule,
+        "agent_id": problem.agent_id,
+        "host": problem.host,
+        "root_cause": problem.root_cause,
+        "workaround": problem.workaround,
+        "change_id": problem.change_id,
+        "opened_at": rfc3339(problem.opened_ms),
+        "updated_at": rfc3339(problem.updated_ms),
+        "updated_by": problem.updated_by,
+        "resolved_at": problem.resolved_ms.map(rfc3339),
+    })
+}
+
+fn parse_state(text: &str) -> Result<ProblemState, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown state {text:?}; expected open, known_error or resolved"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/problems`: newest first, paged.
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = paging::limit(query.limit, 200, 5000);
+    let problems = state
+        .store
+        .problems(ProblemFilter {
+            state: query.state.as_deref().map(parse_state).transpose()?,
+            before_id: paging::id_cursor(query.cursor.as_deref())?,
+            limit,
+        })
+        .await?;
+    let next = (problems.len() == limit as usize)
+        .then(|| problems.last().map(|problem| problem.id.to_string()))
+        .flatten();
+    let mut rows = Vec::with_capacity(problems.len());
+    for problem in &problems {
+        let mut row = view(problem);
+        row["incident_count"] = state
+            .store
+            .problem_incidents(problem.id)
+            .await?
+            .len()
+            .into();
+        rows.push(row);
+    }
+    Ok(paging::respond(rows, next))
+}
+
+/// `GET /api/v1/problems/{id}`: the problem and its linked incidents.
+pub async fn detail(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let problem = state
+        .store
+        .problem(id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such problem"))?;
+    let mut body = view(&problem);
+    let mut incidents = Vec::new();
+    for incident in state.store.problem_incidents(id).await? {
+        if let Some(record) = state.store.incident(incident).await? {
+            incidents.push(json!({
+                "id": record.id,
+                "host": record.host,
+                "state": record.state,
+                "summary": record.summary,
+                "opened_at": rfc3339(record.opened_at_ms),
+                "resolved_at": record.resolved_at_ms.map(rfc3339),
+            }));
+        }
+    }
+    body["incident_count"] = incidents.len().into();
+    body["incidents"] = incidents.into();
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProblemPatch {
+    title: Option<String>,
+    state: Option<String>,
+    root_cause: Option<String>,
+    workaround: Option<String>,
+    change_id: Option<i64>,
+}
+
+/// `PATCH /api/v1/problems/{id}`.
+pub async fn update(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<i64>,
+    Json(patch): Json<ProblemPatch>,
+) -> Result<Json<Value>, ApiError> {
+    let update = ProblemUpdate {
+        title: patch.title.filter(|title| !title.trim().is_empty()),
+        state: patch.state.as_deref().map(parse_state).transpose()?,
+        root_cause: patch.root_cause,
+        workaround: patch.workaround,
+        change_id: patch.change_id,
+        by: actor.name.clone(),
+        now_ms: steward_core::now_ms(),
+    };
+    let problem = match state.store.update_problem(id, update).await? {
+        Ok(problem) => problem,
+        Err(ProblemRefused::NotFound) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "no such problem"));
+        }
+        Err(ProblemRefused::Transition(from, to)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("a problem cannot go from {from} to {to} (open → known_error → resolved)"),
+            ));
+        }
+        Err(ProblemRefused::NoWorkaround) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "a known error needs a `workaround`",
+            ));
+        }
+        Err(ProblemRefused::UnknownChange) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "no such change"));
+        }
+    };
+    tracing::info!(message = "Problem updated.", id, state = %problem.state, by = %actor.name);
+    Ok(Json(view(&problem)))
+}

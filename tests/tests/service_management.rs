@@ -1,0 +1,588 @@
+//! End to end: service management on top of incidents. Dependencies (a
+//! parent check's open incident suppresses its children's pages), storm
+//! control, problem records and change records, with real binaries and a
+//! real loopback webhook receiver.
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+
+use serde_json::Value;
+use steward_tests::{Collector, DEADLINE, Process, Receiver, poll};
+
+/// A webhook channel to `receiver`.
+fn webhook(receiver: &Receiver) -> String {
+    format!(
+        "\n[[channel]]\nname = \"ops\"\ntype = \"webhook\"\nurl = \"{}\"\n",
+        receiver.url("/hook")
+    )
+}
+
+/// Successful webhook deliveries of `event`, as (incident id, body).
+fn delivered(receiver: &Receiver, event: &str) -> Vec<(i64, Value)> {
+    receiver
+        .requests()
+        .into_iter()
+        .filter(|request| request.status == 200)
+        .map(|request| request.json())
+        .filter(|body| body["event"] == event)
+        .map(|body| (body["incident"]["id"].as_i64().unwrap_or(0), body))
+        .collect()
+}
+
+/// An agent named `name` (also its host name) checking one local port, labelled `check`.
+fn port_agent(collector: &Collector, name: &str, port: u16, check: &str) -> Process {
+    collector.start_agent(name, |text| {
+        text.push_str(&format!(
+            "hostname = \"{name}\"\n\n[[port]]\ntarget = \"127.0.0.1:{port}\"\nname = \"{check}\"\ntimeout = \"1s\"\n"
+        ))
+    })
+}
+
+fn listener() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+/// Unresolved incidents of `rule`.
+fn unresolved(collector: &Collector, rule: &str) -> Vec<Value> {
+    let (rows, _) = collector.get_all_pages("/api/v1/incidents", 500);
+    rows.into_iter()
+        .filter(|incident| incident["rule"] == rule && incident["state"] != "resolved")
+        .collect()
+}
+
+/// Waits until every `port.up` series (one per agent) reads 1.
+fn wait_ports_up(collector: &Collector, count: usize) {
+    poll(DEADLINE, "every port check to report up", || {
+        let series = collector.get_json("/api/v1/series?metric=port.up");
+        let up = series
+            .as_array()?
+            .iter()
+            .filter(|s| s["value"] == 1.0)
+            .count();
+        (up == count).then_some(())
+    });
+}
+
+const DEPENDENCY_RULES: &str = r#"
+[[rule]]
+name = "gw-down"
+metric = "port.up"
+match = { name = "gateway" }
+op = "<"
+threshold = 1
+severity = "critical"
+summary = "Gateway {target} is down"
+
+[[rule]]
+name = "svc-down"
+metric = "port.up"
+match = { name = "svc" }
+op = "<"
+threshold = 1
+severity = "major"
+summary = "Service on {host} is down"
+
+[[dependency]]
+hosts = ["web-1", "web-2", "web-3"]
+depends_on = { rule = "gw-down", labels = { name = "gateway" } }
+"#;
+
+#[test]
+fn children_of_a_down_parent_are_suppressed_and_page_only_if_they_outlive_it() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(DEPENDENCY_RULES);
+        text.push_str(&webhook(&receiver));
+    });
+    let (gateway, gateway_port) = listener();
+    let _gw = port_agent(&collector, "gw", gateway_port, "gateway");
+    let mut children = Vec::new();
+    let mut agents = Vec::new();
+    for name in ["web-1", "web-2", "web-3"] {
+        let (child, port) = listener();
+        agents.push(port_agent(&collector, name, port, "svc"));
+        children.push((name, child, port));
+    }
+    wait_ports_up(&collector, 4);
+
+    // The gateway dies first, then every host behind it.
+    drop(gateway);
+    let parent = poll(DEADLINE, "the gateway's incident to open", || {
+        unresolved(&collector, "gw-down").into_iter().next()
+    });
+    let parent_id = parent["id"].as_i64().unwrap();
+    let ports: Vec<(&str, u16)> = children
+        .iter()
+        .map(|(name, _, port)| (*name, *port))
+        .collect();
+    let listeners: Vec<TcpListener> = children.into_iter().map(|(_, l, _)| l).collect();
+    drop(listeners);
+    let suppressed = poll(DEADLINE, "three suppressed child incidents", || {
+        let open = unresolved(&collector, "svc-down");
+        (open.len() == 3 && open.iter().all(|i| i["state"] == "suppressed")).then_some(open)
+    });
+    for child in &suppressed {
+        assert_eq!(child["caused_by"], parent_id, "{child}");
+        assert_eq!(child["suppressed"], true);
+    }
+    let detail = collector.get_json(&format!("/api/v1/incidents/{}", suppressed[0]["id"]));
+    assert!(
+        detail["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["kind"] == "suppressed"
+                && entry["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("caused by #{parent_id}"))),
+        "{detail}"
+    );
+
+    // Two children recover while the parent is still down: never paged.
+    let (still_down, _) = ports[2];
+    let _back: Vec<TcpListener> = ports[..2]
+        .iter()
+        .map(|(_, port)| TcpListener::bind(("127.0.0.1", *port)).unwrap())
+        .collect();
+    poll(DEADLINE, "two children to resolve while suppressed", || {
+        (unresolved(&collector, "svc-down").len() == 1).then_some(())
+    });
+    // The parent recovers while web-3 still breaches: web-3 pages now.
+    let _gateway_back = TcpListener::bind(("127.0.0.1", gateway_port)).unwrap();
+    let released = poll(DEADLINE, "the outliving child to be paged", || {
+        delivered(&receiver, "opened")
+            .into_iter()
+            .find(|(_, body)| body["incident"]["host"] == still_down)
+    });
+    assert_eq!(released.1["incident"]["caused_by"], parent_id);
+    assert_eq!(released.1["incident"]["state"], "open");
+
+    // Delivery reads the journal in order, so by now every earlier event has
+    // been routed: one page for the parent, one for the released child only.
+    let opened: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(opened, [parent_id, released.0], "pages: {opened:?}");
+    poll(DEADLINE, "the parent's resolution to be delivered", || {
+        delivered(&receiver, "resolved")
+            .iter()
+            .any(|(id, _)| *id == parent_id)
+            .then_some(())
+    });
+    let resolved: Vec<i64> = delivered(&receiver, "resolved")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(resolved, [parent_id], "silent children resolve silently");
+    let timeline = collector.get_json(&format!("/api/v1/incidents/{}", released.0));
+    assert!(
+        timeline["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["kind"] == "released"),
+        "{timeline}"
+    );
+    drop(agents);
+}
+
+const STORM: &str = r#"
+[[rule]]
+name = "svc-down"
+metric = "port.up"
+op = "<"
+threshold = 1
+severity = "major"
+summary = "Port {target} is down"
+
+[[route]]
+channels = ["ops"]
+group_by = ["rule"]
+group_interval = "2s"
+storm_threshold = 10
+storm_window = "1m"
+"#;
+
+/// Successful grouped webhook messages of `kind`.
+fn grouped(receiver: &Receiver, kind: &str) -> Vec<Value> {
+    receiver
+        .requests()
+        .into_iter()
+        .filter(|request| request.status == 200)
+        .map(|request| request.json())
+        .filter(|body| body["event"] == "grouped" && body["kind"] == kind)
+        .collect()
+}
+
+fn listed_ids(messages: &[Value]) -> Vec<i64> {
+    messages
+        .iter()
+        .flat_map(|message| message["incidents"].as_array().unwrap().clone())
+        .map(|incident| incident["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn forty_breaches_on_one_route_page_ten_then_one_storm_summary_a_digest_and_every_resolution() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(STORM);
+        text.push_str(&webhook(&receiver));
+    });
+    let mut listeners: Vec<(TcpListener, u16)> = (0..40).map(|_| listener()).collect();
+    let ports: Vec<u16> = listeners.iter().map(|(_, port)| *port).collect();
+    let _agent = collector.start_agent("many", |text| {
+        text.push_str("hostname = \"many\"\n");
+        for port in &ports {
+            text.push_str(&format!(
+                "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+            ));
+        }
+    });
+    poll(DEADLINE, "forty port checks up", || {
+        let series = collector.get_json("/api/v1/series?metric=port.up");
+        let up = series
+            .as_array()?
+            .iter()
+            .filter(|s| s["value"] == 1.0)
+            .count();
+        (up == 40).then_some(())
+    });
+
+    // Wave one: 25 ports go down. Ten page on their own, then the storm.
+    let second_wave = listeners.split_off(25);
+    drop(listeners);
+    let storm = poll(DEADLINE, "the storm summary", || {
+        grouped(&receiver, "storm").into_iter().next()
+    });
+    assert!(
+        storm["headline"].as_str().unwrap().contains("Alert storm"),
+        "{storm}"
+    );
+    assert_eq!(storm["hosts"], serde_json::json!(["many"]));
+    // Wave two, during the storm: only digests, never a page each.
+    drop(second_wave);
+    poll(
+        DEADLINE,
+        "all forty incidents paged alone, summarised or digested",
+        || {
+            let alone = delivered(&receiver, "opened").len();
+            let storms = grouped(&receiver, "storm");
+            let digests = grouped(&receiver, "digest");
+            let listed = listed_ids(&storms).len() + listed_ids(&digests).len();
+            (alone + listed == 40 && !digests.is_empty()).then_some(())
+        },
+    );
+    let alone: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(alone.len(), 10, "exactly the threshold pages alone");
+    assert_eq!(grouped(&receiver, "storm").len(), 1, "one storm summary");
+    let mut every: Vec<i64> = alone.clone();
+    every.extend(listed_ids(&grouped(&receiver, "storm")));
+    every.extend(listed_ids(&grouped(&receiver, "digest")));
+    every.sort_unstable();
+    every.dedup();
+    assert_eq!(every.len(), 40, "each incident told once: {every:?}");
+    let summarised = listed_ids(&grouped(&receiver, "storm"))[0];
+    let timeline = collector.get_json(&format!("/api/v1/incidents/{summarised}"));
+    assert!(
+        timeline["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["kind"] == "grouped"
+                && entry["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("storm notification")),
+        "{timeline}"
+    );
+
+    // Every port comes back: every resolution is delivered, grouped ones grouped.
+    let _back: Vec<TcpListener> = ports
+        .iter()
+        .map(|port| TcpListener::bind(("127.0.0.1", *port)).unwrap())
+        .collect();
+    poll(DEADLINE, "every resolution delivered", || {
+        let mut resolved: Vec<i64> = delivered(&receiver, "resolved")
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        resolved.extend(listed_ids(&grouped(&receiver, "resolved")));
+        resolved.sort_unstable();
+        resolved.dedup();
+        (resolved == every).then_some(())
+    });
+    let mut alone_resolved: Vec<i64> = delivered(&receiver, "resolved")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    alone_resolved.sort_unstable();
+    let mut alone_sorted = alone;
+    alone_sorted.sort_unstable();
+    assert_eq!(alone_resolved, alone_sorted, "paged alone, resolved alone");
+}
+
+const RECURRING: &str = r#"
+[[rule]]
+name = "port-down"
+metric = "port.up"
+op = "<"
+threshold = 1
+severity = "major"
+summary = "Port {target} on {host} is down"
+
+[problems]
+recurrences = 3
+within = "1h"
+"#;
+
+/// With the port closed, waits for its incident to page, then opens the port
+/// until that incident resolves; returns the page's body and the listener.
+fn flap_once(
+    collector: &Collector,
+    receiver: &Receiver,
+    port: u16,
+    pages_before: usize,
+) -> (Value, TcpListener) {
+    let page = poll(DEADLINE, "the port's incident to page", || {
+        let pages = delivered(receiver, "opened");
+        (pages.len() > pages_before).then(|| pages[pages_before].1.clone())
+    });
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    poll(DEADLINE, "the incident to resolve", || {
+        unresolved(collector, "port-down").is_empty().then_some(())
+    });
+    (page, listener)
+}
+
+#[test]
+fn a_port_down_three_times_opens_one_problem_and_its_workaround_reaches_the_next_page() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(RECURRING);
+        text.push_str(&webhook(&receiver));
+    });
+    let (service, port) = listener();
+    let _agent = port_agent(&collector, "app-1", port, "app");
+    wait_ports_up(&collector, 1);
+    drop(service);
+    let mut pages = Vec::new();
+    let mut open_port = None;
+    for round in 0..3 {
+        drop(open_port.take());
+        let (page, listener) = flap_once(&collector, &receiver, port, round);
+        pages.push(page);
+        open_port = Some(listener);
+    }
+    let problems = collector.get_json("/api/v1/problems");
+    let problems = problems.as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let problem = &problems[0];
+    assert_eq!(problem["state"], "open");
+    assert_eq!(problem["rule"], "port-down");
+    assert_eq!(problem["host"], "app-1");
+    let id = problem["id"].as_i64().unwrap();
+    let detail = collector.get_json(&format!("/api/v1/problems/{id}"));
+    let linked: Vec<i64> = detail["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|incident| incident["id"].as_i64().unwrap())
+        .collect();
+    let paged: Vec<i64> = pages
+        .iter()
+        .map(|page| page["incident"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(linked[..3], paged[..], "the three recurrences are linked");
+    let first = collector.get_json(&format!("/api/v1/incidents/{}", paged[0]));
+    assert_eq!(first["problem_id"], id);
+    assert!(
+        first["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("Linked to problem P-{id}"))),
+        "{first}"
+    );
+
+    // Known error: the workaround rides along with the next page.
+    let (status, body) = collector.send_json(
+        "PATCH",
+        &format!("/api/v1/problems/{id}"),
+        r#"{"state": "known_error"}"#,
+    );
+    assert_eq!(status, 400, "a known error needs a workaround: {body}");
+    let (status, updated) = collector.send_json(
+        "PATCH",
+        &format!("/api/v1/problems/{id}"),
+        r#"{"state": "known_error", "root_cause": "leaky pool", "workaround": "restart app-1 with `systemctl restart app`"}"#,
+    );
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["state"], "known_error");
+    // The acting token is init's `admin`; a `by` in the body would be ignored.
+    assert_eq!(updated["updated_by"], "admin");
+    drop(open_port);
+    let page = poll(DEADLINE, "the next page", || {
+        let pages = delivered(&receiver, "opened");
+        (pages.len() > 3).then(|| pages[3].1.clone())
+    });
+    assert_eq!(page["problem"]["reference"], format!("P-{id}"));
+    assert_eq!(
+        page["problem"]["workaround"],
+        "restart app-1 with `systemctl restart app`"
+    );
+    assert_eq!(page["incident"]["problem_id"], id);
+    let (status, _) = collector.send_json(
+        "PATCH",
+        &format!("/api/v1/problems/{id}"),
+        r#"{"state": "open"}"#,
+    );
+    assert_eq!(status, 409, "problems move forward only");
+}
+
+const CHANGES: &str = r#"
+[[rule]]
+name = "port-down"
+metric = "port.up"
+op = "<"
+threshold = 1
+severity = "major"
+summary = "Port {target} on {host} is down"
+
+[changes]
+link_after = "1h"
+"#;
+
+fn timeline_says(collector: &Collector, incident: i64, text: &str) -> bool {
+    let detail = collector.get_json(&format!("/api/v1/incidents/{incident}"));
+    detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|entry| entry["detail"].as_str().unwrap().contains(text))
+}
+
+#[test]
+fn a_change_on_a_tag_silences_its_assets_and_links_what_breaks_after_it() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(CHANGES);
+        text.push_str(&webhook(&receiver));
+    });
+    let (service, port) = listener();
+    let _agent = port_agent(&collector, "app-1", port, "app");
+    let asset = poll(DEADLINE, "the asset record", || {
+        let assets = collector.get_json("/api/v1/assets");
+        assets
+            .as_array()?
+            .iter()
+            .find(|asset| asset["hostname"] == "app-1")
+            .cloned()
+    });
+    let (status, body) = collector.send_json(
+        "PATCH",
+        &format!("/api/v1/assets/{}", asset["id"].as_str().unwrap()),
+        r#"{"tags": ["site:a"]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_ports_up(&collector, 1);
+
+    let change = collector.post_json(
+        "/api/v1/changes",
+        r#"{"title": "Upgrade app on site a", "tags": ["site:a"], "duration": "1h", "risk": "high", "implementer": "alice"}"#,
+    );
+    let change_id = change["id"].as_i64().unwrap();
+    assert_eq!(change["reference"], format!("C-{change_id}"));
+    assert_eq!(change["active"], true);
+    assert_eq!(change["created_by"], "api");
+    // A change elsewhere that breaks nothing.
+    collector.post_json(
+        "/api/v1/changes",
+        r#"{"title": "Patch site b", "tags": ["site:b"], "duration": "1h", "risk": "low"}"#,
+    );
+    let windows = collector.get_json("/api/v1/maintenance");
+    let window = windows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|window| window["change_id"] == change_id)
+        .unwrap_or_else(|| panic!("the change's window: {windows}"));
+    assert_eq!(window["change"], format!("C-{change_id}"));
+    assert_eq!(window["tags"], serde_json::json!(["site:a"]));
+
+    // During the change: the incident is recorded and linked, nobody is paged.
+    drop(service);
+    let during = poll(DEADLINE, "an incident during the change", || {
+        unresolved(&collector, "port-down").into_iter().next()
+    });
+    let during_id = during["id"].as_i64().unwrap();
+    assert_eq!(during["change_id"], change_id);
+    assert!(timeline_says(
+        &collector,
+        during_id,
+        &format!("Opened during change C-{change_id}")
+    ));
+    poll(DEADLINE, "its notification to be held", || {
+        let held = collector.get_json("/api/v1/notifications?state=held");
+        (held.as_array()?.len() == 1).then_some(())
+    });
+    let back = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    poll(DEADLINE, "the incident to resolve", || {
+        unresolved(&collector, "port-down").is_empty().then_some(())
+    });
+
+    // Recording the outcome closes the change and its window.
+    let (status, closed) = collector.send_json(
+        "PATCH",
+        &format!("/api/v1/changes/{change_id}"),
+        r#"{"outcome": "failed"}"#,
+    );
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["active"], false);
+    assert_eq!(closed["outcome"], "failed");
+
+    // After it: the next breach pages, and is linked to the change.
+    drop(back);
+    let after = poll(DEADLINE, "the incident after the change to page", || {
+        delivered(&receiver, "opened").into_iter().next()
+    });
+    let after_id = after.0;
+    assert_ne!(after_id, during_id);
+    assert_eq!(after.1["incident"]["change_id"], change_id);
+    assert!(timeline_says(
+        &collector,
+        after_id,
+        &format!("after change C-{change_id} ended")
+    ));
+    let _back = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    poll(DEADLINE, "the incident to resolve", || {
+        unresolved(&collector, "port-down").is_empty().then_some(())
+    });
+    let detail = collector.get_json(&format!("/api/v1/changes/{change_id}"));
+    assert_eq!(detail["incident_count"], 2, "{detail}");
+
+    let stats = collector.get_json("/api/v1/changes/stats?window=30d");
+    assert_eq!(stats["changes"], 2, "{stats}");
+    assert_eq!(stats["changes_with_incidents"], 1);
+    assert_eq!(stats["change_failure_rate"], 0.5);
+    assert_eq!(stats["incidents"], 2);
+    assert_eq!(stats["restored_incidents"], 2);
+    assert!(stats["mean_time_to_restore_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(stats["outcomes"]["failed"], 1);
+    assert_eq!(stats["outcomes"]["open"], 1);
+    let opened: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(opened, [after_id], "nothing paged during the change");
+}
