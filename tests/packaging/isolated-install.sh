@@ -60,8 +60,11 @@ steward-collector init /etc/steward --state-dir /var/lib/steward \
     --grpc-listen 127.0.0.1:7443 --server-name collector.example.net >/dev/null
 chgrp steward /etc/steward/ca.key /etc/steward/server.key /etc/steward/agent-tokens /etc/steward/api-token
 chmod 0640 /etc/steward/ca.key /etc/steward/server.key /etc/steward/agent-tokens /etc/steward/api-token
-# What the unit's StateDirectory=steward does before the first start.
-install -d -o steward -g steward -m 0750 /var/lib/steward
+# What the unit's StateDirectory=steward does before a start: create the
+# directory, or, when its owner is not the service user (init ran as root and
+# created the database), hand it and everything in it to that user.
+install -d -m 0750 /var/lib/steward
+chown -R steward:steward /var/lib/steward
 setpriv --reuid=steward --regid=steward --init-groups --no-new-privs \
     steward-collector --config /etc/steward/collector.toml >/tmp/collector.log 2>&1 &
 collector=$!
@@ -88,6 +91,10 @@ for file in ca.pem agent.pem agent.key; do
         chown steward-agent:steward-agent "/etc/steward/agent/$file"
     fi
 done
+# A certificate names its agent id: keep the id init gave it.
+if [ -e /etc/steward/agent-state/agent-id ]; then
+    install -o steward-agent -g steward-agent -m 0640 /etc/steward/agent-state/agent-id /var/lib/steward-agent/agent-id
+fi
 chown steward-agent:steward-agent /etc/steward/agent/agent.toml
 chmod 0600 /etc/steward/agent/agent.toml
 setpriv --reuid=steward-agent --regid=steward-agent --init-groups --no-new-privs \
