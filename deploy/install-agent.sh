@@ -36,6 +36,7 @@ usage: install-agent.sh --collector https://HOST:PORT --token TOKEN
 
   --collector URL        the collector's gRPC address, https://HOST:PORT
   --token TOKEN          an enrollment token (steward-collector enroll-token create)
+  --token-file FILE      read the token from FILE instead (keeps it out of ps)
   --ca-fingerprint FP    the collector CA's SHA-256, sha256: and 64 hex digits
                          (steward-collector ca-fingerprint)
   --package FILE         install this steward-agent .deb
@@ -68,6 +69,7 @@ say() {
 
 collector=
 token=
+token_file_given=
 fingerprint=
 package=
 binary=
@@ -76,11 +78,12 @@ dry_run=false
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --collector|--token|--ca-fingerprint|--package|--binary)
+        --collector|--token|--token-file|--ca-fingerprint|--package|--binary)
             [ $# -ge 2 ] || usage_error "$1 needs a value"
             case "$1" in
                 --collector) collector=$2 ;;
                 --token) token=$2 ;;
+                --token-file) token_file_given=$2 ;;
                 --ca-fingerprint) fingerprint=$2 ;;
                 --package) package=$2 ;;
                 --binary) binary=$2 ;;
@@ -96,7 +99,12 @@ done
 
 # Arguments first, so a typo is reported before anything is looked at.
 [ -n "$collector" ] || usage_error "missing --collector https://HOST:PORT"
-[ -n "$token" ] || usage_error "missing --token (create one with: steward-collector enroll-token create)"
+if [ -n "$token_file_given" ]; then
+    [ -z "$token" ] || usage_error "give --token or --token-file, not both"
+    [ -r "$token_file_given" ] || usage_error "cannot read --token-file $token_file_given"
+    token=$(tr -d '[:space:]' <"$token_file_given")
+fi
+[ -n "$token" ] || usage_error "missing --token or --token-file (create a token with: steward-collector enroll-token create)"
 [ -n "$fingerprint" ] || usage_error "missing --ca-fingerprint (print it with: steward-collector ca-fingerprint)"
 if ! [[ $collector =~ ^https://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}/?$ ]]; then
     usage_error "--collector must be https://HOST:PORT (the collector's grpc_listen), not '$collector'"

@@ -60,9 +60,9 @@ steward-collector init /etc/steward --state-dir /var/lib/steward \
     --grpc-listen 127.0.0.1:7443 --server-name collector.example.net >/dev/null
 chgrp steward /etc/steward/ca.key /etc/steward/server.key /etc/steward/agent-tokens /etc/steward/api-token
 chmod 0640 /etc/steward/ca.key /etc/steward/server.key /etc/steward/agent-tokens /etc/steward/api-token
-# What the unit's StateDirectory=steward does before the first start: init,
-# run as root, created the database; systemd hands the directory over,
-# recursively, to the service's user.
+# What the unit's StateDirectory=steward does before a start: create the
+# directory, or, when its owner is not the service user (init ran as root and
+# created the database), hand it and everything in it to that user.
 install -d -m 0750 /var/lib/steward
 chown -R steward:steward /var/lib/steward
 setpriv --reuid=steward --regid=steward --init-groups --no-new-privs \
@@ -78,22 +78,25 @@ check "its database is in /var/lib/steward, steward's" '[ "$(stat -c %U /var/lib
 
 # The agent as its unit runs it: its own user, CAP_NET_RAW and nothing else,
 # state in /var/lib/steward-agent (StateDirectory=steward-agent), its config
-# in /etc/steward/agent, its own, enrolled as install-agent.sh does it: a
-# one-use token and the pinned CA fingerprint, as the agent's user.
-token=$(setpriv --reuid=steward --regid=steward --init-groups --no-new-privs \
-    steward-collector enroll-token create --config /etc/steward/collector.toml 2>/dev/null)
-fingerprint=$(steward-collector ca-fingerprint --config /etc/steward/collector.toml)
+# in /etc/steward/agent, its own, as install-agent.sh's enrollment leaves it.
+# The config is init's local one.
 install -d -o steward-agent -g steward-agent -m 0750 /etc/steward/agent /var/lib/steward-agent
-printf '%s\n' "$token" >/tmp/enroll-token
-chown steward-agent /tmp/enroll-token
-chmod 0600 /tmp/enroll-token
-setpriv --reuid=steward-agent --regid=steward-agent --init-groups --no-new-privs \
-    steward-agent enroll --collector https://127.0.0.1:7443 --token-file /tmp/enroll-token \
-    --ca-fingerprint "$fingerprint" --dir /etc/steward/agent --state-dir /var/lib/steward-agent \
-    >/tmp/enroll.log 2>&1
-check "the agent enrolls as steward-agent with a one-use token" '[ -s /etc/steward/agent/agent.pem ] || { cat /tmp/enroll.log >&2; false; }'
-check "its private key is its own, mode 0600" '[ "$(stat -c %U:%a /etc/steward/agent/agent.key)" = steward-agent:600 ]'
+sed 's#^state_dir = .*#state_dir = "/var/lib/steward-agent"#' /etc/steward/agent.toml >/etc/steward/agent/agent.toml
 printf '\n[[ping]]\ntarget = "127.0.0.1"\n' >>/etc/steward/agent/agent.toml
+# init's agent authenticates with a token, or (with enrollment) with the
+# certificate and key init signed for it.
+for file in ca.pem agent.pem agent.key; do
+    if [ -e "/etc/steward/$file" ]; then
+        cp "/etc/steward/$file" "/etc/steward/agent/$file"
+        chown steward-agent:steward-agent "/etc/steward/agent/$file"
+    fi
+done
+# A certificate names its agent id: keep the id init gave it.
+if [ -e /etc/steward/agent-state/agent-id ]; then
+    install -o steward-agent -g steward-agent -m 0640 /etc/steward/agent-state/agent-id /var/lib/steward-agent/agent-id
+fi
+chown steward-agent:steward-agent /etc/steward/agent/agent.toml
+chmod 0600 /etc/steward/agent/agent.toml
 setpriv --reuid=steward-agent --regid=steward-agent --init-groups --no-new-privs \
     --inh-caps=-all,+net_raw --ambient-caps=-all,+net_raw --bounding-set=-all,+net_raw \
     steward-agent --config /etc/steward/agent/agent.toml >/tmp/agent.log 2>&1 &
@@ -108,8 +111,91 @@ check "its one capability opens raw ICMP sockets" 'grep -q "ICMP sockets opened.
 check "its state is in /var/lib/steward-agent, its own" '[ "$(stat -c %U /var/lib/steward-agent/spool)" = steward-agent ]'
 check "it may renew its certificate in /etc/steward/agent" 'runuser -u steward-agent -- sh -c "echo renewed >/etc/steward/agent/agent.pem.new && mv /etc/steward/agent/agent.pem.new /etc/steward/agent/agent.pem"'
 check "it may not write the rest of /etc/steward" '! runuser -u steward-agent -- touch /etc/steward/ca.pem 2>/dev/null && ! runuser -u steward-agent -- touch /etc/steward/new 2>/dev/null'
-kill -TERM "$agent" "$collector"
-wait "$agent" "$collector" || true
+kill -TERM "$agent"
+wait "$agent" || true
+
+# install-agent.sh for real, as README says, against the running collector.
+# systemd is not running here: a stand-in systemctl runs the agent with the
+# unit's user, capability and command line. Where this steward-agent has no
+# `enroll` yet, a stand-in enroll writes init's token configuration instead
+# of a certificate (the script's other steps are the same).
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+mkdir -p /run/systemd/system
+cat >/usr/local/sbin/systemctl <<'STANDIN'
+#!/bin/sh
+# Stand-in systemctl for steward-agent.service (see isolated-install.sh).
+echo "systemctl $*" >>/tmp/systemctl.log
+running() { [ -f /tmp/agent.pid ] && kill -0 "$(cat /tmp/agent.pid)" 2>/dev/null; }
+start() {
+    setpriv --reuid=steward-agent --regid=steward-agent --init-groups --no-new-privs \
+        --inh-caps=-all,+net_raw --ambient-caps=-all,+net_raw --bounding-set=-all,+net_raw \
+        /usr/bin/steward-agent --config /etc/steward/agent/agent.toml >>/tmp/agent-unit.log 2>&1 &
+    echo $! >/tmp/agent.pid
+}
+case "$1" in
+    start) running || start ;;
+    restart) if running; then kill "$(cat /tmp/agent.pid)"; sleep 0.2; fi; start ;;
+    is-active) [ "$2" = --quiet ] && shift; running ;;
+    status) cat /tmp/agent-unit.log ;;
+    *) ;;
+esac
+STANDIN
+chmod 0755 /usr/local/sbin/systemctl
+if steward-agent enroll --help >/dev/null 2>&1; then
+    token=$(runuser -u steward -- steward-collector enroll-token create --config /etc/steward/collector.toml --ttl 1h)
+    fingerprint=$(runuser -u steward -- steward-collector ca-fingerprint --config /etc/steward/collector.toml)
+else
+    echo "note: this steward-agent has no enroll command; a stand-in enrolls"
+    install -m 0644 /etc/steward/agent.toml /tmp/init-agent.toml
+    mv /usr/bin/steward-agent /usr/bin/steward-agent.real
+    cat >/usr/bin/steward-agent <<'STANDIN'
+#!/bin/sh
+# Stand-in for `steward-agent enroll` (see isolated-install.sh).
+if [ "$1" != enroll ]; then
+    exec /usr/bin/steward-agent.real "$@"
+fi
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dir) dir=$2; shift ;;
+        --state-dir) state=$2; shift ;;
+        --token-file) [ -s "$2" ] || exit 1; shift ;;
+    esac
+    shift
+done
+sed "s#^state_dir = .*#state_dir = \"$state\"#" /tmp/init-agent.toml >"$dir/agent.toml"
+cp /etc/steward/ca.pem "$dir/ca.pem"
+echo "stand-in certificate" >"$dir/agent.pem"
+(umask 077 && echo "stand-in key" >"$dir/agent.key")
+STANDIN
+    chmod 0755 /usr/bin/steward-agent
+    token=stand-in-token
+    fingerprint=sha256:0000000000000000000000000000000000000000000000000000000000000000
+fi
+rm -rf /etc/steward/agent /var/lib/steward-agent
+connected_before=$(grep -c "Agent connected." /tmp/collector.log)
+echo "$token" >/tmp/token
+bash /debs/install-agent.sh --collector https://127.0.0.1:7443 \
+    --token-file /tmp/token --ca-fingerprint "$fingerprint" >/tmp/install-agent.log 2>&1 ||
+    { cat /tmp/install-agent.log /tmp/agent-unit.log >&2; false; }
+check "install-agent.sh enrolled, enabled and started the agent" 'grep -q "steward-agent is running" /tmp/install-agent.log && grep -q "systemctl enable steward-agent.service" /tmp/systemctl.log'
+check "the enrollment is the agent user's, the key 0600" '[ "$(mode /etc/steward/agent/agent.key)" = "steward-agent:steward-agent 600" ] && [ "$(stat -c %U /etc/steward/agent/agent.toml)" = steward-agent ]'
+check "the token file is gone" '[ -z "$(find /tmp -maxdepth 1 -name "tmp.*" -user steward-agent)" ]'
+for _ in $(seq 1 100); do
+    [ "$(grep -c "Agent connected." /tmp/collector.log)" -gt "$connected_before" ] && break
+    sleep 0.2
+done
+check "the enrolled agent reaches the collector" '[ "$(grep -c "Agent connected." /tmp/collector.log)" -gt "$connected_before" ] || { cat /tmp/agent-unit.log >&2; false; }'
+bash /debs/install-agent.sh --collector https://127.0.0.1:7443 \
+    --token-file /tmp/token --ca-fingerprint "$fingerprint" >/tmp/install-agent-again.log 2>&1 ||
+    { cat /tmp/install-agent-again.log >&2; false; }
+check "a second run changes nothing" 'grep -q "already installed" /tmp/install-agent-again.log && grep -q "already enrolled" /tmp/install-agent-again.log && ! grep -q "systemctl restart" /tmp/systemctl.log'
+kill -TERM "$(cat /tmp/agent.pid)" "$collector"
+wait "$collector" || true
+if [ -e /usr/bin/steward-agent.real ]; then
+    mv /usr/bin/steward-agent.real /usr/bin/steward-agent
+fi
+rm -rf /usr/local/sbin/systemctl /run/systemd
 
 # An upgrade (the same version again) keeps the users and the setup.
 uid=$(id -u steward-agent)

@@ -446,6 +446,11 @@ fn packages_install_run_upgrade_and_purge_in_an_isolated_root() {
     std::fs::create_dir(&debs).unwrap();
     build("steward-agent", &debs);
     build("steward-collector", &debs);
+    std::fs::copy(
+        deploy().join("install-agent.sh"),
+        debs.join("install-agent.sh"),
+    )
+    .unwrap();
     let scratch = dir.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/isolated-install.sh");
@@ -584,6 +589,18 @@ fn install_agent_refuses_bad_arguments_before_anything_else() {
         ),
         ([&all[..], &["--token"]].concat(), "--token needs a value"),
         (
+            [&all[..], &["--token-file", "/nonexistent/token"]].concat(),
+            "give --token or --token-file, not both",
+        ),
+        (
+            [
+                &without("--token")[..],
+                &["--token-file", "/nonexistent/token"],
+            ]
+            .concat(),
+            "cannot read --token-file /nonexistent/token",
+        ),
+        (
             [&all[..], &["--package", "a.deb", "--binary", "b"]].concat(),
             "give --package or --binary, not both",
         ),
@@ -693,12 +710,14 @@ fn install_agent_dry_run_with_a_bare_binary_prints_the_plan() {
 }
 
 fn install_agent_dry_run_with_the_package(deb: &Path) {
+    let token_file = deb.with_file_name("token");
+    std::fs::write(&token_file, "S3CRET-T0KEN\n").unwrap();
     let output = install_agent(
         &[
             "--collector",
             COLLECTOR_URL,
-            "--token",
-            "S3CRET-T0KEN",
+            "--token-file",
+            token_file.to_str().unwrap(),
             "--ca-fingerprint",
             FINGERPRINT,
             "--package",
