@@ -115,7 +115,7 @@ pub async fn enroll(options: &EnrollOptions) -> Result<Enrolled, EnrollError> {
     let channel = endpoint
         .connect()
         .await
-        .map_err(|error| EnrollError::Connect(chain(&error)))?;
+        .map_err(|error| EnrollError::Connect(steward_core::text::error_chain(&error)))?;
     let hostname = options
         .hostname
         .clone()
@@ -422,17 +422,6 @@ pub(crate) fn write_atomically(
     file.write_all(contents).map_err(error)?;
     file.sync_all().map_err(error)?;
     std::fs::rename(&temporary, path).map_err(error)
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub struct AgentIdentity {
 pub(crate) enum SessionError {
     #[error("cannot read the client certificate: {0}")]
     ClientCertificate(String),
-    #[error("cannot connect: {}", chain(.0))]
+    #[error("cannot connect: {}", steward_core::text::error_chain(.0))]
     Connect(#[from] tonic::transport::Error),
     #[error("the collector refused the stream: {0}")]
     Refused(tonic::Status),
@@ -47,18 +47,6 @@ pub(crate) enum SessionError {
     Protocol(&'static str),
     #[error("cannot read the spool: {0}")]
     Spool(#[from] SpoolError),
-}
-
-/// "outer: inner: innermost", since tonic's top-level messages say little.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);

@@ -30,9 +30,54 @@ pub fn rfc3339_ms(ms: i64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// An error and its causes, `outer: inner: root`: the top-level messages of
+/// tonic and reqwest ("transport error", "error sending request") alone do
+/// not say what went wrong. A cause already ending the text is not repeated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    #[test]
+    fn error_chain_names_every_cause_once() {
+        let root = Layer {
+            text: "connection refused",
+            source: None,
+        };
+        let middle = Layer {
+            text: "tcp connect error: connection refused",
+            source: Some(Box::new(root)),
+        };
+        let top = Layer {
+            text: "transport error",
+            source: Some(Box::new(middle)),
+        };
+        assert_eq!(
+            error_chain(&top),
+            "transport error: tcp connect error: connection refused"
+        );
+    }
 
     #[test]
     fn control_characters_are_removed_and_line_breaks_flattened() {

@@ -104,7 +104,10 @@ impl ProxySettings {
         let mut builder = builder.no_proxy();
         let direct = self.direct();
         let bad = |name: &str, error: reqwest::Error| {
-            HttpError::Client(format!("invalid {name} proxy: {}", chain(&error)))
+            HttpError::Client(format!(
+                "invalid {name} proxy: {}",
+                steward_core::text::error_chain(&error)
+            ))
         };
         if let Some(url) = &self.http {
             let proxy = Proxy::http(url.as_str()).map_err(|error| bad("HTTP", error))?;
@@ -154,7 +157,7 @@ impl WebhookClient {
         let client = proxy
             .apply(builder)?
             .build()
-            .map_err(|error| HttpError::Client(chain(&error)))?;
+            .map_err(|error| HttpError::Client(steward_core::text::error_chain(&error)))?;
         Ok(Self {
             client,
             roots_error,
@@ -250,26 +253,10 @@ fn classify(error: reqwest::Error, timeout: Duration) -> HttpError {
     if error.is_timeout() {
         HttpError::Timeout(timeout)
     } else if error.is_connect() {
-        HttpError::Connect(chain(&error))
+        HttpError::Connect(steward_core::text::error_chain(&error))
     } else {
-        HttpError::Http(chain(&error))
+        HttpError::Http(steward_core::text::error_chain(&error))
     }
-}
-
-/// An error and its causes, `outer: inner: root`; reqwest's own message
-/// alone ("error sending request") does not say what went wrong.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause = cause.to_string();
-        if !text.ends_with(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-        source = source.and_then(std::error::Error::source);
-    }
-    text
 }
 
 #[cfg(test)]

@@ -166,15 +166,9 @@ impl std::fmt::Debug for ApiTokenTable {
 impl ApiTokenTable {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let mut connection = super::open_connection(path)?;
-        super::migrations::migrate(&mut connection, path)?;
-        Ok(Self { connection })
+        Ok(Self {
+            connection: super::open_for_administration(path)?,
+        })
     }
 
     /// Adds a token; its name must not belong to an unrevoked one.

@@ -386,15 +386,9 @@ impl std::fmt::Debug for AdminDb {
 
 impl AdminDb {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let mut connection = super::open_connection(path)?;
-        super::migrations::migrate(&mut connection, path)?;
-        Ok(Self { connection })
+        Ok(Self {
+            connection: super::open_for_administration(path)?,
+        })
     }
 
     pub fn create_token(&self, token: &NewEnrollmentToken) -> Result<(), StoreError> {

@@ -209,6 +209,22 @@ fn agent_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
     })
 }
 
+/// A connection of its own for a command run beside (or before) the
+/// collector: `init`, the token and identity commands. Creates the database
+/// and its directory if needed and migrates it; the busy timeout of
+/// [`open_connection`] makes it wait for the running collector's writer.
+pub(crate) fn open_for_administration(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let mut connection = open_connection(path)?;
+    migrations::migrate(&mut connection, path)?;
+    Ok(connection)
+}
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let open = |path: &Path| -> Result<Connection, rusqlite::Error> {
         let connection = Connection::open(path)?;
