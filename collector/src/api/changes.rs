@@ -139,15 +139,17 @@ pub async fn list(
         .changes(paging::id_cursor(query.cursor.as_deref())?, limit)
         .await?;
     let next = (changes.len() == limit as usize)
-        .then(|| changes.last().map(|change| change.id.to_string()))
+        .then(|| changes.last().map(|(change, _)| change.id.to_string()))
         .flatten();
     let now = steward_core::now_ms();
-    let mut rows = Vec::with_capacity(changes.len());
-    for change in &changes {
-        let mut row = view(change, now);
-        row["incident_count"] = state.store.change_incidents(change.id).await?.len().into();
-        rows.push(row);
-    }
+    let rows = changes
+        .iter()
+        .map(|(change, incident_count)| {
+            let mut row = view(change, now);
+            row["incident_count"] = (*incident_count).into();
+            row
+        })
+        .collect();
     Ok(paging::respond(rows, next))
 }
 

@@ -63,19 +63,16 @@ pub async fn list(
         })
         .await?;
     let next = (problems.len() == limit as usize)
-        .then(|| problems.last().map(|problem| problem.id.to_string()))
+        .then(|| problems.last().map(|(problem, _)| problem.id.to_string()))
         .flatten();
-    let mut rows = Vec::with_capacity(problems.len());
-    for problem in &problems {
-        let mut row = view(problem);
-        row["incident_count"] = state
-            .store
-            .problem_incidents(problem.id)
-            .await?
-            .len()
-            .into();
-        rows.push(row);
-    }
+    let rows = problems
+        .iter()
+        .map(|(problem, incident_count)| {
+            let mut row = view(problem);
+            row["incident_count"] = (*incident_count).into();
+            row
+        })
+        .collect();
     Ok(paging::respond(rows, next))
 }
 

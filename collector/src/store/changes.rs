@@ -156,17 +156,21 @@ pub(super) fn update(
     get(transaction, id)
 }
 
-/// Changes newest first; `before_id` pages back.
+/// Changes newest first with how many incidents each links, in one query;
+/// `before_id` pages back.
 pub(super) fn list(
     connection: &Connection,
     before_id: Option<i64>,
     limit: u32,
-) -> rusqlite::Result<Vec<ChangeRecord>> {
+) -> rusqlite::Result<Vec<(ChangeRecord, i64)>> {
     connection
         .prepare(&format!(
-            "SELECT {COLUMNS} FROM changes WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2"
+            "SELECT {COLUMNS}, (SELECT count(*) FROM incidents WHERE change_id = changes.id)
+             FROM changes WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2"
         ))?
-        .query_map(params![before_id, limit.max(1)], from_row)?
+        .query_map(params![before_id, limit.max(1)], |row| {
+            Ok((from_row(row)?, row.get(14)?))
+        })?
         .collect()
 }
 

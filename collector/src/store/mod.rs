@@ -487,11 +487,12 @@ impl Store {
             .await
     }
 
+    /// Changes with the number of incidents each links.
     pub async fn changes(
         &self,
         before_id: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<ChangeRecord>, StoreError> {
+    ) -> Result<Vec<(ChangeRecord, i64)>, StoreError> {
         self.read(move |connection| changes::list(connection, before_id, limit))
             .await
     }
@@ -519,7 +520,11 @@ impl Store {
             .await
     }
 
-    pub async fn problems(&self, filter: ProblemFilter) -> Result<Vec<ProblemRecord>, StoreError> {
+    /// Problems with the number of incidents each links.
+    pub async fn problems(
+        &self,
+        filter: ProblemFilter,
+    ) -> Result<Vec<(ProblemRecord, i64)>, StoreError> {
         self.read(move |connection| problems::list(connection, &filter))
             .await
     }

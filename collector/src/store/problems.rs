@@ -134,18 +134,21 @@ pub struct ProblemFilter {
     pub limit: u32,
 }
 
+/// Problems with how many incidents each links, in one query (a page of
+/// rows must not cost a query per row).
 pub(super) fn list(
     connection: &Connection,
     filter: &ProblemFilter,
-) -> rusqlite::Result<Vec<ProblemRecord>> {
+) -> rusqlite::Result<Vec<(ProblemRecord, i64)>> {
     connection
         .prepare(&format!(
-            "SELECT {COLUMNS} FROM problems WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR id < ?2)
+            "SELECT {COLUMNS}, (SELECT count(*) FROM incidents WHERE problem_id = problems.id)
+             FROM problems WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR id < ?2)
              ORDER BY id DESC LIMIT ?3"
         ))?
         .query_map(
             params![filter.state, filter.before_id, filter.limit.max(1)],
-            from_row,
+            |row| Ok((from_row(row)?, row.get(13)?)),
         )?
         .collect()
 }

@@ -865,13 +865,15 @@ async fn the_nth_recurrence_within_the_window_opens_one_problem_per_scope() {
         .await
         .unwrap();
     assert_eq!(problems.len(), 1);
-    assert_eq!(problems[0].agent_id.as_deref(), Some("a1"));
-    let linked = store.problem_incidents(problems[0].id).await.unwrap();
+    let (problem, incident_count) = &problems[0];
+    assert_eq!(problem.agent_id.as_deref(), Some("a1"));
+    let linked = store.problem_incidents(problem.id).await.unwrap();
     assert_eq!(linked.len(), 3, "the three within the window");
+    assert_eq!(*incident_count, 3, "the list counts them too");
     // Known error needs a workaround; forward only.
     let refused = store
         .update_problem(
-            problems[0].id,
+            problem.id,
             ProblemUpdate {
                 state: Some(crate::domain::ProblemState::KnownError),
                 by: "ops".into(),
