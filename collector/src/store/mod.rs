@@ -178,7 +178,8 @@ pub enum StoreError {
 }
 
 /// Latest value per series, shared with readers (API, rules).
-pub type LatestValues = RwLock<HashMap<SeriesKey, LatestValue>>;
+/// Keys are shared with the writer's series ids.
+pub type LatestValues = RwLock<HashMap<Arc<SeriesKey>, LatestValue>>;
 
 pub struct Store {
     jobs: mpsc::Sender<writer::Job>,
@@ -235,7 +236,8 @@ impl Store {
         }
         let mut connection = open_connection(path)?;
         migrations::migrate(&mut connection, path)?;
-        let latest = Arc::new(RwLock::new(load_latest(&connection)?));
+        // Filled by the writer with the series it loads.
+        let latest = Arc::new(RwLock::new(HashMap::new()));
         let readers = Arc::new(readers::Readers::open(path)?);
         let (jobs, receiver) = mpsc::channel(1024);
         let head = Arc::new(Mutex::new(head::Head::default()));
@@ -867,7 +869,7 @@ impl Store {
         let mut values: Vec<_> = latest
             .iter()
             .filter(|(key, _)| agent_id.is_none_or(|agent_id| key.agent_id == agent_id))
-            .map(|(key, value)| (key.clone(), *value))
+            .map(|(key, value)| (SeriesKey::clone(key), *value))
             .collect();
         // Sorted after the lock is released: the writer needs it.
         drop(latest);
@@ -903,26 +905,6 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
-}
-
-fn load_latest(connection: &Connection) -> Result<HashMap<SeriesKey, LatestValue>, StoreError> {
-    let mut statement = connection
-        .prepare("SELECT agent_id, metric, labels, last_value, last_ts_ms FROM series")?;
-    let rows = statement.query_map([], |row| {
-        let labels: String = row.get(2)?;
-        Ok((
-            SeriesKey {
-                agent_id: row.get(0)?,
-                metric: row.get(1)?,
-                labels: serde_json::from_str(&labels).unwrap_or_default(),
-            },
-            LatestValue {
-                value: row.get(3)?,
-                timestamp_ms: row.get(4)?,
-            },
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Canonical text of a label set (sorted keys), used as part of the series identity.
