@@ -35,6 +35,7 @@ mod incidents;
 mod inventory;
 mod migrations;
 mod outbox;
+mod packed_key;
 mod problems;
 mod readers;
 mod retention;
@@ -179,7 +180,7 @@ pub enum StoreError {
 
 /// Latest value per series, shared with readers (API, rules).
 /// Keys are shared with the writer's series ids.
-pub type LatestValues = RwLock<HashMap<Arc<SeriesKey>, LatestValue>>;
+pub type LatestValues = RwLock<HashMap<packed_key::PackedKey, LatestValue>>;
 
 pub struct Store {
     jobs: mpsc::Sender<writer::Job>,
@@ -856,7 +857,7 @@ impl Store {
         self.latest
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(key)
+            .get(&packed_key::PackedKey::of(key))
             .copied()
     }
 
@@ -868,8 +869,8 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut values: Vec<_> = latest
             .iter()
-            .filter(|(key, _)| agent_id.is_none_or(|agent_id| key.agent_id == agent_id))
-            .map(|(key, value)| (SeriesKey::clone(key), *value))
+            .filter(|(key, _)| agent_id.is_none_or(|agent_id| key.agent_is(agent_id)))
+            .map(|(key, value)| (key.unpack(), *value))
             .collect();
         // Sorted after the lock is released: the writer needs it.
         drop(latest);
