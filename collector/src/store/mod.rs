@@ -36,6 +36,7 @@ mod incidents;
 mod inventory;
 mod migrations;
 mod outbox;
+mod packed_key;
 mod problems;
 mod readers;
 mod retention;
@@ -180,7 +181,8 @@ pub enum StoreError {
 }
 
 /// Latest value per series, shared with readers (API, rules).
-pub type LatestValues = RwLock<HashMap<SeriesKey, LatestValue>>;
+/// Keys are shared with the writer's series ids.
+pub type LatestValues = RwLock<HashMap<packed_key::PackedKey, LatestValue>>;
 
 pub struct Store {
     jobs: mpsc::Sender<writer::Job>,
@@ -253,7 +255,8 @@ impl Store {
         }
         let mut connection = open_connection(path)?;
         migrations::migrate(&mut connection, path)?;
-        let latest = Arc::new(RwLock::new(load_latest(&connection)?));
+        // Filled by the writer with the series it loads.
+        let latest = Arc::new(RwLock::new(HashMap::new()));
         let readers = Arc::new(readers::Readers::open(path)?);
         let (jobs, receiver) = mpsc::channel(1024);
         let head = Arc::new(Mutex::new(head::Head::default()));
@@ -924,7 +927,7 @@ impl Store {
         self.latest
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(key)
+            .get(&packed_key::PackedKey::of(key))
             .copied()
     }
 
@@ -936,8 +939,8 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut values: Vec<_> = latest
             .iter()
-            .filter(|(key, _)| agent_id.is_none_or(|agent_id| key.agent_id == agent_id))
-            .map(|(key, value)| (key.clone(), *value))
+            .filter(|(key, _)| agent_id.is_none_or(|agent_id| key.agent_is(agent_id)))
+            .map(|(key, value)| (key.unpack(), *value))
             .collect();
         // Sorted after the lock is released: the writer needs it.
         drop(latest);
@@ -973,26 +976,6 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
-}
-
-fn load_latest(connection: &Connection) -> Result<HashMap<SeriesKey, LatestValue>, StoreError> {
-    let mut statement = connection
-        .prepare("SELECT agent_id, metric, labels, last_value, last_ts_ms FROM series")?;
-    let rows = statement.query_map([], |row| {
-        let labels: String = row.get(2)?;
-        Ok((
-            SeriesKey {
-                agent_id: row.get(0)?,
-                metric: row.get(1)?,
-                labels: serde_json::from_str(&labels).unwrap_or_default(),
-            },
-            LatestValue {
-                value: row.get(3)?,
-                timestamp_ms: row.get(4)?,
-            },
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Canonical text of a label set (sorted keys), used as part of the series identity.

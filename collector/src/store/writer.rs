@@ -17,9 +17,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::chunk::{self, LoggedSample};
 use super::head::{self, ClosedChunk, Head};
 use super::inventory::{self, InventoryUpdate};
+use super::packed_key::PackedKey;
 use super::{
-    AgentHello, CommitOutcome, InventoryOutcome, LatestValue, LatestValues, SampleBatch, SeriesKey,
-    StoreError, labels_json,
+    AgentHello, CommitOutcome, InventoryOutcome, Labels, LatestValue, LatestValues, SampleBatch,
+    SeriesKey, StoreError, labels_json,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -138,7 +139,7 @@ pub(super) fn spawn(
     latest: Arc<LatestValues>,
     head: Arc<Mutex<Head>>,
 ) -> Result<(std::thread::JoinHandle<()>, Arc<WriterHealth>), StoreError> {
-    let series_ids = load_series_ids(&connection)?;
+    let series_ids = load_series(&connection, &latest)?;
     let next_log_id = {
         let mut head = head.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         replay(&connection, &mut head, &series_ids, &latest)?
@@ -174,7 +175,8 @@ pub(super) fn spawn(
 struct Writer {
     connection: Connection,
     /// `series.id` by key, for every row of `series` (loaded at start).
-    series_ids: HashMap<SeriesKey, i64>,
+    /// Keys shared with `latest` (see [`PackedKey`]).
+    series_ids: HashMap<PackedKey, i64>,
     latest: Arc<LatestValues>,
     head: Arc<Mutex<Head>>,
     /// The id the next log record gets. Assigned here, never reused (SQLite
@@ -193,7 +195,7 @@ struct Writer {
 /// record to apply to the head after commit (none for a duplicate).
 type StoredBatch = (
     CommitOutcome,
-    Vec<(SeriesKey, LatestValue)>,
+    Vec<(PackedKey, LatestValue)>,
     Option<LoggedBatch>,
 );
 
@@ -208,7 +210,7 @@ struct LoggedBatch {
 enum Applied {
     Batch(
         CommitOutcome,
-        Vec<(SeriesKey, LatestValue)>,
+        Vec<(PackedKey, LatestValue)>,
         Option<LoggedBatch>,
     ),
     Hello,
@@ -414,13 +416,14 @@ impl Writer {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (key, id) in gone {
-            self.series_ids.remove(key);
-            latest.remove(key);
+            let key = PackedKey::of(key);
+            self.series_ids.remove(&key);
+            latest.remove(&key);
             head.forget(*id);
         }
     }
 
-    fn publish_latest(&self, values: Vec<(SeriesKey, LatestValue)>) {
+    fn publish_latest(&self, values: Vec<(PackedKey, LatestValue)>) {
         let mut latest = self
             .latest
             .write()
@@ -471,8 +474,8 @@ fn fail(job: Job, error: &rusqlite::Error) {
 /// Applies one job inside a savepoint, so a failing job does not undo the others.
 fn apply(
     transaction: &Transaction<'_>,
-    series_ids: &HashMap<SeriesKey, i64>,
-    new_series: &mut HashMap<SeriesKey, i64>,
+    series_ids: &HashMap<PackedKey, i64>,
+    new_series: &mut HashMap<PackedKey, i64>,
     next_log_id: &mut i64,
     latest: &LatestValues,
     job: &mut Job,
@@ -606,7 +609,7 @@ fn append_record(head: &mut Head, record: &LoggedBatch) {
 fn replay(
     connection: &Connection,
     head: &mut Head,
-    series_ids: &HashMap<SeriesKey, i64>,
+    series_ids: &HashMap<PackedKey, i64>,
     latest: &LatestValues,
 ) -> Result<i64, StoreError> {
     let mut persisted = HashMap::new();
@@ -675,13 +678,13 @@ fn replay(
     if records > 0 {
         tracing::info!(message = "Replayed the sample log into the head.", records);
     }
-    let keys: HashMap<i64, &SeriesKey> = series_ids.iter().map(|(key, &id)| (id, key)).collect();
+    let keys: HashMap<i64, &PackedKey> = series_ids.iter().map(|(key, &id)| (id, key)).collect();
     let mut latest = latest
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     for (id, value) in newest {
         if let Some(&key) = keys.get(&id) {
-            let entry = latest.entry(key.clone()).or_insert(value);
+            let entry = latest.entry(PackedKey::clone(key)).or_insert(value);
             if value.timestamp_ms >= entry.timestamp_ms {
                 *entry = value;
             }
@@ -709,9 +712,9 @@ fn store_hello(transaction: &Transaction<'_>, hello: &AgentHello) -> Result<(), 
 
 fn store_batch(
     transaction: &Transaction<'_>,
-    series_ids: &HashMap<SeriesKey, i64>,
-    group_series: &HashMap<SeriesKey, i64>,
-    job_series: &mut HashMap<SeriesKey, i64>,
+    series_ids: &HashMap<PackedKey, i64>,
+    group_series: &HashMap<PackedKey, i64>,
+    job_series: &mut HashMap<PackedKey, i64>,
     next_log_id: &mut i64,
     batch: &SampleBatch,
 ) -> Result<StoredBatch, rusqlite::Error> {
@@ -730,38 +733,35 @@ fn store_batch(
          ON CONFLICT (agent_id, metric, labels) DO UPDATE SET last_ts_ms = last_ts_ms
          RETURNING id",
     )?;
-    let mut latest: HashMap<SeriesKey, LatestValue> = HashMap::new();
+    let mut latest: HashMap<PackedKey, LatestValue> = HashMap::new();
     let mut logged = Vec::with_capacity(batch.samples.len());
     for sample in &batch.samples {
-        let key = SeriesKey {
-            agent_id: batch.agent_id.clone(),
-            metric: sample.metric.clone(),
-            labels: sample.labels.clone(),
-        };
+        let key = PackedKey::new(&batch.agent_id, &sample.metric, &sample.labels);
         let value = LatestValue {
             value: sample.value,
             timestamp_ms: sample.timestamp_ms,
         };
+        // The map's own key is reused, so `latest` shares it.
         let known = series_ids
-            .get(&key)
-            .or_else(|| group_series.get(&key))
-            .or_else(|| job_series.get(&key))
-            .copied();
-        let series_id = match known {
-            Some(id) => id,
+            .get_key_value(&key)
+            .or_else(|| group_series.get_key_value(&key))
+            .or_else(|| job_series.get_key_value(&key))
+            .map(|(key, &id)| (PackedKey::clone(key), id));
+        let (key, series_id) = match known {
+            Some(known) => known,
             None => {
                 let id: i64 = insert_series.query_row(
                     params![
-                        key.agent_id,
-                        key.metric,
-                        labels_json(&key.labels),
+                        batch.agent_id,
+                        sample.metric,
+                        labels_json(&sample.labels),
                         value.value,
                         value.timestamp_ms
                     ],
                     |row| row.get(0),
                 )?;
                 job_series.insert(key.clone(), id);
-                id
+                (key, id)
             }
         };
         logged.push(LoggedSample {
@@ -860,7 +860,7 @@ fn prune(
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (id, key) in candidates {
-            match latest.get(&key) {
+            match latest.get(&PackedKey::of(&key)) {
                 Some(newer) if newer.timestamp_ms >= before_ms => {
                     transaction.execute(
                         "UPDATE series SET last_value = ?2, last_ts_ms = ?3 WHERE id = ?1",
@@ -929,20 +929,35 @@ fn store_inventory(
     inventory::apply(transaction, update).map(InventoryOutcome::Stored)
 }
 
-fn load_series_ids(connection: &Connection) -> Result<HashMap<SeriesKey, i64>, StoreError> {
-    let mut statement = connection.prepare("SELECT id, agent_id, metric, labels FROM series")?;
-    let rows = statement.query_map([], |row| {
+/// Every series' id, and its stored latest value into `latest` under the
+/// same key (one copy of the labels per series, not one per map).
+fn load_series(
+    connection: &Connection,
+    latest: &LatestValues,
+) -> Result<HashMap<PackedKey, i64>, StoreError> {
+    let mut statement = connection
+        .prepare("SELECT id, agent_id, metric, labels, last_value, last_ts_ms FROM series")?;
+    let mut rows = statement.query([])?;
+    let mut series_ids = HashMap::new();
+    let mut latest = latest
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    while let Some(row) = rows.next()? {
         let labels: String = row.get(3)?;
-        Ok((
-            SeriesKey {
-                agent_id: row.get(1)?,
-                metric: row.get(2)?,
-                labels: serde_json::from_str(&labels).unwrap_or_default(),
-            },
-            row.get(0)?,
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        let labels: Labels = serde_json::from_str(&labels).unwrap_or_default();
+        let key = PackedKey::new(
+            &row.get::<_, String>(1)?,
+            &row.get::<_, String>(2)?,
+            &labels,
+        );
+        let value = LatestValue {
+            value: row.get(4)?,
+            timestamp_ms: row.get(5)?,
+        };
+        latest.insert(key.clone(), value);
+        series_ids.insert(key, row.get(0)?);
+    }
+    Ok(series_ids)
 }
 
 #[cfg(test)]
