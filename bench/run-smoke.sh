@@ -16,6 +16,16 @@ for script in ingest agents storage agent-footprint alert-latency; do
     failed+=("$script")
   fi
 done
+# The criterion micro-benchmarks, each run once (criterion's test mode under
+# `cargo test`): debug profile, so only the bench binary is compiled.
+echo "==> cargo test --bench hot_paths (criterion, each benchmark once)" >&2
+started=$(date +%s)
+if cargo test -q -p steward-collector --bench hot_paths; then
+  echo "<== hot_paths ok ($(($(date +%s) - started)) s)" >&2
+else
+  echo "<== hot_paths FAILED" >&2
+  failed+=(hot_paths)
+fi
 if ((${#failed[@]})); then
   echo "failed: ${failed[*]}" >&2
   exit 1

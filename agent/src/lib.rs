@@ -1,6 +1,8 @@
 //! steward-agent: measures its host and streams samples to the collector.
 //!
 //! Layout:
+//! - [`allocator`]: glibc malloc tuning (one arena, fixed thresholds, trims
+//!   after the big periodic jobs).
 //! - [`config`]: `agent.toml`, parsed then validated (`steward_core::config_file`
 //!   reports errors with file, line and key).
 //! - [`identity`]: the persistent agent id.
@@ -18,6 +20,7 @@
 //! [`run`] wires them: a collection task pushes a batch every `interval`, the
 //! shipper sends and forgets batches as the collector acknowledges them.
 
+pub mod allocator;
 pub mod buffer;
 pub mod codec;
 pub mod config;

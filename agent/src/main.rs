@@ -47,6 +47,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists, so every thread shares the one arena.
+    steward_agent::allocator::configure();
     let args = Args::parse();
     steward_core::process::init_tracing();
     steward_core::tls::install_crypto_provider();

@@ -148,6 +148,9 @@ pub(crate) async fn inventory(
             );
         }
         *current = Some(collected);
+        drop(current);
+        // The package database was read whole; hand its pages back.
+        crate::allocator::release_free_memory();
     }
 }
 
@@ -243,5 +246,7 @@ pub(crate) async fn patch(
                 tracing::warn!(message = "Patch scan failed.", backend = backend.name(), %error);
             }
         }
+        // The scan streamed the package indexes through big buffers.
+        crate::allocator::release_free_memory();
     }
 }

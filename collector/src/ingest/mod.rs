@@ -39,7 +39,8 @@ pub use connections::{BoundedConnection, BoundedIncoming, GrpcLimits};
 pub use enroll::EnrollmentHandler;
 pub use inventory::InventoryLimits;
 pub use revocation::RevocationWatcher;
-pub use validate::SampleLimits;
+// `to_record` is public for the hot-path benches (collector/benches/hot_paths.rs).
+pub use validate::{SampleLimits, SampleProblem, to_record};
 
 use self::cardinality::SeriesBudget;
 use self::streams::{StreamEnd, StreamTable};

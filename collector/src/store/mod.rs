@@ -50,6 +50,10 @@ pub use identity::{
 };
 pub use migrations::SCHEMA_VERSION;
 
+// The chunk codec is public for the hot-path benches (collector/benches/hot_paths.rs).
+pub use chunk::{chunk_blob, decode_chunk_blob};
+pub use gorilla::{ChunkEncoder, CorruptChunk};
+
 pub use api_tokens::{ActiveToken, ApiTokenRow, ApiTokenTable, TokenTableError};
 pub use assets::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
 pub use changes::ChangeUpdate;
