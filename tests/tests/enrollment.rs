@@ -464,6 +464,18 @@ fn a_shared_token_agent_with_an_enrolled_hosts_identifiers_gets_its_own_asset() 
         intruder_asset["id"], genuine_asset["id"],
         "a shared-token agent attached itself to an enrolled host's asset"
     );
+    // An agent enrolled with its own certificate but the same identifiers
+    // does not join either: enrolling is not a licence to take over a host.
+    let second = collector.enroll_agent("second");
+    let second_id = second.agent_id();
+    let _second = collector.start_enrolled_agent(&second);
+    let second_asset = poll(DEADLINE, "the second enrolled agent's asset", || {
+        asset_of(&collector, &second_id)
+    });
+    assert_ne!(
+        second_asset["id"], genuine_asset["id"],
+        "a newly enrolled agent attached itself to an enrolled host's asset"
+    );
     let genuine_now = asset_of(&collector, &enrolled_id).unwrap();
     assert_eq!(
         genuine_now["agent_ids"].as_array().unwrap().len(),

@@ -522,19 +522,18 @@ impl AssetService {
         .await
     }
 
-    /// Whether `agent_id`, not bound to a certificate, would join an asset
-    /// that has an agent with a live certificate: a shared-token holder
-    /// copying an enrolled host's DMI UUID and MACs must not attach itself
-    /// to that host's record.
+    /// Whether `agent_id` would join an asset that has another agent with a
+    /// live certificate: neither a shared-token holder nor a freshly
+    /// enrolled agent copying an enrolled host's DMI UUID and MACs may attach
+    /// itself to that host's record. (A host enrolled again under a new id
+    /// after its old one was revoked still joins; any other case gets its own
+    /// asset, which an operator can merge.)
     async fn claims_enrolled_asset(
         &self,
         agent_id: &str,
         asset: &Asset,
     ) -> Result<bool, StoreError> {
-        if self.store.identity_binding(agent_id).await?.is_some() {
-            return Ok(false);
-        }
-        for other in &asset.agent_ids {
+        for other in asset.agent_ids.iter().filter(|other| *other != agent_id) {
             if self
                 .store
                 .identity_binding(other)

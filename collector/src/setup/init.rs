@@ -93,6 +93,9 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     server_params
         .distinguished_name
         .push(DnType::CommonName, "steward-collector");
+    // Server use only: with no extended key usage the certificate would also
+    // pass the client-certificate check of an agent's mutual TLS.
+    server_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let server_key = KeyPair::generate()?;
     let server_cert = server_params.signed_by(&server_key, &ca)?;
 
