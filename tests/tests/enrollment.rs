@@ -431,7 +431,13 @@ fn a_bound_agent_id_enrolls_again_only_after_revocation_which_the_api_can_do() {
         steward_tests::http_request(collector.http_addr, "POST", &path, Some(&api_token), None);
     assert_eq!(status, 404, "already revoked");
 
-    // Now the same id enrolls again (the token was not spent by the refusal).
+    // A token made before the revocation cannot bring the id back (a fleet
+    // token must not undo an admin's revocation), and is not spent by trying.
+    let (status, output, _) = collector.run_enroll("again", &token, &fingerprint);
+    assert_ne!(status, 0);
+    assert!(output.contains("create a new enrollment token"), "{output}");
+    // A token made after it does.
+    let token = collector.enrollment_token(&[]);
     let (status, output, agent) = collector.run_enroll("again", &token, &fingerprint);
     assert_eq!(status, 0, "{output}");
     assert_eq!(agent.agent_id(), agent_id);

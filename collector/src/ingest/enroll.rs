@@ -118,6 +118,14 @@ impl Enrollment for EnrollmentHandler {
                     Status::unauthenticated(refusal.to_string()),
                 ));
             }
+            Err(refusal @ EnrollRefusal::RevokedAfterToken(_)) => {
+                return Err(self.refuse(
+                    &peer,
+                    &request.agent_id,
+                    "agent id revoked after the token was made",
+                    Status::failed_precondition(refusal.to_string()),
+                ));
+            }
             Err(refusal) => {
                 return Err(self.refuse(
                     &peer,

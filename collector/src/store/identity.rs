@@ -52,6 +52,12 @@ pub enum EnrollRefusal {
     InvalidToken,
     #[error("agent id {0} is bound to a live certificate; revoke it first")]
     AlreadyEnrolled(String),
+    /// A revoked id comes back only with a token made after the revocation:
+    /// the revoking admin decides, not whoever holds an older fleet token.
+    #[error(
+        "agent id {0} was revoked after this token was created; create a new enrollment token to enroll it again"
+    )]
+    RevokedAfterToken(String),
 }
 
 /// What an agent id is bound to.
@@ -129,29 +135,37 @@ pub(super) fn redeem(
     certificate: &IssuedCertificate,
     now_ms: i64,
 ) -> rusqlite::Result<Result<Vec<String>, EnrollRefusal>> {
-    let token: Option<(String, String)> = transaction
+    let token: Option<(String, String, i64)> = transaction
         .query_row(
-            "SELECT id, tags FROM enrollment_tokens
+            "SELECT id, tags, created_ms FROM enrollment_tokens
              WHERE secret_sha256 = ?1 AND revoked_ms IS NULL AND uses_left > 0 AND expires_ms > ?2",
             params![secret_sha256, now_ms],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .optional()?;
-    let Some((token_id, tags)) = token else {
+    let Some((token_id, tags, token_created_ms)) = token else {
         return Ok(Err(EnrollRefusal::InvalidToken));
     };
-    let live: bool = transaction
+    // `Some(None)`: bound to a live certificate; `Some(Some(ms))`: revoked then.
+    let revoked_ms: Option<Option<i64>> = transaction
         .query_row(
-            "SELECT revoked_ms IS NULL FROM agent_identities WHERE agent_id = ?1",
+            "SELECT revoked_ms FROM agent_identities WHERE agent_id = ?1",
             [&certificate.agent_id],
             |row| row.get(0),
         )
-        .optional()?
-        .unwrap_or(false);
-    if live {
-        return Ok(Err(EnrollRefusal::AlreadyEnrolled(
-            certificate.agent_id.clone(),
-        )));
+        .optional()?;
+    match revoked_ms {
+        Some(None) => {
+            return Ok(Err(EnrollRefusal::AlreadyEnrolled(
+                certificate.agent_id.clone(),
+            )));
+        }
+        Some(Some(revoked_ms)) if token_created_ms < revoked_ms => {
+            return Ok(Err(EnrollRefusal::RevokedAfterToken(
+                certificate.agent_id.clone(),
+            )));
+        }
+        _ => {}
     }
     transaction.execute(
         "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ?1",
@@ -546,19 +560,34 @@ mod tests {
         assert!(!admin.revoke_agent("a", "alice", 3).unwrap(), "already");
         let binding = binding(&admin.connection, "a").unwrap().unwrap();
         assert!(binding.revoked && binding.certificates.is_empty());
-        assert!(
-            redeem_now(&mut admin, "a", "c3", 4).is_ok(),
-            "re-enrol after revoke"
+        assert_eq!(
+            redeem_now(&mut admin, "a", "c3", 4),
+            Err(EnrollRefusal::RevokedAfterToken("a".into())),
+            "a token older than the revocation cannot undo it"
         );
         assert_eq!(
             redeem_now(&mut admin, "b", "c4", 5),
-            Err(EnrollRefusal::InvalidToken),
-            "two uses spent"
+            Ok(vec!["env:prod".to_string()]),
+            "the refusal spent no use"
         );
         assert_eq!(admin.tokens().unwrap()[0].uses_left, 0);
+        admin
+            .create_token(&NewEnrollmentToken {
+                id: "t2".into(),
+                secret_sha256: "hash2".into(),
+                created_ms: 6,
+                expires_ms: 10_000,
+                uses: 1,
+                tags: Vec::new(),
+            })
+            .unwrap();
+        let transaction = admin.connection.transaction().unwrap();
+        let outcome = redeem(&transaction, "hash2", &certificate("a", "c5", 7), 7).unwrap();
+        transaction.commit().unwrap();
+        assert!(outcome.is_ok(), "re-enrol after revoke with a newer token");
         let events = events_after(&admin.connection, 0).unwrap();
         let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
-        assert_eq!(kinds, ["enrolled", "revoked", "enrolled"]);
+        assert_eq!(kinds, ["enrolled", "revoked", "enrolled", "enrolled"]);
         assert!(
             events[1].detail.contains("revoked by alice"),
             "{}",
