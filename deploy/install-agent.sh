@@ -35,7 +35,9 @@ usage: install-agent.sh --collector https://HOST:PORT --token TOKEN
                         --ca-fingerprint sha256:HEX [options]
 
   --collector URL        the collector's gRPC address, https://HOST:PORT
-  --token TOKEN          an enrollment token (steward-collector enroll-token create)
+  --token TOKEN          an enrollment token (steward-collector enroll-token create);
+                         visible in ps, sudo's log and shell history while it
+                         is valid: prefer --token-file on shared hosts
   --token-file FILE      read the token from FILE instead (keeps it out of ps)
   --ca-fingerprint FP    the collector CA's SHA-256, sha256: and 64 hex digits
                          (steward-collector ca-fingerprint)

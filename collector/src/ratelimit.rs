@@ -41,6 +41,7 @@ impl SourceRateLimiter {
 
     /// Takes one attempt from `source`'s bucket; false if it is empty.
     pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
+        let source = bucket_key(source);
         let mut buckets = self
             .buckets
             .lock()
@@ -81,9 +82,45 @@ impl SourceRateLimiter {
     }
 }
 
+/// The address a bucket belongs to: one host has a whole IPv6 /64 to hand
+/// out, so an IPv6 address counts by its /64 (else one host could take every
+/// slot of the map and lock newcomers out); IPv4 addresses count singly.
+fn bucket_key(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(_) => source,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_host_counts_once_for_its_whole_64() {
+        let limiter = SourceRateLimiter::new(2, Duration::from_secs(60));
+        let now = Instant::now();
+        let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.allow(first, now));
+        assert!(limiter.allow(same_64, now));
+        assert!(!limiter.allow(first, now), "the /64 shares one bucket");
+        assert!(limiter.allow(other_64, now));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(limiter.allow(mapped, now));
+        assert!(limiter.allow(v4, now));
+        assert!(
+            !limiter.allow(v4, now),
+            "a mapped IPv4 address is that address"
+        );
+    }
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])
