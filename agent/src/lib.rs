@@ -8,6 +8,8 @@
 //! - [`identity`]: the persistent agent id.
 //! - [`enroll`]: `steward-agent enroll` (pinned CA, local key pair, CSR).
 //! - [`renewal`]: renews the client certificate at two thirds of its lifetime.
+//! - [`cert_files`]: the client key and certificate on disk, replaced as one
+//!   pair (commit marker; crash recovery on load).
 //! - [`probes`]: one file per measured subsystem; pure measurement, no network.
 //! - [`buffer`]: the hand-off point between collection and shipping; its
 //!   keeper task fsyncs and bounds the spool.
@@ -22,6 +24,7 @@
 
 pub mod allocator;
 pub mod buffer;
+pub mod cert_files;
 pub mod codec;
 pub mod config;
 pub mod enroll;

@@ -1,7 +1,8 @@
 //! Renews the agent's client certificate at two thirds of its lifetime,
 //! over an mTLS connection made with the current one: a new key pair and
-//! CSR, the signed certificate written in place (key first, each file
-//! replaced atomically). The shipper picks it up at its next connect.
+//! CSR, then key and certificate replaced together (`cert_files`: a crash
+//! leaves the old pair or the new one, never a mix). The shipper picks them
+//! up at its next connect.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,6 +49,10 @@ pub async fn run(config: Arc<AgentConfig>, shutdown: CancellationToken) {
     let Some(files) = config.client_cert.clone() else {
         return;
     };
+    // The dates below must be those of the pair the agent will use.
+    if let Err(error) = crate::cert_files::recover_interrupted(&files) {
+        tracing::warn!(message = "Cannot recover an interrupted certificate replacement.", %error);
+    }
     loop {
         let wait = match validity(&files.cert) {
             Some((not_before, not_after)) => {
@@ -97,10 +102,12 @@ async fn renew(config: &AgentConfig, files: &ClientCertFiles) -> Result<(), Stri
         .await
         .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
         .into_inner();
-    crate::enroll::write_atomically(&files.key, key.serialize_pem().as_bytes(), true)
-        .map_err(|error| error.to_string())?;
-    crate::enroll::write_atomically(&files.cert, response.certificate_pem.as_bytes(), false)
-        .map_err(|error| error.to_string())
+    crate::cert_files::replace(
+        files,
+        key.serialize_pem().as_bytes(),
+        response.certificate_pem.as_bytes(),
+    )
+    .map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

@@ -140,12 +140,10 @@ pub(crate) fn endpoint(config: &AgentConfig) -> Result<Endpoint, SessionError> {
             .ca_certificate(Certificate::from_pem(ca))
             .domain_name(config.server_name.clone());
         if let Some(files) = &config.client_cert {
-            let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|error| {
-                    SessionError::ClientCertificate(format!("{}: {error}", path.display()))
-                })
-            };
-            tls = tls.identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+            // Never a mismatched pair, even during a renewal or after a crash in one.
+            let (cert, key) = crate::cert_files::load(files)
+                .map_err(|error| SessionError::ClientCertificate(error.to_string()))?;
+            tls = tls.identity(Identity::from_pem(cert, key));
         }
         endpoint = endpoint.tls_config(tls)?;
     }

@@ -335,6 +335,14 @@ fn the_agent_renews_its_certificate_at_two_thirds_of_its_lifetime_and_reconnects
     assert_ne!(renewed, first);
     let key = std::fs::read_to_string(agent.dir.join("agent.key")).unwrap();
     assert_ne!(key, first_key, "renewal makes a new key pair");
+    // The pair's commit protocol cleans up after itself (no marker, no staged files).
+    poll(DEADLINE, "no renewal leftovers in the agent dir", || {
+        let names = ["agent.renewal-commit", "agent.key.new", "agent.pem.new"];
+        names
+            .iter()
+            .all(|name| !agent.dir.join(name).exists())
+            .then_some(())
+    });
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
