@@ -190,6 +190,154 @@ fn children_of_a_down_parent_are_suppressed_and_page_only_if_they_outlive_it() {
     drop(agents);
 }
 
+const RACE_RULES: &str = r#"
+[[rule]]
+name = "gw-down"
+metric = "port.up"
+match = { name = "gateway" }
+op = "<"
+threshold = 1
+severity = "critical"
+summary = "Gateway {target} is down"
+
+[[rule]]
+name = "pdu-down"
+metric = "port.up"
+match = { name = "pdu" }
+op = "<"
+threshold = 1
+severity = "critical"
+summary = "PDU {target} is down"
+
+[[rule]]
+name = "svc-down"
+metric = "port.up"
+match = { name = "svc" }
+op = "<"
+threshold = 1
+severity = "major"
+summary = "Service on {host} is down"
+
+[[dependency]]
+hosts = ["web-1", "web-2"]
+depends_on = { rule = "gw-down", labels = { name = "gateway" } }
+hold = "30s"
+
+[[dependency]]
+hosts = ["web-3"]
+depends_on = { rule = "pdu-down" }
+hold = "2s"
+"#;
+
+#[test]
+fn children_breaching_before_their_parent_wait_for_it_and_only_the_parent_pages() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(RACE_RULES);
+        text.push_str(&webhook(&receiver));
+    });
+    let (gateway, gateway_port) = listener();
+    let _gw = port_agent(&collector, "gw", gateway_port, "gateway");
+    let mut children = Vec::new();
+    let mut agents = Vec::new();
+    for name in ["web-1", "web-2", "web-3"] {
+        let (child, port) = listener();
+        agents.push(port_agent(&collector, name, port, "svc"));
+        children.push(child);
+    }
+    wait_ports_up(&collector, 4);
+
+    // The core switch dies: the hosts behind it are noticed first.
+    drop(children);
+    let waiting = poll(DEADLINE, "web-1 and web-2 to wait for their parent", || {
+        let open: Vec<Value> = unresolved(&collector, "svc-down")
+            .into_iter()
+            .filter(|i| i["host"] == "web-1" || i["host"] == "web-2")
+            .collect();
+        (open.len() == 2
+            && open
+                .iter()
+                .all(|i| i["state"] == "suppressed" && i["waiting_for_parent_until"].is_string()))
+        .then_some(open)
+    });
+    assert!(
+        unresolved(&collector, "gw-down").is_empty(),
+        "children first"
+    );
+    drop(gateway);
+    let parent = poll(DEADLINE, "the gateway's page", || {
+        delivered(&receiver, "opened")
+            .into_iter()
+            .find(|(_, body)| body["incident"]["rule"] == "gw-down")
+    });
+    let parent_id = parent.0;
+    for child in &waiting {
+        let id = child["id"].as_i64().unwrap();
+        let detail = poll(DEADLINE, "the child to be adopted by its parent", || {
+            let detail = collector.get_json(&format!("/api/v1/incidents/{id}"));
+            (detail["caused_by"] == parent_id).then_some(detail)
+        });
+        assert_eq!(detail["state"], "suppressed");
+        assert!(detail["waiting_for_parent_until"].is_null(), "{detail}");
+        assert!(
+            timeline_says(&collector, id, "which opened while this waited for it"),
+            "{detail}"
+        );
+    }
+    // web-3 waits 2 s for a parent that never opens, then pages.
+    let web3 = poll(DEADLINE, "web-3 to page after its hold", || {
+        delivered(&receiver, "opened")
+            .into_iter()
+            .find(|(_, body)| body["incident"]["host"] == "web-3")
+    });
+    assert!(timeline_says(
+        &collector,
+        web3.0,
+        "Paged after waiting 2s for parent pdu-down, which did not open."
+    ));
+    let mut opened: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    opened.sort_unstable();
+    let mut expected = vec![parent_id, web3.0];
+    expected.sort_unstable();
+    assert_eq!(
+        opened, expected,
+        "one page for the parent, none for its children"
+    );
+    drop(agents);
+}
+
+#[test]
+fn a_held_page_survives_kill_9_and_pages_when_its_hold_ends() {
+    let receiver = Receiver::start();
+    let mut collector = Collector::start_with(|text| {
+        text.push_str(&RACE_RULES.replace("hold = \"2s\"", "hold = \"3s\""));
+        text.push_str(&webhook(&receiver));
+    });
+    let (child, port) = listener();
+    let _web3 = port_agent(&collector, "web-3", port, "svc");
+    wait_ports_up(&collector, 1);
+    drop(child);
+    let waiting = poll(DEADLINE, "web-3 to wait for its parent", || {
+        unresolved(&collector, "svc-down")
+            .into_iter()
+            .find(|i| i["waiting_for_parent_until"].is_string())
+    });
+    collector.process.kill9();
+    collector.restart();
+    let page = poll(DEADLINE, "the held page after the restart", || {
+        delivered(&receiver, "opened").into_iter().next()
+    });
+    assert_eq!(page.0, waiting["id"].as_i64().unwrap());
+    assert!(timeline_says(
+        &collector,
+        page.0,
+        "Paged after waiting 3s for parent pdu-down"
+    ));
+}
+
 const STORM: &str = r#"
 [[rule]]
 name = "svc-down"

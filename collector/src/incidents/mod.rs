@@ -391,6 +391,15 @@ impl Worker {
         let mut transitions = self.engine.tick(now_ms);
         transitions.extend(self.engine.evaluate_absence(now_ms));
         self.apply(transitions, now_ms).await;
+        match self.handle.store.expire_parent_holds(now_ms).await {
+            Ok(released) => {
+                for incident in released {
+                    tracing::warn!(message = "Parent did not open in time; paging.", id = incident.id, rule = %incident.rule, host = %incident.host);
+                    self.handle.announce(IncidentEvent::Released, incident);
+                }
+            }
+            Err(error) => tracing::warn!(message = "Cannot end dependency holds.", %error),
+        }
         match self.handle.store.mark_sla_breaches(now_ms).await {
             Ok(breaches) => {
                 for (incident, kind) in breaches {
@@ -514,8 +523,12 @@ impl Worker {
                 let host = self.host(&agent_id);
                 let no_tags = BTreeSet::new();
                 let tags = self.suppression.tags.get(&agent_id).unwrap_or(&no_tags);
-                let parents =
-                    dependency::parents_of(&self.service.dependencies, &agent_id, &host, tags);
+                let (parents, parent_hold) = dependency::parents_with_hold(
+                    &self.service.dependencies,
+                    &agent_id,
+                    &host,
+                    tags,
+                );
                 IncidentChange::Open(Box::new(NewIncident {
                     dedup_key,
                     rule,
@@ -532,6 +545,7 @@ impl Worker {
                     ack_due_at_ms,
                     resolve_due_at_ms,
                     parents,
+                    parent_hold_ms: parent_hold.as_millis() as i64,
                     recurrence: self.service.recurrence,
                     change_link_after_ms: Some(self.service.change_link_after.as_millis() as i64),
                 }))

@@ -36,6 +36,7 @@ mod incidents;
 mod inventory;
 mod migrations;
 mod outbox;
+mod parent_hold;
 mod problems;
 mod readers;
 mod retention;
@@ -671,6 +672,16 @@ impl Store {
         now_ms: i64,
     ) -> Result<Vec<(IncidentRecord, &'static str)>, StoreError> {
         self.write(move |transaction| incidents::mark_sla_breaches(transaction, now_ms))
+            .await
+    }
+
+    /// Ends dependency holds that ran out: those incidents page now (see
+    /// `parent_hold`); returns the ones released unacknowledged.
+    pub async fn expire_parent_holds(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.write(move |transaction| parent_hold::expire(transaction, now_ms))
             .await
     }
 
