@@ -477,6 +477,77 @@ fn forty_breaches_on_one_route_page_ten_then_one_storm_summary_a_digest_and_ever
     assert_eq!(alone_resolved, alone_sorted, "paged alone, resolved alone");
 }
 
+#[test]
+fn acknowledging_a_storm_group_acknowledges_every_incident_it_carried() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(&STORM.replace("storm_threshold = 10", "storm_threshold = 2"));
+        text.push_str(&webhook(&receiver));
+    });
+    let listeners: Vec<(TcpListener, u16)> = (0..6).map(|_| listener()).collect();
+    let ports: Vec<u16> = listeners.iter().map(|(_, port)| *port).collect();
+    let _agent = collector.start_agent("many", |text| {
+        text.push_str("hostname = \"many\"\n");
+        for port in &ports {
+            text.push_str(&format!(
+                "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+            ));
+        }
+    });
+    wait_ports_up(&collector, 6);
+    drop(listeners);
+    let storm = poll(DEADLINE, "the storm summary", || {
+        grouped(&receiver, "storm").into_iter().next()
+    });
+    let group = storm["group"].as_str().unwrap().to_string();
+    let carried = listed_ids(std::slice::from_ref(&storm));
+    assert!(!carried.is_empty(), "{storm}");
+    let alone: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+
+    let (status, body) = collector.send_json(
+        "POST",
+        &format!("/api/v1/incidents/ack?group={}", percent(&group)),
+        r#"{"note": "core switch, on it"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let acknowledged: Vec<i64> = body["acknowledged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect();
+    for id in &carried {
+        assert!(acknowledged.contains(id), "{id} in {acknowledged:?}");
+        let detail = collector.get_json(&format!("/api/v1/incidents/{id}"));
+        assert_eq!(detail["state"], "acknowledged", "{detail}");
+        assert_eq!(detail["acknowledged_by"], "admin");
+    }
+    for id in &alone {
+        assert!(
+            !acknowledged.contains(id),
+            "paged alone: acknowledged alone"
+        );
+    }
+    let (status, _) = collector.send_json("POST", "/api/v1/incidents/ack?group=no-such-group", "");
+    assert_eq!(status, 404);
+}
+
+/// Percent-encodes a query value (group keys hold `|`, `=` and the like).
+fn percent(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 const RECURRING: &str = r#"
 [[rule]]
 name = "port-down"

@@ -188,6 +188,37 @@ impl IncidentHandle {
         Ok(record)
     }
 
+    /// Acknowledges every unresolved, unacknowledged incident sent (or kept
+    /// to be sent) in the messages of one group, as acknowledging a storm
+    /// summary in PagerDuty acknowledges the alert that stands for them all.
+    /// Each stops escalating. `NotFound` if the group carried no incident.
+    pub async fn acknowledge_group(
+        &self,
+        group_key: &str,
+        by: String,
+        note: Option<String>,
+    ) -> Result<Vec<IncidentRecord>, IncidentError> {
+        let members = self.store.grouped_incidents(group_key.to_string()).await?;
+        if members.is_empty() {
+            return Err(IncidentError::NotFound);
+        }
+        let note = note.unwrap_or_else(|| format!("with its group {group_key}"));
+        let mut acknowledged = Vec::new();
+        for id in members {
+            match self.acknowledge(id, by.clone(), Some(note.clone())).await {
+                Ok(record) => acknowledged.push(record),
+                Err(IncidentError::AlreadyAcknowledged | IncidentError::AlreadyResolved) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        tracing::info!(
+            message = "Group acknowledged.",
+            group = group_key,
+            incidents = acknowledged.len()
+        );
+        Ok(acknowledged)
+    }
+
     /// Resolves by hand. If the condition persists, the rule opens a new
     /// incident only after it has cleared and breached again.
     pub async fn resolve(&self, id: i64, by: String) -> Result<IncidentRecord, IncidentError> {

@@ -534,6 +534,13 @@ impl Store {
             .await
     }
 
+    /// Incidents whose opening went (or is kept to go) into a message of
+    /// group `group_key`, oldest first.
+    pub async fn grouped_incidents(&self, group_key: String) -> Result<Vec<i64>, StoreError> {
+        self.read(move |connection| outbox::grouped_incidents(connection, &group_key))
+            .await
+    }
+
     pub async fn kept_groups(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.read(outbox::kept_groups).await
     }
@@ -681,6 +688,14 @@ impl Store {
         &self,
         now_ms: i64,
     ) -> Result<Vec<IncidentRecord>, StoreError> {
+        // Looked for first with a read, so the common case (nothing held)
+        // costs the writer nothing every tick.
+        let any_due = self
+            .read(move |connection| parent_hold::any_due(connection, now_ms))
+            .await?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
         self.write(move |transaction| parent_hold::expire(transaction, now_ms))
             .await
     }

@@ -239,6 +239,21 @@ pub(super) fn flush_group(
     Ok(Some((message, members.len())))
 }
 
+/// Incidents with a row kept for, or sent in, a message of `group_key`
+/// (their openings: grouped resolutions use their own key).
+pub(super) fn grouped_incidents(
+    connection: &Connection,
+    group_key: &str,
+) -> rusqlite::Result<Vec<i64>> {
+    connection
+        .prepare_cached(
+            "SELECT DISTINCT incident_id FROM outbox
+             WHERE group_key = ?1 AND state IN ('grouped', 'grouped_sent') ORDER BY incident_id",
+        )?
+        .query_map([group_key], |row| row.get(0))?
+        .collect()
+}
+
 /// The incidents a group's message carries, in the order they were kept.
 pub(super) fn group_members(connection: &Connection, message: i64) -> rusqlite::Result<Vec<i64>> {
     connection

@@ -7,7 +7,7 @@
 //! while the collector was down exactly as if it had stayed up, and an
 //! incident that should page still pages.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::incidents::{NewIncident, get_in};
 use super::timeline::add_timeline;
@@ -112,6 +112,18 @@ pub(super) fn adopt_waiting_children(
         )?;
     }
     Ok(())
+}
+
+/// Whether a hold has run out by `now_ms` (or a resolved incident's hold is left to clear).
+pub(super) fn any_due(connection: &Connection, now_ms: i64) -> rusqlite::Result<bool> {
+    Ok(connection
+        .query_row(
+            "SELECT 1 FROM incidents WHERE held_until_ms IS NOT NULL AND held_until_ms <= ?1 LIMIT 1",
+            [now_ms],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }
 
 /// Ends the holds that ran out by `now_ms`: the incident pages (journaled as
