@@ -535,6 +535,86 @@ fn acknowledging_a_storm_group_acknowledges_every_incident_it_carried() {
     assert_eq!(status, 404);
 }
 
+#[test]
+fn grouped_incidents_escalate_together_in_one_message() {
+    let receiver = Receiver::start();
+    let boss = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(
+            &STORM
+                .replace("storm_threshold = 10", "storm_threshold = 2")
+                .replace(
+                    "channels = [\"ops\"]",
+                    "channels = [\"ops\"]\nescalation = \"up\"",
+                ),
+        );
+        text.push_str(&webhook(&receiver));
+        text.push_str(&format!(
+            "\n[[channel]]\nname = \"boss\"\ntype = \"webhook\"\nurl = \"{}\"\n\n[[escalation]]\nname = \"up\"\nlevels = [{{ notify = [\"channel:boss\"], after = \"2s\" }}]\n",
+            boss.url("/hook")
+        ));
+    });
+    let listeners: Vec<(TcpListener, u16)> = (0..6).map(|_| listener()).collect();
+    let ports: Vec<u16> = listeners.iter().map(|(_, port)| *port).collect();
+    let _agent = collector.start_agent("many", |text| {
+        text.push_str("hostname = \"many\"\n");
+        for port in &ports {
+            text.push_str(&format!(
+                "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+            ));
+        }
+    });
+    wait_ports_up(&collector, 6);
+    drop(listeners);
+    let escalation = poll(DEADLINE, "the group's escalation", || {
+        grouped(&boss, "escalation").into_iter().next()
+    });
+    let alone: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    // Those paged alone escalate alone.
+    let escalated_alone = poll(DEADLINE, "the lone pages' escalations", || {
+        let ids: Vec<i64> = delivered(&boss, "escalated")
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        (ids.len() >= alone.len()).then_some(ids)
+    });
+    let mut sorted = escalated_alone.clone();
+    sorted.sort_unstable();
+    let mut alone_sorted = alone.clone();
+    alone_sorted.sort_unstable();
+    assert_eq!(sorted, alone_sorted, "only lone pages escalate one by one");
+    // Every incident sent grouped is escalated once, in a group message
+    // (one, unless a straggler opened after the group's step had gone out).
+    let grouped_ids = poll(DEADLINE, "every grouped incident escalated", || {
+        let ids = listed_ids(&grouped(&boss, "escalation"));
+        (alone.len() + ids.len() == 6).then_some(ids)
+    });
+    let mut unique = grouped_ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), grouped_ids.len(), "each escalated once");
+    assert!(grouped_ids.iter().all(|id| !alone.contains(id)));
+    assert!(
+        grouped(&boss, "escalation").len() < grouped_ids.len(),
+        "grouped, not one by one"
+    );
+    assert!(
+        escalation["headline"]
+            .as_str()
+            .unwrap()
+            .contains("still unacknowledged"),
+        "{escalation}"
+    );
+    assert!(timeline_says(
+        &collector,
+        grouped_ids[0],
+        "Escalated with its group (level 0) to boss."
+    ));
+}
+
 /// Percent-encodes a query value (group keys hold `|`, `=` and the like).
 fn percent(value: &str) -> String {
     value

@@ -72,6 +72,8 @@ pub enum GroupedKind {
     Group,
     /// Resolutions of incidents that were sent grouped.
     Resolved,
+    /// An escalation step of incidents sent only grouped, still unacknowledged.
+    Escalation,
 }
 
 impl GroupedKind {
@@ -81,13 +83,20 @@ impl GroupedKind {
             Self::Digest => "digest",
             Self::Group => "group",
             Self::Resolved => "resolved",
+            Self::Escalation => "escalation",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Storm, Self::Digest, Self::Group, Self::Resolved]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        [
+            Self::Storm,
+            Self::Digest,
+            Self::Group,
+            Self::Resolved,
+            Self::Escalation,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
     }
 }
 

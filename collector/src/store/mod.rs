@@ -57,7 +57,8 @@ pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, NewIncident, TimelineEntry,
 };
 pub use outbox::{
-    DeliveryAttempt, GroupFlush, JournalEntry, MaintenanceWindow, NewNotification, Notification,
+    DeliveryAttempt, GroupEscalationMessage, GroupFlush, JournalEntry, MaintenanceWindow,
+    NewNotification, Notification,
 };
 pub use problems::{ProblemFilter, ProblemRefused, ProblemUpdate};
 pub use retention::{PruneReport, RetentionPolicy};
@@ -532,6 +533,18 @@ impl Store {
     pub async fn group_members(&self, message: i64) -> Result<Vec<i64>, StoreError> {
         self.read(move |connection| outbox::group_members(connection, message))
             .await
+    }
+
+    /// Queues escalation steps of groups as group messages (see `outbox`).
+    pub async fn enqueue_group_escalations(
+        &self,
+        messages: Vec<GroupEscalationMessage>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |transaction| {
+            outbox::enqueue_group_escalations(transaction, &messages, now_ms)
+        })
+        .await
     }
 
     /// Incidents whose opening went (or is kept to go) into a message of
