@@ -615,6 +615,66 @@ fn grouped_incidents_escalate_together_in_one_message() {
     ));
 }
 
+#[test]
+fn a_storm_goes_on_after_kill_9_without_a_burst_of_single_pages() {
+    let receiver = Receiver::start();
+    let mut collector = Collector::start_with(|text| {
+        text.push_str(&STORM.replace("storm_threshold = 10", "storm_threshold = 2"));
+        text.push_str(&webhook(&receiver));
+    });
+    let mut first: Vec<(TcpListener, u16)> = (0..8).map(|_| listener()).collect();
+    let ports: Vec<u16> = first.iter().map(|(_, port)| *port).collect();
+    let _agent = collector.start_agent("many", |text| {
+        text.push_str("hostname = \"many\"\n");
+        for port in &ports {
+            text.push_str(&format!(
+                "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+            ));
+        }
+    });
+    wait_ports_up(&collector, 8);
+    let second = first.split_off(4);
+    drop(first);
+    poll(DEADLINE, "the storm summary", || {
+        grouped(&receiver, "storm").into_iter().next()
+    });
+    poll(DEADLINE, "four incidents told", || {
+        let mut told: Vec<i64> = delivered(&receiver, "opened")
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        told.extend(listed_ids(&grouped(&receiver, "storm")));
+        told.extend(listed_ids(&grouped(&receiver, "digest")));
+        (unique(told).len() == 4).then_some(())
+    });
+    // A delivery cut off by the kill is sent again (same Idempotency-Key),
+    // so count incidents, not requests.
+    let alone_before = unique(delivered(&receiver, "opened").iter().map(|(id, _)| *id));
+    assert_eq!(alone_before.len(), 2, "the threshold pages alone");
+
+    collector.process.kill9();
+    collector.restart();
+    drop(second);
+    poll(DEADLINE, "the four new incidents grouped", || {
+        let mut told = alone_before.clone();
+        told.extend(listed_ids(&grouped(&receiver, "storm")));
+        told.extend(listed_ids(&grouped(&receiver, "digest")));
+        (unique(told).len() == 8).then_some(())
+    });
+    assert_eq!(
+        unique(delivered(&receiver, "opened").iter().map(|(id, _)| *id)),
+        alone_before,
+        "no single page after the restart"
+    );
+}
+
+fn unique(ids: impl IntoIterator<Item = i64>) -> Vec<i64> {
+    let mut ids: Vec<i64> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// Percent-encodes a query value (group keys hold `|`, `=` and the like).
 fn percent(value: &str) -> String {
     value

@@ -115,6 +115,9 @@ impl NotifyService {
             }
         };
         let mut groups = GroupTracker::default();
+        if let Err(error) = self.restore_storms(&mut groups).await {
+            tracing::error!(message = "Cannot restore storm counting.", %error);
+        }
         match self.store.kept_groups().await {
             Ok(kept) => {
                 let now = self.clock.now_ms();
@@ -340,6 +343,50 @@ impl NotifyService {
             }
             _ => Ok(Grouped::Alone),
         }
+    }
+
+    /// Counts again the openings of the last storm window that were queued
+    /// (alone or grouped) on a grouping route's channel, so a storm under way
+    /// before a restart goes on instead of paging host by host again.
+    async fn restore_storms(&self, groups: &mut GroupTracker) -> Result<(), StoreError> {
+        let window = self
+            .config
+            .routes
+            .iter()
+            .filter_map(|route| route.grouping.as_ref())
+            .map(|grouping| grouping.storm_window)
+            .max();
+        let Some(window) = window else {
+            return Ok(());
+        };
+        let now = self.clock.now_ms();
+        let since = now - window.as_millis() as i64;
+        let mut restored = 0;
+        for incident in self.store.incidents_opened_since(since).await? {
+            if incident.suppressed {
+                continue;
+            }
+            let context = self.asset_context(&incident.agent_id).await?;
+            let input = RouteInput::from_record(&incident, context.tags);
+            let decision = self.config.route(&input);
+            for (position, channel) in decision.channels.iter().enumerate() {
+                let Some(route) = decision.channel_routes.get(position).copied() else {
+                    continue;
+                };
+                let Some(grouping) = self.route_grouping(route) else {
+                    continue;
+                };
+                let opened = idempotency_key(incident.id, NotificationEvent::Opened, channel);
+                if self.store.notification_state(opened).await?.is_none() {
+                    continue;
+                }
+                let key = super::routing::group_key(grouping, route, &input);
+                groups.restore_opening(&key, channel, grouping, incident.opened_at_ms, now);
+                restored += 1;
+            }
+        }
+        tracing::info!(message = "Storm counting restored.", openings = restored);
+        Ok(())
     }
 
     /// Queues the message of every group that is due.
