@@ -186,7 +186,8 @@ pub(super) fn open(
         "rules",
         &detail,
     )?;
-    if let Some((parent, parent_host)) = open_parent(transaction, new)? {
+    let suppressed_by_parent = open_parent(transaction, new)?;
+    if let Some((parent, parent_host)) = &suppressed_by_parent {
         transaction.execute(
             "UPDATE incidents SET suppressed = 1, caused_by = ?2 WHERE id = ?1",
             params![id, parent],
@@ -201,11 +202,22 @@ pub(super) fn open(
                 "Suppressed: caused by #{parent} (on {parent_host}); no one is paged while it is open."
             ),
         )?;
-    } else {
-        super::parent_hold::hold(transaction, id, new)?;
+    }
+    let opening = super::parent_hold::Opening {
+        id,
+        rule: &new.rule,
+        labels: &new.labels,
+        host: &new.host,
+        agent_id: &new.agent_id,
+        opened_at_ms: new.opened_at_ms,
+        parents: &new.parents,
+        hold_ms: new.parent_hold_ms,
+    };
+    if suppressed_by_parent.is_none() {
+        super::parent_hold::hold(transaction, &opening)?;
     }
     // Children that opened a moment earlier may be waiting for this one.
-    super::parent_hold::adopt_waiting_children(transaction, id, new)?;
+    super::parent_hold::adopt_waiting_children(transaction, &opening)?;
     if new.recurrence.is_some() || new.change_link_after_ms.is_some() {
         let record = get_in(transaction, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
         if let Some(link_after_ms) = new.change_link_after_ms {

@@ -709,8 +709,14 @@ impl Store {
         if !any_due {
             return Ok(Vec::new());
         }
-        self.write(move |transaction| parent_hold::expire(transaction, now_ms))
-            .await
+        self.write(move |transaction| {
+            let mut released = Vec::new();
+            for id in parent_hold::expire(transaction, now_ms)? {
+                released.extend(incidents::get_in(transaction, id)?);
+            }
+            Ok(released)
+        })
+        .await
     }
 
     pub async fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {

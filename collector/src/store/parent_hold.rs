@@ -9,9 +9,29 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::incidents::{NewIncident, get_in};
 use super::timeline::add_timeline;
-use crate::domain::{IncidentEvent, IncidentRecord, IncidentState, ParentCheck};
+use crate::domain::{IncidentEvent, IncidentState, Labels, ParentCheck};
+
+/// The incident that just opened, as holds need it (`incidents` builds it;
+/// this file must not import `incidents`, which calls it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Opening<'a> {
+    pub id: i64,
+    pub rule: &'a str,
+    pub labels: &'a Labels,
+    pub host: &'a str,
+    pub agent_id: &'a str,
+    pub opened_at_ms: i64,
+    /// Parent checks it depends on, and how long it waits for one.
+    pub parents: &'a [ParentCheck],
+    pub hold_ms: i64,
+}
+
+impl Opening<'_> {
+    fn is(&self, check: &ParentCheck) -> bool {
+        check.matches(self.rule, self.labels, self.host, self.agent_id)
+    }
+}
 
 /// "gw-down{target="a"} or pdu-down".
 fn describe(parents: &[ParentCheck]) -> String {
@@ -34,22 +54,15 @@ fn seconds(ms: i64) -> String {
 /// Holds the page of the just-opened incident `id` if it depends on parent
 /// checks (none open) and has a hold. An incident that is itself one of its
 /// parent checks (the gateway tagged like the hosts behind it) never waits.
-pub(super) fn hold(
-    transaction: &Transaction<'_>,
-    id: i64,
-    new: &NewIncident,
-) -> rusqlite::Result<()> {
-    if new.parent_hold_ms <= 0 || new.parents.is_empty() {
+pub(super) fn hold(transaction: &Transaction<'_>, new: &Opening<'_>) -> rusqlite::Result<()> {
+    if new.hold_ms <= 0 || new.parents.is_empty() {
         return Ok(());
     }
-    if new
-        .parents
-        .iter()
-        .any(|parent| parent.matches(&new.rule, &new.labels, &new.host, &new.agent_id))
-    {
+    if new.parents.iter().any(|parent| new.is(parent)) {
         return Ok(());
     }
-    let until = new.opened_at_ms + new.parent_hold_ms;
+    let id = new.id;
+    let until = new.opened_at_ms + new.hold_ms;
     let parents = serde_json::to_string(&new.parents)
         .map_err(|error| rusqlite::Error::ToSqlConversionFailure(error.into()))?;
     transaction.execute(
@@ -64,8 +77,8 @@ pub(super) fn hold(
         "dependencies",
         &format!(
             "Waiting up to {} for parent {} to open before paging.",
-            seconds(new.parent_hold_ms),
-            describe(&new.parents)
+            seconds(new.hold_ms),
+            describe(new.parents)
         ),
     )
 }
@@ -75,9 +88,9 @@ pub(super) fn hold(
 /// page unless it resolves while they still breach.
 pub(super) fn adopt_waiting_children(
     transaction: &Transaction<'_>,
-    parent_id: i64,
-    new: &NewIncident,
+    new: &Opening<'_>,
 ) -> rusqlite::Result<()> {
+    let parent_id = new.id;
     let waiting: Vec<(i64, String)> = transaction
         .prepare_cached(
             "SELECT id, held_for FROM incidents
@@ -89,10 +102,7 @@ pub(super) fn adopt_waiting_children(
         let Ok(parents) = serde_json::from_str::<Vec<ParentCheck>>(&held_for) else {
             continue;
         };
-        if !parents
-            .iter()
-            .any(|parent| parent.matches(&new.rule, &new.labels, &new.host, &new.agent_id))
-        {
+        if !parents.iter().any(|parent| new.is(parent)) {
             continue;
         }
         transaction.execute(
@@ -128,11 +138,8 @@ pub(super) fn any_due(connection: &Connection, now_ms: i64) -> rusqlite::Result<
 
 /// Ends the holds that ran out by `now_ms`: the incident pages (journaled as
 /// `released`, delivered as its opening) unless it was acknowledged meanwhile.
-/// Returns the incidents released unacknowledged, to announce.
-pub(super) fn expire(
-    transaction: &Transaction<'_>,
-    now_ms: i64,
-) -> rusqlite::Result<Vec<IncidentRecord>> {
+/// Returns the ids of incidents released unacknowledged, to announce.
+pub(super) fn expire(transaction: &Transaction<'_>, now_ms: i64) -> rusqlite::Result<Vec<i64>> {
     // Resolved while waiting: never paged, and stays `suppressed` to say so.
     transaction.execute(
         "UPDATE incidents SET held_until_ms = NULL, held_for = NULL
@@ -186,9 +193,7 @@ pub(super) fn expire(
         )?;
         if paging {
             super::outbox::journal(transaction, id, IncidentEvent::Released, now_ms)?;
-            if let Some(record) = get_in(transaction, id)? {
-                released.push(record);
-            }
+            released.push(id);
         }
     }
     Ok(released)
