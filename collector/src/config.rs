@@ -1037,11 +1037,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         const RULE: &str = "\n[[rule]]\nname = \"gw-down\"\nmetric = \"port.up\"\nop = \"<\"\nthreshold = 1\nseverity = \"critical\"\n";
         let text = base(&format!(
-            "{RULE}\n[[dependency]]\ntags = [\"site:a\"]\ndepends_on = {{ rule = \"gw-down\", labels = {{ name = \"gw\" }} }}\n\n[problems]\nrecurrences = 4\nwithin = \"1d\"\nscope = \"rule\"\n\n[changes]\nlink_after = \"30m\"\n"
+            "{RULE}\n[[dependency]]\ntags = [\"site:a\"]\ndepends_on = {{ rule = \"gw-down\", labels = {{ name = \"gw\" }} }}\nhold = \"45s\"\n\n[problems]\nrecurrences = 4\nwithin = \"1d\"\nscope = \"rule\"\n\n[changes]\nlink_after = \"30m\"\n"
         ));
         let config = CollectorConfig::load(&write(dir.path(), &text)).unwrap();
         assert_eq!(config.service.dependencies.len(), 1);
         assert_eq!(config.service.dependencies[0].tags, ["site:a"]);
+        assert_eq!(config.service.dependencies[0].hold, Duration::from_secs(45));
         let recurrence = config.service.recurrence.unwrap();
         assert_eq!((recurrence.count, recurrence.across_agents), (4, true));
         assert_eq!(recurrence.within_ms, 24 * 3_600_000);
@@ -1062,6 +1063,12 @@ mod tests {
             (
                 format!("{RULE}[[dependency]]\ndepends_on = {{ rule = \"gw-down\" }}\n"),
                 "dependency[0].hosts",
+            ),
+            (
+                format!(
+                    "{RULE}[[dependency]]\nhosts = [\"a\"]\ndepends_on = {{ rule = \"gw-down\" }}\nhold = \"soon\"\n"
+                ),
+                "dependency.hold",
             ),
             (
                 "[problems]\nscope = \"site\"\n".to_string(),

@@ -26,6 +26,7 @@ fn incident(key: &str) -> IncidentChange {
         ack_due_at_ms: None,
         resolve_due_at_ms: None,
         parents: Vec::new(),
+        parent_hold_ms: 0,
         recurrence: None,
         change_link_after_ms: None,
     }))

@@ -190,6 +190,154 @@ fn children_of_a_down_parent_are_suppressed_and_page_only_if_they_outlive_it() {
     drop(agents);
 }
 
+const RACE_RULES: &str = r#"
+[[rule]]
+name = "gw-down"
+metric = "port.up"
+match = { name = "gateway" }
+op = "<"
+threshold = 1
+severity = "critical"
+summary = "Gateway {target} is down"
+
+[[rule]]
+name = "pdu-down"
+metric = "port.up"
+match = { name = "pdu" }
+op = "<"
+threshold = 1
+severity = "critical"
+summary = "PDU {target} is down"
+
+[[rule]]
+name = "svc-down"
+metric = "port.up"
+match = { name = "svc" }
+op = "<"
+threshold = 1
+severity = "major"
+summary = "Service on {host} is down"
+
+[[dependency]]
+hosts = ["web-1", "web-2"]
+depends_on = { rule = "gw-down", labels = { name = "gateway" } }
+hold = "30s"
+
+[[dependency]]
+hosts = ["web-3"]
+depends_on = { rule = "pdu-down" }
+hold = "2s"
+"#;
+
+#[test]
+fn children_breaching_before_their_parent_wait_for_it_and_only_the_parent_pages() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(RACE_RULES);
+        text.push_str(&webhook(&receiver));
+    });
+    let (gateway, gateway_port) = listener();
+    let _gw = port_agent(&collector, "gw", gateway_port, "gateway");
+    let mut children = Vec::new();
+    let mut agents = Vec::new();
+    for name in ["web-1", "web-2", "web-3"] {
+        let (child, port) = listener();
+        agents.push(port_agent(&collector, name, port, "svc"));
+        children.push(child);
+    }
+    wait_ports_up(&collector, 4);
+
+    // The core switch dies: the hosts behind it are noticed first.
+    drop(children);
+    let waiting = poll(DEADLINE, "web-1 and web-2 to wait for their parent", || {
+        let open: Vec<Value> = unresolved(&collector, "svc-down")
+            .into_iter()
+            .filter(|i| i["host"] == "web-1" || i["host"] == "web-2")
+            .collect();
+        (open.len() == 2
+            && open
+                .iter()
+                .all(|i| i["state"] == "suppressed" && i["waiting_for_parent_until"].is_string()))
+        .then_some(open)
+    });
+    assert!(
+        unresolved(&collector, "gw-down").is_empty(),
+        "children first"
+    );
+    drop(gateway);
+    let parent = poll(DEADLINE, "the gateway's page", || {
+        delivered(&receiver, "opened")
+            .into_iter()
+            .find(|(_, body)| body["incident"]["rule"] == "gw-down")
+    });
+    let parent_id = parent.0;
+    for child in &waiting {
+        let id = child["id"].as_i64().unwrap();
+        let detail = poll(DEADLINE, "the child to be adopted by its parent", || {
+            let detail = collector.get_json(&format!("/api/v1/incidents/{id}"));
+            (detail["caused_by"] == parent_id).then_some(detail)
+        });
+        assert_eq!(detail["state"], "suppressed");
+        assert!(detail["waiting_for_parent_until"].is_null(), "{detail}");
+        assert!(
+            timeline_says(&collector, id, "which opened while this waited for it"),
+            "{detail}"
+        );
+    }
+    // web-3 waits 2 s for a parent that never opens, then pages.
+    let web3 = poll(DEADLINE, "web-3 to page after its hold", || {
+        delivered(&receiver, "opened")
+            .into_iter()
+            .find(|(_, body)| body["incident"]["host"] == "web-3")
+    });
+    assert!(timeline_says(
+        &collector,
+        web3.0,
+        "Paged after waiting 2s for parent pdu-down, which did not open."
+    ));
+    let mut opened: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    opened.sort_unstable();
+    let mut expected = vec![parent_id, web3.0];
+    expected.sort_unstable();
+    assert_eq!(
+        opened, expected,
+        "one page for the parent, none for its children"
+    );
+    drop(agents);
+}
+
+#[test]
+fn a_held_page_survives_kill_9_and_pages_when_its_hold_ends() {
+    let receiver = Receiver::start();
+    let mut collector = Collector::start_with(|text| {
+        text.push_str(&RACE_RULES.replace("hold = \"2s\"", "hold = \"3s\""));
+        text.push_str(&webhook(&receiver));
+    });
+    let (child, port) = listener();
+    let _web3 = port_agent(&collector, "web-3", port, "svc");
+    wait_ports_up(&collector, 1);
+    drop(child);
+    let waiting = poll(DEADLINE, "web-3 to wait for its parent", || {
+        unresolved(&collector, "svc-down")
+            .into_iter()
+            .find(|i| i["waiting_for_parent_until"].is_string())
+    });
+    collector.process.kill9();
+    collector.restart();
+    let page = poll(DEADLINE, "the held page after the restart", || {
+        delivered(&receiver, "opened").into_iter().next()
+    });
+    assert_eq!(page.0, waiting["id"].as_i64().unwrap());
+    assert!(timeline_says(
+        &collector,
+        page.0,
+        "Paged after waiting 3s for parent pdu-down"
+    ));
+}
+
 const STORM: &str = r#"
 [[rule]]
 name = "svc-down"
@@ -327,6 +475,217 @@ fn forty_breaches_on_one_route_page_ten_then_one_storm_summary_a_digest_and_ever
     let mut alone_sorted = alone;
     alone_sorted.sort_unstable();
     assert_eq!(alone_resolved, alone_sorted, "paged alone, resolved alone");
+}
+
+#[test]
+fn acknowledging_a_storm_group_acknowledges_every_incident_it_carried() {
+    let receiver = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(&STORM.replace("storm_threshold = 10", "storm_threshold = 2"));
+        text.push_str(&webhook(&receiver));
+    });
+    let listeners: Vec<(TcpListener, u16)> = (0..6).map(|_| listener()).collect();
+    let ports: Vec<u16> = listeners.iter().map(|(_, port)| *port).collect();
+    let _agent = collector.start_agent("many", |text| {
+        text.push_str("hostname = \"many\"\n");
+        for port in &ports {
+            text.push_str(&format!(
+                "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+            ));
+        }
+    });
+    wait_ports_up(&collector, 6);
+    drop(listeners);
+    let storm = poll(DEADLINE, "the storm summary", || {
+        grouped(&receiver, "storm").into_iter().next()
+    });
+    let group = storm["group"].as_str().unwrap().to_string();
+    let carried = listed_ids(std::slice::from_ref(&storm));
+    assert!(!carried.is_empty(), "{storm}");
+    let alone: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+
+    let (status, body) = collector.send_json(
+        "POST",
+        &format!("/api/v1/incidents/ack?group={}", percent(&group)),
+        r#"{"note": "core switch, on it"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let acknowledged: Vec<i64> = body["acknowledged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect();
+    for id in &carried {
+        assert!(acknowledged.contains(id), "{id} in {acknowledged:?}");
+        let detail = collector.get_json(&format!("/api/v1/incidents/{id}"));
+        assert_eq!(detail["state"], "acknowledged", "{detail}");
+        assert_eq!(detail["acknowledged_by"], "admin");
+    }
+    for id in &alone {
+        assert!(
+            !acknowledged.contains(id),
+            "paged alone: acknowledged alone"
+        );
+    }
+    let (status, _) = collector.send_json("POST", "/api/v1/incidents/ack?group=no-such-group", "");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn grouped_incidents_escalate_together_in_one_message() {
+    let receiver = Receiver::start();
+    let boss = Receiver::start();
+    let collector = Collector::start_with(|text| {
+        text.push_str(
+            &STORM
+                .replace("storm_threshold = 10", "storm_threshold = 2")
+                .replace(
+                    "channels = [\"ops\"]",
+                    "channels = [\"ops\"]\nescalation = \"up\"",
+                ),
+        );
+        text.push_str(&webhook(&receiver));
+        text.push_str(&format!(
+            "\n[[channel]]\nname = \"boss\"\ntype = \"webhook\"\nurl = \"{}\"\n\n[[escalation]]\nname = \"up\"\nlevels = [{{ notify = [\"channel:boss\"], after = \"2s\" }}]\n",
+            boss.url("/hook")
+        ));
+    });
+    let listeners: Vec<(TcpListener, u16)> = (0..6).map(|_| listener()).collect();
+    let ports: Vec<u16> = listeners.iter().map(|(_, port)| *port).collect();
+    let _agent = collector.start_agent("many", |text| {
+        text.push_str("hostname = \"many\"\n");
+        for port in &ports {
+            text.push_str(&format!(
+                "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+            ));
+        }
+    });
+    wait_ports_up(&collector, 6);
+    drop(listeners);
+    let escalation = poll(DEADLINE, "the group's escalation", || {
+        grouped(&boss, "escalation").into_iter().next()
+    });
+    let alone: Vec<i64> = delivered(&receiver, "opened")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    // Those paged alone escalate alone.
+    let escalated_alone = poll(DEADLINE, "the lone pages' escalations", || {
+        let ids: Vec<i64> = delivered(&boss, "escalated")
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        (ids.len() >= alone.len()).then_some(ids)
+    });
+    let mut sorted = escalated_alone.clone();
+    sorted.sort_unstable();
+    let mut alone_sorted = alone.clone();
+    alone_sorted.sort_unstable();
+    assert_eq!(sorted, alone_sorted, "only lone pages escalate one by one");
+    // Every incident sent grouped is escalated once, in a group message
+    // (one, unless a straggler opened after the group's step had gone out).
+    let grouped_ids = poll(DEADLINE, "every grouped incident escalated", || {
+        let ids = listed_ids(&grouped(&boss, "escalation"));
+        (alone.len() + ids.len() == 6).then_some(ids)
+    });
+    let mut unique = grouped_ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), grouped_ids.len(), "each escalated once");
+    assert!(grouped_ids.iter().all(|id| !alone.contains(id)));
+    assert!(
+        grouped(&boss, "escalation").len() < grouped_ids.len(),
+        "grouped, not one by one"
+    );
+    assert!(
+        escalation["headline"]
+            .as_str()
+            .unwrap()
+            .contains("still unacknowledged"),
+        "{escalation}"
+    );
+    assert!(timeline_says(
+        &collector,
+        grouped_ids[0],
+        "Escalated with its group (level 0) to boss."
+    ));
+}
+
+#[test]
+fn a_storm_goes_on_after_kill_9_without_a_burst_of_single_pages() {
+    let receiver = Receiver::start();
+    let mut collector = Collector::start_with(|text| {
+        text.push_str(&STORM.replace("storm_threshold = 10", "storm_threshold = 2"));
+        text.push_str(&webhook(&receiver));
+    });
+    let mut first: Vec<(TcpListener, u16)> = (0..8).map(|_| listener()).collect();
+    let ports: Vec<u16> = first.iter().map(|(_, port)| *port).collect();
+    let _agent = collector.start_agent("many", |text| {
+        text.push_str("hostname = \"many\"\n");
+        for port in &ports {
+            text.push_str(&format!(
+                "\n[[port]]\ntarget = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+            ));
+        }
+    });
+    wait_ports_up(&collector, 8);
+    let second = first.split_off(4);
+    drop(first);
+    poll(DEADLINE, "the storm summary", || {
+        grouped(&receiver, "storm").into_iter().next()
+    });
+    poll(DEADLINE, "four incidents told", || {
+        let mut told: Vec<i64> = delivered(&receiver, "opened")
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        told.extend(listed_ids(&grouped(&receiver, "storm")));
+        told.extend(listed_ids(&grouped(&receiver, "digest")));
+        (unique(told).len() == 4).then_some(())
+    });
+    // A delivery cut off by the kill is sent again (same Idempotency-Key),
+    // so count incidents, not requests.
+    let alone_before = unique(delivered(&receiver, "opened").iter().map(|(id, _)| *id));
+    assert_eq!(alone_before.len(), 2, "the threshold pages alone");
+
+    collector.process.kill9();
+    collector.restart();
+    drop(second);
+    poll(DEADLINE, "the four new incidents grouped", || {
+        let mut told = alone_before.clone();
+        told.extend(listed_ids(&grouped(&receiver, "storm")));
+        told.extend(listed_ids(&grouped(&receiver, "digest")));
+        (unique(told).len() == 8).then_some(())
+    });
+    assert_eq!(
+        unique(delivered(&receiver, "opened").iter().map(|(id, _)| *id)),
+        alone_before,
+        "no single page after the restart"
+    );
+}
+
+fn unique(ids: impl IntoIterator<Item = i64>) -> Vec<i64> {
+    let mut ids: Vec<i64> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Percent-encodes a query value (group keys hold `|`, `=` and the like).
+fn percent(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 const RECURRING: &str = r#"

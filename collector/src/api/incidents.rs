@@ -171,6 +171,43 @@ pub async fn acknowledge(
     Ok(Json(view(&state, incident)))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupQuery {
+    /// The `group` of a grouped message (webhook `group`, Alertmanager
+    /// `groupKey`, PagerDuty `dedup_key` without `steward-group:`).
+    group: String,
+}
+
+/// `POST /api/v1/incidents/ack?group=KEY`: acknowledges the incidents of
+/// one grouped message (storm summary, digest, group) at once.
+pub async fn acknowledge_group(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Query(query): Query<GroupQuery>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    let body = parse_body(&body)?;
+    let group = query
+        .group
+        .strip_prefix("steward-group:")
+        .unwrap_or(&query.group);
+    let acknowledged = state
+        .incidents
+        .acknowledge_group(group, actor.name, body.note.clone())
+        .await
+        .map_err(|error| match error {
+            IncidentError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "no incident was sent in this group")
+            }
+            other => other.into(),
+        })?;
+    let ids: Vec<i64> = acknowledged.iter().map(|incident| incident.id).collect();
+    Ok(Json(
+        serde_json::json!({ "group": group, "acknowledged": ids }),
+    ))
+}
+
 pub async fn resolve(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,

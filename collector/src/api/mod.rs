@@ -91,6 +91,7 @@ pub fn router(state: ApiState) -> Router {
     };
     let writes = Router::new()
         .route("/api/v1/incidents/{id}/ack", post(incidents::acknowledge))
+        .route("/api/v1/incidents/ack", post(incidents::acknowledge_group))
         .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/incidents/{id}/notes", post(incidents::add_note))
         .route("/api/v1/assets/{id}", axum::routing::patch(assets::update))

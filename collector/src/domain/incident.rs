@@ -194,18 +194,34 @@ pub struct IncidentRecord {
     pub problem_id: Option<i64>,
     /// The change record during (or after) which it opened.
     pub change_id: Option<i64>,
+    /// Waiting until then for a parent check's incident to open before it
+    /// pages (suppressed meanwhile); `None` once decided.
+    pub held_until_ms: Option<i64>,
 }
 
 /// A check another asset's alerts depend on: the unresolved incident of
 /// `rule` whose labels include all of `labels` (`host` and `agent_id` match
 /// the incident's own fields).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ParentCheck {
     pub rule: String,
     pub labels: Labels,
 }
 
 impl ParentCheck {
+    /// `rule{name="value",…}`, as timelines show it.
+    pub fn describe(&self) -> String {
+        if self.labels.is_empty() {
+            return self.rule.clone();
+        }
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(name, value)| format!("{name}=\"{value}\""))
+            .collect();
+        format!("{}{{{}}}", self.rule, labels.join(","))
+    }
+
     /// Whether an incident of `rule` with `labels` on `host`/`agent_id` is this check's.
     pub fn matches(&self, rule: &str, labels: &Labels, host: &str, agent_id: &str) -> bool {
         self.rule == rule

@@ -41,6 +41,9 @@ pub struct IncidentView {
     pub caused_by: Option<i64>,
     pub problem_id: Option<i64>,
     pub change_id: Option<i64>,
+    /// Suppressed until then while waiting for a parent check's incident to
+    /// open (`[[dependency]] hold`); it pages then if none did.
+    pub waiting_for_parent_until: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TimelineView>>,
 }
@@ -114,6 +117,7 @@ impl IncidentView {
             caused_by: incident.caused_by,
             problem_id: incident.problem_id,
             change_id: incident.change_id,
+            waiting_for_parent_until: incident.held_until_ms.map(rfc3339_ms),
             timeline: None,
         }
     }

@@ -7,12 +7,21 @@
 //! hosts = ["web-1", "web-2"]      # host names or agent ids
 //! tags = ["site:a"]               # and/or assets carrying any of these tags
 //! depends_on = { rule = "gw-down", labels = { target = "gw-site-a:443" } }
+//! hold = "30s"                    # wait this long for the parent before paging
 //! ```
 //!
-//! Pure: this file only says which parent checks an incident depends on; the
-//! store links the incident to an open parent incident when it opens.
+//! Children and parent usually breach together (the core switch dies: every
+//! host behind it loses ping at once), often children first. So a child
+//! incident whose parent is not open yet waits `hold` before it pages, like
+//! Alertmanager's inhibition with `group_wait`: if the parent opens meanwhile,
+//! the child is suppressed by it and never pages.
+//!
+//! Pure: this file only says which parent checks an incident depends on and
+//! how long it waits for them; the store links the incident to an open parent
+//! incident when it opens, or holds its page.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::Deserialize;
 use steward_core::config_file::{ConfigError, ConfigSource};
@@ -29,6 +38,19 @@ pub struct RawDependency {
     #[serde(default)]
     pub tags: Vec<String>,
     pub depends_on: RawParentCheck,
+    /// How long a child's page waits for the parent to open; 0: not at all.
+    #[serde(
+        default = "default_hold",
+        deserialize_with = "steward_core::config_file::duration"
+    )]
+    pub hold: Duration,
+}
+
+/// Default `hold`: long enough for a parent probed on a similar interval.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(30);
+
+fn default_hold() -> Duration {
+    DEFAULT_HOLD
 }
 
 /// `depends_on = { rule, labels }` as written.
@@ -49,6 +71,8 @@ pub struct Dependency {
     /// Asset tags; any one suffices.
     pub tags: Vec<String>,
     pub parent: ParentCheck,
+    /// How long a child's page waits for the parent's incident to open.
+    pub hold: Duration,
 }
 
 impl Dependency {
@@ -90,25 +114,32 @@ pub fn validate_dependencies(
                     rule: raw.depends_on.rule,
                     labels: raw.depends_on.labels.into_iter().collect(),
                 },
+                hold: raw.hold,
             })
         })
         .collect()
 }
 
-/// The parent checks alerts of this agent depend on, each once.
-pub fn parents_of(
+/// The parent checks alerts of this agent depend on, each once, and how
+/// long its pages wait for one of them to open (the longest `hold`).
+pub fn parents_with_hold(
     dependencies: &[Dependency],
     agent_id: &str,
     host: &str,
     tags: &BTreeSet<String>,
-) -> Vec<ParentCheck> {
+) -> (Vec<ParentCheck>, Duration) {
     let mut parents: Vec<ParentCheck> = Vec::new();
+    let mut hold = Duration::ZERO;
     for dependency in dependencies {
-        if dependency.covers(agent_id, host, tags) && !parents.contains(&dependency.parent) {
+        if !dependency.covers(agent_id, host, tags) {
+            continue;
+        }
+        hold = hold.max(dependency.hold);
+        if !parents.contains(&dependency.parent) {
             parents.push(dependency.parent.clone());
         }
     }
-    parents
+    (parents, hold)
 }
 
 #[cfg(test)]
@@ -133,16 +164,19 @@ mod tests {
                 hosts: vec!["web-1".into(), "agent-9".into()],
                 tags: vec![],
                 parent: parent("gw-down", &[("target", "gw-a")]),
+                hold: Duration::ZERO,
             },
             Dependency {
                 hosts: vec![],
                 tags: vec!["site:a".into()],
                 parent: parent("gw-down", &[("target", "gw-a")]),
+                hold: Duration::from_secs(30),
             },
             Dependency {
                 hosts: vec![],
                 tags: vec!["rack:7".into()],
                 parent: parent("pdu-down", &[]),
+                hold: Duration::from_secs(5),
             },
         ];
         let tags = |list: &[&str]| list.iter().map(|t| t.to_string()).collect::<BTreeSet<_>>();
@@ -159,12 +193,22 @@ mod tests {
             ("a4", "x", tags(&["site:b"]), vec![]),
         ];
         for (agent, host, tags, expected) in cases {
-            let rules: Vec<String> = parents_of(&dependencies, agent, host, &tags)
+            let rules: Vec<String> = parents_with_hold(&dependencies, agent, host, &tags)
+                .0
                 .into_iter()
                 .map(|parent| parent.rule)
                 .collect();
             assert_eq!(rules, expected, "{agent} {host}");
         }
+        let hold = |agent, host, list: &[&str]| {
+            parents_with_hold(&dependencies, agent, host, &tags(list)).1
+        };
+        assert_eq!(hold("a1", "web-1", &[]), Duration::ZERO);
+        assert_eq!(
+            hold("a3", "x", &["site:a", "rack:7"]),
+            Duration::from_secs(30)
+        );
+        assert_eq!(hold("a3", "x", &["rack:7"]), Duration::from_secs(5));
     }
 
     #[test]

@@ -188,6 +188,37 @@ impl IncidentHandle {
         Ok(record)
     }
 
+    /// Acknowledges every unresolved, unacknowledged incident sent (or kept
+    /// to be sent) in the messages of one group, as acknowledging a storm
+    /// summary in PagerDuty acknowledges the alert that stands for them all.
+    /// Each stops escalating. `NotFound` if the group carried no incident.
+    pub async fn acknowledge_group(
+        &self,
+        group_key: &str,
+        by: String,
+        note: Option<String>,
+    ) -> Result<Vec<IncidentRecord>, IncidentError> {
+        let members = self.store.grouped_incidents(group_key.to_string()).await?;
+        if members.is_empty() {
+            return Err(IncidentError::NotFound);
+        }
+        let note = note.unwrap_or_else(|| format!("with its group {group_key}"));
+        let mut acknowledged = Vec::new();
+        for id in members {
+            match self.acknowledge(id, by.clone(), Some(note.clone())).await {
+                Ok(record) => acknowledged.push(record),
+                Err(IncidentError::AlreadyAcknowledged | IncidentError::AlreadyResolved) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        tracing::info!(
+            message = "Group acknowledged.",
+            group = group_key,
+            incidents = acknowledged.len()
+        );
+        Ok(acknowledged)
+    }
+
     /// Resolves by hand. If the condition persists, the rule opens a new
     /// incident only after it has cleared and breached again.
     pub async fn resolve(&self, id: i64, by: String) -> Result<IncidentRecord, IncidentError> {
@@ -391,6 +422,15 @@ impl Worker {
         let mut transitions = self.engine.tick(now_ms);
         transitions.extend(self.engine.evaluate_absence(now_ms));
         self.apply(transitions, now_ms).await;
+        match self.handle.store.expire_parent_holds(now_ms).await {
+            Ok(released) => {
+                for incident in released {
+                    tracing::warn!(message = "Parent did not open in time; paging.", id = incident.id, rule = %incident.rule, host = %incident.host);
+                    self.handle.announce(IncidentEvent::Released, incident);
+                }
+            }
+            Err(error) => tracing::warn!(message = "Cannot end dependency holds.", %error),
+        }
         match self.handle.store.mark_sla_breaches(now_ms).await {
             Ok(breaches) => {
                 for (incident, kind) in breaches {
@@ -514,8 +554,12 @@ impl Worker {
                 let host = self.host(&agent_id);
                 let no_tags = BTreeSet::new();
                 let tags = self.suppression.tags.get(&agent_id).unwrap_or(&no_tags);
-                let parents =
-                    dependency::parents_of(&self.service.dependencies, &agent_id, &host, tags);
+                let (parents, parent_hold) = dependency::parents_with_hold(
+                    &self.service.dependencies,
+                    &agent_id,
+                    &host,
+                    tags,
+                );
                 IncidentChange::Open(Box::new(NewIncident {
                     dedup_key,
                     rule,
@@ -532,6 +576,7 @@ impl Worker {
                     ack_due_at_ms,
                     resolve_due_at_ms,
                     parents,
+                    parent_hold_ms: parent_hold.as_millis() as i64,
                     recurrence: self.service.recurrence,
                     change_link_after_ms: Some(self.service.change_link_after.as_millis() as i64),
                 }))

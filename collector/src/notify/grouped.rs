@@ -75,6 +75,10 @@ impl GroupContext {
             }
             GroupedKind::Group => format!("{} incidents on {on}", self.total),
             GroupedKind::Resolved => format!("{} incidents resolved on {on}", self.total),
+            GroupedKind::Escalation => format!(
+                "Escalation (level {}): {} grouped incidents still unacknowledged on {on}",
+                self.detail["level"], self.total
+            ),
         }
     }
 

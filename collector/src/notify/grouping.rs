@@ -72,6 +72,8 @@ pub enum GroupedKind {
     Group,
     /// Resolutions of incidents that were sent grouped.
     Resolved,
+    /// An escalation step of incidents sent only grouped, still unacknowledged.
+    Escalation,
 }
 
 impl GroupedKind {
@@ -81,13 +83,20 @@ impl GroupedKind {
             Self::Digest => "digest",
             Self::Group => "group",
             Self::Resolved => "resolved",
+            Self::Escalation => "escalation",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Storm, Self::Digest, Self::Group, Self::Resolved]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        [
+            Self::Storm,
+            Self::Digest,
+            Self::Group,
+            Self::Resolved,
+            Self::Escalation,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
     }
 }
 
@@ -123,8 +132,11 @@ pub fn route_of(key: &str) -> Option<usize> {
     rest[..end].parse().ok()
 }
 
-/// Grouping state of every (group, channel); memory only (after a restart,
-/// rows still gathered are sent at once, and storm counting starts afresh).
+/// Grouping state of every (group, channel); memory only. At start-up the
+/// delivery task replays the openings of the last storm window from the
+/// outbox ([`restore_opening`](GroupTracker::restore_opening)), so a storm
+/// goes on after a restart instead of paging host by host again; rows still
+/// gathered are sent at once.
 #[derive(Debug, Default)]
 pub struct GroupTracker {
     groups: HashMap<GroupId, GroupState>,
@@ -150,6 +162,11 @@ impl GroupTracker {
         }
         if let Some(threshold) = grouping.storm_threshold {
             if state.storm {
+                // A storm restored at start-up may have no digest scheduled yet.
+                if state.flush.is_none() {
+                    let due = now_ms + grouping.group_interval.as_millis() as i64;
+                    state.flush = Some((due, GroupedKind::Digest));
+                }
                 return Admission::Grouped;
             }
             if state.opens.len() > threshold {
@@ -177,6 +194,36 @@ impl GroupTracker {
         if state.flush.is_none() {
             let due = now_ms + grouping.group_interval.as_millis() as i64;
             state.flush = Some((due, GroupedKind::Resolved));
+        }
+    }
+
+    /// An opening found at start-up (sent alone or grouped before the
+    /// restart) at `at_ms`: counted again, so a storm it was part of goes on.
+    /// A restored storm gets a digest due one `group_interval` from `now_ms`,
+    /// which ends it if the window has gone quiet.
+    pub fn restore_opening(
+        &mut self,
+        key: &str,
+        channel: &str,
+        grouping: &Grouping,
+        at_ms: i64,
+        now_ms: i64,
+    ) {
+        if at_ms <= now_ms - grouping.storm_window.as_millis() as i64 {
+            return;
+        }
+        let state = self
+            .groups
+            .entry((key.to_string(), channel.to_string()))
+            .or_default();
+        state.opens.push_back(at_ms);
+        if let Some(threshold) = grouping.storm_threshold
+            && !state.storm
+            && state.opens.len() > threshold
+        {
+            state.storm = true;
+            let due = now_ms + grouping.group_interval.as_millis() as i64;
+            state.flush.get_or_insert((due, GroupedKind::Digest));
         }
     }
 
@@ -258,6 +305,30 @@ mod tests {
             storm_threshold: threshold,
             storm_window: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn openings_restored_at_start_carry_a_storm_on() {
+        let grouping = grouping(Some(2), 0);
+        let mut tracker = GroupTracker::default();
+        // Three openings before the restart (the third started a storm), one too old.
+        for at in [1_000, 100_000, 101_000, 102_000] {
+            tracker.restore_opening("g", "c", &grouping, at, 110_000);
+        }
+        assert_eq!(tracker.open_count(&("g".into(), "c".into())), 3);
+        assert_eq!(
+            tracker.admit_open("g", "c", &grouping, 111_000),
+            Admission::Grouped,
+            "no burst of single pages after a restart"
+        );
+        assert_eq!(tracker.next_due(), Some(120_000), "a digest is scheduled");
+        // Below the threshold: still single pages.
+        let mut calm = GroupTracker::default();
+        calm.restore_opening("g", "c", &grouping, 100_000, 110_000);
+        assert_eq!(
+            calm.admit_open("g", "c", &grouping, 111_000),
+            Admission::Individual
+        );
     }
 
     #[test]

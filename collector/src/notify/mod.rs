@@ -25,6 +25,7 @@
 pub mod config;
 pub mod email;
 pub mod escalation;
+pub mod group_escalation;
 pub mod grouped;
 pub mod grouping;
 pub mod http;

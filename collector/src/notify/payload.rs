@@ -508,6 +508,7 @@ mod tests {
             caused_by: None,
             problem_id: None,
             change_id: None,
+            held_until_ms: None,
         }
     }
 

@@ -397,6 +397,7 @@ mod tests {
             caused_by: None,
             problem_id: None,
             change_id: None,
+            held_until_ms: None,
         };
         let input = RouteInput::from_record(&record, vec!["prod".into()]);
         assert_eq!(input.labels["host"], "web-1");

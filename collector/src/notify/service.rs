@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{Channel, ChannelKind, EmailChannel, NotifyConfig};
+use super::group_escalation::GroupEscalations;
 use super::grouped::{self, GroupContext};
 use super::grouping::{Admission, GroupTracker, GroupedKind, Grouping, RESOLVED_SUFFIX, route_of};
 use super::payload::{self, MessageContext};
@@ -26,7 +27,8 @@ use super::{EscalationState, NotificationEvent, email, http, idempotency_key};
 use crate::domain::{IncidentRecord, IncidentState, IncidentView};
 use crate::incidents::IncidentHandle;
 use crate::store::{
-    DeliveryAttempt, GroupFlush, JournalEntry, NewNotification, Notification, Store, StoreError,
+    DeliveryAttempt, GroupEscalationMessage, GroupFlush, JournalEntry, NewNotification,
+    Notification, Store, StoreError,
 };
 use crate::telemetry::Telemetry;
 
@@ -105,14 +107,17 @@ impl NotifyService {
         shutdown: CancellationToken,
     ) {
         let mut wake = incidents.subscribe();
-        let mut escalations = match self.rebuild_escalations().await {
+        let (mut escalations, mut group_escalations) = match self.rebuild_escalations().await {
             Ok(escalations) => escalations,
             Err(error) => {
                 tracing::error!(message = "Cannot restore escalations.", %error);
-                HashMap::new()
+                (HashMap::new(), GroupEscalations::default())
             }
         };
         let mut groups = GroupTracker::default();
+        if let Err(error) = self.restore_storms(&mut groups).await {
+            tracing::error!(message = "Cannot restore storm counting.", %error);
+        }
         match self.store.kept_groups().await {
             Ok(kept) => {
                 let now = self.clock.now_ms();
@@ -125,7 +130,10 @@ impl NotifyService {
             }
         }
         loop {
-            if let Err(error) = self.route_journal(&mut escalations, &mut groups).await {
+            if let Err(error) = self
+                .route_journal(&mut escalations, &mut group_escalations, &mut groups)
+                .await
+            {
                 tracing::error!(message = "Cannot queue notifications.", %error);
             }
             if let Err(error) = self.flush_groups(&mut groups).await {
@@ -133,6 +141,9 @@ impl NotifyService {
             }
             if let Err(error) = self.escalate(&mut escalations).await {
                 tracing::error!(message = "Cannot escalate.", %error);
+            }
+            if let Err(error) = self.escalate_groups(&mut group_escalations).await {
+                tracing::error!(message = "Cannot escalate grouped incidents.", %error);
             }
             if let Err(error) = self.release_held().await {
                 tracing::error!(message = "Cannot release held notifications.", %error);
@@ -142,6 +153,7 @@ impl NotifyService {
                 .values()
                 .filter_map(EscalationState::due)
                 .chain(groups.next_due())
+                .chain(group_escalations.next_due())
                 .min();
             let until_next = match next_due {
                 Some(due) => {
@@ -181,6 +193,7 @@ impl NotifyService {
     async fn route_journal(
         &self,
         escalations: &mut HashMap<i64, EscalationState>,
+        group_escalations: &mut GroupEscalations,
         groups: &mut GroupTracker,
     ) -> Result<(), StoreError> {
         loop {
@@ -190,7 +203,10 @@ impl NotifyService {
             };
             let mut queued = Vec::new();
             for entry in &entries {
-                queued.extend(self.notifications_for(entry, escalations, groups).await?);
+                queued.extend(
+                    self.notifications_for(entry, escalations, group_escalations, groups)
+                        .await?,
+                );
             }
             let count = self
                 .store
@@ -204,6 +220,7 @@ impl NotifyService {
         &self,
         entry: &JournalEntry,
         escalations: &mut HashMap<i64, EscalationState>,
+        group_escalations: &mut GroupEscalations,
         groups: &mut GroupTracker,
     ) -> Result<Vec<NewNotification>, StoreError> {
         let Ok(event) = NotificationEvent::try_from(entry.event) else {
@@ -225,6 +242,7 @@ impl NotifyService {
             && self.in_maintenance(&context, entry.ts_ms).await?;
         let mut queued = Vec::with_capacity(decision.channels.len());
         let mut paged_alone = false;
+        let mut first_group: Option<String> = None;
         for (position, channel) in decision.channels.iter().enumerate() {
             let grouping = decision
                 .channel_routes
@@ -246,6 +264,9 @@ impl NotifyService {
                 }
             };
             paged_alone |= group_key.is_none();
+            if first_group.is_none() {
+                first_group.clone_from(&group_key);
+            }
             queued.push(NewNotification {
                 idempotency_key: idempotency_key(incident.id, event, channel),
                 incident_id: incident.id,
@@ -263,10 +284,20 @@ impl NotifyService {
                     escalations.insert(incident.id, state);
                 }
             }
-            NotificationEvent::Opened => {}
+            // Sent only grouped: it escalates with its group, in one message.
+            NotificationEvent::Opened => {
+                let policy = decision
+                    .escalation
+                    .as_deref()
+                    .and_then(|name| self.config.escalation(name));
+                if let (Some(key), Some(policy)) = (first_group, policy) {
+                    group_escalations.join(&key, incident.id, policy, incident.opened_at_ms);
+                }
+            }
             // Acknowledge stops escalation; resolve ends it.
             _ => {
                 escalations.remove(&incident.id);
+                group_escalations.leave(incident.id);
             }
         }
         Ok(queued)
@@ -314,6 +345,50 @@ impl NotifyService {
         }
     }
 
+    /// Counts again the openings of the last storm window that were queued
+    /// (alone or grouped) on a grouping route's channel, so a storm under way
+    /// before a restart goes on instead of paging host by host again.
+    async fn restore_storms(&self, groups: &mut GroupTracker) -> Result<(), StoreError> {
+        let window = self
+            .config
+            .routes
+            .iter()
+            .filter_map(|route| route.grouping.as_ref())
+            .map(|grouping| grouping.storm_window)
+            .max();
+        let Some(window) = window else {
+            return Ok(());
+        };
+        let now = self.clock.now_ms();
+        let since = now - window.as_millis() as i64;
+        let mut restored = 0;
+        for incident in self.store.incidents_opened_since(since).await? {
+            if incident.suppressed {
+                continue;
+            }
+            let context = self.asset_context(&incident.agent_id).await?;
+            let input = RouteInput::from_record(&incident, context.tags);
+            let decision = self.config.route(&input);
+            for (position, channel) in decision.channels.iter().enumerate() {
+                let Some(route) = decision.channel_routes.get(position).copied() else {
+                    continue;
+                };
+                let Some(grouping) = self.route_grouping(route) else {
+                    continue;
+                };
+                let opened = idempotency_key(incident.id, NotificationEvent::Opened, channel);
+                if self.store.notification_state(opened).await?.is_none() {
+                    continue;
+                }
+                let key = super::routing::group_key(grouping, route, &input);
+                groups.restore_opening(&key, channel, grouping, incident.opened_at_ms, now);
+                restored += 1;
+            }
+        }
+        tracing::info!(message = "Storm counting restored.", openings = restored);
+        Ok(())
+    }
+
     /// Queues the message of every group that is due.
     async fn flush_groups(&self, groups: &mut GroupTracker) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
@@ -329,6 +404,8 @@ impl NotifyService {
                 GroupedKind::Resolved => {
                     format!("Resolution sent in a grouped message on {channel}.")
                 }
+                // Queued by `escalate_groups`, never kept in a tracker group.
+                GroupedKind::Escalation => continue,
             };
             let flushed = self
                 .store
@@ -366,9 +443,13 @@ impl NotifyService {
     }
 
     /// Escalations of incidents that are open and unacknowledged, as they
-    /// stand now; steps already sent are dropped by their idempotency keys.
-    async fn rebuild_escalations(&self) -> Result<HashMap<i64, EscalationState>, StoreError> {
+    /// stand now, alone or with their group; steps already sent are dropped
+    /// by their idempotency keys.
+    async fn rebuild_escalations(
+        &self,
+    ) -> Result<(HashMap<i64, EscalationState>, GroupEscalations), StoreError> {
         let mut escalations = HashMap::new();
+        let mut group_escalations = GroupEscalations::default();
         for incident in self.store.unresolved_incidents().await? {
             if incident.state != IncidentState::Open || incident.suppressed {
                 continue;
@@ -377,34 +458,114 @@ impl NotifyService {
             let decision = self
                 .config
                 .route(&RouteInput::from_record(&incident, context.tags));
-            if self.sent_only_grouped(&incident, &decision).await? {
+            if let Some(group) = self.sent_only_grouped(&incident, &decision).await? {
+                let policy = decision
+                    .escalation
+                    .as_deref()
+                    .and_then(|name| self.config.escalation(name));
+                if let Some(policy) = policy {
+                    group_escalations.join(&group, incident.id, policy, incident.opened_at_ms);
+                }
                 continue;
             }
             if let Some(state) = self.escalation_for(&incident, &decision) {
                 escalations.insert(incident.id, state);
             }
         }
-        Ok(escalations)
+        Ok((escalations, group_escalations))
     }
 
-    /// Whether every channel got the incident's opening in a group message
-    /// (a storm does not escalate host by host, also after a restart).
+    /// The group of the first channel if every channel got the incident's
+    /// opening in a group message (a storm does not escalate host by host,
+    /// also after a restart: it escalates with its group).
     async fn sent_only_grouped(
         &self,
         incident: &IncidentRecord,
         decision: &RouteDecision,
-    ) -> Result<bool, StoreError> {
-        if decision.channels.is_empty() {
-            return Ok(false);
-        }
+    ) -> Result<Option<String>, StoreError> {
+        let mut first = None;
         for channel in &decision.channels {
             let opened = idempotency_key(incident.id, NotificationEvent::Opened, channel);
             match self.store.notification_state(opened).await? {
-                Some((state, _)) if state.starts_with("grouped") => {}
-                _ => return Ok(false),
+                Some((state, Some(group))) if state.starts_with("grouped") => {
+                    first.get_or_insert(group);
+                }
+                _ => return Ok(None),
             }
         }
-        Ok(true)
+        Ok(first)
+    }
+
+    /// Queues the escalation steps of groups that have come due: one group
+    /// message per recipient listing the members still open and
+    /// unacknowledged. Groups advance only once the messages are queued.
+    async fn escalate_groups(&self, groups: &mut GroupEscalations) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let due = groups.due_steps(now);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut messages = Vec::new();
+        let mut still_waiting = Vec::with_capacity(due.len());
+        for group in &due {
+            let mut waiting = Vec::new();
+            for id in &group.members {
+                if let Some(incident) = self.store.incident(*id).await?
+                    && incident.state == IncidentState::Open
+                    && !incident.suppressed
+                {
+                    waiting.push(*id);
+                }
+            }
+            if !waiting.is_empty() {
+                for step in &group.steps {
+                    tracing::info!(
+                        message = "Escalating a group.",
+                        group = %group.group_key,
+                        incidents = waiting.len(),
+                        level = step.level,
+                        round = step.round
+                    );
+                    for target in &step.targets {
+                        for contact in self.config.contacts_for(target, step.at_ms) {
+                            let recipient = contact.recipient();
+                            messages.push(GroupEscalationMessage {
+                                idempotency_key: format!(
+                                    "group-escalation:{}:{}:{}:{}:{recipient}",
+                                    group.group_key, group.started_ms, step.level, step.round
+                                ),
+                                group_key: group.group_key.clone(),
+                                event: crate::domain::IncidentEvent::Escalated {
+                                    level: step.level,
+                                    round: step.round,
+                                },
+                                channel: recipient.clone(),
+                                due_ms: step.at_ms,
+                                detail: serde_json::json!({
+                                    "level": step.level,
+                                    "round": step.round,
+                                    "incidents": waiting,
+                                })
+                                .to_string(),
+                                members: waiting.clone(),
+                                timeline: format!(
+                                    "Escalated with its group (level {}) to {recipient}.",
+                                    step.level
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+            still_waiting.push((group.group_key.clone(), waiting));
+        }
+        if !messages.is_empty() {
+            self.store.enqueue_group_escalations(messages, now).await?;
+        }
+        for (key, waiting) in still_waiting {
+            groups.advanced(&key, now, waiting);
+        }
+        Ok(())
     }
 
     /// The escalation the route names for `incident`, started at its opening.
@@ -782,7 +943,18 @@ impl NotifyService {
         kind: &str,
         now: i64,
     ) -> Result<GroupContext, StoreError> {
-        let members = self.store.group_members(notification.id).await?;
+        // An escalation lists its members; other group messages are pointed at by theirs.
+        let members = match GroupedKind::parse(kind) {
+            Some(GroupedKind::Escalation) => notification
+                .group_detail
+                .as_deref()
+                .and_then(|detail| serde_json::from_str::<serde_json::Value>(detail).ok())
+                .and_then(|detail| {
+                    serde_json::from_value::<Vec<i64>>(detail["incidents"].clone()).ok()
+                })
+                .unwrap_or_default(),
+            _ => self.store.group_members(notification.id).await?,
+        };
         let mut incidents = Vec::new();
         let mut views = Vec::new();
         for id in members.iter().take(MAX_LISTED) {

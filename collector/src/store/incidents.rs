@@ -31,6 +31,9 @@ pub struct NewIncident {
     /// Checks this incident's asset depends on: if one of them has an
     /// unresolved incident, this one opens suppressed, caused by it.
     pub parents: Vec<ParentCheck>,
+    /// With no parent incident open yet, how long this one waits for one to
+    /// open before it pages (suppressed meanwhile); 0: it pages at once.
+    pub parent_hold_ms: i64,
     /// When recurring incidents of this rule become a problem; `None`: never.
     pub recurrence: Option<Recurrence>,
     /// How long after a change ends an incident on its assets is still
@@ -68,7 +71,7 @@ pub enum ChangeRefused {
 const COLUMNS: &str = "id, dedup_key, rule, metric, agent_id, host, labels, severity, state, flapping, summary, runbook,
     value, last_value, since_ms, opened_at_ms, acknowledged_at_ms, acknowledged_by, resolved_at_ms, resolved_by,
     resolve_reason, ack_due_at_ms, resolve_due_at_ms, ack_breached, resolve_breached, previous_id,
-    suppressed, caused_by, problem_id, change_id";
+    suppressed, caused_by, problem_id, change_id, held_until_ms";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
     let labels: String = row.get(6)?;
@@ -106,6 +109,7 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
         caused_by: row.get(27)?,
         problem_id: row.get(28)?,
         change_id: row.get(29)?,
+        held_until_ms: row.get(30)?,
     })
 }
 
@@ -182,7 +186,8 @@ pub(super) fn open(
         "rules",
         &detail,
     )?;
-    if let Some((parent, parent_host)) = open_parent(transaction, new)? {
+    let suppressed_by_parent = open_parent(transaction, new)?;
+    if let Some((parent, parent_host)) = &suppressed_by_parent {
         transaction.execute(
             "UPDATE incidents SET suppressed = 1, caused_by = ?2 WHERE id = ?1",
             params![id, parent],
@@ -198,6 +203,21 @@ pub(super) fn open(
             ),
         )?;
     }
+    let opening = super::parent_hold::Opening {
+        id,
+        rule: &new.rule,
+        labels: &new.labels,
+        host: &new.host,
+        agent_id: &new.agent_id,
+        opened_at_ms: new.opened_at_ms,
+        parents: &new.parents,
+        hold_ms: new.parent_hold_ms,
+    };
+    if suppressed_by_parent.is_none() {
+        super::parent_hold::hold(transaction, &opening)?;
+    }
+    // Children that opened a moment earlier may be waiting for this one.
+    super::parent_hold::adopt_waiting_children(transaction, &opening)?;
     if new.recurrence.is_some() || new.change_link_after_ms.is_some() {
         let record = get_in(transaction, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
         if let Some(link_after_ms) = new.change_link_after_ms {

@@ -37,6 +37,7 @@ mod inventory;
 mod migrations;
 mod outbox;
 mod packed_key;
+mod parent_hold;
 mod problems;
 mod readers;
 mod retention;
@@ -61,7 +62,8 @@ pub use incidents::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, NewIncident, TimelineEntry,
 };
 pub use outbox::{
-    DeliveryAttempt, GroupFlush, JournalEntry, MaintenanceWindow, NewNotification, Notification,
+    DeliveryAttempt, GroupEscalationMessage, GroupFlush, JournalEntry, MaintenanceWindow,
+    NewNotification, Notification,
 };
 pub use problems::{ProblemFilter, ProblemRefused, ProblemUpdate};
 pub use retention::{PruneReport, RetentionPolicy};
@@ -561,6 +563,25 @@ impl Store {
             .await
     }
 
+    /// Queues escalation steps of groups as group messages (see `outbox`).
+    pub async fn enqueue_group_escalations(
+        &self,
+        messages: Vec<GroupEscalationMessage>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |transaction| {
+            outbox::enqueue_group_escalations(transaction, &messages, now_ms)
+        })
+        .await
+    }
+
+    /// Incidents whose opening went (or is kept to go) into a message of
+    /// group `group_key`, oldest first.
+    pub async fn grouped_incidents(&self, group_key: String) -> Result<Vec<i64>, StoreError> {
+        self.read(move |connection| outbox::grouped_incidents(connection, &group_key))
+            .await
+    }
+
     pub async fn kept_groups(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.read(outbox::kept_groups).await
     }
@@ -700,6 +721,30 @@ impl Store {
     ) -> Result<Vec<(IncidentRecord, &'static str)>, StoreError> {
         self.write(move |transaction| incidents::mark_sla_breaches(transaction, now_ms))
             .await
+    }
+
+    /// Ends dependency holds that ran out: those incidents page now (see
+    /// `parent_hold`); returns the ones released unacknowledged.
+    pub async fn expire_parent_holds(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<IncidentRecord>, StoreError> {
+        // Looked for first with a read, so the common case (nothing held)
+        // costs the writer nothing every tick.
+        let any_due = self
+            .read(move |connection| parent_hold::any_due(connection, now_ms))
+            .await?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
+        self.write(move |transaction| {
+            let mut released = Vec::new();
+            for id in parent_hold::expire(transaction, now_ms)? {
+                released.extend(incidents::get_in(transaction, id)?);
+            }
+            Ok(released)
+        })
+        .await
     }
 
     pub async fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {

@@ -239,6 +239,83 @@ pub(super) fn flush_group(
     Ok(Some((message, members.len())))
 }
 
+/// One escalation step of a group's incidents sent only grouped and still
+/// unacknowledged: one group message (`digest_kind` `escalation`) whose
+/// members are listed in `detail` (`incidents`).
+#[derive(Debug, Clone)]
+pub struct GroupEscalationMessage {
+    pub idempotency_key: String,
+    pub group_key: String,
+    pub event: crate::domain::IncidentEvent,
+    pub channel: String,
+    pub due_ms: i64,
+    /// JSON: `level`, `round`, `incidents`.
+    pub detail: String,
+    pub members: Vec<i64>,
+    /// Timeline line written on every member when the message is queued.
+    pub timeline: String,
+}
+
+/// Queues group escalation messages; ones already queued (same idempotency
+/// key, e.g. replayed after a restart) are skipped. Returns how many were new.
+pub(super) fn enqueue_group_escalations(
+    transaction: &Transaction<'_>,
+    messages: &[GroupEscalationMessage],
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let mut queued = 0;
+    for message in messages {
+        let Some(first) = message.members.first() else {
+            continue;
+        };
+        let inserted = transaction.execute(
+            "INSERT OR IGNORE INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms,
+                 created_ms, group_key, digest_kind, group_detail)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, 'escalation', ?8)",
+            params![
+                message.idempotency_key,
+                first,
+                message.event,
+                message.channel,
+                message.due_ms,
+                now_ms,
+                message.group_key,
+                message.detail
+            ],
+        )?;
+        if inserted == 0 {
+            continue;
+        }
+        queued += 1;
+        for incident in &message.members {
+            super::timeline::add_timeline(
+                transaction,
+                *incident,
+                now_ms,
+                "escalated",
+                "notify",
+                &message.timeline,
+            )?;
+        }
+    }
+    Ok(queued)
+}
+
+/// Incidents with a row kept for, or sent in, a message of `group_key`
+/// (their openings: grouped resolutions use their own key).
+pub(super) fn grouped_incidents(
+    connection: &Connection,
+    group_key: &str,
+) -> rusqlite::Result<Vec<i64>> {
+    connection
+        .prepare_cached(
+            "SELECT DISTINCT incident_id FROM outbox
+             WHERE group_key = ?1 AND state IN ('grouped', 'grouped_sent') ORDER BY incident_id",
+        )?
+        .query_map([group_key], |row| row.get(0))?
+        .collect()
+}
+
 /// The incidents a group's message carries, in the order they were kept.
 pub(super) fn group_members(connection: &Connection, message: i64) -> rusqlite::Result<Vec<i64>> {
     connection

@@ -355,6 +355,7 @@ fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {
         ack_due_at_ms: Some(opened_at_ms + 1_000),
         resolve_due_at_ms: Some(opened_at_ms + 5_000),
         parents: Vec::new(),
+        parent_hold_ms: 0,
         recurrence: None,
         change_link_after_ms: None,
     }
@@ -810,6 +811,114 @@ async fn a_child_opens_suppressed_under_an_open_parent_and_is_released_when_it_r
     assert!(timeline.iter().any(|entry| entry.kind == "suppressed"
         && entry.detail.contains(&format!("caused by #{parent_id}"))));
     assert!(timeline.iter().any(|entry| entry.kind == "released"));
+}
+
+#[tokio::test]
+async fn a_child_waits_its_hold_for_the_parent_then_is_adopted_or_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let gw = Labels::from([("target".to_string(), "gw".to_string())]);
+    let child = |key: &str, at: i64| NewIncident {
+        agent_id: format!("agent-{key}"),
+        parents: vec![crate::domain::ParentCheck {
+            rule: "gw-down".into(),
+            labels: gw.clone(),
+        }],
+        parent_hold_ms: 30_000,
+        ..new_incident(key, at)
+    };
+    // Children breach first: they wait, suppressed, for up to 30 s.
+    let applied = store
+        .apply_incident_changes(vec![
+            open_change(child("c1", 1_000)),
+            open_change(child("c2", 2_000)),
+        ])
+        .await
+        .unwrap();
+    let (c1, c2) = (
+        applied[0].as_ref().unwrap().1.clone(),
+        applied[1].as_ref().unwrap().1.clone(),
+    );
+    assert!(c1.suppressed && c1.caused_by.is_none());
+    assert_eq!(c1.held_until_ms, Some(31_000));
+    // Nothing runs out before the hold does.
+    assert!(store.expire_parent_holds(30_999).await.unwrap().is_empty());
+    // c2 clears; then the parent opens: c1 is adopted and never pages.
+    store
+        .apply_incident_changes(vec![resolve_change("c2", 3_000)])
+        .await
+        .unwrap();
+    let parent = store
+        .apply_incident_changes(vec![open_change(NewIncident {
+            rule: "gw-down".into(),
+            labels: gw.clone(),
+            // The gateway's own incident depends on itself by tag: no wait.
+            parents: vec![crate::domain::ParentCheck {
+                rule: "gw-down".into(),
+                labels: gw.clone(),
+            }],
+            parent_hold_ms: 30_000,
+            ..new_incident("gw", 5_000)
+        })])
+        .await
+        .unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .1
+        .clone();
+    assert!(!parent.suppressed && parent.held_until_ms.is_none());
+    let c1 = store.incident(c1.id).await.unwrap().unwrap();
+    assert_eq!(c1.caused_by, Some(parent.id));
+    assert!(c1.suppressed && c1.held_until_ms.is_none());
+    assert!(store.expire_parent_holds(40_000).await.unwrap().is_empty());
+    let c2 = store.incident(c2.id).await.unwrap().unwrap();
+    assert!(
+        c2.suppressed && c2.held_until_ms.is_none(),
+        "resolved while waiting: never paged"
+    );
+
+    // A child whose parent never opens pages when its hold runs out.
+    let c3 = store
+        .apply_incident_changes(vec![open_change(NewIncident {
+            parents: vec![crate::domain::ParentCheck {
+                rule: "pdu-down".into(),
+                labels: Labels::new(),
+            }],
+            ..child("c3", 50_000)
+        })])
+        .await
+        .unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .1
+        .clone();
+    assert!(c3.suppressed);
+    let released = store.expire_parent_holds(80_000).await.unwrap();
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].id, c3.id);
+    assert!(!released[0].suppressed && released[0].held_until_ms.is_none());
+    let journal: Vec<(i64, crate::domain::IncidentEvent)> = store
+        .unnotified_journal(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| (entry.incident_id, entry.event))
+        .collect();
+    assert!(journal.contains(&(c3.id, crate::domain::IncidentEvent::Released)));
+    assert!(!journal.contains(&(c1.id, crate::domain::IncidentEvent::Released)));
+    let timeline = store.incident_timeline(c3.id).await.unwrap();
+    assert!(
+        timeline.iter().any(|entry| entry.detail
+            == "Paged after waiting 30s for parent pdu-down, which did not open."),
+        "{timeline:?}"
+    );
+    let timeline = store.incident_timeline(c1.id).await.unwrap();
+    assert!(timeline.iter().any(|entry| {
+        entry.kind == "waiting"
+            && entry
+                .detail
+                .contains("Waiting up to 30s for parent gw-down{target=\"gw\"}")
+    }));
 }
 
 #[tokio::test]
