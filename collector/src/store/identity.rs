@@ -270,10 +270,12 @@ pub(super) fn renew(
     if !current {
         return Ok(false);
     }
-    // Expired ones could not be presented anyway; keep the table small.
+    // Only the presented certificate (still in use until the agent switches)
+    // and the new one stay valid: an older one, perhaps copied off the host,
+    // must not live on (or mint more) until it expires.
     transaction.execute(
-        "DELETE FROM agent_certificates WHERE agent_id = ?1 AND not_after_ms < ?2",
-        params![certificate.agent_id, certificate.issued_ms],
+        "DELETE FROM agent_certificates WHERE agent_id = ?1 AND sha256 != ?2",
+        params![certificate.agent_id, presented_sha256],
     )?;
     insert_certificate(transaction, certificate)?;
     Ok(true)
@@ -608,12 +610,18 @@ mod tests {
         };
         assert!(!renew_now(&mut admin, "unknown", "c2", 10));
         assert!(renew_now(&mut admin, "c1", "c2", 10));
-        // Both work until c1 expires (at 1000); later renewals drop it.
+        // The presented one keeps working until the agent switches.
         let certificates = binding(&admin.connection, "a")
             .unwrap()
             .unwrap()
             .certificates;
         assert_eq!(certificates.len(), 2);
+        // A copy of c1 renewing too (c1 -> x) drops c2, and the genuine
+        // agent's next renewal from c2 is refused: the fork shows up as an
+        // agent that cannot renew, and revocation ends both.
+        assert!(renew_now(&mut admin, "c1", "x", 20));
+        assert!(!renew_now(&mut admin, "c2", "c3", 30), "c2 was dropped");
+        admin.bind_certificate(&certificate("a", "c2", 40)).unwrap();
         assert!(renew_now(&mut admin, "c2", "c3", 1005));
         let mut certificates = binding(&admin.connection, "a")
             .unwrap()
