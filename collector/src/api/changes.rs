@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::actor::Actor;
-use super::oncall::parse_time;
+use super::oncall::planned_span;
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::domain::{ChangeOutcome, ChangeRecord, ChangeRisk};
 use crate::store::ChangeUpdate;
@@ -73,24 +73,13 @@ pub async fn create(
         return Err(bad("a change needs affected `assets` (ids) or `tags`"));
     }
     let now = steward_core::now_ms();
-    let starts_ms = body
-        .starts_at
-        .as_deref()
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or(now);
-    let ends_ms = match (body.ends_at.as_deref(), body.duration.as_deref()) {
-        (Some(end), None) => parse_time(end)?,
-        (None, Some(duration)) => {
-            let duration = humantime::parse_duration(duration)
-                .map_err(|error| bad(format!("invalid duration: {error}")))?;
-            starts_ms + duration.as_millis() as i64
-        }
-        _ => return Err(bad("give exactly one of `ends_at` and `duration`")),
-    };
-    if ends_ms <= starts_ms {
-        return Err(bad("the change must end after it starts"));
-    }
+    let (starts_ms, ends_ms) = planned_span(
+        body.starts_at.as_deref(),
+        body.ends_at.as_deref(),
+        body.duration.as_deref(),
+        now,
+        "the change",
+    )?;
     let risk = match body.risk.as_deref() {
         None => ChangeRisk::Medium,
         Some(text) => ChangeRisk::parse(text).ok_or_else(|| {

@@ -134,6 +134,33 @@ pub(super) fn parse_time(text: &str) -> Result<i64, ApiError> {
         })
 }
 
+/// The `[start, end)` of planned work in ms, from optional `starts_at`
+/// (default now) and exactly one of `ends_at` and `duration`; `what` names
+/// it in the error ("the window", "the change").
+pub(super) fn planned_span(
+    starts_at: Option<&str>,
+    ends_at: Option<&str>,
+    duration: Option<&str>,
+    now_ms: i64,
+    what: &str,
+) -> Result<(i64, i64), ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let starts_ms = starts_at.map(parse_time).transpose()?.unwrap_or(now_ms);
+    let ends_ms = match (ends_at, duration) {
+        (Some(end), None) => parse_time(end)?,
+        (None, Some(duration)) => {
+            let duration = humantime::parse_duration(duration)
+                .map_err(|error| bad(format!("invalid duration: {error}")))?;
+            starts_ms + duration.as_millis() as i64
+        }
+        _ => return Err(bad("give exactly one of `ends_at` and `duration`".into())),
+    };
+    if ends_ms <= starts_ms {
+        return Err(bad(format!("{what} must end after it starts")));
+    }
+    Ok((starts_ms, ends_ms))
+}
+
 /// `POST /api/v1/maintenance`
 pub async fn create(
     State(state): State<ApiState>,
@@ -145,28 +172,13 @@ pub async fn create(
         return Err(bad("a window needs `assets` (ids) or `tags`"));
     }
     let now = steward_core::now_ms();
-    let starts_ms = body
-        .starts_at
-        .as_deref()
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or(now);
-    let ends_ms = match (body.ends_at.as_deref(), body.duration.as_deref()) {
-        (Some(end), None) => parse_time(end)?,
-        (None, Some(duration)) => {
-            let duration = humantime::parse_duration(duration).map_err(|error| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid duration: {error}"),
-                )
-            })?;
-            starts_ms + duration.as_millis() as i64
-        }
-        _ => return Err(bad("give exactly one of `ends_at` and `duration`")),
-    };
-    if ends_ms <= starts_ms {
-        return Err(bad("the window must end after it starts"));
-    }
+    let (starts_ms, ends_ms) = planned_span(
+        body.starts_at.as_deref(),
+        body.ends_at.as_deref(),
+        body.duration.as_deref(),
+        now,
+        "the window",
+    )?;
     if let Some(change) = body.change_id
         && state.store.change(change).await?.is_none()
     {
@@ -208,4 +220,49 @@ pub async fn end(
     Ok(Json(
         serde_json::json!({"id": id, "ended_at": rfc3339(now)}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planned_span_takes_an_end_or_a_duration_and_refuses_the_rest() {
+        let now = 1_000;
+        assert_eq!(
+            planned_span(None, None, Some("1h"), now, "the window").unwrap(),
+            (now, now + 3_600_000)
+        );
+        let (start, end) = planned_span(
+            Some("2026-12-02T10:00:00Z"),
+            Some("2026-12-02T11:00:00Z"),
+            None,
+            now,
+            "the change",
+        )
+        .unwrap();
+        assert_eq!(end - start, 3_600_000);
+        for (ends_at, duration, expected) in [
+            (None, None, "exactly one of"),
+            (Some("2026-12-02T11:00:00Z"), Some("1h"), "exactly one of"),
+            (None, Some("soon"), "invalid duration"),
+            (Some("yesterday"), None, "invalid time"),
+        ] {
+            let error = planned_span(None, ends_at, duration, now, "the window").unwrap_err();
+            assert!(error.message.contains(expected), "{}", error.message);
+        }
+        let error = planned_span(
+            Some("2026-12-02T11:00:00Z"),
+            Some("2026-12-02T10:00:00Z"),
+            None,
+            now,
+            "the change",
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("the change must end after it starts")
+        );
+    }
 }
