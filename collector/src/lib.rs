@@ -12,6 +12,7 @@
 //! - [`registry`]: which agents are connected now.
 //! - [`api`]: HTTP API on top of the store and registry.
 //! - [`telemetry`]: the collector's own counters for `/metrics`.
+//! - [`prometheus_names`]: how a series is named for Prometheus-compatible tools.
 //! - [`supervisor`]: runs every long-running task by name; one that fails
 //!   shuts the collector down (and `/healthz` says which and why).
 //! - [`setup`]: `init` and `quickstart`.
@@ -26,6 +27,7 @@ pub mod enrollment;
 pub mod incidents;
 pub mod ingest;
 pub mod notify;
+pub mod prometheus_names;
 pub mod ratelimit;
 pub mod registry;
 pub mod rules;
