@@ -2,12 +2,15 @@
 //! maintenance windows (create, list, end).
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::actor::Actor;
+use super::error::ErrorBody;
+use super::extract::{JsonBody, Path, Query};
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::notify::{OnCall, next, on_call};
 use crate::store::MaintenanceWindow;
@@ -24,6 +27,14 @@ fn shift(on_call: Option<OnCall>) -> Value {
 }
 
 /// `GET /api/v1/oncall`: for each schedule, who is on call now and who is next.
+#[utoipa::path(
+    get,
+    path = "/api/v1/oncall",
+    tag = "oncall",
+    operation_id = "on_call_now",
+    summary = "For each schedule, who is on call now and who is next",
+    responses((status = 200, description = "`schedule`, `time_zone`, `now` and `next` (`person`, `from`, `until`, or null) per schedule", body = Vec<Object>)),
+)]
 pub async fn oncall(State(state): State<ApiState>) -> Json<Vec<Value>> {
     let now = steward_core::now_ms();
     Json(
@@ -60,14 +71,29 @@ fn window_view(window: &MaintenanceWindow, now_ms: i64) -> Value {
 }
 
 /// `GET /api/v1/maintenance`: current and future windows.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Rows per page: 1 to 5000, default 500.
     limit: Option<u32>,
     /// The id of the last window of the previous page.
     cursor: Option<String>,
 }
 
 /// Windows that have not ended, by id, paged (see `paging`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/maintenance",
+    tag = "oncall",
+    operation_id = "list_maintenance_windows",
+    summary = "Maintenance windows that have not ended, by id, paged",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of maintenance windows", body = Vec<Object>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
@@ -96,7 +122,7 @@ pub async fn list(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWindow {
     #[serde(default)]
@@ -117,6 +143,7 @@ pub struct NewWindow {
     reason: Option<String>,
     /// Ignored: the window is recorded as created by the token's name.
     #[serde(default, rename = "by")]
+    #[schema(value_type = Option<String>, deprecated)]
     _by: Option<serde::de::IgnoredAny>,
 }
 
@@ -162,10 +189,24 @@ pub(super) fn planned_span(
 }
 
 /// `POST /api/v1/maintenance`
+#[utoipa::path(
+    post,
+    path = "/api/v1/maintenance",
+    tag = "oncall",
+    operation_id = "create_maintenance_window",
+    summary = "Open a maintenance window for assets or tags",
+    request_body = NewWindow,
+    responses(
+        (status = 201, description = "The window", body = Object),
+        (status = 400, description = "`bad_request` (no assets or tags, bad times, unknown change) or `invalid_json`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: unknown fields or wrong types", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<NewWindow>,
+    JsonBody(body): JsonBody<NewWindow>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, message.to_string());
     if body.assets.is_empty() && body.tags.is_empty() {
@@ -204,6 +245,18 @@ pub async fn create(
 }
 
 /// `POST /api/v1/maintenance/{id}/end`: closes the window now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/maintenance/{id}/end",
+    tag = "oncall",
+    operation_id = "end_maintenance_window",
+    summary = "End a maintenance window now",
+    params(("id" = i64, Path, description = "Window id")),
+    responses(
+        (status = 200, description = "`id` and `ended_at`", body = Object),
+        (status = 404, description = "`not_found`: no such maintenance window", body = ErrorBody),
+    ),
+)]
 pub async fn end(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,

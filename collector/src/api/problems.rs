@@ -1,14 +1,17 @@
 //! Problem routes: list, detail with linked incidents, and the operator's
 //! update (state, root cause, workaround, linked change).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::actor::Actor;
+use super::error::{ErrorBody, ErrorCode};
+use super::extract::{JsonBody, Path, Query};
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::domain::{ProblemRecord, ProblemState};
 use crate::store::{ProblemFilter, ProblemRefused, ProblemUpdate};
@@ -41,14 +44,31 @@ fn parse_state(text: &str) -> Result<ProblemState, ApiError> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `open`, `known_error` or `resolved`.
     state: Option<String>,
+    /// Rows per page: 1 to 5000, default 200.
     limit: Option<u32>,
+    /// `X-Next-Cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /api/v1/problems`: newest first, paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/problems",
+    tag = "problems",
+    operation_id = "list_problems",
+    summary = "Problem records with `incident_count`, newest first, paged",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of problems", body = Vec<Object>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`bad_request` (unknown state), `invalid_query` or `invalid_cursor`", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
@@ -77,6 +97,19 @@ pub async fn list(
 }
 
 /// `GET /api/v1/problems/{id}`: the problem and its linked incidents.
+#[utoipa::path(
+    get,
+    path = "/api/v1/problems/{id}",
+    tag = "problems",
+    operation_id = "get_problem",
+    summary = "One problem with its linked incidents",
+    params(("id" = i64, Path, description = "Problem id")),
+    responses(
+        (status = 200, description = "The problem, `incidents` included", body = Object),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such problem", body = ErrorBody),
+    ),
+)]
 pub async fn detail(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
@@ -105,10 +138,11 @@ pub async fn detail(
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProblemPatch {
     title: Option<String>,
+    /// `open` → `known_error` (needs a `workaround`) → `resolved`.
     state: Option<String>,
     root_cause: Option<String>,
     workaround: Option<String>,
@@ -116,11 +150,28 @@ pub struct ProblemPatch {
 }
 
 /// `PATCH /api/v1/problems/{id}`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/problems/{id}",
+    tag = "problems",
+    operation_id = "update_problem",
+    summary = "Edit a problem: state, root cause, workaround, linked change",
+    params(("id" = i64, Path, description = "Problem id")),
+    request_body = ProblemPatch,
+    responses(
+        (status = 200, description = "The problem", body = Object),
+        (status = 400, description = "`bad_request` (unknown state, no workaround, no such change), `invalid_json` or `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such problem", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
-    Json(patch): Json<ProblemPatch>,
+    JsonBody(patch): JsonBody<ProblemPatch>,
 ) -> Result<Json<Value>, ApiError> {
     let update = ProblemUpdate {
         title: patch.title.filter(|title| !title.trim().is_empty()),
@@ -140,7 +191,8 @@ pub async fn update(
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("a problem cannot go from {from} to {to} (open → known_error → resolved)"),
-            ));
+            )
+            .with_code(ErrorCode::InvalidTransition));
         }
         Err(ProblemRefused::NoWorkaround) => {
             return Err(ApiError::new(
