@@ -282,13 +282,23 @@ fn error_answer(
     (status, head, value)
 }
 
+/// (method, path, token, body, expected status, expected code).
+type ErrorCase<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
+
 #[test]
 fn every_kind_of_error_is_json_with_a_stable_code() {
     let collector = Collector::start();
     let admin = collector.api_token();
     let read = collector.create_token("reader", "read");
     let write = collector.create_token("writer", "write");
-    let cases: [(&str, &str, Option<&str>, Option<&str>, u16, &str); 16] = [
+    let cases: [ErrorCase; 16] = [
         (
             "GET",
             "/api/v1/no-such-route",
