@@ -326,16 +326,37 @@ mod tests {
     }
 
     async fn status(address: std::net::SocketAddr, path: &str) -> u16 {
+        answer(address, "GET", path).await.0
+    }
+
+    /// (status, head, body) of one request.
+    async fn answer(
+        address: std::net::SocketAddr,
+        method: &str,
+        path: &str,
+    ) -> (u16, String, String) {
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
         stream
             .write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+                format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
             )
             .await
             .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
-        response[9..12].parse().unwrap()
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (
+            response[9..12].parse().unwrap(),
+            head.to_ascii_lowercase(),
+            body.to_string(),
+        )
+    }
+
+    fn error_code(body: &str) -> String {
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(value["message"].is_string(), "{body}");
+        value["error"].as_str().unwrap().to_string()
     }
 
     #[tokio::test]
@@ -350,13 +371,19 @@ mod tests {
         let slow = tokio::spawn(status(address, "/slow"));
         // Wait until the slow request holds the only slot.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while status(address, "/fast").await != 503 {
+        let refused = loop {
+            let (status, head, body) = answer(address, "GET", "/fast").await;
+            if status == 503 {
+                assert!(head.contains("retry-after: 1"), "{head}");
+                break body;
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the slot was never taken"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        };
+        assert_eq!(error_code(&refused), "busy");
         assert_eq!(status(address, "/healthz").await, 200, "health is exempt");
         release.notify_one();
         assert_eq!(slow.await.unwrap(), 200);
@@ -372,13 +399,51 @@ mod tests {
             max_concurrent_requests: 4,
         };
         let address = serve(limits, Arc::clone(&telemetry), Arc::default()).await;
-        assert_eq!(status(address, "/slow").await, 503);
+        let (status_code, _, body) = answer(address, "GET", "/slow").await;
+        assert_eq!(status_code, 503);
+        assert_eq!(error_code(&body), "timeout");
         assert_eq!(telemetry.http_requests_timed_out.load(Ordering::Relaxed), 1);
         assert_eq!(
             status(address, "/fast").await,
             200,
             "its slot was given back"
         );
+    }
+
+    /// axum's own answers (405, a plain-text rejection, an unknown route)
+    /// leave in the API's error shape, their headers kept.
+    #[tokio::test]
+    async fn errors_from_outside_the_handlers_get_the_error_shape() {
+        let router = Router::new()
+            .route("/write-only", axum::routing::post(|| async { "done" }))
+            .route(
+                "/plain",
+                get(|| async { (axum::http::StatusCode::BAD_REQUEST, "plain text refusal") }),
+            )
+            .route("/fine", get(|| async { "fine" }))
+            .fallback(super::error::unknown_route)
+            .layer(axum::middleware::from_fn(super::error::json_errors));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+
+        let (status, head, body) = answer(address, "GET", "/write-only").await;
+        assert_eq!(status, 405);
+        assert!(head.contains("allow: post"), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert_eq!(error_code(&body), "method_not_allowed");
+
+        let (status, _, body) = answer(address, "GET", "/plain").await;
+        assert_eq!(status, 400);
+        assert_eq!(error_code(&body), "bad_request");
+        assert!(body.contains("plain text refusal"), "{body}");
+
+        let (status, _, body) = answer(address, "DELETE", "/nowhere").await;
+        assert_eq!(status, 404);
+        assert_eq!(error_code(&body), "unknown_route");
+        assert!(body.contains("DELETE /nowhere"), "{body}");
+
+        assert_eq!(answer(address, "GET", "/fine").await.2, "fine");
     }
 
     fn failure(task: &'static str, reason: &str) -> TaskFailure {
