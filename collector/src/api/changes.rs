@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
@@ -22,25 +22,76 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
 }
 
-pub fn view(change: &ChangeRecord, now_ms: i64) -> Value {
-    json!({
-        "id": change.id,
-        "reference": change.reference(),
-        "title": change.title,
-        "description": change.description,
-        "starts_at": rfc3339(change.starts_ms),
-        "ends_at": rfc3339(change.ends_ms),
-        "active": change.is_active(now_ms),
-        "assets": change.asset_ids,
-        "tags": change.tags,
-        "risk": change.risk,
-        "implementer": change.implementer,
-        "outcome": change.outcome,
-        "maintenance_window": change.window_id,
-        "created_by": change.created_by,
-        "created_at": rfc3339(change.created_ms),
-        "updated_at": rfc3339(change.updated_ms),
-    })
+/// A change record as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Change)]
+pub struct ChangeView {
+    id: i64,
+    /// `C-{id}`.
+    reference: String,
+    title: String,
+    description: Option<String>,
+    /// RFC 3339.
+    starts_at: String,
+    /// RFC 3339.
+    ends_at: String,
+    /// In its window now and not closed.
+    active: bool,
+    /// Affected asset ids.
+    assets: Vec<String>,
+    /// Affected tags.
+    tags: Vec<String>,
+    risk: ChangeRisk,
+    implementer: Option<String>,
+    /// Set when the change is closed.
+    outcome: Option<ChangeOutcome>,
+    /// Id of its maintenance window.
+    maintenance_window: Option<i64>,
+    /// The name of the token that recorded it.
+    created_by: String,
+    /// RFC 3339.
+    created_at: String,
+    /// RFC 3339.
+    updated_at: String,
+    /// Incidents linked to the change (lists and detail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incident_count: Option<i64>,
+    /// The linked incidents (detail only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incidents: Option<Vec<ChangeIncident>>,
+}
+
+/// An incident linked to a change.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeIncident {
+    id: i64,
+    /// RFC 3339.
+    opened_at: String,
+    /// RFC 3339.
+    resolved_at: Option<String>,
+}
+
+pub fn view(change: &ChangeRecord, now_ms: i64) -> ChangeView {
+    ChangeView {
+        id: change.id,
+        reference: change.reference(),
+        title: change.title.clone(),
+        description: change.description.clone(),
+        starts_at: rfc3339(change.starts_ms),
+        ends_at: rfc3339(change.ends_ms),
+        active: change.is_active(now_ms),
+        assets: change.asset_ids.clone(),
+        tags: change.tags.clone(),
+        risk: change.risk,
+        implementer: change.implementer.clone(),
+        outcome: change.outcome,
+        maintenance_window: change.window_id,
+        created_by: change.created_by.clone(),
+        created_at: rfc3339(change.created_ms),
+        updated_at: rfc3339(change.updated_ms),
+        incident_count: None,
+        incidents: None,
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -75,7 +126,7 @@ pub struct NewChange {
     summary = "Record a change; its maintenance window opens with it",
     request_body = NewChange,
     responses(
-        (status = 201, description = "The change record", body = Object),
+        (status = 201, description = "The change record", body = ChangeView),
         (status = 400, description = "`bad_request` (no title, assets or tags; bad times or risk) or `invalid_json`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`invalid_body`: missing, unknown or mistyped fields", body = ErrorBody),
@@ -85,7 +136,7 @@ pub async fn create(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     JsonBody(body): JsonBody<NewChange>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ChangeView>), ApiError> {
     if body.title.trim().is_empty() {
         return Err(bad("a change needs a `title`"));
     }
@@ -149,7 +200,7 @@ pub struct ListQuery {
     summary = "Change records with `incident_count`, newest first, paged",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of change records", body = Vec<Object>,
+        (status = 200, description = "A page of change records", body = Vec<ChangeView>,
             headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
         (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
     ),
@@ -171,7 +222,7 @@ pub async fn list(
         .iter()
         .map(|(change, incident_count)| {
             let mut row = view(change, now);
-            row["incident_count"] = (*incident_count).into();
+            row.incident_count = Some(*incident_count);
             row
         })
         .collect();
@@ -187,7 +238,7 @@ pub async fn list(
     summary = "One change record with its linked incidents",
     params(("id" = i64, Path, description = "Change id")),
     responses(
-        (status = 200, description = "The change, `incidents` included", body = Object),
+        (status = 200, description = "The change, `incidents` included", body = ChangeView),
         (status = 400, description = "`invalid_path`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such change", body = ErrorBody),
     ),
@@ -195,24 +246,26 @@ pub async fn list(
 pub async fn detail(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChangeView>, ApiError> {
     let change = state
         .store
         .change(id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such change"))?;
     let mut body = view(&change, steward_core::now_ms());
-    let incidents: Vec<Value> = state
+    let incidents: Vec<ChangeIncident> = state
         .store
         .change_incidents(id)
         .await?
         .into_iter()
-        .map(|(incident, opened, resolved)| {
-            json!({ "id": incident, "opened_at": rfc3339(opened), "resolved_at": resolved.map(rfc3339) })
+        .map(|(incident, opened, resolved)| ChangeIncident {
+            id: incident,
+            opened_at: rfc3339(opened),
+            resolved_at: resolved.map(rfc3339),
         })
         .collect();
-    body["incident_count"] = incidents.len().into();
-    body["incidents"] = incidents.into();
+    body.incident_count = Some(incidents.len() as i64);
+    body.incidents = Some(incidents);
     Ok(Json(body))
 }
 
@@ -236,7 +289,7 @@ pub struct ChangePatch {
     params(("id" = i64, Path, description = "Change id")),
     request_body = ChangePatch,
     responses(
-        (status = 200, description = "The change record", body = Object),
+        (status = 200, description = "The change record", body = ChangeView),
         (status = 400, description = "`bad_request` (unknown outcome), `invalid_json` or `invalid_path`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such change", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
@@ -248,7 +301,7 @@ pub async fn update(
     Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     JsonBody(patch): JsonBody<ChangePatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChangeView>, ApiError> {
     let outcome = patch
         .outcome
         .as_deref()
@@ -297,7 +350,7 @@ pub struct StatsQuery {
     summary = "Change failure rate and mean time to restore over a window",
     params(StatsQuery),
     responses(
-        (status = 200, description = "`window_seconds`, `since`, `changes`, `changes_with_incidents`, `change_failure_rate`, `incidents`, `restored_incidents`, `mean_time_to_restore_seconds`, `outcomes`", body = Object),
+        (status = 200, description = "`window_seconds`, `since`, `changes`, `changes_with_incidents`, `change_failure_rate`, `incidents`, `restored_incidents`, `mean_time_to_restore_seconds`, `outcomes`", body = ChangeView),
         (status = 400, description = "`bad_request`: invalid or too long window", body = ErrorBody),
     ),
 )]

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
@@ -54,20 +54,46 @@ pub async fn oncall(State(state): State<ApiState>) -> Json<Vec<Value>> {
     )
 }
 
-fn window_view(window: &MaintenanceWindow, now_ms: i64) -> Value {
-    serde_json::json!({
-        "id": window.id,
-        "assets": window.asset_ids,
-        "tags": window.tags,
-        "starts_at": rfc3339(window.starts_ms),
-        "ends_at": rfc3339(window.ends_ms),
-        "active": window.is_active(now_ms),
-        "change": window.change_ref,
-        "change_id": window.change_id,
-        "reason": window.reason,
-        "created_by": window.created_by,
-        "created_at": rfc3339(window.created_ms),
-    })
+/// A maintenance window as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = MaintenanceWindow)]
+pub struct WindowView {
+    id: i64,
+    /// Asset ids it silences.
+    assets: Vec<String>,
+    /// Tags it silences (assets carrying any).
+    tags: Vec<String>,
+    /// RFC 3339.
+    starts_at: String,
+    /// RFC 3339.
+    ends_at: String,
+    /// In force now.
+    active: bool,
+    /// Change reference (ticket), e.g. `C-12`.
+    change: Option<String>,
+    /// The change record it belongs to.
+    change_id: Option<i64>,
+    reason: Option<String>,
+    /// The name of the token that created it.
+    created_by: String,
+    /// RFC 3339.
+    created_at: String,
+}
+
+fn window_view(window: &MaintenanceWindow, now_ms: i64) -> WindowView {
+    WindowView {
+        id: window.id,
+        assets: window.asset_ids.clone(),
+        tags: window.tags.clone(),
+        starts_at: rfc3339(window.starts_ms),
+        ends_at: rfc3339(window.ends_ms),
+        active: window.is_active(now_ms),
+        change: window.change_ref.clone(),
+        change_id: window.change_id,
+        reason: window.reason.clone(),
+        created_by: window.created_by.clone(),
+        created_at: rfc3339(window.created_ms),
+    }
 }
 
 /// `GET /api/v1/maintenance`: current and future windows.
@@ -89,7 +115,7 @@ pub struct ListQuery {
     summary = "Maintenance windows that have not ended, by id, paged",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of maintenance windows", body = Vec<Object>,
+        (status = 200, description = "A page of maintenance windows", body = Vec<WindowView>,
             headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
         (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
     ),
@@ -197,7 +223,7 @@ pub(super) fn planned_span(
     summary = "Open a maintenance window for assets or tags",
     request_body = NewWindow,
     responses(
-        (status = 201, description = "The window", body = Object),
+        (status = 201, description = "The window", body = WindowView),
         (status = 400, description = "`bad_request` (no assets or tags, bad times, unknown change) or `invalid_json`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`invalid_body`: unknown fields or wrong types", body = ErrorBody),
@@ -207,7 +233,7 @@ pub async fn create(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     JsonBody(body): JsonBody<NewWindow>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WindowView>), ApiError> {
     let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, message.to_string());
     if body.assets.is_empty() && body.tags.is_empty() {
         return Err(bad("a window needs `assets` (ids) or `tags`"));
