@@ -478,7 +478,7 @@ pub struct NotificationsQuery {
     summary = "The notification outbox, newest first, paged",
     params(NotificationsQuery),
     responses(
-        (status = 200, description = "A page of notifications", body = Vec<Object>,
+        (status = 200, description = "A page of notifications", body = Vec<NotificationView>,
             headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
         (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
     ),
@@ -498,22 +498,45 @@ pub async fn notifications(
         .flatten();
     Ok(paging::respond(
         rows.into_iter()
-            .map(|row| {
-                serde_json::json!({
-                    "id": row.id,
-                    "idempotency_key": row.idempotency_key,
-                    "incident_id": row.incident_id,
-                    "event": row.event,
-                    "channel": row.channel,
-                    "state": row.state,
-                    "attempts": row.attempts,
-                    "next_attempt_at": rfc3339(row.next_attempt_ms),
-                    "last_error": row.last_error,
-                    "created_at": rfc3339(row.created_ms),
-                    "delivered_at": row.delivered_ms.map(rfc3339),
-                })
+            .map(|row| NotificationView {
+                id: row.id,
+                idempotency_key: row.idempotency_key,
+                incident_id: row.incident_id,
+                event: row.event,
+                channel: row.channel,
+                state: row.state,
+                attempts: row.attempts,
+                next_attempt_at: rfc3339(row.next_attempt_ms),
+                last_error: row.last_error,
+                created_at: rfc3339(row.created_ms),
+                delivered_at: row.delivered_ms.map(rfc3339),
             })
             .collect(),
         next,
     ))
+}
+
+/// One row of the notification outbox.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Notification)]
+pub struct NotificationView {
+    id: i64,
+    /// Sent to the receiver so it can drop duplicates.
+    idempotency_key: String,
+    incident_id: i64,
+    /// What happened to the incident (`opened`, `acknowledged`, `resolved`, …).
+    #[schema(value_type = String)]
+    event: crate::domain::IncidentEvent,
+    /// The channel's name in collector.toml.
+    channel: String,
+    /// `pending`, `held`, `delivered` or `failed`.
+    state: String,
+    attempts: i64,
+    /// RFC 3339.
+    next_attempt_at: String,
+    last_error: Option<String>,
+    /// RFC 3339.
+    created_at: String,
+    /// RFC 3339.
+    delivered_at: Option<String>,
 }

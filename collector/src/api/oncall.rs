@@ -15,15 +15,34 @@ use super::{ApiError, ApiState, paging, rfc3339};
 use crate::notify::{OnCall, next, on_call};
 use crate::store::MaintenanceWindow;
 
-fn shift(on_call: Option<OnCall>) -> Value {
-    match on_call {
-        Some(shift) => serde_json::json!({
-            "person": shift.person,
-            "from": rfc3339(shift.from_ms),
-            "until": rfc3339(shift.until_ms),
-        }),
-        None => Value::Null,
-    }
+/// One person's turn on a schedule.
+#[derive(Serialize, ToSchema)]
+pub struct Shift {
+    person: String,
+    /// RFC 3339.
+    from: String,
+    /// RFC 3339.
+    until: String,
+}
+
+/// Who is on call for one schedule.
+#[derive(Serialize, ToSchema)]
+pub struct OnCallView {
+    schedule: String,
+    /// IANA name, e.g. `Europe/Berlin`; null for a zone without one.
+    time_zone: Option<String>,
+    /// Null when nobody is on call now.
+    now: Option<Shift>,
+    /// Null when nobody follows.
+    next: Option<Shift>,
+}
+
+fn shift(on_call: Option<OnCall>) -> Option<Shift> {
+    on_call.map(|shift| Shift {
+        person: shift.person,
+        from: rfc3339(shift.from_ms),
+        until: rfc3339(shift.until_ms),
+    })
 }
 
 /// `GET /api/v1/oncall`: for each schedule, who is on call now and who is next.
@@ -33,22 +52,20 @@ fn shift(on_call: Option<OnCall>) -> Value {
     tag = "oncall",
     operation_id = "on_call_now",
     summary = "For each schedule, who is on call now and who is next",
-    responses((status = 200, description = "`schedule`, `time_zone`, `now` and `next` (`person`, `from`, `until`, or null) per schedule", body = Vec<Object>)),
+    responses((status = 200, description = "Who is on call now and next, per schedule", body = Vec<OnCallView>)),
 )]
-pub async fn oncall(State(state): State<ApiState>) -> Json<Vec<Value>> {
+pub async fn oncall(State(state): State<ApiState>) -> Json<Vec<OnCallView>> {
     let now = steward_core::now_ms();
     Json(
         state
             .notify
             .schedules
             .iter()
-            .map(|schedule| {
-                serde_json::json!({
-                    "schedule": schedule.name,
-                    "time_zone": schedule.time_zone.iana_name(),
-                    "now": shift(on_call(schedule, now)),
-                    "next": shift(next(schedule, now)),
-                })
+            .map(|schedule| OnCallView {
+                schedule: schedule.name.clone(),
+                time_zone: schedule.time_zone.iana_name().map(str::to_string),
+                now: shift(on_call(schedule, now)),
+                next: shift(next(schedule, now)),
             })
             .collect(),
     )

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
@@ -63,6 +63,16 @@ pub struct NewToken {
     scope: String,
 }
 
+/// A token just created: the only time it is shown.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    name: String,
+    /// `read`, `write` or `admin`.
+    scope: &'static str,
+    /// The bearer token; only its SHA-256 is kept.
+    token: String,
+}
+
 /// `POST /api/v1/tokens {"name", "scope"}`: 201 with the token, shown once.
 #[utoipa::path(
     post,
@@ -73,7 +83,7 @@ pub struct NewToken {
     request_body = NewToken,
     security(("api_token" = ["admin"])),
     responses(
-        (status = 201, description = "`name`, `scope` and `token`", body = Object),
+        (status = 201, description = "The token, shown this once", body = CreatedToken),
         (status = 400, description = "`bad_request`: invalid name or scope; `invalid_json`", body = ErrorBody),
         (status = 409, description = "`already_exists`: a token has this name", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
@@ -84,7 +94,7 @@ pub async fn create(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     JsonBody(body): JsonBody<NewToken>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     if !valid_token_name(&body.name) || is_config_token_name(&body.name) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -117,7 +127,11 @@ pub async fn create(
     tracing::info!(message = "API token created.", name = %body.name, %scope, by = %actor.name);
     Ok((
         StatusCode::CREATED,
-        Json(json!({"name": body.name, "scope": scope.as_str(), "token": token})),
+        Json(CreatedToken {
+            name: body.name,
+            scope: scope.as_str(),
+            token,
+        }),
     ))
 }
 
