@@ -3,7 +3,7 @@
 //! `error` is a stable snake_case [`ErrorCode`] clients can branch on;
 //! `message` is for people and may change. Handlers return [`ApiError`];
 //! axum's own answers (extractor rejections, 404 for an unknown route, 405)
-//! get the same shape through [`Query`](super::extract::Query) and friends,
+//! get the same shape through `extract::Query` and friends,
 //! [`unknown_route`] and the [`json_errors`] safety net.
 
 use axum::body::Body;

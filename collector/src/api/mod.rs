@@ -1,6 +1,9 @@
 //! The HTTP API (axum): health, agents, latest series, and `/metrics`.
 //!
-//! The only module that maps errors to HTTP status codes. Every route but
+//! The only module that maps errors to HTTP status codes, and every error
+//! answer is `{"error": "<stable code>", "message": "…"}` ([`error`]).
+//! Every `/api/v1` route is registered with its OpenAPI documentation
+//! (`documented_routes`, served by [`openapi`]). Every route but
 //! `/healthz` (and `/metrics` if public) needs an API token: see [`auth`].
 //! Every request goes through [`limit_requests`]: at most
 //! `limits.http_max_concurrent_requests` at once (more are refused with 503
@@ -149,7 +152,9 @@ pub fn router(state: ApiState) -> Router {
         throttle: Arc::new(LogThrottle::default()),
     };
     let (api, _) = documented_routes().split_for_parts();
-    // Routes outside the API document (plain text, or open to all).
+    // Routes outside the API document (plain text, open to all, or pages and
+    // assets of other modules: `.merge(module::pages())` goes here; their
+    // `/api/v1` routes go in `documented_routes`).
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
