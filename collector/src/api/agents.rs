@@ -193,6 +193,19 @@ pub struct PackagesQuery {
     cursor: Option<String>,
 }
 
+/// One change of an agent's inventory.
+#[derive(Serialize, ToSchema)]
+pub struct InventoryChange {
+    /// RFC 3339.
+    at: String,
+    /// e.g. `package_installed`, `package_upgraded`, `fact_changed`.
+    kind: String,
+    /// The package or fact.
+    subject: String,
+    before: Option<String>,
+    after: Option<String>,
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ChangesQuery {
@@ -211,7 +224,7 @@ pub struct ChangesQuery {
     summary = "The agent's inventory changes (`at`, `kind`, `subject`, `before`, `after`), newest first, paged",
     params(("id" = String, Path, description = "Agent id"), ChangesQuery),
     responses(
-        (status = 200, description = "A page of inventory changes", body = Vec<Object>,
+        (status = 200, description = "A page of inventory changes", body = Vec<InventoryChange>,
             headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
         (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
     ),
@@ -237,18 +250,26 @@ pub async fn changes(
     Ok(paging::respond(
         events
             .into_iter()
-            .map(|event| {
-                serde_json::json!({
-                    "at": rfc3339(event.ts_ms),
-                    "kind": event.kind,
-                    "subject": event.subject,
-                    "before": event.before,
-                    "after": event.after,
-                })
+            .map(|event| InventoryChange {
+                at: rfc3339(event.ts_ms),
+                kind: event.kind,
+                subject: event.subject,
+                before: event.before,
+                after: event.after,
             })
             .collect::<Vec<_>>(),
         next,
     ))
+}
+
+/// An agent whose certificate was just revoked.
+#[derive(Serialize, ToSchema)]
+pub struct AgentRevoked {
+    agent_id: String,
+    /// The name of the token that revoked it.
+    revoked_by: String,
+    /// RFC 3339.
+    revoked_at: String,
 }
 
 /// `POST /api/v1/agents/{id}/revoke` (admin): like `steward-collector agent
@@ -262,7 +283,7 @@ pub async fn changes(
     params(("id" = String, Path, description = "Agent id")),
     security(("api_token" = ["admin"])),
     responses(
-        (status = 200, description = "`agent_id`, `revoked_by`, `revoked_at`", body = Object),
+        (status = 200, description = "The agent is revoked", body = AgentRevoked),
         (status = 404, description = "`not_found`: not enrolled or already revoked", body = ErrorBody),
     ),
 )]
@@ -270,7 +291,7 @@ pub async fn revoke(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AgentRevoked>, ApiError> {
     // Who revoked is the token's name, as for every other write.
     let by = actor.name;
     let now_ms = steward_core::now_ms();
@@ -285,9 +306,9 @@ pub async fn revoke(
         ));
     }
     tracing::info!(message = "Agent certificate revoked.", agent_id = %id, %by);
-    Ok(Json(serde_json::json!({
-        "agent_id": id,
-        "revoked_by": by,
-        "revoked_at": rfc3339(now_ms),
-    })))
+    Ok(Json(AgentRevoked {
+        agent_id: id,
+        revoked_by: by,
+        revoked_at: rfc3339(now_ms),
+    }))
 }

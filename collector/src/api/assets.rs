@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
@@ -236,6 +236,20 @@ pub async fn detail(
     Ok(Json(value))
 }
 
+/// One change in an asset's history: a field or one of its agents' packages.
+#[derive(Serialize, ToSchema)]
+pub struct AssetHistoryEntry {
+    /// RFC 3339.
+    at: String,
+    /// Who changed it: `agent` (inventory), an operator's token name, …
+    source: String,
+    kind: String,
+    /// The field, or the package of a package change.
+    field: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
@@ -257,7 +271,7 @@ pub struct HistoryQuery {
     summary = "An asset's field and package changes (`at`, `source`, `kind`, `field`, `before`, `after`), newest first, paged",
     params(("id" = String, Path, description = "Asset id"), HistoryQuery),
     responses(
-        (status = 200, description = "A page of changes", body = Vec<Object>,
+        (status = 200, description = "A page of changes", body = Vec<AssetHistoryEntry>,
             headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
         (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
@@ -316,17 +330,25 @@ pub async fn history(
                 break;
             };
             last_field = Some(row_id);
-            events.push(serde_json::json!({
-                "at": rfc3339(event.ts_ms), "source": event.source, "kind": event.kind,
-                "field": event.field, "before": event.before, "after": event.after,
-            }));
+            events.push(AssetHistoryEntry {
+                at: rfc3339(event.ts_ms),
+                source: event.source,
+                kind: event.kind,
+                field: event.field,
+                before: event.before,
+                after: event.after,
+            });
         } else {
             let Some(event) = packages.next() else { break };
             last_package = Some(event.id);
-            events.push(serde_json::json!({
-                "at": rfc3339(event.ts_ms), "source": "agent", "kind": event.kind,
-                "field": event.subject, "before": event.before, "after": event.after,
-            }));
+            events.push(AssetHistoryEntry {
+                at: rfc3339(event.ts_ms),
+                source: "agent".to_string(),
+                kind: event.kind,
+                field: Some(event.subject),
+                before: event.before,
+                after: event.after,
+            });
         }
     }
     let more = maybe_more || fields.peek().is_some() || packages.peek().is_some();

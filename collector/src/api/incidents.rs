@@ -239,6 +239,15 @@ pub struct GroupQuery {
     group: String,
 }
 
+/// The incidents one group acknowledgement took.
+#[derive(Serialize, ToSchema)]
+pub struct GroupAcknowledged {
+    /// The group key, without `steward-group:`.
+    group: String,
+    /// Ids of the incidents acknowledged.
+    acknowledged: Vec<i64>,
+}
+
 /// `POST /api/v1/incidents/ack?group=KEY`: acknowledges the incidents of
 /// one grouped message (storm summary, digest, group) at once.
 #[utoipa::path(
@@ -250,7 +259,7 @@ pub struct GroupQuery {
     params(GroupQuery),
     request_body(content = Option<ActionBody>, description = "Optional; may be empty"),
     responses(
-        (status = 200, description = "`group` and the `acknowledged` incident ids", body = Object),
+        (status = 200, description = "The incidents acknowledged", body = GroupAcknowledged),
         (status = 400, description = "`invalid_query` (no `group`) or `invalid_json`", body = ErrorBody),
         (status = 404, description = "`not_found`: no incident was sent in this group", body = ErrorBody),
     ),
@@ -260,7 +269,7 @@ pub async fn acknowledge_group(
     Extension(actor): Extension<Actor>,
     Query(query): Query<GroupQuery>,
     body: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GroupAcknowledged>, ApiError> {
     let body = parse_body(&body)?;
     let group = query
         .group
@@ -277,9 +286,10 @@ pub async fn acknowledge_group(
             other => other.into(),
         })?;
     let ids: Vec<i64> = acknowledged.iter().map(|incident| incident.id).collect();
-    Ok(Json(
-        serde_json::json!({ "group": group, "acknowledged": ids }),
-    ))
+    Ok(Json(GroupAcknowledged {
+        group: group.to_string(),
+        acknowledged: ids,
+    }))
 }
 
 /// `POST /api/v1/incidents/{id}/resolve`: resolved by the token's name.

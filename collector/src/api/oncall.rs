@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::actor::Actor;
@@ -287,6 +286,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(window_view(&window, now))))
 }
 
+/// A maintenance window just ended.
+#[derive(Serialize, ToSchema)]
+pub struct WindowEnded {
+    id: i64,
+    /// RFC 3339.
+    ended_at: String,
+}
+
 /// `POST /api/v1/maintenance/{id}/end`: closes the window now.
 #[utoipa::path(
     post,
@@ -296,7 +303,7 @@ pub async fn create(
     summary = "End a maintenance window now",
     params(("id" = i64, Path, description = "Window id")),
     responses(
-        (status = 200, description = "`id` and `ended_at`", body = Object),
+        (status = 200, description = "The window is over", body = WindowEnded),
         (status = 404, description = "`not_found`: no such maintenance window", body = ErrorBody),
     ),
 )]
@@ -304,7 +311,7 @@ pub async fn end(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WindowEnded>, ApiError> {
     let now = steward_core::now_ms();
     if !state.store.end_maintenance(id, now).await? {
         return Err(ApiError::new(
@@ -313,9 +320,10 @@ pub async fn end(
         ));
     }
     tracing::info!(message = "Maintenance window ended.", id, by = %actor.name);
-    Ok(Json(
-        serde_json::json!({"id": id, "ended_at": rfc3339(now)}),
-    ))
+    Ok(Json(WindowEnded {
+        id,
+        ended_at: rfc3339(now),
+    }))
 }
 
 #[cfg(test)]

@@ -135,6 +135,14 @@ pub async fn create(
     ))
 }
 
+/// A token just revoked.
+#[derive(Serialize, ToSchema)]
+pub struct TokenRevoked {
+    name: String,
+    /// RFC 3339.
+    revoked_at: String,
+}
+
 /// `POST /api/v1/tokens/{name}/revoke`: refused from the next request on.
 #[utoipa::path(
     post,
@@ -145,7 +153,7 @@ pub async fn create(
     params(("name" = String, Path, description = "Token name")),
     security(("api_token" = ["admin"])),
     responses(
-        (status = 200, description = "`name` and `revoked_at`", body = Object),
+        (status = 200, description = "The token is revoked", body = TokenRevoked),
         (status = 404, description = "`not_found`: no unrevoked token has this name", body = ErrorBody),
         (status = 409, description = "`conflict`: `config-N` tokens live in collector.toml", body = ErrorBody),
     ),
@@ -154,7 +162,7 @@ pub async fn revoke(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TokenRevoked>, ApiError> {
     if is_config_token_name(&name) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -169,5 +177,8 @@ pub async fn revoke(
         ));
     }
     tracing::info!(message = "API token revoked.", %name, by = %actor.name);
-    Ok(Json(json!({"name": name, "revoked_at": rfc3339(now)})))
+    Ok(Json(TokenRevoked {
+        name,
+        revoked_at: rfc3339(now),
+    }))
 }
