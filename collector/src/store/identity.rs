@@ -127,6 +127,25 @@ pub(super) fn tokens(connection: &Connection) -> rusqlite::Result<Vec<Enrollment
         .collect()
 }
 
+/// Whether an enrollment token with this secret could be redeemed now. A
+/// cheap read before the CA signs anything; [`redeem`] checks again inside
+/// its transaction.
+pub(super) fn token_usable(
+    connection: &Connection,
+    secret_sha256: &str,
+    now_ms: i64,
+) -> rusqlite::Result<bool> {
+    connection
+        .query_row(
+            "SELECT 1 FROM enrollment_tokens
+             WHERE secret_sha256 = ?1 AND revoked_ms IS NULL AND uses_left > 0 AND expires_ms > ?2",
+            params![secret_sha256, now_ms],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|found| found.is_some())
+}
+
 /// Binds `certificate.agent_id` to `certificate` if the token may still be
 /// used; everything is checked before anything is written.
 pub(super) fn redeem(
@@ -461,6 +480,16 @@ impl super::Store {
         now_ms: i64,
     ) -> Result<Result<Vec<String>, EnrollRefusal>, StoreError> {
         self.write(move |transaction| redeem(transaction, &secret_sha256, &certificate, now_ms))
+            .await
+    }
+
+    /// See [`token_usable`].
+    pub async fn enrollment_token_usable(
+        &self,
+        secret_sha256: String,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.read(move |connection| token_usable(connection, &secret_sha256, now_ms))
             .await
     }
 
