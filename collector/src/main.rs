@@ -112,6 +112,10 @@ enum EnrollTokenAction {
         /// KEY=VALUE, added to the asset of every agent it enrolls as tag `key:value` (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// Let the token enroll agent ids that already streamed with the shared agent token
+        /// (migrating such agents to certificates): it takes over their identity and asset.
+        #[arg(long)]
+        adopt_existing: bool,
     },
     /// List tokens (ids, expiry, uses left, tags; never the secrets).
     List,
@@ -206,9 +210,21 @@ fn main() -> ExitCode {
         Some(Command::EnrollToken { action }) => identity_command(&args.config, |config| {
             use steward_collector::setup::admin;
             match action {
-                EnrollTokenAction::Create { ttl, uses, tags } => {
-                    let created =
-                        admin::create_token(config, &admin::TokenOptions { ttl, uses, tags })?;
+                EnrollTokenAction::Create {
+                    ttl,
+                    uses,
+                    tags,
+                    adopt_existing,
+                } => {
+                    let created = admin::create_token(
+                        config,
+                        &admin::TokenOptions {
+                            ttl,
+                            uses,
+                            tags,
+                            adopt_existing,
+                        },
+                    )?;
                     println!("{}", created.secret.reveal());
                     eprintln!(
                         "steward-collector: enrollment token {} created: {} use(s), expires {}{}",

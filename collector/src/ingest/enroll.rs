@@ -143,6 +143,14 @@ impl Enrollment for EnrollmentHandler {
                     Status::failed_precondition(refusal.to_string()),
                 ));
             }
+            Err(refusal @ EnrollRefusal::ExistingAgent(_)) => {
+                return Err(self.refuse(
+                    &peer,
+                    &request.agent_id,
+                    "agent id streamed with the shared token; the token may not adopt it",
+                    Status::failed_precondition(refusal.to_string()),
+                ));
+            }
             Err(refusal) => {
                 return Err(self.refuse(
                     &peer,
