@@ -45,7 +45,10 @@ pub async fn quickstart(
     let mut agent_config = steward_agent::AgentConfig::load(&dir.join("agent.toml"))?;
     let collector = crate::start(config, shutdown.clone()).await?;
     // The local agent follows the port actually bound (the config may say port 0).
-    agent_config.collector_url = format!("https://127.0.0.1:{}", collector.grpc_addr.port());
+    agent_config.collectors.truncate(1);
+    for target in &mut agent_config.collectors {
+        target.url = format!("https://127.0.0.1:{}", collector.grpc_addr.port());
+    }
     println!();
     println!("Steward is running.");
     let http = collector.http_addr;
