@@ -9,6 +9,7 @@ use serde::Deserialize;
 use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use crate::api::HttpLimits;
+use crate::api::session::{ConsoleSettings, RawConsole};
 use crate::assets::{AssetPolicy, RawAssetPolicy};
 use crate::incidents::sla::RawSlaTarget;
 use crate::incidents::{
@@ -64,6 +65,9 @@ struct RawCollectorConfig {
     schedule: Vec<RawSchedule>,
     #[serde(default)]
     escalation: Vec<RawEscalation>,
+    /// `[console]`, `[[console.users]]`: the web console's logins.
+    #[serde(default)]
+    console: RawConsole,
 }
 
 /// `[changes]`: how change records are linked to incidents.
@@ -616,6 +620,8 @@ pub struct CollectorConfig {
     pub notify: std::sync::Arc<NotifyConfig>,
     /// Public URL of the HTTP API, for links in notifications.
     pub base_url: String,
+    /// `[console]`: users who log in to the web console with a password.
+    pub console: ConsoleSettings,
     /// Where this config came from, so SIGHUP can re-read it.
     pub path: PathBuf,
 }
@@ -820,6 +826,7 @@ impl CollectorConfig {
             return Err(source.error("retention.every", "must be at least 1s"));
         }
         let limits = Limits::validate(source, raw.limits)?;
+        let console = ConsoleSettings::validate(source, raw.console)?;
         Ok(Self {
             grpc_listen: raw.server.grpc_listen,
             http_listen: raw.server.http_listen,
@@ -847,6 +854,7 @@ impl CollectorConfig {
             assets,
             notify: std::sync::Arc::new(notify),
             base_url,
+            console,
             path: source.path.clone(),
         })
     }
