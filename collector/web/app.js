@@ -24,7 +24,7 @@
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : value);
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -228,11 +228,16 @@
   function overview() {
     const body = h("div");
     main.replaceChildren(h("h1", null, "Overview"), body);
+    // Incidents every tick; the fleet-wide reads (every asset) every 6th.
+    let tick = 0;
+    let fleet = null;
     live(async (mine) => {
-      const [incidents, agents, compliance, oncall, maintenance] = await Promise.all([
-        api("/api/v1/incidents?limit=500"), api("/api/v1/agents"), api("/api/v1/compliance"),
-        api("/api/v1/oncall"), api("/api/v1/maintenance"),
-      ]);
+      const slow = fleet === null || tick++ % 6 === 0
+        ? Promise.all([api("/api/v1/agents"), api("/api/v1/assets?limit=10000"), api("/api/v1/oncall"), api("/api/v1/maintenance")])
+        : Promise.resolve(fleet);
+      const [incidents, current] = await Promise.all([api("/api/v1/incidents?limit=500"), slow]);
+      fleet = current;
+      const [agents, assets, oncall, maintenance] = fleet;
       if (mine !== generation) return;
       const open = incidents.filter((incident) => incident.state !== "resolved");
       const bySeverity = Object.fromEntries(SEVERITIES.map((severity) => [severity, 0]));
@@ -245,8 +250,9 @@
         else if (now - agent.last_seen_ms < staleAfter) counts.stale++;
         else counts.missing++;
       }
-      const patches = compliance.filter((asset) => asset.findings.some((f) => f.check === "security_updates_pending"));
-      const reboots = compliance.filter((asset) => asset.findings.some((f) => f.check === "reboot_required"));
+      const patches = assets.filter((asset) => (asset.patch && asset.patch.security) > 0);
+      const reboots = assets.filter((asset) => asset.patch && asset.patch.reboot_required === true);
+      const flagged = assets.filter((asset) => patches.includes(asset) || reboots.includes(asset) || (asset.findings || []).length);
       const activeWindows = maintenance.filter((window) => window.active);
       body.replaceChildren(
         h("div", { class: "panel", id: "open-incidents" },
@@ -270,9 +276,13 @@
             h("div", { class: "cards" },
               h("div", { class: `card ${patches.length ? "major" : "ok"}` }, h("span", { class: "n" }, patches.length), h("span", { class: "l" }, "security updates")),
               h("div", { class: `card ${reboots.length ? "minor" : "ok"}` }, h("span", { class: "n" }, reboots.length), h("span", { class: "l" }, "reboot required"))),
-            h("ul", null, [...new Set([...patches, ...reboots])].slice(0, 8).map((asset) =>
+            h("ul", null, flagged.slice(0, 8).map((asset) =>
               h("li", null, h("a", { href: `#/hosts/${encodeURIComponent(asset.id)}` }, asset.hostname || asset.id),
-                " ", h("span", { class: "muted" }, asset.findings.map((f) => f.check.replaceAll("_", " ")).join(", ")))))),
+                " ", h("span", { class: "muted" }, [
+                  asset.patch && asset.patch.security ? `${asset.patch.security} security updates` : null,
+                  ...(asset.findings || []).map((f) => f.check.replaceAll("_", " ")),
+                ].filter(Boolean).join(", "))))),
+            flagged.length > 8 ? h("p", null, h("a", { href: "#/hosts" }, `All ${flagged.length} hosts`)) : null),
           h("div", { class: "panel", id: "oncall" },
             h("h2", null, "On call"),
             oncall.length
@@ -452,8 +462,8 @@
 
   // Charts: what to draw for a host, from docs/metrics.md.
   const CHARTS = [
-    { id: "cpu", title: "CPU busy (%)", metric: "cpu.usage_percent", labels: "cpu=total" },
-    { id: "memory", title: "Memory used (%)", metric: "mem.used_percent" },
+    { id: "cpu", title: "CPU busy (%)", metric: "cpu.usage_percent", labels: "cpu=total", name: () => "all cores" },
+    { id: "memory", title: "Memory used (%)", metric: "mem.used_percent", name: () => "used" },
     { id: "disk", title: "Disk used (%)", metric: "disk.used_percent", name: (labels) => labels.mount },
     { id: "network", title: "Network (bytes/s)", metrics: ["net.rx_bytes", "net.tx_bytes"], rate: true,
       name: (labels, metric) => `${labels.iface} ${metric.endsWith("rx_bytes") ? "in" : "out"}` },
@@ -464,6 +474,14 @@
   const RANGES = { "1h": { ms: 3600e3, step: "" }, "24h": { ms: 86400e3, step: "5m" }, "7d": { ms: 7 * 86400e3, step: "30m" } };
   const COLORS = ["#1f6feb", "#d9480f", "#2b8a3e", "#9c36b5", "#c08400", "#0b7285", "#b3122e", "#5f6b7a"];
   let chartRange = "1h";
+  // Axis ticks: 1.2k, 3.4M… so large rates fit the axis.
+  function compact(value) {
+    const size = Math.abs(value);
+    for (const [limit, suffix] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]]) {
+      if (size >= limit) return `${+(value / limit).toFixed(1)}${suffix}`;
+    }
+    return `${+value.toFixed(2)}`;
+  }
 
   function hostPage(assetId) {
     const mine = generation;
@@ -488,11 +506,11 @@
       const patch = asset.patch || {};
       details.replaceChildren(
         h("div", { class: "panel" }, h("h2", null, "Inventory"), facts([
-          ["FQDN", asset.fqdn], ["OS", `${text(asset.os)} ${asset.os_version || ""}`], ["Kernel", asset.kernel], ["Arch", asset.arch],
+          ["FQDN", asset.fqdn], ["OS", asset.os], ["Kernel", asset.kernel], ["Arch", asset.arch],
           ["CPU", asset.cpu_model ? `${asset.cpu_model} (${text(asset.cpu_cores)} cores, ${text(asset.cpu_threads)} threads)` : null],
           ["Memory", gib(asset.memory_total_bytes)], ["Vendor / model", [asset.vendor, asset.model].filter(Boolean).join(" ")],
           ["Serial", asset.serial], ["IPs", (asset.ips || []).join(", ")], ["Packages", asset.package_count],
-          ["Disks", (asset.disks || []).map((disk) => `${disk.mount || disk.name || "?"} ${gib(disk.total_bytes)}`).join(", ")],
+          ["Disks", (asset.disks || []).map((disk) => `${disk.mount || disk.device} ${gib(disk.size_bytes)}`).join(", ")],
         ])),
         h("div", { class: "panel" }, h("h2", null, "Patch state"), facts([
           ["Updates pending", patch.pending], ["Of which security", patch.security],
@@ -579,7 +597,7 @@
       scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
       legend: { show: true },
       series: [{}, ...lines.map((line, i) => ({ label: line.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: times.length < 60 } }))],
-      axes: [{}, { size: 50 }],
+      axes: [{}, { size: 56, values: (_, ticks) => ticks.map(compact) }],
     };
     const holder = h("div");
     box.append(holder);
