@@ -8,6 +8,7 @@
 //! they are missing it installs them (as root, with apt-get), else it is
 //! skipped with a printed reason, unless `STEWARD_REQUIRE_BROWSER=1` (set by
 //! `.ci/run`) turns the skip into a failure.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -503,10 +504,11 @@ fn browser_missing() -> Option<String> {
         }
         return Some("apt-get could not install chromium and chromium-driver".to_string());
     }
-    Some(format!(
+    Some(
         "/usr/bin/chromium or /usr/bin/chromedriver is missing and this is not root with apt-get \
          (install Debian's chromium and chromium-driver packages)"
-    ))
+            .to_string(),
+    )
 }
 
 fn effective_uid() -> u32 {
