@@ -927,6 +927,74 @@ mod tests {
     }
 
     #[test]
+    fn console_users_load_and_bad_ones_are_refused_by_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = crate::api::session::hash_password("s3cret").unwrap();
+        let user = |name: &str, hash: &str, scope: &str| {
+            format!(
+                "\n[[console.users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\nscope = \"{scope}\"\n"
+            )
+        };
+        let good = base(&format!(
+            "\n[console]\nsession_idle = \"2h\"\n{}{}",
+            user("alice", &hash, "write"),
+            user("rita", &hash, "read")
+        ));
+        let config = CollectorConfig::load(&write(dir.path(), &good)).unwrap();
+        assert_eq!(config.console.session_idle, Duration::from_secs(7200));
+        let names: Vec<_> = config
+            .console
+            .users
+            .iter()
+            .map(|user| (user.name.as_str(), user.scope))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("alice", crate::access::Scope::Write),
+                ("rita", crate::access::Scope::Read)
+            ]
+        );
+        assert!(
+            !format!("{config:?}").contains(&hash),
+            "hashes stay out of Debug"
+        );
+        // 12 lines of base, then a blank line, the table header, name, hash, scope.
+        let cases = [
+            (
+                user("bob", "hunter2", "write"),
+                "console.users[0].password_hash",
+                16,
+            ),
+            (user("bob", &hash, "root"), "console.users[0].scope", 17),
+            (
+                user("bob smith", &hash, "read"),
+                "console.users[0].name",
+                15,
+            ),
+            (
+                format!(
+                    "{}{}",
+                    user("bob", &hash, "read"),
+                    user("bob", &hash, "read")
+                ),
+                "console.users[1].name",
+                20,
+            ),
+            (
+                "\n[console]\nsession_idle = \"5s\"\n".to_string(),
+                "console.session_idle",
+                15,
+            ),
+        ];
+        for (extra, key, line) in cases {
+            let error = CollectorConfig::load(&write(dir.path(), &base(&extra))).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{extra}: {error}");
+            assert_eq!(error.line, Some(line), "{extra}: {error}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
