@@ -738,8 +738,15 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
         "document.body.dataset.view === 'incidents' && document.body.dataset.loaded === '1'",
     )
     .await;
+    // From here on the page is one document: record any Content-Security-Policy
+    // violation (an inline style or script the policy blocks, e.g. from uPlot).
     let marker = client
-        .execute("window.__sameDocument = 'yes'; return 1;", vec![])
+        .execute(
+            "window.__sameDocument = 'yes'; window.__csp = []; \
+             document.addEventListener('securitypolicyviolation', \
+               e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI)); return 1;",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(marker, json!(1));
@@ -853,9 +860,56 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
     )
     .await;
     assert_fits_window(&client, "the host page").await;
+    let violations = client
+        .execute("return window.__csp;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(violations, json!([]), "the console runs under its CSP");
     // Tall enough for the charts, the inventory and the start of the history.
     client.set_window_size(1280, 1700).await.unwrap();
     save_screenshot(&client, &shots, "host.png").await;
+
+    // The asset table finds the host by search.
+    client.set_window_size(1280, 900).await.unwrap();
+    client
+        .find(fantoccini::Locator::Css("#nav a[data-nav='hosts']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &client,
+        "the host list",
+        "document.querySelector('tr[data-asset-id]')",
+    )
+    .await;
+    client
+        .find(fantoccini::Locator::Id("host-search"))
+        .await
+        .unwrap()
+        .send_keys("no-such-host")
+        .await
+        .unwrap();
+    wait_js(
+        &client,
+        "an empty search",
+        "document.querySelector('tr[data-asset-id]') === null",
+    )
+    .await;
+    let search = client
+        .find(fantoccini::Locator::Id("host-search"))
+        .await
+        .unwrap();
+    search.clear().await.unwrap();
+    search.send_keys("web-1").await.unwrap();
+    wait_js(
+        &client,
+        "web-1 found",
+        "document.querySelector('tr[data-asset-id]') && document.body.innerText.includes('web-1')",
+    )
+    .await;
+    save_screenshot(&client, &shots, "hosts.png").await;
 
     // A phone-sized window still shows the overview.
     client.set_window_size(390, 844).await.unwrap();
