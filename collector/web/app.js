@@ -196,6 +196,7 @@
     for (const link of document.querySelectorAll("#nav a")) link.classList.toggle("active", link.dataset.nav === view);
     document.body.dataset.view = view;
     delete document.body.dataset.loaded;
+    document.getElementById("live").textContent = "";
     if (view === "incidents" && parts[1]) return incidentPage(parts[1]);
     if (view === "incidents") return incidentList();
     if (view === "hosts" && parts[1]) return hostPage(parts[1]);
