@@ -34,6 +34,10 @@ use crate::telemetry::{LogThrottle, Telemetry};
 pub const FAILURE_BURST: u32 = 10;
 pub const REFILL_EVERY: Duration = Duration::from_secs(6);
 
+/// Console password checks computed at once; more wait their turn (within
+/// the request timeout), so a burst of logins cannot take the memory.
+const PASSWORD_CHECKS: usize = 2;
+
 /// `last_used_ms` is written at most this often per token (one write per
 /// request would put the writer thread on every read's path).
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
@@ -51,6 +55,8 @@ pub struct ApiAuth {
     pub(super) console: ConsoleSettings,
     /// Open console sessions.
     pub(super) sessions: Sessions,
+    /// Password checks running at once (each argon2 check holds 19 MiB).
+    pub(super) password_checks: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for ApiAuth {
@@ -72,6 +78,7 @@ impl ApiAuth {
             touched: Mutex::default(),
             sessions: Sessions::new(ConsoleSettings::default().session_idle),
             console: ConsoleSettings::default(),
+            password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
         }
     }
 

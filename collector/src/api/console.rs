@@ -207,6 +207,10 @@ async fn log_in(State(state): State<ApiState>, request: Request) -> Response {
             if let Some(too_many) = auth::over_failure_budget(&state, source) {
                 return too_many;
             }
+            let Ok(_turn) = state.auth.password_checks.acquire().await else {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+                    .into_response();
+            };
             let user = state.auth.console.user(&name).cloned();
             let checked = user.clone();
             let verified = tokio::task::spawn_blocking(move || {
