@@ -166,7 +166,7 @@ fn session_view(actor: &Actor, csrf_token: Option<&str>) -> serde_json::Value {
 /// budget like bearer tokens; every password attempt takes one from it
 /// before the (deliberately slow) hash is computed, so guessing is held to
 /// the limiter's rate.
-async fn log_in(State(state): State<ApiState>, request: Request) -> Response {
+pub(super) async fn log_in(State(state): State<ApiState>, request: Request) -> Response {
     let source = auth::source_of(&request);
     let body = match axum::body::to_bytes(request.into_body(), MAX_LOGIN_BODY).await {
         Ok(body) => body,
@@ -256,7 +256,7 @@ async fn log_in(State(state): State<ApiState>, request: Request) -> Response {
 
 /// `GET /api/v1/session`: who the request is authenticated as; with a
 /// session cookie, also the session's CSRF token (a reloaded page has lost it).
-async fn who_am_i(
+pub(super) async fn who_am_i(
     State(state): State<ApiState>,
     axum::Extension(actor): axum::Extension<Actor>,
     headers: HeaderMap,
@@ -273,7 +273,7 @@ async fn who_am_i(
 
 /// `DELETE /api/v1/session`: ends the cookie's session (given its CSRF
 /// token, so another site cannot log the user out) and clears the cookie.
-async fn log_out(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+pub(super) async fn log_out(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Some(id) = session::session_cookie(&headers)
         && let Some(open) = state.auth.sessions.find(&id, std::time::Instant::now())
     {
