@@ -1,5 +1,5 @@
 //! `steward-collector [--config FILE] | init DIR | quickstart [--dir DIR] | token …
-//!  | enroll-token create|list|revoke | ca-fingerprint | agent revoke ID`
+//!  | enroll-token create|list|revoke | ca-fingerprint | agent revoke ID | hash-password`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +78,9 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Read a password from stdin (first line) and print its argon2id hash,
+    /// for `password_hash` in `[[console.users]]`. Never takes it as an argument.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -246,6 +249,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Some(Command::HashPassword) => hash_password(),
         Some(Command::CaFingerprint) => identity_command(&args.config, |config| {
             println!(
                 "{}",
@@ -276,6 +280,32 @@ fn main() -> ExitCode {
                     .await
                     .map_err(anyhow::Error::from)
             })
+        }
+    }
+}
+
+/// `hash-password`: the first line of stdin (without its line ending) hashed.
+fn hash_password() -> ExitCode {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("steward-collector: type the password, then Enter (it is echoed):");
+    }
+    let mut line = String::new();
+    if let Err(error) = stdin.lock().read_line(&mut line) {
+        eprintln!("steward-collector: cannot read the password from stdin: {error}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    match steward_collector::api::session::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("steward-collector: {error}");
+            ExitCode::FAILURE
         }
     }
 }

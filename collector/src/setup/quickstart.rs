@@ -52,7 +52,8 @@ pub async fn quickstart(
     println!();
     println!("Steward is running.");
     let http = collector.http_addr;
-    println!("  Web/API:  {scheme}://{http}/api/v1/agents");
+    println!("  Console:  {scheme}://{http}/  (log in with the API token below)");
+    println!("  API:      {scheme}://{http}/api/v1/agents");
     println!("  Series:   {scheme}://{http}/api/v1/series");
     println!("  Metrics:  {scheme}://{http}/metrics");
     println!("  gRPC:     {} (TLS)", collector.grpc_addr);
