@@ -35,6 +35,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token's scope is below what the route needs (read < write < admin).
     InsufficientScope,
+    /// A write with the console session cookie lacks the session's `X-CSRF-Token`.
+    CsrfMismatch,
     /// The route exists but the thing named in it does not.
     NotFound,
     /// No route has this path.
@@ -73,7 +75,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and the tests that keep it complete.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidPath,
@@ -82,6 +84,7 @@ impl ErrorCode {
         ErrorCode::InvalidCursor,
         ErrorCode::Unauthorized,
         ErrorCode::InsufficientScope,
+        ErrorCode::CsrfMismatch,
         ErrorCode::NotFound,
         ErrorCode::UnknownRoute,
         ErrorCode::MethodNotAllowed,
@@ -111,6 +114,7 @@ impl ErrorCode {
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::CsrfMismatch => "csrf_mismatch",
             ErrorCode::NotFound => "not_found",
             ErrorCode::UnknownRoute => "unknown_route",
             ErrorCode::MethodNotAllowed => "method_not_allowed",

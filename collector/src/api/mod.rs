@@ -17,6 +17,7 @@ mod agents;
 mod assets;
 pub mod auth;
 mod changes;
+mod console;
 pub mod error;
 mod extract;
 pub mod https;
@@ -26,6 +27,7 @@ pub mod openapi;
 mod paging;
 mod problems;
 mod series;
+pub mod session;
 mod tokens;
 
 use std::sync::Arc;
@@ -120,7 +122,12 @@ pub(crate) fn documented_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(agents::packages))
         .routes(routes!(agents::changes))
         .routes(routes!(series::latest))
-        .routes(routes!(series::history));
+        .routes(routes!(series::history))
+        .routes(routes!(
+            console::who_am_i,
+            console::log_in,
+            console::log_out
+        ));
     let writes = OpenApiRouter::new()
         .routes(routes!(incidents::acknowledge))
         .routes(routes!(incidents::acknowledge_group))
@@ -160,6 +167,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(error::unknown_route)
+        .merge(console::pages())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

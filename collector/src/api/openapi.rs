@@ -44,6 +44,7 @@ Every error is `{\"error\": \"<stable code>\", \"message\": \"...\"}` (schema `E
         (name = "problems", description = "Problem records grouping recurring incidents"),
         (name = "changes", description = "Change records and their statistics"),
         (name = "administration", description = "API tokens and agent revocation (admin scope)"),
+        (name = "session", description = "Console sessions: a cookie instead of a bearer token"),
         (name = "meta", description = "This document"),
     ),
 )]
@@ -228,6 +229,11 @@ mod tests {
             let id = operation["operationId"].as_str().expect(&what);
             assert!(ids.insert(id.to_string()), "{what}: operationId {id} twice");
             assert!(operation["tags"][0].is_string(), "{what}: no tag");
+            // Open to all (the console login and logout): no scope, no auth errors.
+            if operation["security"] == serde_json::json!([{}]) {
+                assert_eq!(path, "/api/v1/session", "{what} is open to all");
+                continue;
+            }
             let scopes = &operation["security"][0][TOKEN_SCHEME];
             let expected: &[&str] = if path.starts_with("/api/v1/tokens")
                 || path.ends_with("/revoke") && path.starts_with("/api/v1/agents")
