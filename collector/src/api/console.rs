@@ -151,12 +151,25 @@ struct LoginBody {
 
 /// What a session is: who, with which scope, and (for the page's writes)
 /// its CSRF token.
-fn session_view(actor: &Actor, csrf_token: Option<&str>) -> serde_json::Value {
-    serde_json::json!({
-        "name": actor.name,
-        "scope": actor.scope.as_str(),
-        "csrf_token": csrf_token,
-    })
+fn session_view(actor: &Actor, csrf_token: Option<&str>) -> SessionView {
+    SessionView {
+        name: actor.name.clone(),
+        scope: actor.scope.as_str(),
+        csrf_token: csrf_token.map(str::to_string),
+    }
+}
+
+/// Who a request or session is, as `/api/v1/session` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Session)]
+pub(super) struct SessionView {
+    /// The token's name, or the console user's.
+    name: String,
+    /// `read`, `write` or `admin`.
+    scope: &'static str,
+    /// Repeat it in `X-CSRF-Token` on writes made with the session cookie;
+    /// null without one.
+    csrf_token: Option<String>,
 }
 
 /// `POST /api/v1/session`: checks the token or password and sets the
@@ -175,7 +188,7 @@ the cookie must repeat `csrf_token` in `X-CSRF-Token`. Open to all (it is the lo
     request_body = LoginBody,
     security(()),
     responses(
-        (status = 200, description = "`name`, `scope` and `csrf_token` of the new session", body = Object),
+        (status = 200, description = "The new session (its cookie is set)", body = SessionView),
         (status = 400, description = "`bad_request`: not a token or a user and password", body = super::error::ErrorBody),
         (status = 401, description = "`unauthorized`: wrong token or password", body = super::error::ErrorBody),
         (status = 413, description = "`payload_too_large`", body = super::error::ErrorBody),
@@ -279,14 +292,14 @@ pub(super) async fn log_in(State(state): State<ApiState>, request: Request) -> R
     operation_id = "who_am_i",
     summary = "Who the request is authenticated as (token or session cookie)",
     responses(
-        (status = 200, description = "`name`, `scope`, and `csrf_token` (null without a session cookie)", body = Object),
+        (status = 200, description = "Who the request is authenticated as", body = SessionView),
     ),
 )]
 pub(super) async fn who_am_i(
     State(state): State<ApiState>,
     axum::Extension(actor): axum::Extension<Actor>,
     headers: HeaderMap,
-) -> Json<serde_json::Value> {
+) -> Json<SessionView> {
     let csrf_token = headers
         .get(header::AUTHORIZATION)
         .is_none()
