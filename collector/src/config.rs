@@ -64,6 +64,9 @@ struct RawCollectorConfig {
     schedule: Vec<RawSchedule>,
     #[serde(default)]
     escalation: Vec<RawEscalation>,
+    /// `[[export.remote_write]]`: metric history to Prometheus-compatible stores.
+    #[serde(default)]
+    export: crate::export::RawExport,
 }
 
 /// `[changes]`: how change records are linked to incidents.
@@ -618,6 +621,8 @@ pub struct CollectorConfig {
     pub base_url: String,
     /// Where this config came from, so SIGHUP can re-read it.
     pub path: PathBuf,
+    /// `[export]`: remote_write endpoints.
+    pub export: crate::export::ExportConfig,
 }
 
 impl std::fmt::Debug for CollectorConfig {
@@ -820,6 +825,7 @@ impl CollectorConfig {
             return Err(source.error("retention.every", "must be at least 1s"));
         }
         let limits = Limits::validate(source, raw.limits)?;
+        let export = crate::export::ExportConfig::validate(source, raw.export)?;
         Ok(Self {
             grpc_listen: raw.server.grpc_listen,
             http_listen: raw.server.http_listen,
@@ -848,6 +854,7 @@ impl CollectorConfig {
             notify: std::sync::Arc::new(notify),
             base_url,
             path: source.path.clone(),
+            export,
         })
     }
 }
