@@ -13,8 +13,10 @@ use steward_core::config_file::{self, ConfigError, ConfigSource};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAgentConfig {
-    /// Collector gRPC URL, `https://host:port`.
-    collector: String,
+    /// Collector gRPC URL, `https://host:port`, or a list of them: the
+    /// agent streams to one and moves to the next when it fails.
+    #[serde(deserialize_with = "one_or_more_urls")]
+    collector: Vec<String>,
     #[serde(default)]
     token: Option<String>,
     #[serde(default)]
@@ -209,10 +211,24 @@ pub struct ClientCertFiles {
     pub key: PathBuf,
 }
 
+/// One collector the agent may stream to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectorAddress {
+    /// `https://host:port` (or `http://` with `allow_plaintext`).
+    pub url: String,
+    /// Name verified in the collector's certificate: `server_name`, or the URL's host.
+    pub server_name: String,
+}
+
+/// At most this many collector URLs (a list longer than any real cluster is a mistake).
+const MAX_COLLECTORS: usize = 16;
+
 /// A validated agent configuration.
 #[derive(Clone)]
 pub struct AgentConfig {
-    pub collector_url: String,
+    /// In the configured order; never empty. The shipper starts at a random
+    /// one and moves on when it fails (see `shipper::run`).
+    pub collectors: Vec<CollectorAddress>,
     /// Shared secret presented in the hello; empty with a client
     /// certificate. Never logged (see the manual `Debug`).
     pub token: String,
@@ -221,7 +237,6 @@ pub struct AgentConfig {
     pub client_cert: Option<ClientCertFiles>,
     /// PEM bytes of the CA; `None` only with plaintext.
     pub ca_pem: Option<Vec<u8>>,
-    pub server_name: String,
     pub interval: Duration,
     pub state_dir: PathBuf,
     pub hostname: Option<String>,
@@ -239,10 +254,9 @@ pub struct AgentConfig {
 impl std::fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentConfig")
-            .field("collector_url", &self.collector_url)
+            .field("collectors", &self.collectors)
             .field("token", &"<redacted>")
             .field("client_cert", &self.client_cert)
-            .field("server_name", &self.server_name)
             .field("interval", &self.interval)
             .field("state_dir", &self.state_dir)
             .field("hostname", &self.hostname)
@@ -270,35 +284,45 @@ impl AgentConfig {
     }
 
     fn validate(source: &ConfigSource, raw: RawAgentConfig) -> Result<Self, ConfigError> {
-        let (scheme, authority) = raw
-            .collector
-            .split_once("://")
-            .ok_or_else(|| source.error("collector", "expected a URL like https://host:7443"))?;
-        let host = host_of(authority)
-            .ok_or_else(|| source.error("collector", "the URL has no host"))?
-            .to_string();
-        let plaintext = match scheme {
-            "https" => false,
-            "http" if !raw.allow_plaintext => {
-                return Err(source.error(
-                    "collector",
-                    "http:// sends the token in clear; use https:// or set allow_plaintext = true (loopback only)",
-                ));
+        if raw.collector.is_empty() {
+            return Err(source.error("collector", "expected a URL like https://host:7443"));
+        }
+        if raw.collector.len() > MAX_COLLECTORS {
+            return Err(source.error(
+                "collector",
+                format!("at most {MAX_COLLECTORS} collector URLs"),
+            ));
+        }
+        let mut collectors = Vec::with_capacity(raw.collector.len());
+        let mut schemes = Vec::with_capacity(raw.collector.len());
+        for (index, url) in raw.collector.iter().enumerate() {
+            // Name the entry when there are several.
+            let which = if raw.collector.len() > 1 {
+                format!("entry {} ({url:?}): ", index + 1)
+            } else {
+                String::new()
+            };
+            let (plaintext, host) = check_collector_url(url, raw.allow_plaintext)
+                .map_err(|(key, message)| source.error(key, format!("{which}{message}")))?;
+            if collectors
+                .iter()
+                .any(|known: &CollectorAddress| known.url == *url)
+            {
+                return Err(source.error("collector", format!("{which}listed twice")));
             }
-            "http" if !is_loopback_host(&host) => {
-                return Err(source.error(
-                    "allow_plaintext",
-                    "plain-text gRPC is allowed only to a loopback collector",
-                ));
-            }
-            "http" => true,
-            other => {
-                return Err(source.error(
-                    "collector",
-                    format!("unsupported scheme {other:?}; expected https"),
-                ));
-            }
-        };
+            schemes.push(plaintext);
+            collectors.push(CollectorAddress {
+                url: url.clone(),
+                server_name: raw.server_name.clone().unwrap_or(host),
+            });
+        }
+        if schemes.iter().any(|&plaintext| plaintext != schemes[0]) {
+            return Err(source.error(
+                "collector",
+                "mixes http:// and https:// URLs; every collector must use the same scheme",
+            ));
+        }
+        let plaintext = schemes[0];
         let token = match (raw.token, raw.token_file) {
             (Some(token), None) => token,
             (None, Some(file)) => {
@@ -407,11 +431,10 @@ impl AgentConfig {
             retired_keys.push("max_buffered_batches");
         }
         Ok(Self {
-            collector_url: raw.collector,
+            collectors,
             token,
             client_cert,
             ca_pem,
-            server_name: raw.server_name.unwrap_or(host),
             interval: raw.interval,
             state_dir: source.resolve(&raw.state_dir),
             hostname: raw.hostname,
@@ -424,6 +447,53 @@ impl AgentConfig {
             spool,
             retired_keys,
         })
+    }
+}
+
+/// `collector` as one string or an array of strings.
+fn one_or_more_urls<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a URL string or an array of URL strings")]
+    enum OneOrMore {
+        One(String),
+        More(Vec<String>),
+    }
+    Ok(match OneOrMore::deserialize(deserializer)? {
+        OneOrMore::One(url) => vec![url],
+        OneOrMore::More(urls) => urls,
+    })
+}
+
+/// Whether `url` is plain text, and its host; or the key and message of
+/// what is wrong with it.
+fn check_collector_url(
+    url: &str,
+    allow_plaintext: bool,
+) -> Result<(bool, String), (&'static str, String)> {
+    let (scheme, authority) = url
+        .split_once("://")
+        .ok_or(("collector", "expected a URL like https://host:7443".into()))?;
+    let host = host_of(authority)
+        .ok_or(("collector", "the URL has no host".to_string()))?
+        .to_string();
+    match scheme {
+        "https" => Ok((false, host)),
+        "http" if !allow_plaintext => Err((
+            "collector",
+            "http:// sends the token in clear; use https:// or set allow_plaintext = true (loopback only)"
+                .into(),
+        )),
+        "http" if !is_loopback_host(&host) => Err((
+            "allow_plaintext",
+            "plain-text gRPC is allowed only to a loopback collector".into(),
+        )),
+        "http" => Ok((true, host)),
+        other => Err((
+            "collector",
+            format!("unsupported scheme {other:?}; expected https"),
+        )),
     }
 }
 
@@ -466,12 +536,75 @@ mod tests {
         assert_eq!(config.interval, Duration::from_secs(10));
         assert_eq!(config.spool.max_bytes, 256 << 20);
         assert!(config.retired_keys.is_empty());
-        assert_eq!(config.server_name, "127.0.0.1");
+        assert_eq!(config.collectors[0].server_name, "127.0.0.1");
         assert!(!config.plaintext);
         assert!(
             !format!("{config:?}").contains("\"t\""),
             "token must not show in Debug"
         );
+    }
+
+    #[test]
+    fn collector_is_one_url_or_a_list_each_with_its_own_server_name() {
+        let config = load(
+            "collector = [\"https://a.example:7443\", \"https://[::1]:7443\"]\ntoken = \"t\"\nca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.collectors,
+            vec![
+                CollectorAddress {
+                    url: "https://a.example:7443".into(),
+                    server_name: "a.example".into(),
+                },
+                CollectorAddress {
+                    url: "https://[::1]:7443".into(),
+                    server_name: "::1".into(),
+                },
+            ]
+        );
+        let config = load(
+            "collector = [\"https://a:1\", \"https://b:1\"]\nserver_name = \"steward\"\ntoken = \"t\"\nca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert!(
+            config
+                .collectors
+                .iter()
+                .all(|collector| collector.server_name == "steward"),
+            "an explicit server_name applies to every collector"
+        );
+    }
+
+    #[test]
+    fn a_bad_collector_list_is_refused_naming_the_entry() {
+        let cases = [
+            (
+                "collector = []\ntoken = \"t\"\nca = \"ca.pem\"\n",
+                "expected a URL",
+            ),
+            (
+                "collector = [\"https://a:1\", \"ftp://b:1\"]\ntoken = \"t\"\nca = \"ca.pem\"\n",
+                "entry 2 (\"ftp://b:1\"): unsupported scheme",
+            ),
+            (
+                "collector = [\"https://a:1\", \"https://a:1\"]\ntoken = \"t\"\nca = \"ca.pem\"\n",
+                "listed twice",
+            ),
+            (
+                "collector = [\"https://127.0.0.1:1\", \"http://127.0.0.1:2\"]\ntoken = \"t\"\nca = \"ca.pem\"\nallow_plaintext = true\n",
+                "same scheme",
+            ),
+            (
+                "collector = 7\ntoken = \"t\"\nca = \"ca.pem\"\n",
+                "array of URL strings",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = load(text).unwrap_err();
+            assert_eq!(error.line, Some(1), "{error}");
+            assert!(error.to_string().contains(expected), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -95,7 +95,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         message = "Agent starting.",
         agent_id = %identity.agent_id,
         hostname = %identity.hostname,
-        collector = %config.collector_url,
+        collectors = %config
+            .collectors
+            .iter()
+            .map(|collector| collector.url.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         interval_s = config.interval.as_secs_f64(),
     );
     tracing::info!(

@@ -89,11 +89,21 @@ pub async fn run(config: Arc<AgentConfig>, shutdown: CancellationToken) {
 async fn renew(config: &AgentConfig, files: &ClientCertFiles) -> Result<(), String> {
     let agent_id = crate::identity::load_or_create_agent_id(&config.state_dir)
         .map_err(|error| error.to_string())?;
-    let channel = crate::shipper::endpoint(config)
-        .map_err(|error| error.to_string())?
-        .connect()
-        .await
-        .map_err(|error| error.to_string())?;
+    // Any collector of the list can renew (they share the CA).
+    let mut channel = Err(String::from("no collector configured"));
+    for target in &config.collectors {
+        channel = match crate::shipper::endpoint(config, target) {
+            Ok(endpoint) => endpoint
+                .connect()
+                .await
+                .map_err(|error| format!("{}: {error}", target.url)),
+            Err(error) => Err(format!("{}: {error}", target.url)),
+        };
+        if channel.is_ok() {
+            break;
+        }
+    }
+    let channel = channel?;
     let key = rcgen::KeyPair::generate().map_err(|error| error.to_string())?;
     let csr_pem =
         crate::enroll::certificate_request(&agent_id, &key).map_err(|error| error.to_string())?;

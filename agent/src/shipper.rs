@@ -15,7 +15,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::buffer::BatchBuffer;
 use crate::codec;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, CollectorAddress};
 use crate::schedule::InventoryState;
 use crate::spool::SpoolError;
 
@@ -53,6 +53,12 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Runs until `shutdown` fires, reconnecting as needed.
+///
+/// With several collectors the agent starts at a random one (a fleet spreads
+/// over them) and moves to the next whenever its session ends; it tries every
+/// collector once, a short jittered pause apart, before it backs off. The
+/// spool makes a move lossless: batches the old collector never acknowledged
+/// are sent again to the new one.
 pub async fn run(
     config: Arc<AgentConfig>,
     identity: AgentIdentity,
@@ -60,19 +66,36 @@ pub async fn run(
     inventory: Arc<InventoryState>,
     shutdown: CancellationToken,
 ) {
+    let count = config.collectors.len();
+    let mut index = if count > 1 {
+        rand::random_range(0..count)
+    } else {
+        0
+    };
     let mut backoff = INITIAL_BACKOFF;
+    // Sessions that ended without a welcome since the last one that got one.
+    let mut failed_in_a_row = 0usize;
     loop {
+        let target = &config.collectors[index];
+        let mut welcomed = false;
         let result = session(
             &config,
+            target,
             &identity,
             &buffer,
             &inventory,
             &shutdown,
-            &mut backoff,
+            &mut welcomed,
         )
         .await;
         if shutdown.is_cancelled() {
             return;
+        }
+        if welcomed {
+            backoff = INITIAL_BACKOFF;
+            failed_in_a_row = 0;
+        } else {
+            failed_in_a_row += 1;
         }
         match result {
             Ok(()) => {}
@@ -82,13 +105,13 @@ pub async fn run(
                 if config.client_cert.is_some() {
                     tracing::error!(
                         message = "Collector refused this agent's certificate (revoked?); enroll again.",
-                        collector = %config.collector_url,
+                        collector = %target.url,
                         error = %status.message(),
                     );
                 } else {
                     tracing::error!(
                         message = "Collector rejected this agent's token; check `token` in the agent config.",
-                        collector = %config.collector_url,
+                        collector = %target.url,
                     );
                 }
                 backoff = MAX_BACKOFF;
@@ -98,16 +121,30 @@ pub async fn run(
             {
                 tracing::error!(
                     message = "Collector refused this agent's identity: the agent id is bound to another credential.",
-                    collector = %config.collector_url,
+                    collector = %target.url,
                     error = %status.message(),
                 );
                 backoff = MAX_BACKOFF;
             }
             Err(error) => {
-                tracing::warn!(message = "Collector session ended.", %error, collector = %config.collector_url);
+                tracing::warn!(message = "Collector session ended.", %error, collector = %target.url);
             }
         }
-        let delay = with_jitter(backoff);
+        if count > 1 {
+            index = (index + 1) % count;
+            tracing::info!(
+                message = "Moving to the next collector.",
+                collector = %config.collectors[index].url,
+            );
+        }
+        let delay = if failed_in_a_row == 0 || !failed_in_a_row.is_multiple_of(count) {
+            with_jitter(INITIAL_BACKOFF)
+        } else {
+            // Every collector failed once more: back off.
+            let delay = with_jitter(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            delay
+        };
         tracing::debug!(
             message = "Reconnecting after backoff.",
             delay_ms = delay.as_millis() as u64
@@ -116,7 +153,6 @@ pub async fn run(
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -127,10 +163,13 @@ fn with_jitter(backoff: Duration) -> Duration {
     half + half.mul_f64(rand::random::<f64>())
 }
 
-/// The collector endpoint; with a client certificate, its files are read
-/// now, so a renewed certificate is used from the next connect on.
-pub(crate) fn endpoint(config: &AgentConfig) -> Result<Endpoint, SessionError> {
-    let mut endpoint = Endpoint::from_shared(config.collector_url.clone())?
+/// The endpoint of collector `target`; with a client certificate, its files
+/// are read now, so a renewed certificate is used from the next connect on.
+pub(crate) fn endpoint(
+    config: &AgentConfig,
+    target: &CollectorAddress,
+) -> Result<Endpoint, SessionError> {
+    let mut endpoint = Endpoint::from_shared(target.url.clone())?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
@@ -138,7 +177,7 @@ pub(crate) fn endpoint(config: &AgentConfig) -> Result<Endpoint, SessionError> {
     if let Some(ca) = &config.ca_pem {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
-            .domain_name(config.server_name.clone());
+            .domain_name(target.server_name.clone());
         if let Some(files) = &config.client_cert {
             // Never a mismatched pair, even during a renewal or after a crash in one.
             let (cert, key) = crate::cert_files::load(files)
@@ -150,16 +189,17 @@ pub(crate) fn endpoint(config: &AgentConfig) -> Result<Endpoint, SessionError> {
     Ok(endpoint)
 }
 
-#[tracing::instrument(name = "session", skip_all, fields(collector = %config.collector_url))]
+#[tracing::instrument(name = "session", skip_all, fields(collector = %target.url))]
 async fn session(
     config: &AgentConfig,
+    target: &CollectorAddress,
     identity: &AgentIdentity,
     buffer: &Arc<BatchBuffer>,
     inventory: &InventoryState,
     shutdown: &CancellationToken,
-    backoff: &mut Duration,
+    welcomed: &mut bool,
 ) -> Result<(), SessionError> {
-    let endpoint = endpoint(config)?;
+    let endpoint = endpoint(config, target)?;
     let channel: Channel = tokio::select! {
         channel = endpoint.connect() => channel?,
         _ = shutdown.cancelled() => return Ok(()),
@@ -195,7 +235,7 @@ async fn session(
         Some(_) => return Err(SessionError::Protocol("expected a welcome first")),
         None => return Err(SessionError::Closed),
     };
-    *backoff = INITIAL_BACKOFF;
+    *welcomed = true;
     buffer.skip_past(welcome.committed_seq);
     buffer.acknowledge(welcome.committed_seq);
     tracing::info!(

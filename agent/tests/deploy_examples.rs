@@ -21,7 +21,7 @@ fn deploy_agent_toml_is_valid() {
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, text).unwrap();
     let config = steward_agent::AgentConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(config.server_name, "collector.example.net");
+    assert_eq!(config.collectors[0].server_name, "collector.example.net");
     assert_eq!(config.interval, std::time::Duration::from_secs(10));
     assert_eq!(config.spool.max_bytes, 256 << 20);
     assert!(config.retired_keys.is_empty());

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use steward_core::config_file::{self, ConfigError, ConfigSource};
 
 use crate::api::HttpLimits;
+use crate::api::session::{ConsoleSettings, RawConsole};
 use crate::assets::{AssetPolicy, RawAssetPolicy};
 use crate::incidents::sla::RawSlaTarget;
 use crate::incidents::{
@@ -64,6 +65,9 @@ struct RawCollectorConfig {
     schedule: Vec<RawSchedule>,
     #[serde(default)]
     escalation: Vec<RawEscalation>,
+    /// `[console]`, `[[console.users]]`: the web console's logins.
+    #[serde(default)]
+    console: RawConsole,
     /// `[[export.remote_write]]`: metric history to Prometheus-compatible stores.
     #[serde(default)]
     export: crate::export::RawExport,
@@ -619,6 +623,8 @@ pub struct CollectorConfig {
     pub notify: std::sync::Arc<NotifyConfig>,
     /// Public URL of the HTTP API, for links in notifications.
     pub base_url: String,
+    /// `[console]`: users who log in to the web console with a password.
+    pub console: ConsoleSettings,
     /// Where this config came from, so SIGHUP can re-read it.
     pub path: PathBuf,
     /// `[export]`: remote_write endpoints.
@@ -825,6 +831,7 @@ impl CollectorConfig {
             return Err(source.error("retention.every", "must be at least 1s"));
         }
         let limits = Limits::validate(source, raw.limits)?;
+        let console = ConsoleSettings::validate(source, raw.console)?;
         let export = crate::export::ExportConfig::validate(source, raw.export)?;
         Ok(Self {
             grpc_listen: raw.server.grpc_listen,
@@ -853,6 +860,7 @@ impl CollectorConfig {
             assets,
             notify: std::sync::Arc::new(notify),
             base_url,
+            console,
             path: source.path.clone(),
             export,
         })
@@ -923,6 +931,74 @@ mod tests {
             !format!("{config:?}").contains(TOKEN),
             "tokens must not show in Debug"
         );
+    }
+
+    #[test]
+    fn console_users_load_and_bad_ones_are_refused_by_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = crate::api::session::hash_password("s3cret").unwrap();
+        let user = |name: &str, hash: &str, scope: &str| {
+            format!(
+                "\n[[console.users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\nscope = \"{scope}\"\n"
+            )
+        };
+        let good = base(&format!(
+            "\n[console]\nsession_idle = \"2h\"\n{}{}",
+            user("alice", &hash, "write"),
+            user("rita", &hash, "read")
+        ));
+        let config = CollectorConfig::load(&write(dir.path(), &good)).unwrap();
+        assert_eq!(config.console.session_idle, Duration::from_secs(7200));
+        let names: Vec<_> = config
+            .console
+            .users
+            .iter()
+            .map(|user| (user.name.as_str(), user.scope))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("alice", crate::access::Scope::Write),
+                ("rita", crate::access::Scope::Read)
+            ]
+        );
+        assert!(
+            !format!("{config:?}").contains(&hash),
+            "hashes stay out of Debug"
+        );
+        // 12 lines of base, then a blank line, the table header, name, hash, scope.
+        let cases = [
+            (
+                user("bob", "hunter2", "write"),
+                "console.users[0].password_hash",
+                16,
+            ),
+            (user("bob", &hash, "root"), "console.users[0].scope", 17),
+            (
+                user("bob smith", &hash, "read"),
+                "console.users[0].name",
+                15,
+            ),
+            (
+                format!(
+                    "{}{}",
+                    user("bob", &hash, "read"),
+                    user("bob", &hash, "read")
+                ),
+                "console.users[1].name",
+                20,
+            ),
+            (
+                "\n[console]\nsession_idle = \"5s\"\n".to_string(),
+                "console.session_idle",
+                15,
+            ),
+        ];
+        for (extra, key, line) in cases {
+            let error = CollectorConfig::load(&write(dir.path(), &base(&extra))).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{extra}: {error}");
+            assert_eq!(error.line, Some(line), "{extra}: {error}");
+        }
     }
 
     #[test]

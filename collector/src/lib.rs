@@ -261,10 +261,10 @@ pub async fn start(
         assets,
         asset_policy: Arc::new(config.assets.clone()),
         notify: Arc::clone(&config.notify),
-        auth: Arc::new(api::auth::ApiAuth::new(
-            config.api_tokens.clone(),
-            config.metrics_public,
-        )),
+        auth: Arc::new(
+            api::auth::ApiAuth::new(config.api_tokens.clone(), config.metrics_public)
+                .with_console(config.console.clone()),
+        ),
         task_failures: supervisor.failures(),
         limits: config.limits.http.clone(),
     });

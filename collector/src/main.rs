@@ -1,5 +1,5 @@
 //! `steward-collector [--config FILE] | init DIR | quickstart [--dir DIR] | token …
-//!  | enroll-token create|list|revoke | ca-fingerprint | agent revoke ID`
+//!  | enroll-token create|list|revoke | ca-fingerprint | agent revoke ID | hash-password`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +78,9 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Read a password from stdin (first line) and print its argon2id hash,
+    /// for `password_hash` in `[[console.users]]`. Never takes it as an argument.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -112,6 +115,10 @@ enum EnrollTokenAction {
         /// KEY=VALUE, added to the asset of every agent it enrolls as tag `key:value` (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// Let the token enroll agent ids that already streamed with the shared agent token
+        /// (migrating such agents to certificates): it takes over their identity and asset.
+        #[arg(long)]
+        adopt_existing: bool,
     },
     /// List tokens (ids, expiry, uses left, tags; never the secrets).
     List,
@@ -206,9 +213,21 @@ fn main() -> ExitCode {
         Some(Command::EnrollToken { action }) => identity_command(&args.config, |config| {
             use steward_collector::setup::admin;
             match action {
-                EnrollTokenAction::Create { ttl, uses, tags } => {
-                    let created =
-                        admin::create_token(config, &admin::TokenOptions { ttl, uses, tags })?;
+                EnrollTokenAction::Create {
+                    ttl,
+                    uses,
+                    tags,
+                    adopt_existing,
+                } => {
+                    let created = admin::create_token(
+                        config,
+                        &admin::TokenOptions {
+                            ttl,
+                            uses,
+                            tags,
+                            adopt_existing,
+                        },
+                    )?;
                     println!("{}", created.secret.reveal());
                     eprintln!(
                         "steward-collector: enrollment token {} created: {} use(s), expires {}{}",
@@ -230,6 +249,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Some(Command::HashPassword) => hash_password(),
         Some(Command::CaFingerprint) => identity_command(&args.config, |config| {
             println!(
                 "{}",
@@ -260,6 +280,32 @@ fn main() -> ExitCode {
                     .await
                     .map_err(anyhow::Error::from)
             })
+        }
+    }
+}
+
+/// `hash-password`: the first line of stdin (without its line ending) hashed.
+fn hash_password() -> ExitCode {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("steward-collector: type the password, then Enter (it is echoed):");
+    }
+    let mut line = String::new();
+    if let Err(error) = stdin.lock().read_line(&mut line) {
+        eprintln!("steward-collector: cannot read the password from stdin: {error}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    match steward_collector::api::session::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("steward-collector: {error}");
+            ExitCode::FAILURE
         }
     }
 }

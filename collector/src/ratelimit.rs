@@ -85,7 +85,7 @@ impl SourceRateLimiter {
 /// The address a bucket belongs to: one host has a whole IPv6 /64 to hand
 /// out, so an IPv6 address counts by its /64 (else one host could take every
 /// slot of the map and lock newcomers out); IPv4 addresses count singly.
-fn bucket_key(source: IpAddr) -> IpAddr {
+pub(crate) fn bucket_key(source: IpAddr) -> IpAddr {
     match source {
         IpAddr::V4(_) => source,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

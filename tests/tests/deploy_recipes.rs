@@ -436,9 +436,14 @@ fn the_embedded_configs_load_and_agree_on_the_collector_address() {
         .find(|port| str_at(port, &["name"]) == Some("grpc"))
         .and_then(|port| at(port, &["port"])?.as_u64())
         .unwrap();
+    let urls: Vec<&str> = agent
+        .collectors
+        .iter()
+        .map(|collector| collector.url.as_str())
+        .collect();
     assert_eq!(
-        agent.collector_url,
-        format!("https://steward-collector.steward.svc:{grpc_port}"),
+        urls,
+        [format!("https://steward-collector.steward.svc:{grpc_port}")],
         "agents reach the collector through its Service"
     );
 }

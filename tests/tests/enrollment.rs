@@ -457,6 +457,46 @@ fn a_bound_agent_id_enrolls_again_only_after_revocation_which_the_api_can_do() {
 }
 
 #[test]
+fn an_id_that_streamed_with_the_shared_token_is_taken_over_only_by_an_adopting_token() {
+    let collector = Collector::start();
+    let mut legacy = collector.start_agent("legacy", |_| {});
+    let agent_id = poll(DEADLINE, "the shared-token agent's id", || {
+        std::fs::read_to_string(collector.path("legacy-state").join("agent-id"))
+            .ok()
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty())
+    });
+    wait_for_data(&collector, &agent_id);
+    legacy.kill9();
+    let fingerprint = collector.ca_fingerprint();
+
+    // Whoever holds an ordinary token cannot claim the existing id...
+    let token = collector.enrollment_token(&["--uses", "1"]);
+    let (status, output, _) = collector.run_enroll("legacy", &token, &fingerprint);
+    assert_ne!(
+        status, 0,
+        "an ordinary token took over a streaming id: {output}"
+    );
+    assert!(output.contains("--adopt-existing"), "{output}");
+    let (_, list, _) = collector.admin(&["enroll-token", "list"]);
+    assert!(list.contains("active"), "the refusal spent no use: {list}");
+
+    // ...a token made for migrating shared-token agents can.
+    let token = collector.enrollment_token(&["--adopt-existing"]);
+    let (status, output, agent) = collector.run_enroll("legacy", &token, &fingerprint);
+    assert_eq!(status, 0, "{output}");
+    assert_eq!(agent.agent_id(), agent_id, "the agent keeps its id");
+    steward_tests::edit_file(&agent.config(), |text| {
+        *text = text.replace("interval = \"10s\"", "interval = \"1s\"");
+    });
+    let since = steward_tests::now_ms();
+    let _running = collector.start_enrolled_agent(&agent);
+    poll(DEADLINE, "the migrated agent's data over mTLS", || {
+        latest_sample_ms(&collector, &agent_id).filter(|&ms| ms >= since)
+    });
+}
+
+#[test]
 fn a_shared_token_agent_with_an_enrolled_hosts_identifiers_gets_its_own_asset() {
     let collector = Collector::start();
     let enrolled = collector.enroll_agent("genuine");

@@ -22,9 +22,9 @@ fn quickstart_initialises_and_streams_this_hosts_metrics() {
         ],
         dir.path().join("quickstart.log"),
     );
-    let http: std::net::SocketAddr = poll(DEADLINE, "the printed API URL", || {
+    let http: std::net::SocketAddr = poll(DEADLINE, "the printed console URL", || {
         let log = process.log_text();
-        let line = log.lines().find(|line| line.contains("Web/API:"))?;
+        let line = log.lines().find(|line| line.contains("Console:"))?;
         line.split("http://")
             .nth(1)?
             .split('/')

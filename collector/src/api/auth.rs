@@ -8,6 +8,11 @@
 //! guards administration routes. A source address that presents bad tokens
 //! too often gets 429 instead of 401 (valid tokens from it still work, so an
 //! attacker behind a shared NAT cannot lock the others out).
+//!
+//! The web console instead presents a session cookie (see [`super::session`]):
+//! used only when there is no `Authorization` header, and its writes must
+//! carry the session's CSRF token. The console's files and the login route
+//! are public ([`super::session::is_public`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -19,6 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::actor::{Actor, Scope};
+use super::session::{self, ConsoleSettings, Credential, Sessions};
 use super::{ApiError, ApiState};
 use crate::access::TokenHash;
 use crate::ratelimit::SourceRateLimiter;
@@ -27,6 +33,10 @@ use crate::telemetry::{LogThrottle, Telemetry};
 /// Bad tokens one address may present at once, then one per [`REFILL_EVERY`].
 pub const FAILURE_BURST: u32 = 10;
 pub const REFILL_EVERY: Duration = Duration::from_secs(6);
+
+/// Console password checks computed at once; more wait their turn (within
+/// the request timeout), so a burst of logins cannot take the memory.
+const PASSWORD_CHECKS: usize = 2;
 
 /// `last_used_ms` is written at most this often per token (one write per
 /// request would put the writer thread on every read's path).
@@ -41,6 +51,12 @@ pub struct ApiAuth {
     throttle: LogThrottle,
     /// When each database token's `last_used_ms` was last written.
     touched: Mutex<std::collections::HashMap<i64, Instant>>,
+    /// `[console]`: users who log in with a password.
+    pub(super) console: ConsoleSettings,
+    /// Open console sessions.
+    pub(super) sessions: Sessions,
+    /// Password checks running at once (each argon2 check holds 19 MiB).
+    pub(super) password_checks: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for ApiAuth {
@@ -60,7 +76,17 @@ impl ApiAuth {
             failures: SourceRateLimiter::new(FAILURE_BURST, REFILL_EVERY),
             throttle: LogThrottle::default(),
             touched: Mutex::default(),
+            sessions: Sessions::new(ConsoleSettings::default().session_idle),
+            console: ConsoleSettings::default(),
+            password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
         }
+    }
+
+    /// With `[console]` users and session lifetime.
+    pub fn with_console(mut self, console: ConsoleSettings) -> Self {
+        self.sessions = Sessions::new(console.session_idle);
+        self.console = console;
+        self
     }
 
     /// How many `[auth] api_tokens` there are (`config-1` …).
@@ -70,9 +96,14 @@ impl ApiAuth {
 }
 
 /// Why a request got no actor.
-enum Refusal {
+pub(super) enum Refusal {
     Missing,
     Invalid,
+    /// The session cookie names no open session (expired, logged out,
+    /// collector restarted) or one whose credential no longer holds.
+    SessionEnded,
+    /// A cookie-authenticated write without the session's CSRF token.
+    CsrfMismatch,
     /// The token table cannot be read.
     Unavailable(ApiError),
 }
@@ -86,22 +117,30 @@ pub async fn authenticate(
 ) -> Response {
     let path = request.uri().path();
     let auth = Arc::clone(&state.auth);
-    if path == "/healthz" || (path == "/metrics" && auth.metrics_public) {
+    if path == "/healthz"
+        || (path == "/metrics" && auth.metrics_public)
+        || session::is_public(request.method(), path)
+    {
         return next.run(request).await;
     }
-    let source = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let source = source_of(&request);
     let presented = bearer_token(&request);
-    let actor = match identify(&state, presented).await {
-        Ok(actor) => actor,
-        Err(refusal) => return refuse(&state, source, refusal),
-    };
     let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
         Scope::Read
     } else {
         Scope::Write
+    };
+    let cookie = presented
+        .is_none()
+        .then(|| session::session_cookie(request.headers()))
+        .flatten();
+    let identified = match cookie {
+        Some(id) => from_session(&state, &id, request.headers(), needed > Scope::Read).await,
+        None => identify(&state, presented).await,
+    };
+    let actor = match identified {
+        Ok(actor) => actor,
+        Err(refusal) => return refuse(&state, source, refusal),
     };
     if actor.scope < needed {
         return forbidden(&actor, needed);
@@ -120,8 +159,51 @@ pub async fn require_admin(request: Request, next: Next) -> Response {
     }
 }
 
+/// The address the request came from (unspecified when unknown).
+pub(super) fn source_of(request: &Request) -> IpAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+/// The actor behind a session cookie; a write must repeat its CSRF token.
+async fn from_session(
+    state: &ApiState,
+    id: &str,
+    headers: &axum::http::HeaderMap,
+    write: bool,
+) -> Result<Actor, Refusal> {
+    let Some(session) = state.auth.sessions.find(id, Instant::now()) else {
+        return Err(Refusal::SessionEnded);
+    };
+    if write && !session::csrf_matches(headers, &session) {
+        return Err(Refusal::CsrfMismatch);
+    }
+    match session.credential {
+        Credential::Token(hash) => match identify(state, Some(hash)).await {
+            // A token revoked since login ends the session.
+            Err(Refusal::Invalid) => {
+                state.auth.sessions.close(id);
+                Err(Refusal::SessionEnded)
+            }
+            other => other,
+        },
+        Credential::User(name) => match state.auth.console.user(&name) {
+            Some(user) => Ok(Actor {
+                name: user.name.clone(),
+                scope: user.scope,
+            }),
+            None => Err(Refusal::SessionEnded),
+        },
+    }
+}
+
 /// The actor behind the request's bearer token.
-async fn identify(state: &ApiState, presented: Option<TokenHash>) -> Result<Actor, Refusal> {
+pub(super) async fn identify(
+    state: &ApiState,
+    presented: Option<TokenHash>,
+) -> Result<Actor, Refusal> {
     let Some(hash) = presented else {
         return Err(Refusal::Missing);
     };
@@ -196,9 +278,41 @@ fn touch(state: &ApiState, id: i64) {
     });
 }
 
+/// Takes one attempt from `source`'s failure budget; the 429 to answer
+/// when it has none left.
+pub(super) fn over_failure_budget(state: &ApiState, source: IpAddr) -> Option<Response> {
+    let auth = &state.auth;
+    if auth.failures.allow(source, Instant::now()) {
+        return None;
+    }
+    Telemetry::add(&state.telemetry.http_auth_failures_throttled, 1);
+    if let Some(held_back) = auth
+        .throttle
+        .allow("api-auth-throttled", &source.to_string())
+    {
+        tracing::warn!(
+            message = "Too many failed logins or invalid API tokens from one address; answering 429.",
+            %source,
+            held_back,
+        );
+    }
+    // An address just refused earns its next attempt one refill later.
+    let retry_after = REFILL_EVERY.as_secs().max(1);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many failed logins or invalid API tokens from this address; retry later",
+    )
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    Some(response)
+}
+
 /// 401 (429 for an address over its failure budget; 503 when the token
-/// table cannot be read), counted and logged without the token.
-fn refuse(state: &ApiState, source: IpAddr, refusal: Refusal) -> Response {
+/// table cannot be read; 403 for a cookie write without its CSRF token),
+/// counted and logged without the token.
+pub(super) fn refuse(state: &ApiState, source: IpAddr, refusal: Refusal) -> Response {
     let telemetry = &state.telemetry;
     match refusal {
         Refusal::Unavailable(error) => error.into_response(),
@@ -206,31 +320,19 @@ fn refuse(state: &ApiState, source: IpAddr, refusal: Refusal) -> Response {
             Telemetry::add(&telemetry.http_requests_unauthenticated, 1);
             unauthorized("a valid API token is required (Authorization: Bearer …)")
         }
+        Refusal::SessionEnded => {
+            Telemetry::add(&telemetry.http_requests_unauthenticated, 1);
+            unauthorized("the console session has ended; log in again")
+        }
+        Refusal::CsrfMismatch => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a write with the session cookie needs the session's X-CSRF-Token header",
+        )
+        .into_response(),
         Refusal::Invalid => {
             let auth = &state.auth;
-            if !auth.failures.allow(source, Instant::now()) {
-                Telemetry::add(&telemetry.http_auth_failures_throttled, 1);
-                if let Some(held_back) = auth
-                    .throttle
-                    .allow("api-auth-throttled", &source.to_string())
-                {
-                    tracing::warn!(
-                        message = "Too many invalid API tokens from one address; answering 429.",
-                        %source,
-                        held_back,
-                    );
-                }
-                // An address just refused earns its next attempt one refill later.
-                let retry_after = REFILL_EVERY.as_secs().max(1);
-                let mut response = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many invalid API tokens from this address; retry later",
-                )
-                .into_response();
-                if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
-                    response.headers_mut().insert(header::RETRY_AFTER, value);
-                }
-                return response;
+            if let Some(too_many) = over_failure_budget(state, source) {
+                return too_many;
             }
             Telemetry::add(&telemetry.http_auth_failures, 1);
             if let Some(held_back) = auth.throttle.allow("api-auth-invalid", &source.to_string()) {
@@ -245,7 +347,7 @@ fn refuse(state: &ApiState, source: IpAddr, refusal: Refusal) -> Response {
     }
 }
 
-fn unauthorized(message: &str) -> Response {
+pub(super) fn unauthorized(message: &str) -> Response {
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,

@@ -3,10 +3,14 @@
 //! A background task accepts TCP connections and runs each handshake in a
 //! task of its own (bounded in number and time), so a client that stalls
 //! its handshake delays nobody else; finished streams queue for
-//! [`axum::serve`], which then serves them exactly as plain TCP ones.
+//! [`axum::serve`], which then serves them exactly as plain TCP ones. One
+//! source address (an IPv6 /64) holds at most [`MAX_HANDSHAKES_PER_SOURCE`]
+//! of the slots, so a client that opens connections and stalls them cannot
+//! take every slot and lock the others out.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -16,6 +20,9 @@ use tokio_rustls::server::TlsStream;
 
 /// Handshakes in progress at once; more connections wait in the backlog.
 const MAX_HANDSHAKES: usize = 256;
+/// Handshakes one source may have in progress; its further connections are
+/// closed at once.
+const MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,6 +78,7 @@ async fn accept_loop(
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_source = Arc::new(Mutex::new(HashMap::new()));
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&handshakes).acquire_owned() => match permit {
@@ -92,9 +100,14 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(source_slot) = SourceSlot::take(&per_source, peer.ip()) else {
+            tracing::debug!(message = "Closed an HTTPS connection: its source has too many handshakes in progress.", %peer);
+            continue;
+        };
         let (acceptor, ready) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            let _source_slot = source_slot;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let _ = ready.send((stream, peer)).await;
@@ -105,6 +118,45 @@ async fn accept_loop(
                 Err(_) => tracing::debug!(message = "HTTPS handshake timed out.", %peer),
             }
         });
+    }
+}
+
+/// One handshake of one source in progress; given back on drop.
+struct SourceSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl SourceSlot {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, address: IpAddr) -> Option<Self> {
+        let source = crate::ratelimit::bucket_key(address);
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = map.entry(source).or_insert(0);
+        if *count >= MAX_HANDSHAKES_PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            counts: Arc::clone(counts),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = map.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -123,5 +175,73 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local_addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::Listener;
+    use tokio::io::AsyncReadExt;
+
+    async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(to).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_source_stalling_handshakes_cannot_take_every_slot() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let config = server_config(
+            certified.cert.pem().as_bytes(),
+            certified.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut tls_listener = TlsListener::new(listener, config).unwrap();
+
+        // One source opens its share of handshakes and never speaks.
+        let mut stalled = Vec::new();
+        for _ in 0..MAX_HANDSHAKES_PER_SOURCE {
+            stalled.push(connect_from("127.0.0.1", address).await);
+        }
+        // Its next connection is closed at once (once the accept loop has
+        // taken the stalled ones, which it does in order).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut extra = connect_from("127.0.0.1", address).await;
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(500), extra.read(&mut byte)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                _ => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "a connection past the source's share was not closed"
+                ),
+            }
+        }
+
+        // Another source still completes its handshake.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certified.cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let stream = connect_from("127.0.0.2", address).await;
+        let handshake = connector.connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            stream,
+        );
+        let (client, (_, peer)) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(handshake, tls_listener.accept())
+        })
+        .await
+        .expect("the other source's handshake finished");
+        client.expect("the handshake succeeded");
+        assert_eq!(peer.ip().to_string(), "127.0.0.2");
+        drop(stalled);
     }
 }

@@ -14,12 +14,14 @@ mod agents;
 mod assets;
 pub mod auth;
 mod changes;
+mod console;
 pub mod https;
 pub mod incidents;
 mod oncall;
 mod paging;
 mod problems;
 mod series;
+pub mod session;
 mod tokens;
 
 use std::sync::Arc;
@@ -141,6 +143,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/series/query", get(series::history))
         .merge(writes)
         .merge(administration)
+        .merge(console::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -88,6 +88,24 @@ impl Enrollment for EnrollmentHandler {
         check_csr(&request.csr_pem)
             .map_err(|status| self.refuse(&peer, &request.agent_id, "bad CSR", status))?;
         let now_ms = steward_core::now_ms();
+        let secret_sha256 = EnrollmentSecret::hash_presented(&request.token);
+        // The CA signs nothing for a caller without a usable token.
+        let usable = self
+            .store
+            .enrollment_token_usable(secret_sha256.clone(), now_ms)
+            .await
+            .map_err(|error| {
+                tracing::error!(message = "Cannot read enrollment tokens.", %error);
+                Status::unavailable("the collector cannot check the token now")
+            })?;
+        if !usable {
+            return Err(self.refuse(
+                &peer,
+                &request.agent_id,
+                "invalid token",
+                Status::unauthenticated(EnrollRefusal::InvalidToken.to_string()),
+            ));
+        }
         let signed = self
             .authority
             .sign_request(&request.csr_pem, &request.agent_id, now_ms)
@@ -99,7 +117,6 @@ impl Enrollment for EnrollmentHandler {
                     Status::invalid_argument(error.to_string()),
                 )
             })?;
-        let secret_sha256 = EnrollmentSecret::hash_presented(&request.token);
         let outcome = self
             .store
             .redeem_enrollment(secret_sha256, signed.record.clone(), now_ms)
@@ -123,6 +140,14 @@ impl Enrollment for EnrollmentHandler {
                     &peer,
                     &request.agent_id,
                     "agent id revoked after the token was made",
+                    Status::failed_precondition(refusal.to_string()),
+                ));
+            }
+            Err(refusal @ EnrollRefusal::ExistingAgent(_)) => {
+                return Err(self.refuse(
+                    &peer,
+                    &request.agent_id,
+                    "agent id streamed with the shared token; the token may not adopt it",
                     Status::failed_precondition(refusal.to_string()),
                 ));
             }

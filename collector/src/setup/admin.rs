@@ -36,6 +36,8 @@ pub struct TokenOptions {
     pub uses: u32,
     /// `KEY=VALUE` as given.
     pub tags: Vec<String>,
+    /// May enroll agent ids that streamed with the shared token before.
+    pub adopt_existing: bool,
 }
 
 /// A created token: the secret to print once, and what to say about it.
@@ -71,6 +73,7 @@ pub fn create_token(
         expires_ms,
         uses: options.uses,
         tags: tags.clone(),
+        adopts_existing: options.adopt_existing,
     })?;
     Ok(CreatedToken {
         secret,

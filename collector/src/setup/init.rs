@@ -403,7 +403,7 @@ mod tests {
         #[cfg(feature = "embedded-agent")]
         {
             let agent = steward_agent::AgentConfig::load(&options.dir.join("agent.toml")).unwrap();
-            assert_eq!(agent.collector_url, "https://127.0.0.1:7443");
+            assert_eq!(agent.collectors[0].url, "https://127.0.0.1:7443");
             assert!(agent.client_cert.is_some(), "the local agent uses mTLS");
             assert!(agent.token.is_empty());
             assert!(

@@ -45,11 +45,15 @@ pub async fn quickstart(
     let mut agent_config = steward_agent::AgentConfig::load(&dir.join("agent.toml"))?;
     let collector = crate::start(config, shutdown.clone()).await?;
     // The local agent follows the port actually bound (the config may say port 0).
-    agent_config.collector_url = format!("https://127.0.0.1:{}", collector.grpc_addr.port());
+    agent_config.collectors.truncate(1);
+    for target in &mut agent_config.collectors {
+        target.url = format!("https://127.0.0.1:{}", collector.grpc_addr.port());
+    }
     println!();
     println!("Steward is running.");
     let http = collector.http_addr;
-    println!("  Web/API:  {scheme}://{http}/api/v1/agents");
+    println!("  Console:  {scheme}://{http}/  (log in with the API token below)");
+    println!("  API:      {scheme}://{http}/api/v1/agents");
     println!("  Series:   {scheme}://{http}/api/v1/series");
     println!("  Metrics:  {scheme}://{http}/metrics");
     println!("  gRPC:     {} (TLS)", collector.grpc_addr);

@@ -21,6 +21,8 @@ pub struct NewEnrollmentToken {
     pub expires_ms: i64,
     pub uses: u32,
     pub tags: Vec<String>,
+    /// May claim an agent id that has streamed with the shared token.
+    pub adopts_existing: bool,
 }
 
 /// A stored enrollment token, for `enroll-token list`.
@@ -58,6 +60,12 @@ pub enum EnrollRefusal {
         "agent id {0} was revoked after this token was created; create a new enrollment token to enroll it again"
     )]
     RevokedAfterToken(String),
+    /// The id streamed with the shared token before: taking it over needs
+    /// a token made for that (`--adopt-existing`).
+    #[error(
+        "agent id {0} has streamed with the shared agent token; enrolling it takes over its identity and asset, which needs a token created with --adopt-existing"
+    )]
+    ExistingAgent(String),
 }
 
 /// What an agent id is bound to.
@@ -94,15 +102,16 @@ pub(super) fn insert_token(
     token: &NewEnrollmentToken,
 ) -> rusqlite::Result<()> {
     connection.execute(
-        "INSERT INTO enrollment_tokens (id, secret_sha256, created_ms, expires_ms, uses_left, tags)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO enrollment_tokens (id, secret_sha256, created_ms, expires_ms, uses_left, tags, adopts_existing)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             token.id,
             token.secret_sha256,
             token.created_ms,
             token.expires_ms,
             token.uses,
-            tags_json(&token.tags)
+            tags_json(&token.tags),
+            token.adopts_existing
         ],
     )?;
     Ok(())
@@ -127,6 +136,25 @@ pub(super) fn tokens(connection: &Connection) -> rusqlite::Result<Vec<Enrollment
         .collect()
 }
 
+/// Whether an enrollment token with this secret could be redeemed now. A
+/// cheap read before the CA signs anything; [`redeem`] checks again inside
+/// its transaction.
+pub(super) fn token_usable(
+    connection: &Connection,
+    secret_sha256: &str,
+    now_ms: i64,
+) -> rusqlite::Result<bool> {
+    connection
+        .query_row(
+            "SELECT 1 FROM enrollment_tokens
+             WHERE secret_sha256 = ?1 AND revoked_ms IS NULL AND uses_left > 0 AND expires_ms > ?2",
+            params![secret_sha256, now_ms],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|found| found.is_some())
+}
+
 /// Binds `certificate.agent_id` to `certificate` if the token may still be
 /// used; everything is checked before anything is written.
 pub(super) fn redeem(
@@ -135,15 +163,15 @@ pub(super) fn redeem(
     certificate: &IssuedCertificate,
     now_ms: i64,
 ) -> rusqlite::Result<Result<Vec<String>, EnrollRefusal>> {
-    let token: Option<(String, String, i64)> = transaction
+    let token: Option<(String, String, i64, bool)> = transaction
         .query_row(
-            "SELECT id, tags, created_ms FROM enrollment_tokens
+            "SELECT id, tags, created_ms, adopts_existing FROM enrollment_tokens
              WHERE secret_sha256 = ?1 AND revoked_ms IS NULL AND uses_left > 0 AND expires_ms > ?2",
             params![secret_sha256, now_ms],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )
         .optional()?;
-    let Some((token_id, tags, token_created_ms)) = token else {
+    let Some((token_id, tags, token_created_ms, adopts_existing)) = token else {
         return Ok(Err(EnrollRefusal::InvalidToken));
     };
     // `Some(None)`: bound to a live certificate; `Some(Some(ms))`: revoked then.
@@ -165,7 +193,19 @@ pub(super) fn redeem(
                 certificate.agent_id.clone(),
             )));
         }
-        _ => {}
+        Some(Some(_)) => {}
+        None => {
+            let streamed: bool = transaction.query_row(
+                "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?1)",
+                [&certificate.agent_id],
+                |row| row.get(0),
+            )?;
+            if streamed && !adopts_existing {
+                return Ok(Err(EnrollRefusal::ExistingAgent(
+                    certificate.agent_id.clone(),
+                )));
+            }
+        }
     }
     transaction.execute(
         "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ?1",
@@ -464,6 +504,16 @@ impl super::Store {
             .await
     }
 
+    /// See [`token_usable`].
+    pub async fn enrollment_token_usable(
+        &self,
+        secret_sha256: String,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.read(move |connection| token_usable(connection, &secret_sha256, now_ms))
+            .await
+    }
+
     pub async fn renew_certificate(
         &self,
         presented_sha256: String,
@@ -530,6 +580,49 @@ mod tests {
     }
 
     #[test]
+    fn an_id_that_streamed_with_the_shared_token_needs_an_adopting_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut admin = AdminDb::open(&dir.path().join("db.sqlite")).unwrap();
+        admin
+            .connection
+            .execute(
+                "INSERT INTO agents (id, hostname, version, facts, first_seen_ms, last_seen_ms)
+                 VALUES ('old-host', 'h', '1', '{}', 1, 2)",
+                [],
+            )
+            .unwrap();
+        for (id, hash, adopts_existing) in [("plain", "h-plain", false), ("adopt", "h-adopt", true)]
+        {
+            admin
+                .create_token(&NewEnrollmentToken {
+                    id: id.into(),
+                    secret_sha256: hash.into(),
+                    created_ms: 0,
+                    expires_ms: 100,
+                    uses: 2,
+                    tags: Vec::new(),
+                    adopts_existing,
+                })
+                .unwrap();
+        }
+        let mut redeem_with = |hash: &str, agent: &str| {
+            let transaction = admin.connection.transaction().unwrap();
+            let outcome = redeem(&transaction, hash, &certificate(agent, hash, 5), 5).unwrap();
+            transaction.commit().unwrap();
+            outcome
+        };
+        assert_eq!(
+            redeem_with("h-plain", "old-host"),
+            Err(EnrollRefusal::ExistingAgent("old-host".into()))
+        );
+        assert!(
+            redeem_with("h-plain", "new-host").is_ok(),
+            "a new id needs no adoption"
+        );
+        assert!(redeem_with("h-adopt", "old-host").is_ok());
+    }
+
+    #[test]
     fn a_token_is_used_up_and_a_live_id_cannot_enroll_twice() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
@@ -542,6 +635,7 @@ mod tests {
                 expires_ms: 10_000,
                 uses: 2,
                 tags: vec!["env:prod".into()],
+                adopts_existing: false,
             })
             .unwrap();
         let redeem_now = |admin: &mut AdminDb, agent: &str, sha: &str, now: i64| {
@@ -581,6 +675,7 @@ mod tests {
                 expires_ms: 10_000,
                 uses: 1,
                 tags: Vec::new(),
+                adopts_existing: false,
             })
             .unwrap();
         let transaction = admin.connection.transaction().unwrap();
@@ -646,6 +741,7 @@ mod tests {
                     expires_ms: 100,
                     uses: 1,
                     tags: Vec::new(),
+                    adopts_existing: false,
                 })
                 .unwrap();
         }

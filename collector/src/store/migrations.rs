@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004-api-tokens.sql"),
     include_str!("migrations/0005-problems-changes.sql"),
     include_str!("migrations/0006-dependency-hold.sql"),
+    include_str!("migrations/0007-token-adopts-existing.sql"),
 ];
 
 /// The schema version this build writes; a database above it is refused.

@@ -1,0 +1,614 @@
+// Steward web console: plain JavaScript, no framework, no build step.
+//
+// Every figure comes from the collector's JSON API (/api/v1/...) with the
+// session cookie; writes repeat the session's CSRF token in X-CSRF-Token.
+// Text from the API is only ever set with textContent (never innerHTML), and
+// links from the API (runbooks) are followed only when they are http(s).
+"use strict";
+
+(() => {
+  const POLL_MS = 5000;
+  const SEVERITIES = ["critical", "major", "minor", "warning", "info"];
+  const main = document.getElementById("main");
+  let session = null; // {name, scope, csrf_token}
+  let generation = 0; // bumped on every navigation; stale loads drop their results
+  let pollTimer = null;
+
+  // ---- DOM helpers -------------------------------------------------------
+  function h(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+  const text = (value) => (value === null || value === undefined || value === "" ? "—" : String(value));
+  function table(headers, rows) {
+    return h("div", { class: "table-wrap" },
+      h("table", null,
+        h("thead", null, h("tr", null, headers.map((header) =>
+          typeof header === "string" ? h("th", null, header) : h("th", { class: header.class }, header.label)))),
+        h("tbody", null, rows)));
+  }
+  function safeLink(url, label) {
+    try {
+      const parsed = new URL(url, location.href);
+      if (parsed.protocol === "http:" || parsed.protocol === "https:") {
+        return h("a", { href: parsed.href, target: "_blank", rel: "noopener noreferrer" }, label || url);
+      }
+    } catch (_) { /* not a URL: shown as text */ }
+    return document.createTextNode(text(url));
+  }
+
+  // ---- time --------------------------------------------------------------
+  function span(ms) {
+    const s = Math.max(0, Math.round(Math.abs(ms) / 1000));
+    if (s < 60) return `${s}s`;
+    const m = Math.floor(s / 60);
+    if (m < 60) return `${m}m ${s % 60}s`;
+    const hours = Math.floor(m / 60);
+    if (hours < 48) return `${hours}h ${m % 60}m`;
+    return `${Math.floor(hours / 24)}d ${hours % 24}h`;
+  }
+  const ago = (iso) => (iso ? `${span(Date.now() - Date.parse(iso))} ago` : "—");
+  const local = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
+  function slaCell(incident) {
+    if (incident.state === "resolved") return h("span", { class: "muted" }, incident.sla_breached ? "breached" : "met");
+    const due = incident.state === "acknowledged" || incident.acknowledged_at ? incident.resolve_due_at : incident.ack_due_at;
+    const kind = incident.acknowledged_at ? "resolve" : "ack";
+    if (!due) return h("span", { class: "muted" }, "no SLA");
+    const left = Date.parse(due) - Date.now();
+    if (left < 0 || incident.sla_breached) return h("span", { class: "late" }, `${kind} overdue ${span(left)}`);
+    return h("span", null, `${span(left)} to ${kind}`);
+  }
+
+  // ---- API ---------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+  async function api(path, options = {}) {
+    const init = { method: options.method || "GET", credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (init.method !== "GET") {
+      if (session && session.csrf_token) init.headers["X-CSRF-Token"] = session.csrf_token;
+      if (options.body !== undefined) {
+        init.headers["Content-Type"] = "application/json";
+        init.body = JSON.stringify(options.body);
+      }
+    }
+    const response = await fetch(path, init);
+    if (response.status === 401 && !options.allowUnauthorized) {
+      session = null;
+      showLogin("Your session has ended; log in again.");
+      throw new ApiError(401, "not logged in");
+    }
+    if (response.status === 204) return null;
+    const body = await response.json().catch(() => null);
+    if (!response.ok) throw new ApiError(response.status, (body && body.error) || response.statusText);
+    return body;
+  }
+  const canWrite = () => session && (session.scope === "write" || session.scope === "admin");
+
+  // ---- login -------------------------------------------------------------
+  function showLogin(message) {
+    stopPolling();
+    generation++;
+    setChrome(false);
+    let mode = "token";
+    const error = h("p", { class: "error", id: "login-error" }, message || "");
+    const fields = h("div");
+    const tabs = h("div", { class: "tabs" });
+    const form = h("form", { class: "panel login", id: "login" },
+      h("h1", null, "Log in to Steward"), tabs, fields,
+      h("div", { class: "actions" }, h("button", { class: "primary", type: "submit", id: "login-submit" }, "Log in")),
+      error);
+    function draw() {
+      tabs.replaceChildren(
+        h("button", { type: "button", class: mode === "token" ? "chosen" : "", onclick: () => { mode = "token"; draw(); } }, "API token"),
+        h("button", { type: "button", class: mode === "user" ? "chosen" : "", id: "login-user-tab", onclick: () => { mode = "user"; draw(); } }, "User and password"));
+      fields.replaceChildren(...(mode === "token"
+        ? [h("label", { for: "login-token" }, "API token (stw_…)"),
+           h("input", { id: "login-token", type: "password", autocomplete: "off", required: true })]
+        : [h("label", { for: "login-name" }, "User"),
+           h("input", { id: "login-name", autocomplete: "username", required: true }),
+           h("label", { for: "login-password" }, "Password"),
+           h("input", { id: "login-password", type: "password", autocomplete: "current-password", required: true })]));
+    }
+    draw();
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      error.textContent = "";
+      const body = mode === "token"
+        ? { token: form.querySelector("#login-token").value.trim() }
+        : { user: form.querySelector("#login-name").value.trim(), password: form.querySelector("#login-password").value };
+      try {
+        session = await api("/api/v1/session", { method: "POST", body, allowUnauthorized: true });
+        route();
+      } catch (failure) {
+        error.textContent = failure.status === 429
+          ? "Too many failed attempts from this address; wait a little and retry."
+          : failure.message;
+      }
+    });
+    main.replaceChildren(form);
+    document.body.dataset.view = "login";
+  }
+
+  function setChrome(loggedIn) {
+    document.getElementById("nav").hidden = !loggedIn;
+    document.getElementById("logout").hidden = !loggedIn;
+    document.getElementById("live").hidden = !loggedIn;
+    document.getElementById("who").textContent = loggedIn ? `${session.name} (${session.scope})` : "";
+  }
+
+  document.getElementById("logout").addEventListener("click", async () => {
+    try { await api("/api/v1/session", { method: "DELETE", allowUnauthorized: true }); } catch (_) { /* gone anyway */ }
+    session = null;
+    showLogin("Logged out.");
+  });
+
+  // ---- routing and polling -----------------------------------------------
+  function stopPolling() {
+    if (pollTimer) clearInterval(pollTimer);
+    pollTimer = null;
+  }
+  // Runs `load` now and every POLL_MS while this view is shown.
+  function live(load) {
+    const mine = generation;
+    const tick = async () => {
+      if (mine !== generation) return;
+      try {
+        await load(mine);
+        const stamp = document.getElementById("live");
+        stamp.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
+      } catch (failure) {
+        if (failure.status !== 401 && mine === generation) {
+          document.getElementById("live").textContent = `update failed: ${failure.message}`;
+        }
+      }
+    };
+    tick();
+    pollTimer = setInterval(tick, POLL_MS);
+  }
+
+  async function route() {
+    stopPolling();
+    const mine = ++generation;
+    if (!session) {
+      try {
+        session = await api("/api/v1/session", { allowUnauthorized: true });
+      } catch (_) {
+        session = null;
+      }
+      if (mine !== generation) return;
+      if (!session) return showLogin();
+    }
+    setChrome(true);
+    const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+    const view = parts[0] || "overview";
+    for (const link of document.querySelectorAll("#nav a")) link.classList.toggle("active", link.dataset.nav === view);
+    document.body.dataset.view = view;
+    delete document.body.dataset.loaded;
+    document.getElementById("live").textContent = "";
+    if (view === "incidents" && parts[1]) return incidentPage(parts[1]);
+    if (view === "incidents") return incidentList();
+    if (view === "hosts" && parts[1]) return hostPage(parts[1]);
+    if (view === "hosts") return hostList();
+    if (view === "agent" && parts[1]) return agentRedirect(parts[1]);
+    return overview();
+  }
+  window.addEventListener("hashchange", route);
+
+  function loaded(mine) {
+    if (mine === generation) document.body.dataset.loaded = "1";
+  }
+
+  // ---- overview ----------------------------------------------------------
+  function incidentRows(incidents) {
+    return incidents.map((incident) => h("tr", {
+      class: "clickable",
+      dataset: { incidentId: incident.id, rule: incident.rule, state: incident.state },
+      onclick: () => { location.hash = `#/incidents/${incident.id}`; },
+    },
+    h("td", null, h("span", { class: `sev ${incident.severity}` }, incident.severity)),
+    h("td", null, h("a", { href: `#/incidents/${incident.id}` }, incident.summary || incident.rule)),
+    h("td", null, incident.host),
+    h("td", null, h("span", { class: `state ${incident.state}` }, incident.state)),
+    h("td", null, ago(incident.opened_at)),
+    h("td", null, slaCell(incident))));
+  }
+  const INCIDENT_HEADERS = ["Severity", "Incident", "Host", "State", "Age", "SLA"];
+
+  function overview() {
+    const body = h("div");
+    main.replaceChildren(h("h1", null, "Overview"), body);
+    // Incidents every tick; the fleet-wide reads (every asset) every 6th.
+    let tick = 0;
+    let fleet = null;
+    live(async (mine) => {
+      const slow = fleet === null || tick++ % 6 === 0
+        ? Promise.all([api("/api/v1/agents"), api("/api/v1/assets?limit=10000"), api("/api/v1/oncall"), api("/api/v1/maintenance")])
+        : Promise.resolve(fleet);
+      const [incidents, current] = await Promise.all([api("/api/v1/incidents?limit=500"), slow]);
+      fleet = current;
+      const [agents, assets, oncall, maintenance] = fleet;
+      if (mine !== generation) return;
+      const open = incidents.filter((incident) => incident.state !== "resolved");
+      const bySeverity = Object.fromEntries(SEVERITIES.map((severity) => [severity, 0]));
+      for (const incident of open) bySeverity[incident.severity] = (bySeverity[incident.severity] || 0) + 1;
+      const now = Date.now();
+      const staleAfter = 10 * 60 * 1000;
+      const counts = { connected: 0, stale: 0, missing: 0 };
+      for (const agent of agents) {
+        if (agent.connected) counts.connected++;
+        else if (now - agent.last_seen_ms < staleAfter) counts.stale++;
+        else counts.missing++;
+      }
+      const patches = assets.filter((asset) => (asset.patch && asset.patch.security) > 0);
+      const reboots = assets.filter((asset) => asset.patch && asset.patch.reboot_required === true);
+      const flagged = assets.filter((asset) => patches.includes(asset) || reboots.includes(asset) || (asset.findings || []).length);
+      const activeWindows = maintenance.filter((window) => window.active);
+      body.replaceChildren(
+        h("div", { class: "panel", id: "open-incidents" },
+          h("h2", null, `Open incidents (${open.length})`),
+          h("div", { class: "cards" }, SEVERITIES.map((severity) =>
+            h("div", { class: `card ${bySeverity[severity] ? severity : ""}` },
+              h("span", { class: "n" }, bySeverity[severity]), h("span", { class: "l" }, severity)))),
+          open.length
+            ? table(INCIDENT_HEADERS, incidentRows(open.slice(0, 20)))
+            : h("p", { class: "ok" }, "No open incidents."),
+          open.length > 20 ? h("p", null, h("a", { href: "#/incidents" }, `All ${open.length} open incidents`)) : null),
+        h("div", { class: "grid" },
+          h("div", { class: "panel", id: "agents-summary" },
+            h("h2", null, "Agents"),
+            h("div", { class: "cards" },
+              h("div", { class: "card ok" }, h("span", { class: "n" }, counts.connected), h("span", { class: "l" }, "connected")),
+              h("div", { class: `card ${counts.stale ? "minor" : ""}` }, h("span", { class: "n" }, counts.stale), h("span", { class: "l" }, "stale (<10m)")),
+              h("div", { class: `card ${counts.missing ? "bad" : ""}` }, h("span", { class: "n" }, counts.missing), h("span", { class: "l" }, "missing")))),
+          h("div", { class: "panel", id: "patch-summary" },
+            h("h2", null, "Assets needing attention"),
+            h("div", { class: "cards" },
+              h("div", { class: `card ${patches.length ? "major" : "ok"}` }, h("span", { class: "n" }, patches.length), h("span", { class: "l" }, "security updates")),
+              h("div", { class: `card ${reboots.length ? "minor" : "ok"}` }, h("span", { class: "n" }, reboots.length), h("span", { class: "l" }, "reboot required"))),
+            h("ul", null, flagged.slice(0, 8).map((asset) =>
+              h("li", null, h("a", { href: `#/hosts/${encodeURIComponent(asset.id)}` }, asset.hostname || asset.id),
+                " ", h("span", { class: "muted" }, [
+                  asset.patch && asset.patch.security ? `${asset.patch.security} security updates` : null,
+                  ...(asset.findings || []).map((f) => f.check.replaceAll("_", " ")),
+                ].filter(Boolean).join(", "))))),
+            flagged.length > 8 ? h("p", null, h("a", { href: "#/hosts" }, `All ${flagged.length} hosts`)) : null),
+          h("div", { class: "panel", id: "oncall" },
+            h("h2", null, "On call"),
+            oncall.length
+              ? table(["Schedule", "Now", "Next"], oncall.map((schedule) => h("tr", null,
+                h("td", null, schedule.schedule),
+                h("td", null, schedule.now ? schedule.now.person : "nobody", schedule.now ? h("div", { class: "muted" }, `until ${local(schedule.now.until)}`) : null),
+                h("td", null, schedule.next ? schedule.next.person : "—", schedule.next ? h("div", { class: "muted" }, `from ${local(schedule.next.from)}`) : null))))
+              : h("p", { class: "muted" }, "No on-call schedules configured.")),
+          h("div", { class: "panel", id: "maintenance" },
+            h("h2", null, `Maintenance windows active (${activeWindows.length})`),
+            activeWindows.length
+              ? h("ul", null, activeWindows.map((window) => h("li", null,
+                `${window.reason || "maintenance"} until ${local(window.ends_at)}`,
+                h("span", { class: "muted" }, ` (${[...(window.assets || []), ...(window.tags || [])].join(", ") || "all"})`))))
+              : h("p", { class: "muted" }, "None."))));
+      loaded(mine);
+    });
+  }
+
+  // ---- incidents ---------------------------------------------------------
+  function incidentList() {
+    const state = h("select", { id: "filter-state" },
+      ["unresolved", "open", "acknowledged", "flapping", "suppressed", "resolved", "all"].map((value) => h("option", { value }, value)));
+    const severity = h("select", { id: "filter-severity" }, h("option", { value: "" }, "any severity"),
+      SEVERITIES.map((value) => h("option", { value }, value)));
+    const host = h("input", { id: "filter-host", placeholder: "host contains…", type: "search" });
+    const results = h("div", { class: "panel" }, h("p", { class: "muted" }, "Loading…"));
+    let refresh = () => {};
+    for (const control of [state, severity, host]) control.addEventListener("input", () => refresh());
+    main.replaceChildren(h("h1", null, "Incidents"), h("div", { class: "filters" }, state, severity, host), results);
+    live(async (mine) => {
+      refresh = async () => {
+        const params = new URLSearchParams({ limit: "500" });
+        if (!["unresolved", "all"].includes(state.value)) params.set("state", state.value);
+        if (severity.value) params.set("severity", severity.value);
+        const incidents = await api(`/api/v1/incidents?${params}`);
+        if (mine !== generation) return;
+        const needle = host.value.trim().toLowerCase();
+        const shown = incidents
+          .filter((incident) => state.value !== "unresolved" || incident.state !== "resolved")
+          .filter((incident) => !needle || incident.host.toLowerCase().includes(needle));
+        results.replaceChildren(shown.length
+          ? table(INCIDENT_HEADERS, incidentRows(shown))
+          : h("p", { class: "muted" }, "No incidents match."));
+        loaded(mine);
+      };
+      await refresh();
+    });
+  }
+
+  function incidentPage(id) {
+    const info = h("div", { class: "panel" }, h("p", { class: "muted" }, "Loading…"));
+    const actions = h("div", { class: "actions" });
+    const message = h("p", { id: "action-message" });
+    const timeline = h("div", { class: "panel" });
+    const notifications = h("div", { class: "panel" });
+    const noteText = h("textarea", { id: "note-text", placeholder: "Add a note to the timeline…", rows: 2 });
+    const writable = canWrite();
+    const act = async (path, body, done) => {
+      message.className = "";
+      message.textContent = "Saving…";
+      try {
+        await api(path, { method: "POST", body });
+        message.textContent = done;
+        await load(generation);
+      } catch (failure) {
+        message.className = "error";
+        message.textContent = failure.message;
+      }
+    };
+    const ackButton = h("button", { class: "primary", id: "ack", disabled: !writable,
+      onclick: () => act(`/api/v1/incidents/${id}/ack`, {}, "Acknowledged.") }, "Acknowledge");
+    const resolveButton = h("button", { class: "danger", id: "resolve", disabled: !writable,
+      onclick: () => act(`/api/v1/incidents/${id}/resolve`, {}, "Resolved.") }, "Resolve");
+    const noteButton = h("button", { id: "add-note", disabled: !writable, onclick: () => {
+      const value = noteText.value.trim();
+      if (!value) return;
+      act(`/api/v1/incidents/${id}/notes`, { text: value }, "Note added.").then(() => { noteText.value = ""; });
+    } }, "Add note");
+    main.replaceChildren(
+      h("p", null, h("a", { href: "#/incidents" }, "← Incidents")),
+      info,
+      h("div", { class: "panel" },
+        h("h2", null, "Actions"),
+        writable ? null : h("p", { class: "muted" }, "Your session has the read scope: acknowledging, resolving and notes need write."),
+        actions,
+        h("div", { class: "note" }, noteText, noteButton),
+        message),
+      timeline, notifications);
+    async function load(mine) {
+      const [incident, outbox] = await Promise.all([
+        api(`/api/v1/incidents/${encodeURIComponent(id)}`),
+        api("/api/v1/notifications?limit=500"),
+      ]);
+      if (mine !== generation) return;
+      const labels = Object.entries(incident.labels || {}).map(([key, value]) => h("span", { class: "tag" }, `${key}=${value}`));
+      info.replaceChildren(
+        h("h1", null, h("span", { class: `sev ${incident.severity}` }, incident.severity), " ", incident.summary || incident.rule),
+        h("dl", { class: "facts" },
+          h("dt", null, "State"), h("dd", null, h("span", { class: `state ${incident.state}`, id: "incident-state" }, incident.state)),
+          h("dt", null, "Host"), h("dd", null, h("a", { href: `#/agent/${encodeURIComponent(incident.agent_id)}` }, incident.host)),
+          h("dt", null, "Rule"), h("dd", null, incident.rule),
+          h("dt", null, "Metric"), h("dd", null, incident.metric, " ", labels),
+          h("dt", null, "Value at breach"), h("dd", null, text(incident.value)),
+          h("dt", null, "Latest value"), h("dd", null, text(incident.last_value)),
+          h("dt", null, "Opened"), h("dd", null, `${local(incident.opened_at)} (${ago(incident.opened_at)})`),
+          h("dt", null, "Acknowledged"), h("dd", null, incident.acknowledged_at ? `${local(incident.acknowledged_at)} by ${incident.acknowledged_by}` : "—"),
+          h("dt", null, "Resolved"), h("dd", null, incident.resolved_at ? `${local(incident.resolved_at)} by ${text(incident.resolved_by)}${incident.resolve_reason ? ` (${incident.resolve_reason})` : ""}` : "—"),
+          h("dt", null, "SLA"), h("dd", null, slaCell(incident),
+            h("div", { class: "muted" }, `ack due ${local(incident.ack_due_at)} · resolve due ${local(incident.resolve_due_at)}`)),
+          h("dt", null, "Runbook"), h("dd", null, incident.runbook ? safeLink(incident.runbook) : "—")));
+      ackButton.disabled = !writable || incident.state !== "open";
+      resolveButton.disabled = !writable || incident.state === "resolved";
+      actions.replaceChildren(ackButton, resolveButton);
+      const entries = incident.timeline || [];
+      timeline.replaceChildren(h("h2", null, "Timeline"),
+        table(["When", "What", "By", "Detail"], entries.map((entry) => h("tr", null,
+          h("td", null, local(entry.at)), h("td", null, entry.kind), h("td", null, entry.actor), h("td", null, entry.detail)))));
+      const sent = outbox.filter((row) => row.incident_id === incident.id);
+      notifications.replaceChildren(h("h2", null, `Notifications (${sent.length})`),
+        sent.length
+          ? table(["Created", "Event", "Channel", "State", "Attempts", { label: "Last error", class: "wide" }], sent.map((row) => h("tr", null,
+            h("td", null, local(row.created_at)), h("td", null, row.event), h("td", null, row.channel),
+            h("td", null, row.state), h("td", null, row.attempts), h("td", { class: "wide" }, text(row.last_error)))))
+          : h("p", { class: "muted" }, "No notifications were sent for this incident."));
+      loaded(mine);
+    }
+    live(load);
+  }
+
+  // ---- hosts -------------------------------------------------------------
+  function findingTags(findings) {
+    return (findings || []).map((finding) => h("span", { class: "tag", title: finding.detail }, finding.check.replaceAll("_", " ")));
+  }
+
+  function hostList() {
+    const search = h("input", { id: "host-search", type: "search", placeholder: "search host, IP, serial, owner…" });
+    const results = h("div", { class: "panel" }, h("p", { class: "muted" }, "Loading…"));
+    main.replaceChildren(h("h1", null, "Hosts and assets"), h("div", { class: "filters" }, search), results);
+    const mine = generation;
+    let pending = null;
+    async function load() {
+      const params = new URLSearchParams({ limit: "1000" });
+      if (search.value.trim()) params.set("q", search.value.trim());
+      const assets = await api(`/api/v1/assets?${params}`);
+      if (mine !== generation) return;
+      results.replaceChildren(assets.length
+        ? table(["Host", "Status", { label: "OS", class: "wide" }, "Seen", "Updates", { label: "Findings", class: "wide" }],
+          assets.map((asset) => h("tr", { class: "clickable", dataset: { assetId: asset.id },
+            onclick: () => { location.hash = `#/hosts/${encodeURIComponent(asset.id)}`; } },
+          h("td", null, h("a", { href: `#/hosts/${encodeURIComponent(asset.id)}` }, asset.hostname || asset.id),
+            asset.connected ? h("span", { class: "ok" }, " ●") : h("span", { class: "muted" }, " ○")),
+          h("td", null, asset.status),
+          h("td", { class: "wide" }, text(asset.os)),
+          h("td", null, ago(asset.last_seen)),
+          h("td", null, asset.patch && asset.patch.pending !== null && asset.patch.pending !== undefined
+            ? `${asset.patch.pending} (${text(asset.patch.security)} security)` : "—"),
+          h("td", { class: "wide" }, findingTags(asset.findings)))))
+        : h("p", { class: "muted" }, "No assets match."));
+      loaded(mine);
+    }
+    search.addEventListener("input", () => {
+      clearTimeout(pending);
+      pending = setTimeout(() => load().catch(() => {}), 250);
+    });
+    load().catch((failure) => { results.replaceChildren(h("p", { class: "error" }, failure.message)); });
+  }
+
+  async function agentRedirect(agentId) {
+    const mine = generation;
+    const assets = await api("/api/v1/assets?limit=10000");
+    if (mine !== generation) return;
+    const asset = assets.find((candidate) => (candidate.agent_ids || []).includes(agentId));
+    if (asset) location.replace(`#/hosts/${encodeURIComponent(asset.id)}`);
+    else main.replaceChildren(h("p", { class: "error" }, `No asset record for agent ${agentId} yet.`));
+  }
+
+  // Charts: what to draw for a host, from docs/metrics.md.
+  const CHARTS = [
+    { id: "cpu", title: "CPU busy (%)", metric: "cpu.usage_percent", labels: "cpu=total", name: () => "all cores" },
+    { id: "memory", title: "Memory used (%)", metric: "mem.used_percent", name: () => "used" },
+    { id: "disk", title: "Disk used (%)", metric: "disk.used_percent", name: (labels) => labels.mount },
+    { id: "network", title: "Network (bytes/s)", metrics: ["net.rx_bytes", "net.tx_bytes"], rate: true,
+      name: (labels, metric) => `${labels.iface} ${metric.endsWith("rx_bytes") ? "in" : "out"}` },
+    { id: "ping-rtt", title: "Ping round trip (ms)", metric: "ping.rtt_ms", name: (labels) => labels.target },
+    { id: "ping-loss", title: "Ping loss (%)", metric: "ping.loss_percent", name: (labels) => labels.target },
+    { id: "port", title: "Port connect time (ms)", metric: "port.connect_ms", name: (labels) => labels.target },
+  ];
+  const RANGES = { "1h": { ms: 3600e3, step: "" }, "24h": { ms: 86400e3, step: "5m" }, "7d": { ms: 7 * 86400e3, step: "30m" } };
+  const COLORS = ["#1f6feb", "#d9480f", "#2b8a3e", "#9c36b5", "#c08400", "#0b7285", "#b3122e", "#5f6b7a"];
+  let chartRange = "1h";
+  // Axis ticks: 1.2k, 3.4M… so large rates fit the axis.
+  function compact(value) {
+    const size = Math.abs(value);
+    for (const [limit, suffix] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]]) {
+      if (size >= limit) return `${+(value / limit).toFixed(1)}${suffix}`;
+    }
+    return `${+value.toFixed(2)}`;
+  }
+
+  function hostPage(assetId) {
+    const mine = generation;
+    const head = h("div", { class: "panel" }, h("p", { class: "muted" }, "Loading…"));
+    const chartsPanel = h("div", { class: "panel" });
+    const details = h("div", { class: "grid" });
+    const history = h("div", { class: "panel" });
+    main.replaceChildren(h("p", null, h("a", { href: "#/hosts" }, "← Hosts")), head, chartsPanel, details, history);
+    (async () => {
+      const [asset, events] = await Promise.all([
+        api(`/api/v1/assets/${encodeURIComponent(assetId)}`),
+        api(`/api/v1/assets/${encodeURIComponent(assetId)}/history?limit=50`),
+      ]);
+      if (mine !== generation) return;
+      const agentId = (asset.agent_ids || [])[0];
+      head.replaceChildren(
+        h("h1", null, asset.hostname || asset.id, " ", asset.connected ? h("span", { class: "ok" }, "● connected") : h("span", { class: "muted" }, "○ not connected")),
+        h("p", { class: "muted" }, `${text(asset.os)} · ${text(asset.kernel)} · last seen ${ago(asset.last_seen)}`),
+        findingTags(asset.findings));
+      const gib = (bytes) => (bytes ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : "—");
+      const facts = (pairs) => h("dl", { class: "facts" }, pairs.map(([label, value]) => [h("dt", null, label), h("dd", null, text(value))]));
+      const patch = asset.patch || {};
+      details.replaceChildren(
+        h("div", { class: "panel" }, h("h2", null, "Inventory"), facts([
+          ["FQDN", asset.fqdn], ["OS", asset.os], ["Kernel", asset.kernel], ["Arch", asset.arch],
+          ["CPU", asset.cpu_model ? `${asset.cpu_model} (${text(asset.cpu_cores)} cores, ${text(asset.cpu_threads)} threads)` : null],
+          ["Memory", gib(asset.memory_total_bytes)], ["Vendor / model", [asset.vendor, asset.model].filter(Boolean).join(" ")],
+          ["Serial", asset.serial], ["IPs", (asset.ips || []).join(", ")], ["Packages", asset.package_count],
+          ["Disks", (asset.disks || []).map((disk) => `${disk.mount || disk.device} ${gib(disk.size_bytes)}`).join(", ")],
+        ])),
+        h("div", { class: "panel" }, h("h2", null, "Patch state"), facts([
+          ["Updates pending", patch.pending], ["Of which security", patch.security],
+          ["Reboot required", patch.reboot_required === null || patch.reboot_required === undefined ? null : (patch.reboot_required ? "yes" : "no")],
+          ["Last update", patch.last_update_age_days === null || patch.last_update_age_days === undefined ? null : `${Number(patch.last_update_age_days).toFixed(1)} days ago`],
+          ["Running kernel", patch.running_kernel], ["Newest installed kernel", patch.newest_installed_kernel],
+        ])),
+        h("div", { class: "panel" }, h("h2", null, "Lifecycle"), facts([
+          ["Status", asset.status], ["Owner", asset.owner], ["Location", asset.location], ["Role", asset.role],
+          ["Criticality", asset.criticality], ["Purchased", asset.purchase_date], ["Warranty ends", asset.warranty_end],
+          ["First seen", local(asset.first_seen)], ["Tags", (asset.tags || []).join(", ")], ["Notes", asset.notes],
+        ])));
+      history.replaceChildren(h("h2", null, "History"), events.length
+        ? table(["When", "Source", "What", "Field", { label: "Before", class: "wide" }, "After"], events.map((event) => h("tr", null,
+          h("td", null, local(event.at)), h("td", null, event.source), h("td", null, event.kind), h("td", null, text(event.field)),
+          h("td", { class: "wide" }, text(event.before)), h("td", null, text(event.after)))))
+        : h("p", { class: "muted" }, "No changes recorded."));
+      if (agentId) await drawCharts(chartsPanel, agentId, mine);
+      else chartsPanel.replaceChildren(h("p", { class: "muted" }, "No agent reports for this asset, so there are no charts."));
+      loaded(mine);
+    })().catch((failure) => {
+      if (failure.status !== 401) head.replaceChildren(h("p", { class: "error" }, failure.message));
+    });
+  }
+
+  async function drawCharts(panel, agentId, mine) {
+    const buttons = Object.keys(RANGES).map((range) => h("button", {
+      type: "button", class: range === chartRange ? "chosen" : "", dataset: { range },
+      onclick: () => { chartRange = range; drawCharts(panel, agentId, mine); },
+    }, range));
+    const grid = h("div", { class: "charts" });
+    panel.replaceChildren(h("div", { class: "filters" }, h("h2", null, "Last ", chartRange), h("span", { class: "spacer" }), h("div", { class: "ranges" }, buttons)), grid);
+    const range = RANGES[chartRange];
+    const to = Date.now();
+    const from = to - range.ms;
+    await Promise.all(CHARTS.map(async (chart) => {
+      const box = h("div", { class: "chart", id: `chart-${chart.id}` }, h("h2", null, chart.title));
+      grid.append(box);
+      const metrics = chart.metrics || [chart.metric];
+      const answers = await Promise.all(metrics.map((metric) => {
+        const params = new URLSearchParams({ agent: agentId, metric, from: String(from), to: String(to) });
+        if (chart.labels) params.set("labels", chart.labels);
+        if (range.step) params.set("step", range.step);
+        return api(`/api/v1/series/query?${params}`).catch(() => ({ series: [] }));
+      }));
+      if (mine !== generation) return;
+      const series = answers.flatMap((answer) => answer.series).slice(0, COLORS.length);
+      plot(box, chart, series, from, to);
+    }));
+  }
+
+  // Counters become per-second rates; a counter that went down (restart) gives no point.
+  function rates(points) {
+    const out = [];
+    for (let i = 1; i < points.length; i++) {
+      const dt = (points[i].t - points[i - 1].t) / 1000;
+      const dv = points[i].v - points[i - 1].v;
+      out.push({ t: points[i].t, v: dt > 0 && dv >= 0 ? dv / dt : null });
+    }
+    return out;
+  }
+
+  function plot(box, chart, series, from, to) {
+    const lines = series.map((one) => ({
+      label: chart.name ? chart.name(one.labels || {}, one.metric) : one.metric,
+      points: chart.rate ? rates(one.points) : one.points,
+    })).filter((line) => line.points.length);
+    if (!lines.length || typeof uPlot === "undefined") {
+      box.append(h("div", { class: "empty" }, "No data in this range."));
+      box.dataset.plotted = "empty";
+      return;
+    }
+    const times = [...new Set(lines.flatMap((line) => line.points.map((point) => point.t)))].sort((a, b) => a - b);
+    const index = new Map(times.map((t, i) => [t, i]));
+    const data = [times.map((t) => t / 1000)];
+    for (const line of lines) {
+      const values = new Array(times.length).fill(null);
+      for (const point of line.points) values[index.get(point.t)] = point.v;
+      data.push(values);
+    }
+    const width = Math.max(280, box.clientWidth || 340);
+    const options = {
+      width, height: 180,
+      scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
+      legend: { show: true },
+      series: [{}, ...lines.map((line, i) => ({ label: line.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: times.length < 60 } }))],
+      axes: [{}, { size: 56, values: (_, ticks) => ticks.map(compact) }],
+    };
+    const holder = h("div");
+    box.append(holder);
+    const instance = new uPlot(options, data, holder);
+    box.dataset.plotted = "1";
+    new ResizeObserver(() => {
+      const next = Math.max(280, box.clientWidth);
+      if (Math.abs(next - instance.width) > 4) instance.setSize({ width: next, height: 180 });
+    }).observe(box);
+  }
+
+  route();
+})();
