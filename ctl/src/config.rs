@@ -180,11 +180,6 @@ pub fn resolve(flags: &Flags, env: &Environment) -> Result<Settings, CtlError> {
             let source = source.as_ref()?;
             file.ca_file.as_deref().map(|path| source.resolve(path))
         });
-    if ca_file.is_some() && url.scheme() != "https" {
-        return Err(CtlError::Usage(format!(
-            "a CA file is set but {url} is not https://"
-        )));
-    }
     Ok(Settings {
         url,
         token,
