@@ -60,17 +60,18 @@ impl Table {
     }
 }
 
-/// `Key:   value` lines, values aligned; empty values are left out.
+/// `Key:   value` lines, values aligned; empty and unknown (`-`) values
+/// are left out.
 pub fn key_values(pairs: &[(&str, String)]) -> String {
     let width = pairs
         .iter()
-        .filter(|(_, value)| !value.is_empty())
+        .filter(|(_, value)| shown(value))
         .map(|(key, _)| key.len() + 1)
         .max()
         .unwrap_or(0);
     let mut out = String::new();
     for (key, value) in pairs {
-        if value.is_empty() {
+        if !shown(value) {
             continue;
         }
         let label = format!("{key}:");
@@ -81,6 +82,10 @@ pub fn key_values(pairs: &[(&str, String)]) -> String {
         ));
     }
     out
+}
+
+fn shown(value: &str) -> bool {
+    !value.is_empty() && value != "-"
 }
 
 #[cfg(test)]
@@ -103,6 +108,7 @@ mod tests {
         let text = key_values(&[
             ("ID", "a1".into()),
             ("Owner", String::new()),
+            ("Serial", "-".into()),
             ("Hostname", "web\n1".into()),
         ]);
         assert_eq!(text, "ID:        a1\nHostname:  web 1\n");
