@@ -31,8 +31,13 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(settings: &Settings, page_size: u32) -> Result<Self, CtlError> {
-        let roots = steward_core::tls::trust_roots(settings.ca_file.as_deref())
-            .map_err(|error| CtlError::Usage(error.to_string()))?;
+        // Plain http:// needs no roots: a machine without a trust store still works.
+        let roots = if settings.url.scheme() == "https" {
+            steward_core::tls::trust_roots(settings.ca_file.as_deref())
+                .map_err(|error| CtlError::Usage(error.to_string()))?
+        } else {
+            Arc::new(rustls::RootCertStore::empty())
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

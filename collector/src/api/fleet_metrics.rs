@@ -33,9 +33,20 @@ struct HostCache {
 }
 
 /// State of the fleet section between scrapes: the host-name cache.
-#[derive(Default)]
 pub struct FleetMetrics {
     hosts: tokio::sync::Mutex<HostCache>,
+    /// One body is built at a time: a large fleet's body is tens of MB, and
+    /// scrapes that overlap wait rather than each holding a copy.
+    building: tokio::sync::Semaphore,
+}
+
+impl Default for FleetMetrics {
+    fn default() -> Self {
+        Self {
+            hosts: tokio::sync::Mutex::default(),
+            building: tokio::sync::Semaphore::new(1),
+        }
+    }
 }
 
 impl std::fmt::Debug for FleetMetrics {
@@ -51,6 +62,9 @@ impl FleetMetrics {
     /// Never fails: without the agents table the cached host names serve,
     /// and if rendering fails the collector's own section is still answered.
     pub async fn append(&self, own: String, store: &Arc<Store>) -> String {
+        let Ok(_building) = self.building.acquire().await else {
+            return own;
+        };
         let latest = {
             let store = Arc::clone(store);
             tokio::task::spawn_blocking(move || store.latest(None))
