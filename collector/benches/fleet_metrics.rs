@@ -109,6 +109,14 @@ fn fleet_metrics(c: &mut Criterion) {
     }
     latest.sort_by(|a, b| a.0.cmp(&b.0));
     let reserved = HashSet::new();
+    let mut body = String::new();
+    render(&latest, &hosts, &reserved, &mut body);
+    eprintln!(
+        "fleet_metrics: {} series, body {:.1} MB",
+        latest.len(),
+        body.len() as f64 / 1e6
+    );
+    drop(body);
     let mut group = c.benchmark_group("fleet_metrics");
     group
         .sample_size(10)
