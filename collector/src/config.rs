@@ -123,6 +123,9 @@ struct RawServer {
     /// Serve `/metrics` without a token.
     #[serde(default)]
     metrics_public: bool,
+    /// `/metrics` also carries the latest value of every agent series.
+    #[serde(default)]
+    fleet_metrics: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -597,6 +600,9 @@ pub struct CollectorConfig {
     pub http_tls: Option<TlsIdentity>,
     /// `/metrics` answers without a token.
     pub metrics_public: bool,
+    /// `/metrics` also exposes the latest value of every agent series
+    /// (Prometheus names from `prometheus_names`).
+    pub fleet_metrics: bool,
     /// Shared agent tokens (the weaker mode); may be empty when agents enroll.
     pub agent_tokens: Vec<String>,
     /// `[auth] api_tokens` / `api_token_file`, hashed at load (admin scope,
@@ -839,6 +845,7 @@ impl CollectorConfig {
             tls,
             http_tls,
             metrics_public: raw.server.metrics_public,
+            fleet_metrics: raw.server.fleet_metrics,
             agent_tokens,
             api_tokens,
             enrollment,

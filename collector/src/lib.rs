@@ -267,6 +267,9 @@ pub async fn start(
         ),
         task_failures: supervisor.failures(),
         limits: config.limits.http.clone(),
+        fleet_metrics: config
+            .fleet_metrics
+            .then(|| Arc::new(api::fleet_metrics::FleetMetrics::default())),
     });
     let http_shutdown = {
         let (shutdown, supervisor) = (shutdown.clone(), supervisor.clone());
