@@ -20,6 +20,7 @@ mod changes;
 mod console;
 pub mod error;
 mod extract;
+pub mod fleet_metrics;
 pub mod https;
 pub mod incidents;
 mod oncall;
@@ -80,6 +81,8 @@ pub struct ApiState {
     /// Supervised tasks that have failed, for `/healthz`.
     pub task_failures: crate::supervisor::TaskFailures,
     pub limits: HttpLimits,
+    /// `[server] fleet_metrics`: `/metrics` also carries every agent series.
+    pub fleet_metrics: Option<Arc<fleet_metrics::FleetMetrics>>,
 }
 
 /// What [`limit_requests`] needs: the limits and the slots they allow.
@@ -270,11 +273,11 @@ fn health_failures(
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.telemetry.render(),
-    )
-        .into_response()
+    let mut body = state.telemetry.render();
+    if let Some(fleet) = &state.fleet_metrics {
+        body = fleet.append(body, &state.store).await;
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// One span per request with method, path and outcome.
