@@ -152,17 +152,6 @@ fn otlp_config(receiver: &OtlpReceiver, extra: &str) -> String {
     )
 }
 
-fn agent_id(collector: &Collector, hostname: &str) -> String {
-    poll(DEADLINE, "the agent to connect", || {
-        let agents = collector.get_json("/api/v1/agents");
-        agents.as_array()?.iter().find_map(|agent| {
-            (agent["hostname"] == hostname && agent["connected"] == true)
-                .then(|| agent["id"].as_str().map(str::to_string))
-                .flatten()
-        })
-    })
-}
-
 fn attributes(list: &[KeyValue]) -> BTreeMap<String, String> {
     list.iter()
         .map(|pair| {
@@ -227,7 +216,7 @@ fn committed_samples_arrive_over_otlp_and_an_unavailable_receiver_is_retried() {
         ));
     });
     let mut agent = collector.start_agent("web", |text| text.push_str("hostname = \"otlp-1\"\n"));
-    let id = agent_id(&collector, "otlp-1");
+    let id = collector.connected_agent_id("otlp-1");
 
     let (resource, cpu) = poll(DEADLINE, "steward.cpu.usage_percent to arrive", || {
         find_metric(&receiver.requests(), "otlp-1", "steward.cpu.usage_percent")
@@ -273,12 +262,7 @@ fn committed_samples_arrive_over_otlp_and_an_unavailable_receiver_is_retried() {
     });
     agent.kill9();
     agent.wait_exit(DEADLINE);
-    let ingested = poll(DEADLINE, "the export to catch up with ingest", || {
-        let ingested = collector.counter("steward_samples_ingested_total");
-        let sent = collector.counter("steward_otlp_samples_sent_total");
-        let queued = collector.counter("steward_otlp_queue_samples");
-        (ingested > 0 && sent == ingested && queued == 0).then_some(ingested)
-    });
+    let ingested = collector.wait_export_caught_up("otlp");
 
     let requests = receiver.requests();
     let answers: Vec<Answer> = requests.iter().map(|received| received.answer).collect();

@@ -251,35 +251,16 @@ pub fn retry_delay(details: &[u8]) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-
     use prost::Message;
 
     use super::*;
-    use crate::export::queue::CommittedBatch;
+    use crate::export::queue::fixtures::{batch, sample};
     use crate::store::SampleRecord;
-
-    fn sample(metric: &str, labels: &[(&str, &str)], value: f64, at: i64) -> SampleRecord {
-        SampleRecord {
-            metric: metric.into(),
-            labels: labels
-                .iter()
-                .map(|(key, value)| (key.to_string(), value.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            value,
-            timestamp_ms: at,
-        }
-    }
 
     fn slice(agent: &str, host: &str, samples: Vec<SampleRecord>) -> QueuedSlice {
         let range = 0..samples.len();
         QueuedSlice {
-            batch: Arc::new(CommittedBatch {
-                agent_id: agent.into(),
-                host: host.into(),
-                samples,
-            }),
+            batch: batch(agent, host, samples),
             range,
         }
     }

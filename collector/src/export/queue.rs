@@ -175,25 +175,49 @@ impl Backoff {
     }
 }
 
+/// Samples and batches for the exporters' tests.
+#[cfg(test)]
+pub mod fixtures {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::CommittedBatch;
+    use crate::store::SampleRecord;
+
+    pub fn sample(metric: &str, labels: &[(&str, &str)], value: f64, at: i64) -> SampleRecord {
+        SampleRecord {
+            metric: metric.into(),
+            labels: labels
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            value,
+            timestamp_ms: at,
+        }
+    }
+
+    pub fn batch(agent: &str, host: &str, samples: Vec<SampleRecord>) -> Arc<CommittedBatch> {
+        Arc::new(CommittedBatch {
+            agent_id: agent.into(),
+            host: host.into(),
+            samples,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
+    use super::fixtures::{batch, sample};
     use super::*;
 
     fn sized(size: usize) -> Arc<CommittedBatch> {
-        Arc::new(CommittedBatch {
-            agent_id: "a".into(),
-            host: "h".into(),
-            samples: (0..size)
-                .map(|at| SampleRecord {
-                    metric: "cpu.usage_percent".into(),
-                    labels: BTreeMap::new(),
-                    value: 1.0,
-                    timestamp_ms: at as i64,
-                })
+        batch(
+            "a",
+            "h",
+            (0..size)
+                .map(|at| sample("cpu.usage_percent", &[], 1.0, at as i64))
                 .collect(),
-        })
+        )
     }
 
     #[test]

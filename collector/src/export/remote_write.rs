@@ -98,31 +98,8 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-
     use super::*;
-    use crate::store::SampleRecord;
-
-    fn sample(metric: &str, labels: &[(&str, &str)], value: f64, at: i64) -> SampleRecord {
-        SampleRecord {
-            metric: metric.into(),
-            labels: labels
-                .iter()
-                .map(|(key, value)| (key.to_string(), value.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            value,
-            timestamp_ms: at,
-        }
-    }
-
-    fn batch(agent: &str, host: &str, samples: Vec<SampleRecord>) -> Arc<CommittedBatch> {
-        Arc::new(CommittedBatch {
-            agent_id: agent.into(),
-            host: host.into(),
-            samples,
-        })
-    }
+    use crate::export::queue::fixtures::{batch, sample};
 
     type Labelled = Vec<(String, String)>;
     type Points = Vec<(f64, i64)>;
