@@ -22,6 +22,7 @@ use steward_proto::opentelemetry::proto::metrics::v1::{
 };
 use steward_tests::{Collector, DEADLINE, poll};
 use tonic::codec::CompressionEncoding;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 /// How the receiver answers one request.
@@ -104,11 +105,21 @@ impl MetricsService for Recorder {
 struct OtlpReceiver {
     address: SocketAddr,
     recorder: Recorder,
-    _runtime: tokio::runtime::Runtime,
+    /// Bound but not served yet (see [`OtlpReceiver::serve`]).
+    listener: Option<tokio::net::TcpListener>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl OtlpReceiver {
+    /// Serves plain gRPC (h2c) at once.
     fn start(plan: &[Answer]) -> Self {
+        let mut receiver = Self::bind(plan);
+        receiver.serve(None);
+        receiver
+    }
+
+    /// Takes a port; nothing answers on it until [`serve`](Self::serve).
+    fn bind(plan: &[Answer]) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -121,19 +132,31 @@ impl OtlpReceiver {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
-        let address = listener.local_addr().unwrap();
-        let service = MetricsServiceServer::new(recorder.clone())
+        Self {
+            address: listener.local_addr().unwrap(),
+            recorder,
+            listener: Some(listener),
+            runtime,
+        }
+    }
+
+    /// Starts answering, over TLS with `identity` if given.
+    fn serve(&mut self, identity: Option<Identity>) {
+        let listener = self.listener.take().expect("served once");
+        let service = MetricsServiceServer::new(self.recorder.clone())
             .accept_compressed(CompressionEncoding::Gzip);
-        runtime.spawn(
-            tonic::transport::Server::builder()
+        let _entered = self.runtime.enter();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(identity) = identity {
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .unwrap();
+        }
+        self.runtime.spawn(
+            builder
                 .add_service(service)
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
         );
-        Self {
-            address,
-            recorder,
-            _runtime: runtime,
-        }
     }
 
     fn requests(&self) -> Vec<Received> {
@@ -339,4 +362,39 @@ fn partial_successes_and_refusals_are_counted_and_not_retried() {
     );
     assert!(collector.counter("steward_otlp_samples_sent_total") >= first - 3);
     assert_eq!(collector.counter("steward_otlp_retries_total"), 0);
+}
+
+#[test]
+fn an_https_receiver_is_verified_against_the_configured_ca() {
+    // Two endpoints on one TLS receiver (the certificate `init` made for the
+    // collector, for localhost): the one with `tls_ca_file` delivers, the
+    // one trusting only the system's CAs never completes a handshake.
+    let mut receiver = OtlpReceiver::bind(&[]);
+    let endpoint = |name: &str, extra: &str| {
+        format!(
+            "\n[[export.otlp]]\nname = \"{name}\"\nendpoint = \"https://localhost:{}\"\nheaders = {{ x-endpoint = \"{name}\" }}\nbatch_wait = \"100ms\"\nmin_backoff = \"50ms\"\nmax_backoff = \"200ms\"\n{extra}",
+            receiver.address.port()
+        )
+    };
+    let collector = Collector::start_with(|text| {
+        text.push_str(&endpoint("trusted", "tls_ca_file = \"ca.pem\"\n"));
+        text.push_str(&endpoint("untrusted", ""));
+    });
+    receiver.serve(Some(Identity::from_pem(
+        std::fs::read(collector.path("server.pem")).unwrap(),
+        std::fs::read(collector.path("server.key")).unwrap(),
+    )));
+    let _agent = collector.start_agent("web", |text| text.push_str("hostname = \"otlp-3\"\n"));
+    poll(DEADLINE, "samples over TLS, and failed attempts", || {
+        let delivered = receiver.requests().len();
+        let failed = collector.counter("steward_otlp_requests_failed_total");
+        (delivered >= 2 && failed >= 2).then_some(())
+    });
+    for received in receiver.requests() {
+        assert_eq!(
+            received.metadata.get("x-endpoint").map(String::as_str),
+            Some("trusted")
+        );
+    }
+    assert!(collector.counter("steward_otlp_retries_total") >= 2);
 }
