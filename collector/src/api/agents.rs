@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use crate::store::{DiskRecord, InterfaceRecord};
 use utoipa::{IntoParams, ToSchema};
 
 use axum::response::Response;
@@ -97,6 +99,49 @@ pub async fn list(
     ))
 }
 
+/// The API schema of a `store::InterfaceRecord`, which `store` owns and
+/// does not describe: documentation only, kept equal by a test.
+#[derive(ToSchema)]
+#[schema(as = Interface)]
+#[allow(dead_code)] // Read only by the OpenAPI derive.
+pub struct InterfaceSchema {
+    name: String,
+    mac: String,
+    ipv4: Vec<String>,
+    ipv6: Vec<String>,
+}
+
+/// An agent's latest inventory.
+#[derive(Serialize, ToSchema)]
+pub struct InventoryView {
+    /// OS, kernel, CPU, memory, DMI... as the agent reported them.
+    facts: BTreeMap<String, String>,
+    #[schema(value_type = Vec<crate::assets::model::DiskSchema>)]
+    disks: Vec<DiskRecord>,
+    #[schema(value_type = Vec<InterfaceSchema>)]
+    interfaces: Vec<InterfaceRecord>,
+    package_count: u64,
+    /// RFC 3339.
+    updated_at: String,
+}
+
+/// One agent with its latest inventory.
+#[derive(Serialize, ToSchema)]
+pub struct AgentDetail {
+    id: String,
+    hostname: String,
+    /// Whether it holds a stream to the collector now.
+    connected: bool,
+    /// RFC 3339.
+    last_seen: String,
+    /// RFC 3339.
+    first_seen: String,
+    /// The agent's version.
+    version: String,
+    /// Null until the agent sent one.
+    inventory: Option<InventoryView>,
+}
+
 /// `GET /api/v1/agents/{id}`: the agent plus its latest inventory.
 #[utoipa::path(
     get,
@@ -106,39 +151,35 @@ pub async fn list(
     summary = "One agent with its latest inventory (facts, disks, interfaces)",
     params(("id" = String, Path, description = "Agent id")),
     responses(
-        (status = 200, description = "The agent; `inventory` is null until the agent sent one", body = Object),
+        (status = 200, description = "The agent; `inventory` is null until the agent sent one", body = AgentDetail),
         (status = 404, description = "`not_found`: no such agent", body = ErrorBody),
     ),
 )]
 pub async fn detail(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AgentDetail>, ApiError> {
     let agent = state
         .store
         .agent(&id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such agent"))?;
     let inventory = state.store.inventory(&id).await?;
-    let mut body = serde_json::json!({
-        "id": agent.id,
-        "hostname": agent.hostname,
-        "connected": state.registry.is_connected(&agent.id),
-        "last_seen": rfc3339(agent.last_seen_ms),
-        "first_seen": rfc3339(agent.first_seen_ms),
-        "version": agent.version,
-        "inventory": Value::Null,
-    });
-    if let Some(inventory) = inventory {
-        body["inventory"] = serde_json::json!({
-            "facts": inventory.facts,
-            "disks": inventory.disks,
-            "interfaces": inventory.interfaces,
-            "package_count": inventory.package_count,
-            "updated_at": rfc3339(inventory.updated_ms),
-        });
-    }
-    Ok(Json(body))
+    Ok(Json(AgentDetail {
+        connected: state.registry.is_connected(&agent.id),
+        last_seen: rfc3339(agent.last_seen_ms),
+        first_seen: rfc3339(agent.first_seen_ms),
+        id: agent.id,
+        hostname: agent.hostname,
+        version: agent.version,
+        inventory: inventory.map(|inventory| InventoryView {
+            facts: inventory.facts,
+            disks: inventory.disks,
+            interfaces: inventory.interfaces,
+            package_count: inventory.package_count,
+            updated_at: rfc3339(inventory.updated_ms),
+        }),
+    }))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -16,8 +16,9 @@ use super::actor::Actor;
 use super::error::{ErrorBody, ErrorCode};
 use super::extract::{JsonBody, Path, Query};
 use super::{ApiError, ApiState, paging, rfc3339};
+use crate::assets::lifecycle::ReplacementDue;
 use crate::assets::service::{AssetChangeError, OperatorChange, Regroup};
-use crate::assets::{Asset, AssetEdit, Disposal, Lifecycle, compliance};
+use crate::assets::{Asset, AssetEdit, Disposal, Finding, Lifecycle, compliance};
 
 impl From<AssetChangeError> for ApiError {
     fn from(error: AssetChangeError) -> Self {
@@ -65,25 +66,87 @@ async fn load(state: &ApiState) -> Result<Vec<Asset>, ApiError> {
         .collect())
 }
 
-fn view(asset: &Asset, state: &ApiState) -> Value {
-    let mut value = serde_json::to_value(asset).unwrap_or(Value::Null);
+/// An asset as the API shows it: the record plus what is worked out at read
+/// time.
+#[derive(Serialize, ToSchema)]
+pub struct AssetView {
+    #[serde(flatten)]
+    asset: Asset,
+    /// RFC 3339 of `last_seen_ms`: the latest contact of any of its agents.
+    last_seen: String,
+    /// RFC 3339 of `first_seen_ms`.
+    first_seen: String,
+    /// Whether one of its agents holds a stream to the collector now.
+    connected: bool,
+    /// The compliance checks it fails now.
+    findings: Vec<Finding>,
+    /// Why it is due for replacement; null when it is not.
+    due_for_replacement: Option<ReplacementDue>,
+}
+
+fn view(asset: &Asset, state: &ApiState) -> AssetView {
     let now = steward_core::now_ms();
-    value["last_seen"] = rfc3339(asset.last_seen_ms).into();
-    value["first_seen"] = rfc3339(asset.first_seen_ms).into();
-    value["connected"] = asset
-        .agent_ids
-        .iter()
-        .any(|agent| state.registry.is_connected(agent))
-        .into();
-    value["findings"] = compliance(asset, now, &state.asset_policy)
-        .into_iter()
-        .map(|finding| serde_json::json!({"check": finding.check, "detail": finding.detail}))
-        .collect();
-    value["due_for_replacement"] =
-        crate::assets::lifecycle::due_for_replacement(asset, now, &state.asset_policy)
-            .map(|due| serde_json::to_value(due).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null);
-    value
+    AssetView {
+        asset: asset.clone(),
+        last_seen: rfc3339(asset.last_seen_ms),
+        first_seen: rfc3339(asset.first_seen_ms),
+        connected: asset
+            .agent_ids
+            .iter()
+            .any(|agent| state.registry.is_connected(agent)),
+        findings: compliance(asset, now, &state.asset_policy),
+        due_for_replacement: crate::assets::lifecycle::due_for_replacement(
+            asset,
+            now,
+            &state.asset_policy,
+        ),
+    }
+}
+
+/// How an agent was matched to the asset (see `assets::identity`).
+#[derive(Serialize, ToSchema)]
+pub struct AssetLinkView {
+    agent_id: String,
+    asset_id: String,
+    /// 0 to 1.
+    confidence: f64,
+    /// The identifiers that matched, for people.
+    reasons: String,
+    /// When the match was made, Unix milliseconds.
+    matched_ms: i64,
+}
+
+/// One asset with the agents linked to it.
+#[derive(Serialize, ToSchema)]
+pub struct AssetDetail {
+    #[serde(flatten)]
+    asset: AssetView,
+    agents: Vec<AssetLinkView>,
+}
+
+/// The body of `PATCH /api/v1/assets/{id}`: only the keys present change;
+/// `null` clears a field. Documentation only: the handler parses the body
+/// itself so an unknown key or status gets a precise message.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Read only by the OpenAPI derive.
+pub struct AssetUpdate {
+    owner: Option<String>,
+    location: Option<String>,
+    /// Replaces the whole tag set.
+    tags: Option<Vec<String>>,
+    role: Option<String>,
+    criticality: Option<String>,
+    /// `YYYY-MM-DD`.
+    purchase_date: Option<String>,
+    /// `YYYY-MM-DD`.
+    warranty_end: Option<String>,
+    notes: Option<String>,
+    /// A lifecycle step, validated against the allowed transitions.
+    status: Option<Lifecycle>,
+    disposal: Option<Disposal>,
+    /// Ignored: the token's name is recorded.
+    #[schema(deprecated)]
+    by: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -161,7 +224,7 @@ fn matches(asset: &Asset, query: &ListQuery) -> bool {
     summary = "Assets, by id, filtered and paged",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of assets (record plus `last_seen`, `connected`, `findings`, `due_for_replacement`)", body = Vec<Object>,
+        (status = 200, description = "A page of assets (record plus `last_seen`, `connected`, `findings`, `due_for_replacement`)", body = Vec<AssetView>,
             headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
         (status = 400, description = "`bad_request` (unknown status) or `invalid_query`", body = ErrorBody),
     ),
@@ -214,26 +277,33 @@ async fn find(state: &ApiState, id: &str) -> Result<Asset, ApiError> {
     summary = "One asset with the agents linked to it",
     params(("id" = String, Path, description = "Asset id")),
     responses(
-        (status = 200, description = "The asset, `agents` included", body = Object),
+        (status = 200, description = "The asset, `agents` included", body = AssetDetail),
         (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
     ),
 )]
 pub async fn detail(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AssetDetail>, ApiError> {
     let asset = find(&state, &id).await?;
-    let mut value = view(&asset, &state);
-    let links: Vec<Value> = state
+    let agents = state
         .store
         .asset_links()
         .await?
         .into_iter()
         .filter(|link| link.asset_id == id)
-        .map(|link| serde_json::to_value(link).unwrap_or(Value::Null))
+        .map(|link| AssetLinkView {
+            agent_id: link.agent_id,
+            asset_id: link.asset_id,
+            confidence: link.confidence,
+            reasons: link.reasons,
+            matched_ms: link.matched_ms,
+        })
         .collect();
-    value["agents"] = links.into();
-    Ok(Json(value))
+    Ok(Json(AssetDetail {
+        asset: view(&asset, &state),
+        agents,
+    }))
 }
 
 /// One change in an asset's history: a field or one of its agents' packages.
@@ -368,9 +438,9 @@ pub async fn history(
     operation_id = "update_asset",
     summary = "Edit an asset's operator fields (owner, location, tags, notes, dates…), `status` or `disposal`",
     params(("id" = String, Path, description = "Asset id")),
-    request_body(content = Object, description = "Fields to change; `status` a lifecycle name, `disposal` an object"),
+    request_body(content = AssetUpdate, description = "Fields to change; `status` a lifecycle name, `disposal` an object"),
     responses(
-        (status = 200, description = "The asset", body = Object),
+        (status = 200, description = "The asset", body = AssetView),
         (status = 400, description = "`bad_request` (unknown status or field) or `invalid_json`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
         (status = 409, description = "`conflict`: a lifecycle step that is not allowed", body = ErrorBody),
@@ -381,7 +451,7 @@ pub async fn update(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AssetView>, ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
     let mut body: serde_json::Map<String, Value> =
         serde_json::from_str(&body).map_err(|error| {
@@ -514,7 +584,7 @@ fn to_csv<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Result<St
     params(ExportQuery),
     responses(
         (status = 200, description = "The register", content(
-            (Vec<Object> = "application/json"),
+            (Vec<AssetView> = "application/json"),
             (String = "text/csv"),
         )),
         (status = 400, description = "`bad_request`: unknown format", body = ErrorBody),
@@ -569,7 +639,7 @@ pub struct MergeBody {
     params(("id" = String, Path, description = "Asset id (kept)")),
     request_body = MergeBody,
     responses(
-        (status = 200, description = "The assets after the merge", body = Vec<Object>),
+        (status = 200, description = "The assets after the merge", body = Vec<AssetView>),
         (status = 400, description = "`invalid_json`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
         (status = 409, description = "`conflict`: these assets cannot be merged", body = ErrorBody),
@@ -582,7 +652,7 @@ pub async fn merge(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<MergeBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<AssetView>>, ApiError> {
     let by = actor.name;
     let assets = state
         .assets
@@ -614,7 +684,7 @@ pub struct SplitBody {
     params(("id" = String, Path, description = "Asset id")),
     request_body = SplitBody,
     responses(
-        (status = 200, description = "The assets after the split", body = Vec<Object>),
+        (status = 200, description = "The assets after the split", body = Vec<AssetView>),
         (status = 400, description = "`invalid_json`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
         (status = 409, description = "`conflict`: the agent cannot be split off", body = ErrorBody),
@@ -627,7 +697,7 @@ pub async fn split(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<SplitBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<AssetView>>, ApiError> {
     let by = actor.name;
     let assets = state
         .assets
@@ -651,6 +721,17 @@ pub struct ComplianceQuery {
     check: Option<String>,
 }
 
+/// An asset failing at least one compliance check.
+#[derive(Serialize, ToSchema)]
+pub struct ComplianceEntry {
+    /// Asset id.
+    id: String,
+    hostname: Option<String>,
+    status: Lifecycle,
+    os: Option<String>,
+    findings: Vec<Finding>,
+}
+
 /// `GET /api/v1/compliance`: assets with at least one finding, and the findings.
 #[utoipa::path(
     get,
@@ -659,34 +740,29 @@ pub struct ComplianceQuery {
     operation_id = "compliance_findings",
     summary = "Assets with compliance findings (`id`, `hostname`, `status`, `os`, `findings`)",
     params(ComplianceQuery),
-    responses((status = 200, description = "Assets failing a check", body = Vec<Object>)),
+    responses((status = 200, description = "Assets failing a check", body = Vec<ComplianceEntry>)),
 )]
 pub async fn compliance_view(
     State(state): State<ApiState>,
     Query(query): Query<ComplianceQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<ComplianceEntry>>, ApiError> {
     let now = steward_core::now_ms();
     let assets = load(&state).await?;
     Ok(Json(
         assets
-            .iter()
+            .into_iter()
             .filter_map(|asset| {
-                let findings = compliance(asset, now, &state.asset_policy);
+                let findings = compliance(&asset, now, &state.asset_policy);
                 let wanted = match &query.check {
                     Some(check) => findings.iter().any(|finding| finding.check == check),
                     None => !findings.is_empty(),
                 };
-                wanted.then(|| {
-                    serde_json::json!({
-                        "id": asset.id,
-                        "hostname": asset.hostname,
-                        "status": asset.status.as_str(),
-                        "os": asset.os,
-                        "findings": findings
-                            .iter()
-                            .map(|finding| serde_json::json!({"check": finding.check, "detail": finding.detail}))
-                            .collect::<Vec<_>>(),
-                    })
+                wanted.then(|| ComplianceEntry {
+                    id: asset.id,
+                    hostname: asset.hostname,
+                    status: asset.status,
+                    os: asset.os,
+                    findings,
                 })
             })
             .collect(),
