@@ -113,6 +113,7 @@ pub struct InterfaceSchema {
 
 /// An agent's latest inventory.
 #[derive(Serialize, ToSchema)]
+#[schema(as = Inventory)]
 pub struct InventoryView {
     /// OS, kernel, CPU, memory, DMI... as the agent reported them.
     facts: BTreeMap<String, String>,

@@ -69,6 +69,7 @@ async fn load(state: &ApiState) -> Result<Vec<Asset>, ApiError> {
 /// An asset as the API shows it: the record plus what is worked out at read
 /// time.
 #[derive(Serialize, ToSchema)]
+#[schema(as = Asset)]
 pub struct AssetView {
     #[serde(flatten)]
     asset: Asset,
@@ -105,6 +106,7 @@ fn view(asset: &Asset, state: &ApiState) -> AssetView {
 
 /// How an agent was matched to the asset (see `assets::identity`).
 #[derive(Serialize, ToSchema)]
+#[schema(as = AssetLink)]
 pub struct AssetLinkView {
     agent_id: String,
     asset_id: String,

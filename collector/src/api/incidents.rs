@@ -359,6 +359,7 @@ pub async fn add_note(
 /// Which condition a rule fires on.
 #[derive(Serialize, ToSchema, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = RuleKind)]
 pub enum RuleKindName {
     /// The value crosses `threshold` for `for_seconds`.
     Threshold,

@@ -141,6 +141,7 @@ pub struct Disposal {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = AssetRecord)]
 pub struct Asset {
     /// Stable id chosen by the store; never changes, survives merges as the
     /// kept asset's id.
