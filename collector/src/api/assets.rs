@@ -19,6 +19,7 @@ use super::{ApiError, ApiState, paging, rfc3339};
 use crate::assets::lifecycle::ReplacementDue;
 use crate::assets::service::{AssetChangeError, OperatorChange, Regroup};
 use crate::assets::{Asset, AssetEdit, Disposal, Finding, Lifecycle, compliance};
+use crate::store::AssetLink;
 
 impl From<AssetChangeError> for ApiError {
     fn from(error: AssetChangeError) -> Self {
@@ -116,6 +117,18 @@ pub struct AssetLinkView {
     reasons: String,
     /// When the match was made, Unix milliseconds.
     matched_ms: i64,
+}
+
+impl From<AssetLink> for AssetLinkView {
+    fn from(link: AssetLink) -> Self {
+        AssetLinkView {
+            agent_id: link.agent_id,
+            asset_id: link.asset_id,
+            confidence: link.confidence,
+            reasons: link.reasons,
+            matched_ms: link.matched_ms,
+        }
+    }
 }
 
 /// One asset with the agents linked to it.
@@ -294,13 +307,7 @@ pub async fn detail(
         .await?
         .into_iter()
         .filter(|link| link.asset_id == id)
-        .map(|link| AssetLinkView {
-            agent_id: link.agent_id,
-            asset_id: link.asset_id,
-            confidence: link.confidence,
-            reasons: link.reasons,
-            matched_ms: link.matched_ms,
-        })
+        .map(AssetLinkView::from)
         .collect();
     Ok(Json(AssetDetail {
         asset: view(&asset, &state),
@@ -734,6 +741,18 @@ pub struct ComplianceEntry {
     findings: Vec<Finding>,
 }
 
+impl ComplianceEntry {
+    fn new(asset: Asset, findings: Vec<Finding>) -> Self {
+        ComplianceEntry {
+            id: asset.id,
+            hostname: asset.hostname,
+            status: asset.status,
+            os: asset.os,
+            findings,
+        }
+    }
+}
+
 /// `GET /api/v1/compliance`: assets with at least one finding, and the findings.
 #[utoipa::path(
     get,
@@ -759,13 +778,7 @@ pub async fn compliance_view(
                     Some(check) => findings.iter().any(|finding| finding.check == check),
                     None => !findings.is_empty(),
                 };
-                wanted.then(|| ComplianceEntry {
-                    id: asset.id,
-                    hostname: asset.hostname,
-                    status: asset.status,
-                    os: asset.os,
-                    findings,
-                })
+                wanted.then(|| ComplianceEntry::new(asset, findings))
             })
             .collect(),
     ))
@@ -774,6 +787,141 @@ pub async fn compliance_view(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assets::compliance::{CHECK_OS_EOL, CHECK_SECURITY_UPDATES};
+    use serde_json::json;
+
+    fn sample_asset() -> Asset {
+        let mut asset = crate::assets::model::tests::server("asset-1", "agent-1");
+        asset.owner = Some("ops".to_string());
+        asset.tags = ["db".to_string(), "prod".to_string()].into();
+        asset.disposal = Some(Disposal {
+            date: "2026-01-02".to_string(),
+            method: "recycled".to_string(),
+            vendor: None,
+            certificate: Some("C-1".to_string()),
+        });
+        asset
+    }
+
+    fn sample_findings() -> Vec<Finding> {
+        vec![
+            Finding {
+                check: CHECK_SECURITY_UPDATES,
+                detail: "3 pending for 9 days".to_string(),
+            },
+            Finding {
+                check: CHECK_OS_EOL,
+                detail: "Debian 9 ended 2022-06-30".to_string(),
+            },
+        ]
+    }
+
+    /// The `view` of before issue #14: the record's JSON with keys added.
+    fn hand_built_view(
+        asset: &Asset,
+        connected: bool,
+        findings: &[Finding],
+        due: Option<&ReplacementDue>,
+    ) -> Value {
+        let mut value = serde_json::to_value(asset).unwrap();
+        value["last_seen"] = rfc3339(asset.last_seen_ms).into();
+        value["first_seen"] = rfc3339(asset.first_seen_ms).into();
+        value["connected"] = connected.into();
+        value["findings"] = findings
+            .iter()
+            .map(|finding| json!({"check": finding.check, "detail": finding.detail}))
+            .collect();
+        value["due_for_replacement"] = due
+            .map(|due| serde_json::to_value(due).unwrap())
+            .unwrap_or(Value::Null);
+        value
+    }
+
+    /// Guards the typed views of issue #14 against changing the JSON the
+    /// console and stewardctl read.
+    #[test]
+    fn typed_asset_views_serialise_as_the_hand_built_json_did() {
+        let asset = sample_asset();
+        let dues = [
+            None,
+            Some(ReplacementDue::WarrantyEnded {
+                warranty_end: "2025-12-31".to_string(),
+            }),
+            Some(ReplacementDue::AgeReached {
+                purchase_date: "2020-01-01".to_string(),
+                age_days: 2190,
+            }),
+        ];
+        for (due, findings) in
+            dues.into_iter()
+                .zip([sample_findings(), Vec::new(), sample_findings()])
+        {
+            for connected in [true, false] {
+                let typed = AssetView {
+                    asset: asset.clone(),
+                    last_seen: rfc3339(asset.last_seen_ms),
+                    first_seen: rfc3339(asset.first_seen_ms),
+                    connected,
+                    findings: findings.clone(),
+                    due_for_replacement: due.clone(),
+                };
+                let old = hand_built_view(&asset, connected, &findings, due.as_ref());
+                let link = AssetLink {
+                    agent_id: "agent-1".to_string(),
+                    asset_id: asset.id.clone(),
+                    confidence: 0.9,
+                    reasons: "machine_id".to_string(),
+                    matched_ms: 1_700_000_000_000,
+                };
+                let mut old_detail = old.clone();
+                old_detail["agents"] = json!([serde_json::to_value(&link).unwrap()]);
+                assert_eq!(serde_json::to_value(&typed).unwrap(), old);
+                let detail = AssetDetail {
+                    asset: typed,
+                    agents: vec![AssetLinkView::from(link)],
+                };
+                assert_eq!(serde_json::to_value(&detail).unwrap(), old_detail);
+            }
+        }
+
+        // The compliance list, with and without hostname and OS.
+        let mut bare = sample_asset();
+        bare.hostname = None;
+        bare.os = None;
+        for asset in [sample_asset(), bare] {
+            let findings = sample_findings();
+            let old = json!({
+                "id": asset.id,
+                "hostname": asset.hostname,
+                "status": asset.status.as_str(),
+                "os": asset.os,
+                "findings": findings
+                    .iter()
+                    .map(|finding| json!({"check": finding.check, "detail": finding.detail}))
+                    .collect::<Vec<_>>(),
+            });
+            let typed = ComplianceEntry::new(asset, findings);
+            assert_eq!(serde_json::to_value(&typed).unwrap(), old);
+        }
+    }
+
+    /// `DiskSchema` documents `store::DiskRecord`: the same keys.
+    #[test]
+    fn the_disk_schema_has_the_keys_of_a_disk_record() {
+        use utoipa::PartialSchema;
+        let record = crate::store::DiskRecord {
+            device: "/dev/sda1".to_string(),
+            model: None,
+            size_bytes: 1,
+            filesystem: "ext4".to_string(),
+            mount: "/".to_string(),
+        };
+        let record = serde_json::to_value(record).unwrap();
+        let schema = serde_json::to_value(crate::assets::model::DiskSchema::schema()).unwrap();
+        let keys =
+            |value: &Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
+        assert_eq!(keys(&record), keys(&schema["properties"]));
+    }
 
     #[test]
     fn formula_cells_are_exported_as_text() {

@@ -635,3 +635,86 @@ pub struct NotificationView {
     /// RFC 3339.
     delivered_at: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::incidents::describe_rule;
+    use crate::rules::{AbsentRule, Op, ThresholdRule};
+
+    fn rule(kind: RuleKind, runbook: Option<&str>) -> Rule {
+        Rule {
+            name: "disk".to_string(),
+            metric: "disk.used_percent".to_string(),
+            matchers: [("mount".to_string(), "/".to_string())].into(),
+            severity: Severity::Major,
+            summary: "{value}% used".to_string(),
+            runbook: runbook.map(str::to_string),
+            kind,
+        }
+    }
+
+    /// Guards the typed `Rule` of issue #14 against changing the JSON
+    /// `describe_rule` built: same keys, absent on absence rules.
+    #[test]
+    fn the_rule_view_serialises_as_describe_rule() {
+        let threshold = |clear| {
+            RuleKind::Threshold(ThresholdRule {
+                op: Op::Ge,
+                threshold: 90.0,
+                clear,
+                for_duration: Duration::from_secs(300),
+                keep_firing_for: Duration::from_millis(1500),
+                flap: None,
+            })
+        };
+        let absent = RuleKind::Absent(AbsentRule {
+            after: Some(Duration::from_secs(60)),
+            intervals: None,
+        });
+        for rule in [
+            rule(threshold(Some(80.0)), Some("https://runbooks/disk")),
+            rule(threshold(None), None),
+            rule(absent, None),
+        ] {
+            assert_eq!(
+                serde_json::to_value(RuleView::from(&rule)).unwrap(),
+                describe_rule(&rule)
+            );
+        }
+    }
+
+    #[test]
+    fn the_sla_report_serialises_as_the_hand_built_json_did() {
+        let figures = || SeverityFigures {
+            incidents: 3,
+            acknowledged: 2,
+            resolved: 1,
+            open: 2,
+            mtta_seconds: Some(12.5),
+            mttr_seconds: None,
+            ack_breaches: 1,
+            resolve_breaches: 0,
+        };
+        let report = SlaReport {
+            window_seconds: 604_800,
+            since: rfc3339(0),
+            severities: [("major".to_string(), figures())].into(),
+        };
+        let mut severities = serde_json::Map::new();
+        severities.insert(
+            "major".to_string(),
+            serde_json::to_value(figures()).unwrap(),
+        );
+        let old = serde_json::json!({
+            "window_seconds": 604_800u64,
+            "since": rfc3339(0),
+            "severities": severities,
+        });
+        assert_eq!(serde_json::to_value(&report).unwrap(), old);
+        let figures = serde_json::to_value(figures()).unwrap();
+        assert!(figures["mttr_seconds"].is_null(), "{figures}");
+    }
+}

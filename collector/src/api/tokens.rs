@@ -215,3 +215,54 @@ pub async fn revoke(
         revoked_at: rfc3339(now),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn database_token(last_used_ms: Option<i64>, revoked_ms: Option<i64>) -> TokenView {
+        TokenView {
+            name: "ci".to_string(),
+            scope: Scope::Write.as_str(),
+            source: TokenSource::Database,
+            created_at: Some(rfc3339(1_000)),
+            last_used_at: Some(last_used_ms.map(rfc3339)),
+            revoked_at: Some(revoked_ms.map(rfc3339)),
+        }
+    }
+
+    /// Guards the typed token list of issue #14: database tokens carry the
+    /// three dates (null when not happened), config tokens none of them.
+    #[test]
+    fn the_token_view_serialises_as_the_hand_built_json_did() {
+        assert_eq!(
+            serde_json::to_value(database_token(None, None)).unwrap(),
+            json!({
+                "name": "ci", "scope": "write", "source": "database",
+                "created_at": rfc3339(1_000), "last_used_at": null, "revoked_at": null,
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(database_token(Some(2_000), Some(3_000))).unwrap(),
+            json!({
+                "name": "ci", "scope": "write", "source": "database",
+                "created_at": rfc3339(1_000), "last_used_at": rfc3339(2_000),
+                "revoked_at": rfc3339(3_000),
+            })
+        );
+        let config = TokenView {
+            name: "config-1".to_string(),
+            scope: Scope::Admin.as_str(),
+            source: TokenSource::Config,
+            created_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        assert_eq!(
+            serde_json::to_value(config).unwrap(),
+            json!({"name": "config-1", "scope": "admin", "source": "config"})
+        );
+    }
+}
