@@ -354,3 +354,75 @@ pub async fn revoke(
         revoked_at: rfc3339(now_ms),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    /// Guards the typed agent detail of issue #14 against changing the JSON
+    /// the console reads: `inventory` null, then the nested object.
+    #[test]
+    fn the_agent_detail_serialises_as_the_hand_built_json_did() {
+        let disks = vec![DiskRecord {
+            device: "/dev/sda1".to_string(),
+            model: Some("SSD".to_string()),
+            size_bytes: 500,
+            filesystem: "ext4".to_string(),
+            mount: "/".to_string(),
+        }];
+        let interfaces = vec![InterfaceRecord {
+            name: "eno1".to_string(),
+            mac: "b0:7b:25:00:00:01".to_string(),
+            ipv4: vec!["10.0.0.5/24".to_string()],
+            ipv6: Vec::new(),
+        }];
+        let facts: BTreeMap<String, String> =
+            [("os_name".to_string(), "Debian".to_string())].into();
+        let detail = |inventory| AgentDetail {
+            id: "agent-1".to_string(),
+            hostname: "web-01".to_string(),
+            connected: true,
+            last_seen: rfc3339(2_000),
+            first_seen: rfc3339(1_000),
+            version: "0.1.0".to_string(),
+            inventory,
+        };
+        let mut old = json!({
+            "id": "agent-1",
+            "hostname": "web-01",
+            "connected": true,
+            "last_seen": rfc3339(2_000),
+            "first_seen": rfc3339(1_000),
+            "version": "0.1.0",
+            "inventory": Value::Null,
+        });
+        assert_eq!(serde_json::to_value(detail(None)).unwrap(), old);
+        old["inventory"] = json!({
+            "facts": facts,
+            "disks": disks,
+            "interfaces": interfaces,
+            "package_count": 42,
+            "updated_at": rfc3339(3_000),
+        });
+        let typed = detail(Some(InventoryView {
+            facts: facts.clone(),
+            disks: disks.clone(),
+            interfaces: interfaces.clone(),
+            package_count: 42,
+            updated_at: rfc3339(3_000),
+        }));
+        assert_eq!(serde_json::to_value(typed).unwrap(), old);
+
+        // The documentation-only schema has the keys of the record.
+        let keys =
+            |value: &Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
+        let schema = serde_json::to_value(InterfaceSchema::schema()).unwrap();
+        assert_eq!(
+            keys(&serde_json::to_value(&interfaces[0]).unwrap()),
+            keys(&schema["properties"])
+        );
+    }
+}
