@@ -31,7 +31,7 @@ pub use sla::{SlaPolicy, SlaTarget};
 use steward_core::Clock;
 
 use crate::domain::{IncidentEvent, IncidentRecord, Recurrence};
-use crate::rules::{self, RestoredIncident, Rule, RuleEngine, Transition};
+use crate::rules::{RestoredIncident, Rule, RuleEngine, Transition};
 use crate::store::{ChangeRefused, IncidentChange, Labels, NewIncident, Store, StoreError};
 
 /// Input for the incidents task.
@@ -620,7 +620,7 @@ pub fn describe_rule(rule: &Rule) -> serde_json::Value {
         "runbook": rule.runbook,
     });
     match &rule.kind {
-        rules::RuleKind::Threshold(threshold) => {
+        crate::rules::RuleKind::Threshold(threshold) => {
             value["kind"] = "threshold".into();
             value["op"] = threshold.op.as_str().into();
             value["threshold"] = threshold.threshold.into();
@@ -628,7 +628,7 @@ pub fn describe_rule(rule: &Rule) -> serde_json::Value {
             value["for_seconds"] = threshold.for_duration.as_secs_f64().into();
             value["keep_firing_for_seconds"] = threshold.keep_firing_for.as_secs_f64().into();
         }
-        rules::RuleKind::Absent(_) => {
+        crate::rules::RuleKind::Absent(_) => {
             value["kind"] = "absent".into();
         }
     }
