@@ -1,0 +1,202 @@
+//! Agents and sample batches on PostgreSQL.
+//!
+//! Many batches are committed in one transaction (one WAL flush), as the
+//! SQLite writer groups them. A batch's key `(agent, epoch, seq)` is unique
+//! in the database, so whichever collector receives a resend answers
+//! `Duplicate`. Each stored batch is one `sample_log` record in the shared
+//! log format, so any collector can read an agent's recent raw points, even
+//! while the agent streams to another collector (whose in-memory head this
+//! collector does not see).
+
+use super::super::chunk::{self, LoggedSample};
+use super::super::{AgentHello, CommitOutcome, SampleBatch, SeriesKey, labels_json};
+use super::{PgError, PgStore};
+
+impl PgStore {
+    pub async fn record_hello(&self, hello: &AgentHello) -> Result<(), PgError> {
+        let facts = serde_json::to_string(&hello.facts).unwrap_or_else(|_| "{}".to_string());
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO agents (id, hostname, version, facts, first_seen_ms, last_seen_ms, collector)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, version = excluded.version,
+                     facts = excluded.facts, last_seen_ms = excluded.last_seen_ms, collector = excluded.collector",
+                &[
+                    &hello.agent_id,
+                    &hello.hostname,
+                    &hello.version,
+                    &facts,
+                    &hello.seen_ms,
+                    &self.collector,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The collector an agent last said hello to.
+    pub async fn agent_collector(&self, agent_id: &str) -> Result<Option<String>, PgError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT collector FROM agents WHERE id = $1", &[&agent_id])
+            .await?;
+        Ok(row.and_then(|row| row.get(0)))
+    }
+
+    /// Commits `batches` in one transaction; one outcome per batch, in order.
+    /// Returns only after the commit, so the caller may acknowledge.
+    pub async fn commit_batches(
+        &self,
+        batches: &[SampleBatch],
+    ) -> Result<Vec<CommitOutcome>, PgError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        let claim = transaction
+            .prepare_cached(
+                "INSERT INTO batches (agent_id, epoch, seq, received_ms, sample_count, collector)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let series = transaction
+            .prepare_cached(
+                "INSERT INTO series (agent_id, metric, labels, last_value, last_ts_ms)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (agent_id, metric, labels) DO UPDATE
+                     SET last_value = CASE WHEN excluded.last_ts_ms >= series.last_ts_ms
+                                           THEN excluded.last_value ELSE series.last_value END,
+                         last_ts_ms = greatest(series.last_ts_ms, excluded.last_ts_ms)
+                 RETURNING id",
+            )
+            .await?;
+        let log = transaction
+            .prepare_cached(
+                "INSERT INTO sample_log (agent_id, received_ms, payload) VALUES ($1, $2, $3)",
+            )
+            .await?;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let inserted = transaction
+                .execute(
+                    &claim,
+                    &[
+                        &batch.agent_id,
+                        &(batch.epoch as i64),
+                        &(batch.seq as i64),
+                        &batch.received_ms,
+                        &(batch.samples.len() as i32),
+                        &self.collector,
+                    ],
+                )
+                .await?;
+            if inserted == 0 {
+                outcomes.push(CommitOutcome::Duplicate);
+                continue;
+            }
+            let mut logged = Vec::with_capacity(batch.samples.len());
+            for sample in &batch.samples {
+                let key = (
+                    batch.agent_id.clone(),
+                    sample.metric.clone(),
+                    labels_json(&sample.labels),
+                );
+                // Upserted on every sample so `last_*` follows the newest point.
+                let row = transaction
+                    .query_one(
+                        &series,
+                        &[&key.0, &key.1, &key.2, &sample.value, &sample.timestamp_ms],
+                    )
+                    .await?;
+                let id: i64 = row.get(0);
+                logged.push(LoggedSample {
+                    series_id: id,
+                    timestamp_ms: sample.timestamp_ms,
+                    value: sample.value,
+                });
+            }
+            transaction
+                .execute(
+                    &log,
+                    &[
+                        &batch.agent_id,
+                        &batch.received_ms,
+                        &chunk::encode_log_record(&logged),
+                    ],
+                )
+                .await?;
+            outcomes.push(CommitOutcome::Stored {
+                samples: batch.samples.len(),
+            });
+        }
+        transaction.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// The highest committed sequence of `agent_id` in `epoch` (0: none).
+    pub async fn committed_seq(&self, agent_id: &str, epoch: u64) -> Result<u64, PgError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM batches WHERE agent_id = $1 AND epoch = $2",
+                &[&agent_id, &(epoch as i64)],
+            )
+            .await?;
+        let seq: i64 = row.get(0);
+        Ok(seq as u64)
+    }
+
+    /// Committed raw points of one series, oldest first, read from the shared
+    /// log: what a collector answers for an agent streaming to another one.
+    pub async fn raw_points(&self, key: &SeriesKey) -> Result<Vec<(i64, f64)>, PgError> {
+        let client = self.client().await?;
+        let Some(series) = client
+            .query_opt(
+                "SELECT id FROM series WHERE agent_id = $1 AND metric = $2 AND labels = $3",
+                &[&key.agent_id, &key.metric, &labels_json(&key.labels)],
+            )
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let series_id: i64 = series.get(0);
+        let rows = client
+            .query(
+                "SELECT payload FROM sample_log WHERE agent_id = $1 ORDER BY id",
+                &[&key.agent_id],
+            )
+            .await?;
+        let mut points = Vec::new();
+        for row in rows {
+            let payload: &[u8] = row.get(0);
+            let samples = chunk::decode_log_record(payload).map_err(|error| PgError::Decode {
+                column: "sample_log.payload".to_string(),
+                message: error.to_string(),
+            })?;
+            points.extend(
+                samples
+                    .iter()
+                    .filter(|sample| sample.series_id == series_id)
+                    .map(|sample| (sample.timestamp_ms, sample.value)),
+            );
+        }
+        points.sort_by_key(|(timestamp, _)| *timestamp);
+        Ok(points)
+    }
+
+    /// How many batches and samples the database holds (for tests and checks).
+    pub async fn batch_counts(&self) -> Result<(u64, u64), PgError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT count(*), coalesce(sum(sample_count), 0)::BIGINT FROM batches",
+                &[],
+            )
+            .await?;
+        let batches: i64 = row.get(0);
+        let samples: i64 = row.get(1);
+        Ok((batches as u64, samples as u64))
+    }
+}
