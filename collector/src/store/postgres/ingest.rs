@@ -10,6 +10,8 @@
 
 use super::super::chunk::{self, LoggedSample};
 use super::super::{AgentHello, CommitOutcome, SampleBatch, SeriesKey, labels_json};
+use deadpool_postgres::Pool;
+
 use super::{PgError, PgStore};
 
 impl PgStore {
@@ -45,92 +47,18 @@ impl PgStore {
         Ok(row.and_then(|row| row.get(0)))
     }
 
+    /// Commits one batch; resolves after the commit, so the caller may
+    /// acknowledge. Concurrent calls share a transaction (`group`).
+    pub async fn commit_batch(&self, batch: SampleBatch) -> Result<CommitOutcome, PgError> {
+        self.batches.commit(batch).await
+    }
+
     /// Commits `batches` in one transaction; one outcome per batch, in order.
-    /// Returns only after the commit, so the caller may acknowledge.
     pub async fn commit_batches(
         &self,
         batches: &[SampleBatch],
     ) -> Result<Vec<CommitOutcome>, PgError> {
-        let mut client = self.client().await?;
-        let transaction = client.transaction().await?;
-        let claim = transaction
-            .prepare_cached(
-                "INSERT INTO batches (agent_id, epoch, seq, received_ms, sample_count, collector)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        let series = transaction
-            .prepare_cached(
-                "INSERT INTO series (agent_id, metric, labels, last_value, last_ts_ms)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (agent_id, metric, labels) DO UPDATE
-                     SET last_value = CASE WHEN excluded.last_ts_ms >= series.last_ts_ms
-                                           THEN excluded.last_value ELSE series.last_value END,
-                         last_ts_ms = greatest(series.last_ts_ms, excluded.last_ts_ms)
-                 RETURNING id",
-            )
-            .await?;
-        let log = transaction
-            .prepare_cached(
-                "INSERT INTO sample_log (agent_id, received_ms, payload) VALUES ($1, $2, $3)",
-            )
-            .await?;
-        let mut outcomes = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let inserted = transaction
-                .execute(
-                    &claim,
-                    &[
-                        &batch.agent_id,
-                        &(batch.epoch as i64),
-                        &(batch.seq as i64),
-                        &batch.received_ms,
-                        &(batch.samples.len() as i32),
-                        &self.collector,
-                    ],
-                )
-                .await?;
-            if inserted == 0 {
-                outcomes.push(CommitOutcome::Duplicate);
-                continue;
-            }
-            let mut logged = Vec::with_capacity(batch.samples.len());
-            for sample in &batch.samples {
-                let key = (
-                    batch.agent_id.clone(),
-                    sample.metric.clone(),
-                    labels_json(&sample.labels),
-                );
-                // Upserted on every sample so `last_*` follows the newest point.
-                let row = transaction
-                    .query_one(
-                        &series,
-                        &[&key.0, &key.1, &key.2, &sample.value, &sample.timestamp_ms],
-                    )
-                    .await?;
-                let id: i64 = row.get(0);
-                logged.push(LoggedSample {
-                    series_id: id,
-                    timestamp_ms: sample.timestamp_ms,
-                    value: sample.value,
-                });
-            }
-            transaction
-                .execute(
-                    &log,
-                    &[
-                        &batch.agent_id,
-                        &batch.received_ms,
-                        &chunk::encode_log_record(&logged),
-                    ],
-                )
-                .await?;
-            outcomes.push(CommitOutcome::Stored {
-                samples: batch.samples.len(),
-            });
-        }
-        transaction.commit().await?;
-        Ok(outcomes)
+        commit_group(&self.pool, &self.collector, batches).await
     }
 
     /// The highest committed sequence of `agent_id` in `epoch` (0: none).
@@ -199,4 +127,115 @@ impl PgStore {
         let samples: i64 = row.get(1);
         Ok((batches as u64, samples as u64))
     }
+}
+
+/// Commits `batches` in one transaction; one outcome per batch, in order.
+/// Retried when PostgreSQL aborts it for a deadlock (two collectors writing
+/// one agent's batches in different orders after a failover).
+pub(super) async fn commit_group(
+    pool: &Pool,
+    collector: &str,
+    batches: &[SampleBatch],
+) -> Result<Vec<CommitOutcome>, PgError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_commit_group(pool, collector, batches).await {
+            Err(PgError::Db(error))
+                if attempt < 4
+                    && error.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                tracing::debug!(message = "Batch group deadlocked; retrying.", attempt);
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn try_commit_group(
+    pool: &Pool,
+    collector: &str,
+    batches: &[SampleBatch],
+) -> Result<Vec<CommitOutcome>, PgError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let claim = transaction
+        .prepare_cached(
+            "INSERT INTO batches (agent_id, epoch, seq, received_ms, sample_count, collector)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let series = transaction
+        .prepare_cached(
+            "INSERT INTO series (agent_id, metric, labels, last_value, last_ts_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (agent_id, metric, labels) DO UPDATE
+                 SET last_value = CASE WHEN excluded.last_ts_ms >= series.last_ts_ms
+                                       THEN excluded.last_value ELSE series.last_value END,
+                     last_ts_ms = greatest(series.last_ts_ms, excluded.last_ts_ms)
+             RETURNING id",
+        )
+        .await?;
+    let log = transaction
+        .prepare_cached(
+            "INSERT INTO sample_log (agent_id, received_ms, payload) VALUES ($1, $2, $3)",
+        )
+        .await?;
+    let mut outcomes = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let inserted = transaction
+            .execute(
+                &claim,
+                &[
+                    &batch.agent_id,
+                    &(batch.epoch as i64),
+                    &(batch.seq as i64),
+                    &batch.received_ms,
+                    &(batch.samples.len() as i32),
+                    &collector,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            outcomes.push(CommitOutcome::Duplicate);
+            continue;
+        }
+        let mut logged = Vec::with_capacity(batch.samples.len());
+        for sample in &batch.samples {
+            let key = (
+                batch.agent_id.clone(),
+                sample.metric.clone(),
+                labels_json(&sample.labels),
+            );
+            // Upserted on every sample so `last_*` follows the newest point.
+            let row = transaction
+                .query_one(
+                    &series,
+                    &[&key.0, &key.1, &key.2, &sample.value, &sample.timestamp_ms],
+                )
+                .await?;
+            let id: i64 = row.get(0);
+            logged.push(LoggedSample {
+                series_id: id,
+                timestamp_ms: sample.timestamp_ms,
+                value: sample.value,
+            });
+        }
+        transaction
+            .execute(
+                &log,
+                &[
+                    &batch.agent_id,
+                    &batch.received_ms,
+                    &chunk::encode_log_record(&logged),
+                ],
+            )
+            .await?;
+        outcomes.push(CommitOutcome::Stored {
+            samples: batch.samples.len(),
+        });
+    }
+    transaction.commit().await?;
+    Ok(outcomes)
 }

@@ -22,6 +22,7 @@
 //! facade is to dispatch to; the collector does not run on it yet (see
 //! README "Scaling out").
 
+mod group;
 mod incidents;
 mod ingest;
 mod migrations;
@@ -112,6 +113,9 @@ pub enum PgError {
     },
     #[error("PostgreSQL error: {0}")]
     Db(#[from] tokio_postgres::Error),
+    /// The transaction a batch was grouped into failed; nothing of it is stored.
+    #[error("batch not stored: {0}")]
+    GroupFailed(String),
     #[error("PostgreSQL pool: {0}")]
     Pool(String),
     /// A value in the database this build does not know (never defaulted).
@@ -134,6 +138,7 @@ pub struct PgStore {
     pool: Pool,
     /// This collector's name in claims (`claimed_by`) and batch rows.
     collector: String,
+    batches: group::BatchQueue,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -178,9 +183,12 @@ impl PgStore {
             message: error.to_string(),
         })?;
         migrations::migrate(&mut client).await?;
+        drop(client);
+        let batches = group::BatchQueue::start(pool.clone(), collector.to_string());
         Ok(Self {
             pool,
             collector: collector.to_string(),
+            batches,
         })
     }
 

@@ -475,3 +475,36 @@ async fn a_dead_collectors_claim_is_taken_over_after_its_lease() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn concurrent_single_batches_are_group_committed_with_the_right_outcomes() {
+    let db = test_db!();
+    let a = collector(&db, "a").await;
+    let b = collector(&db, "b").await;
+    // 40 agents, each sending 5 batches to a, and resending the last two to b.
+    let sends = (0..40).flat_map(|agent| {
+        let (a, b) = (a.clone(), b.clone());
+        (1..=7).map(move |index| {
+            let store = if index <= 5 { a.clone() } else { b.clone() };
+            let seq = if index <= 5 { index } else { index - 2 };
+            tokio::spawn(async move {
+                store
+                    .commit_batch(batch(&format!("agent-{agent}"), seq, 1.0))
+                    .await
+                    .expect("commit")
+            })
+        })
+    });
+    // Resends are spawned after the originals' tasks, but may race them:
+    // count rather than pair.
+    let mut stored = 0;
+    let mut duplicates = 0;
+    for send in sends.collect::<Vec<_>>() {
+        match send.await.expect("task") {
+            CommitOutcome::Stored { .. } => stored += 1,
+            CommitOutcome::Duplicate => duplicates += 1,
+        }
+    }
+    assert_eq!((stored, duplicates), (200, 80));
+    assert_eq!(a.batch_counts().await.expect("counts"), (200, 200));
+}
