@@ -13,7 +13,7 @@
 
 use tokio_postgres::Row;
 
-use super::super::{DeliveryAttempt, NewNotification};
+use super::super::{DeliveryAttempt, JournalEntry, NewNotification};
 use super::{PgError, PgStore, parse_column};
 use crate::domain::IncidentEvent;
 
@@ -52,32 +52,75 @@ impl PgStore {
     ) -> Result<u64, PgError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
-        let insert = transaction
-            .prepare_cached(
-                "INSERT INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .await?;
-        let mut queued = 0;
-        for notification in notifications {
-            let state = if notification.held { "held" } else { "pending" };
-            queued += transaction
-                .execute(
-                    &insert,
-                    &[
-                        &notification.idempotency_key,
-                        &notification.incident_id,
-                        &notification.event.key().as_ref(),
-                        &notification.channel,
-                        &state,
-                        &notification.due_ms,
-                        &now_ms,
-                    ],
-                )
-                .await?;
-        }
+        let queued = insert_notifications(&transaction, notifications, now_ms).await?;
         transaction.commit().await?;
         Ok(queued)
+    }
+
+    /// Claims up to `limit` unrouted journal entries, oldest first, for
+    /// `lease_ms`; entries another collector is routing are skipped.
+    pub async fn claim_journal(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<JournalEntry>, PgError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "UPDATE incident_events SET claimed_by = $1, claimed_until_ms = $2 + $3
+                 WHERE id IN (
+                     SELECT id FROM incident_events
+                     WHERE routed_ms IS NULL
+                       AND (claimed_until_ms IS NULL OR claimed_until_ms <= $2)
+                     ORDER BY id
+                     LIMIT $4
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING id, incident_id, kind, ts_ms",
+                &[&self.collector, &now_ms, &lease_ms, &limit],
+            )
+            .await?;
+        let mut entries = rows
+            .iter()
+            .map(|row| {
+                let kind: &str = row.get(2);
+                Ok(JournalEntry {
+                    position: row.get(0),
+                    incident_id: row.get(1),
+                    event: parse_column("incident_events.kind", kind, IncidentEvent::from_key)?,
+                    ts_ms: row.get(3),
+                })
+            })
+            .collect::<Result<Vec<_>, PgError>>()?;
+        entries.sort_by_key(|entry| entry.position);
+        Ok(entries)
+    }
+
+    /// Queues the notifications routed from claimed journal `entries` and
+    /// marks those entries routed, in one transaction. `false` (nothing
+    /// written) when this collector no longer holds every entry's claim.
+    pub async fn enqueue_routed(
+        &self,
+        entries: &[i64],
+        notifications: &[NewNotification],
+        now_ms: i64,
+    ) -> Result<bool, PgError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        let marked = transaction
+            .execute(
+                "UPDATE incident_events SET routed_ms = $3, claimed_by = NULL, claimed_until_ms = NULL
+                 WHERE id = ANY($1) AND claimed_by = $2 AND routed_ms IS NULL",
+                &[&entries, &self.collector, &now_ms],
+            )
+            .await?;
+        if marked != entries.len() as u64 {
+            return Ok(false);
+        }
+        insert_notifications(&transaction, notifications, now_ms).await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 
     /// Claims up to `limit` due notifications for `lease_ms`: pending, due by
@@ -165,4 +208,37 @@ impl PgStore {
             .await?;
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
+}
+
+/// Inserts notifications, ignoring keys already queued; returns how many were new.
+async fn insert_notifications(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    notifications: &[NewNotification],
+    now_ms: i64,
+) -> Result<u64, PgError> {
+    let insert = transaction
+            .prepare_cached(
+                "INSERT INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .await?;
+    let mut queued = 0;
+    for notification in notifications {
+        let state = if notification.held { "held" } else { "pending" };
+        queued += transaction
+            .execute(
+                &insert,
+                &[
+                    &notification.idempotency_key,
+                    &notification.incident_id,
+                    &notification.event.key().as_ref(),
+                    &notification.channel,
+                    &state,
+                    &notification.due_ms,
+                    &now_ms,
+                ],
+            )
+            .await?;
+    }
+    Ok(queued)
 }

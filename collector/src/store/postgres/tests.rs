@@ -508,3 +508,142 @@ async fn concurrent_single_batches_are_group_committed_with_the_right_outcomes()
     assert_eq!((stored, duplicates), (200, 80));
     assert_eq!(a.batch_counts().await.expect("counts"), (200, 200));
 }
+
+fn routed(entry: &crate::store::JournalEntry) -> NewNotification {
+    NewNotification {
+        idempotency_key: format!("{}/{}/ops", entry.incident_id, entry.event.key()),
+        incident_id: entry.incident_id,
+        event: entry.event,
+        channel: "ops".to_string(),
+        due_ms: entry.ts_ms,
+        held: false,
+        group_key: None,
+    }
+}
+
+#[tokio::test]
+async fn two_collectors_route_each_journal_entry_once() {
+    let db = test_db!();
+    let a = collector(&db, "a").await;
+    let b = collector(&db, "b").await;
+    let openers = (0..20).map(|index| {
+        let store = if index % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            store
+                .open_incident(&new_incident(&format!("k{index}"), 1_000))
+                .await
+        })
+    });
+    for opener in openers {
+        opener.await.expect("task").expect("open");
+    }
+    let route = |store: PgStore| {
+        tokio::spawn(async move {
+            let mut routed_ids = Vec::new();
+            loop {
+                let entries = store.claim_journal(2_000, 30_000, 3).await.expect("claim");
+                if entries.is_empty() {
+                    return routed_ids;
+                }
+                let ids: Vec<i64> = entries.iter().map(|entry| entry.position).collect();
+                let notifications: Vec<NewNotification> = entries.iter().map(routed).collect();
+                assert!(
+                    store
+                        .enqueue_routed(&ids, &notifications, 2_000)
+                        .await
+                        .expect("enqueue")
+                );
+                routed_ids.extend(ids);
+            }
+        })
+    };
+    let (left, right) = tokio::join!(route(a.clone()), route(b.clone()));
+    let mut all: Vec<i64> = left
+        .expect("a")
+        .into_iter()
+        .chain(right.expect("b"))
+        .collect();
+    all.sort_unstable();
+    let before = all.len();
+    all.dedup();
+    assert_eq!((before, all.len()), (20, 20), "each entry routed once");
+    assert_eq!(
+        a.outbox_states().await.expect("states"),
+        vec![("pending".to_string(), 20)]
+    );
+}
+
+#[tokio::test]
+async fn an_entry_committed_late_with_a_smaller_id_is_still_routed() {
+    let db = test_db!();
+    let a = collector(&db, "a").await;
+    let b = collector(&db, "b").await;
+    let mut slow = a.client().await.expect("client");
+    let slow = slow.transaction().await.expect("transaction");
+    slow.execute(
+        "INSERT INTO incident_events (incident_id, kind, ts_ms) VALUES (999, 'opened', 1)",
+        &[],
+    )
+    .await
+    .expect("insert, not yet committed");
+    // A later id commits first, and is routed.
+    let (fast, _) = b
+        .open_incident(&new_incident("fast", 1_000))
+        .await
+        .expect("open");
+    let first = b.claim_journal(2_000, 30_000, 10).await.expect("claim");
+    assert_eq!(
+        first
+            .iter()
+            .map(|entry| entry.incident_id)
+            .collect::<Vec<_>>(),
+        vec![fast.id]
+    );
+    let ids: Vec<i64> = first.iter().map(|entry| entry.position).collect();
+    assert!(b.enqueue_routed(&ids, &[], 2_000).await.expect("mark"));
+    // The smaller id commits now: a cursor would have passed it.
+    slow.commit().await.expect("commit");
+    let late = b.claim_journal(2_001, 30_000, 10).await.expect("claim");
+    assert_eq!(
+        late.iter()
+            .map(|entry| entry.incident_id)
+            .collect::<Vec<_>>(),
+        vec![999]
+    );
+    assert!(late[0].position < ids[0]);
+}
+
+#[tokio::test]
+async fn a_dead_collectors_journal_claim_is_taken_over() {
+    let db = test_db!();
+    let a = collector(&db, "a").await;
+    let b = collector(&db, "b").await;
+    a.open_incident(&new_incident("k", 1_000))
+        .await
+        .expect("open");
+    let claimed = a.claim_journal(2_000, 30_000, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        b.claim_journal(31_999, 30_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let taken = b.claim_journal(32_000, 30_000, 10).await.expect("claim");
+    assert_eq!(taken, claimed);
+    let ids = [claimed[0].position];
+    assert!(
+        !a.enqueue_routed(&ids, &[routed(&claimed[0])], 33_000)
+            .await
+            .expect("late")
+    );
+    assert!(
+        b.enqueue_routed(&ids, &[routed(&taken[0])], 33_000)
+            .await
+            .expect("route")
+    );
+    assert_eq!(
+        a.outbox_states().await.expect("states"),
+        vec![("pending".to_string(), 1)]
+    );
+}

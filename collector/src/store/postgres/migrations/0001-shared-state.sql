@@ -96,12 +96,20 @@ CREATE TABLE incident_timeline (
 );
 CREATE INDEX incident_timeline_by_incident ON incident_timeline (incident_id, id);
 
+-- The journal of incident changes. Not read through a cursor: ids from a
+-- sequence commit out of order when several collectors write, so a cursor
+-- could pass an id that commits later. Each entry is marked routed instead,
+-- and claimed for routing with a lease like outbox rows.
 CREATE TABLE incident_events (
-    id          BIGSERIAL PRIMARY KEY,
-    incident_id BIGINT NOT NULL,
-    kind        TEXT NOT NULL,
-    ts_ms       BIGINT NOT NULL
+    id               BIGSERIAL PRIMARY KEY,
+    incident_id      BIGINT NOT NULL,
+    kind             TEXT NOT NULL,
+    ts_ms            BIGINT NOT NULL,
+    routed_ms        BIGINT,
+    claimed_by       TEXT,
+    claimed_until_ms BIGINT
 );
+CREATE INDEX incident_events_unrouted ON incident_events (id) WHERE routed_ms IS NULL;
 
 -- Durable outbox; a row is claimed by one collector at a time for a lease.
 CREATE TABLE outbox (
