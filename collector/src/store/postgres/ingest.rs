@@ -10,6 +10,8 @@
 
 use super::super::chunk::{self, LoggedSample};
 use super::super::{AgentHello, CommitOutcome, SampleBatch, SeriesKey, labels_json};
+use std::collections::HashMap;
+
 use deadpool_postgres::Pool;
 
 use super::{PgError, PgStore};
@@ -166,15 +168,18 @@ async fn try_commit_group(
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .await?;
+    // One statement per batch: its distinct series upserted from arrays,
+    // their ids returned with their keys.
     let series = transaction
         .prepare_cached(
-            "INSERT INTO series (agent_id, metric, labels, last_value, last_ts_ms)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO series AS s (agent_id, metric, labels, last_value, last_ts_ms)
+             SELECT $1, metric, labels, value, ts
+             FROM unnest($2::TEXT[], $3::TEXT[], $4::FLOAT8[], $5::INT8[]) AS u(metric, labels, value, ts)
              ON CONFLICT (agent_id, metric, labels) DO UPDATE
-                 SET last_value = CASE WHEN excluded.last_ts_ms >= series.last_ts_ms
-                                       THEN excluded.last_value ELSE series.last_value END,
-                     last_ts_ms = greatest(series.last_ts_ms, excluded.last_ts_ms)
-             RETURNING id",
+                 SET last_value = CASE WHEN excluded.last_ts_ms >= s.last_ts_ms
+                                       THEN excluded.last_value ELSE s.last_value END,
+                     last_ts_ms = greatest(s.last_ts_ms, excluded.last_ts_ms)
+             RETURNING metric, labels, id",
         )
         .await?;
     let log = transaction
@@ -182,8 +187,17 @@ async fn try_commit_group(
             "INSERT INTO sample_log (agent_id, received_ms, payload) VALUES ($1, $2, $3)",
         )
         .await?;
-    let mut outcomes = Vec::with_capacity(batches.len());
-    for batch in batches {
+    // Rows are locked in key order, so two collectors' groups holding the
+    // same agents (resends after a failover) queue behind each other rather
+    // than deadlock; outcomes go back in the callers' order.
+    let mut order: Vec<usize> = (0..batches.len()).collect();
+    order.sort_by(|&left, &right| {
+        let (l, r) = (&batches[left], &batches[right]);
+        (&l.agent_id, l.epoch, l.seq).cmp(&(&r.agent_id, r.epoch, r.seq))
+    });
+    let mut outcomes = vec![CommitOutcome::Duplicate; batches.len()];
+    for index in order {
+        let batch = &batches[index];
         let inserted = transaction
             .execute(
                 &claim,
@@ -198,26 +212,59 @@ async fn try_commit_group(
             )
             .await?;
         if inserted == 0 {
-            outcomes.push(CommitOutcome::Duplicate);
+            outcomes[index] = CommitOutcome::Duplicate;
             continue;
         }
+        // The newest point of each series in the batch (a series may repeat).
+        let mut newest: HashMap<(&str, String), (f64, i64)> = HashMap::new();
+        let labels: Vec<String> = batch
+            .samples
+            .iter()
+            .map(|sample| labels_json(&sample.labels))
+            .collect();
+        for (sample, labels) in batch.samples.iter().zip(&labels) {
+            let entry = newest
+                .entry((sample.metric.as_str(), labels.clone()))
+                .or_insert((sample.value, sample.timestamp_ms));
+            if sample.timestamp_ms >= entry.1 {
+                *entry = (sample.value, sample.timestamp_ms);
+            }
+        }
+        let mut metrics = Vec::with_capacity(newest.len());
+        let mut label_texts = Vec::with_capacity(newest.len());
+        let mut values = Vec::with_capacity(newest.len());
+        let mut timestamps = Vec::with_capacity(newest.len());
+        for ((metric, labels), (value, timestamp)) in &newest {
+            metrics.push(*metric);
+            label_texts.push(labels.as_str());
+            values.push(*value);
+            timestamps.push(*timestamp);
+        }
+        let ids: HashMap<(String, String), i64> = transaction
+            .query(
+                &series,
+                &[
+                    &batch.agent_id,
+                    &metrics,
+                    &label_texts,
+                    &values,
+                    &timestamps,
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+            .collect();
         let mut logged = Vec::with_capacity(batch.samples.len());
-        for sample in &batch.samples {
-            let key = (
-                batch.agent_id.clone(),
-                sample.metric.clone(),
-                labels_json(&sample.labels),
-            );
-            // Upserted on every sample so `last_*` follows the newest point.
-            let row = transaction
-                .query_one(
-                    &series,
-                    &[&key.0, &key.1, &key.2, &sample.value, &sample.timestamp_ms],
-                )
-                .await?;
-            let id: i64 = row.get(0);
+        for (sample, labels) in batch.samples.iter().zip(labels) {
+            let series_id =
+                *ids.get(&(sample.metric.clone(), labels))
+                    .ok_or_else(|| PgError::Decode {
+                        column: "series.id".to_string(),
+                        message: format!("no id returned for series {}", sample.metric),
+                    })?;
             logged.push(LoggedSample {
-                series_id: id,
+                series_id,
                 timestamp_ms: sample.timestamp_ms,
                 value: sample.value,
             });
@@ -232,9 +279,9 @@ async fn try_commit_group(
                 ],
             )
             .await?;
-        outcomes.push(CommitOutcome::Stored {
+        outcomes[index] = CommitOutcome::Stored {
             samples: batch.samples.len(),
-        });
+        };
     }
     transaction.commit().await?;
     Ok(outcomes)

@@ -647,3 +647,60 @@ async fn a_dead_collectors_journal_claim_is_taken_over() {
         vec![("pending".to_string(), 1)]
     );
 }
+
+#[tokio::test]
+async fn a_batch_with_a_repeated_series_keeps_every_point_and_the_newest_value() {
+    let db = test_db!();
+    let a = collector(&db, "a").await;
+    let core0 = BTreeMap::from([("core".to_string(), "0".to_string())]);
+    let sample =
+        |metric: &str, labels: &BTreeMap<String, String>, value: f64, ts: i64| SampleRecord {
+            metric: metric.to_string(),
+            labels: labels.clone(),
+            value,
+            timestamp_ms: ts,
+        };
+    let first = SampleBatch {
+        agent_id: "agent-1".to_string(),
+        epoch: 1,
+        seq: 1,
+        received_ms: 10,
+        samples: vec![
+            sample("cpu", &core0, 2.0, 2),
+            sample("cpu", &core0, 1.0, 1),
+            sample("mem", &BTreeMap::new(), 5.0, 1),
+        ],
+    };
+    let second = SampleBatch {
+        seq: 2,
+        samples: vec![sample("cpu", &core0, 3.0, 3)],
+        ..first.clone()
+    };
+    a.commit_batches(&[first]).await.expect("first");
+    a.commit_batches(&[second]).await.expect("second");
+    let key = SeriesKey {
+        agent_id: "agent-1".to_string(),
+        metric: "cpu".to_string(),
+        labels: core0,
+    };
+    assert_eq!(
+        a.raw_points(&key).await.expect("points"),
+        vec![(1, 1.0), (2, 2.0), (3, 3.0)]
+    );
+    let client = a.client().await.expect("client");
+    let rows = client
+        .query(
+            "SELECT metric, last_value, last_ts_ms FROM series ORDER BY metric",
+            &[],
+        )
+        .await
+        .expect("series");
+    let series: Vec<(String, f64, i64)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(
+        series,
+        vec![("cpu".to_string(), 3.0, 3), ("mem".to_string(), 5.0, 1)]
+    );
+}
