@@ -704,3 +704,45 @@ async fn a_batch_with_a_repeated_series_keeps_every_point_and_the_newest_value()
         vec![("cpu".to_string(), 3.0, 3), ("mem".to_string(), 5.0, 1)]
     );
 }
+
+#[tokio::test]
+async fn an_escalation_due_later_fires_once_when_due_and_held_rows_wait() {
+    let db = test_db!();
+    let a = collector(&db, "a").await;
+    let b = collector(&db, "b").await;
+    let escalation = NewNotification {
+        idempotency_key: "1/escalated:1:0/ops".to_string(),
+        due_ms: 600_000,
+        ..notification(1)
+    };
+    let held = NewNotification {
+        idempotency_key: "2/opened/ops".to_string(),
+        held: true,
+        ..notification(2)
+    };
+    a.enqueue_notifications(&[escalation.clone(), held], 1_000)
+        .await
+        .expect("enqueue");
+    // Both collectors queue the escalation (each saw the journal entry): one row.
+    assert_eq!(
+        b.enqueue_notifications(&[escalation], 1_000)
+            .await
+            .expect("again"),
+        0
+    );
+    assert!(
+        a.claim_due_notifications(599_999, 30_000, 10)
+            .await
+            .expect("early")
+            .is_empty()
+    );
+    let (left, right) = tokio::join!(
+        a.claim_due_notifications(600_000, 30_000, 10),
+        b.claim_due_notifications(600_000, 30_000, 10)
+    );
+    let claimed = left.expect("a").len() + right.expect("b").len();
+    assert_eq!(
+        claimed, 1,
+        "the escalation fires once, the held row not at all"
+    );
+}
