@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::super::codec::labels_from_json;
-use super::super::{IncidentRecord, NewIncident, labels_json};
+use super::super::{ChangeRefused, IncidentRecord, NewIncident, labels_json};
 use super::{PgError, PgStore, parse_column};
 use crate::domain::{IncidentEvent, IncidentState, Severity};
 
@@ -212,6 +212,69 @@ impl PgStore {
         let record = get_in(&transaction, id).await?;
         transaction.commit().await?;
         Ok(record)
+    }
+
+    /// Acknowledges an open incident; the refusal says why not. Two
+    /// operators acknowledging on two collectors: the row lock lets one
+    /// `UPDATE` win, the other is told it is already acknowledged.
+    pub async fn acknowledge_incident(
+        &self,
+        id: i64,
+        by: &str,
+        note: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Result<IncidentRecord, ChangeRefused>, PgError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        let changed = transaction
+            .execute(
+                "UPDATE incidents SET state = 'acknowledged', acknowledged_at_ms = $2, acknowledged_by = $3
+                 WHERE id = $1 AND state = 'open'",
+                &[&id, &now_ms, &by],
+            )
+            .await?;
+        if changed == 0 {
+            let refused = match get_in(&transaction, id).await? {
+                None => ChangeRefused::NotFound,
+                Some(record) if record.state == IncidentState::Resolved => {
+                    ChangeRefused::AlreadyResolved
+                }
+                Some(_) => ChangeRefused::AlreadyAcknowledged,
+            };
+            return Ok(Err(refused));
+        }
+        let detail = note.map_or_else(
+            || "Acknowledged.".to_string(),
+            |note| format!("Acknowledged: {note}"),
+        );
+        add_timeline(
+            &transaction,
+            id,
+            now_ms,
+            IncidentEvent::Acknowledged.name(),
+            by,
+            &detail,
+        )
+        .await?;
+        journal(&transaction, id, IncidentEvent::Acknowledged, now_ms).await?;
+        let record = get_in(&transaction, id).await?;
+        transaction.commit().await?;
+        Ok(record.ok_or(ChangeRefused::NotFound))
+    }
+
+    /// Every unresolved incident, oldest first: what a collector's rule
+    /// engine starts from (incidents other collectors opened included).
+    pub async fn unresolved_incidents(&self) -> Result<Vec<IncidentRecord>, PgError> {
+        self.client()
+            .await?
+            .query(
+                &format!("SELECT {COLUMNS} FROM incidents WHERE state <> 'resolved' ORDER BY id"),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(from_row)
+            .collect()
     }
 
     pub async fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, PgError> {

@@ -746,3 +746,46 @@ async fn an_escalation_due_later_fires_once_when_due_and_held_rows_wait() {
         "the escalation fires once, the held row not at all"
     );
 }
+
+#[tokio::test]
+async fn two_operators_acknowledging_on_two_collectors_ack_once() {
+    let db = test_db!();
+    let a = collector(&db, "a").await;
+    let b = collector(&db, "b").await;
+    let (incident, _) = a
+        .open_incident(&new_incident("k", 1_000))
+        .await
+        .expect("open");
+    let (left, right) = tokio::join!(
+        a.acknowledge_incident(incident.id, "alice", None, 2_000),
+        b.acknowledge_incident(incident.id, "bob", Some("on it"), 2_000)
+    );
+    let outcomes = [left.expect("a"), right.expect("b")];
+    assert_eq!(outcomes.iter().filter(|outcome| outcome.is_ok()).count(), 1);
+    assert!(outcomes.iter().any(|outcome| matches!(
+        outcome,
+        Err(crate::store::ChangeRefused::AlreadyAcknowledged)
+    )));
+    assert_eq!(
+        a.incident_journal(incident.id).await.expect("journal"),
+        vec![IncidentEvent::Opened, IncidentEvent::Acknowledged]
+    );
+    let unresolved = b.unresolved_incidents().await.expect("unresolved");
+    assert_eq!(unresolved.len(), 1);
+    assert_eq!(unresolved[0].state, IncidentState::Acknowledged);
+    b.resolve_incident(incident.id, "rules", "ok", 3_000)
+        .await
+        .expect("resolve");
+    assert!(
+        a.unresolved_incidents()
+            .await
+            .expect("unresolved")
+            .is_empty()
+    );
+    assert_eq!(
+        a.acknowledge_incident(incident.id, "carol", None, 4_000)
+            .await
+            .expect("ack"),
+        Err(crate::store::ChangeRefused::AlreadyResolved)
+    );
+}
