@@ -159,7 +159,13 @@ impl PgStore {
                 url: redacted.clone(),
                 message: error.to_string(),
             })?;
-        let roots = steward_core::tls::trust_roots(settings.ca_file.as_deref())?;
+        // Without TLS no roots are needed (a host without a system trust store
+        // can still use `sslmode=disable` on a private network or loopback).
+        let roots = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            std::sync::Arc::new(rustls::RootCertStore::empty())
+        } else {
+            steward_core::tls::trust_roots(settings.ca_file.as_deref())?
+        };
         let tls = rustls::ClientConfig::builder_with_provider(Into::into(
             rustls::crypto::ring::default_provider(),
         ))

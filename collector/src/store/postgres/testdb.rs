@@ -20,6 +20,9 @@ const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub(crate) struct TestDb {
     /// URL of this test's own database.
     pub(crate) url: String,
+    /// The server's TLS certificate (self-signed, for `localhost`) when it
+    /// has TLS on and the file is readable here.
+    pub(crate) tls_ca: Option<PathBuf>,
     server: String,
     name: String,
 }
@@ -46,10 +49,16 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create the test database");
+        let tls_ca = server_certificate(&client).await;
         drop(client);
         let _ = driver.await;
         let url = database_url(&server, &name);
-        Some(Self { url, server, name })
+        Some(Self {
+            url,
+            tls_ca,
+            server,
+            name,
+        })
     }
 }
 
@@ -80,6 +89,24 @@ impl Drop for TestDb {
             eprintln!("could not drop test database {}", self.name);
         }
     }
+}
+
+/// The server's certificate file, if TLS is on and the file is readable here
+/// and names `localhost` (a self-signed certificate is its own CA).
+async fn server_certificate(client: &tokio_postgres::Client) -> Option<PathBuf> {
+    let ssl = client.query_one("SHOW ssl", &[]).await.ok()?;
+    if ssl.get::<_, &str>(0) != "on" {
+        return None;
+    }
+    let file = client.query_one("SHOW ssl_cert_file", &[]).await.ok()?;
+    let file: &str = file.get(0);
+    let data_dir = client.query_one("SHOW data_directory", &[]).await.ok();
+    let path = match data_dir {
+        Some(dir) if !file.starts_with('/') => Path::new(dir.get::<_, &str>(0)).join(file),
+        _ => PathBuf::from(file),
+    };
+    let pem = std::fs::read_to_string(&path).ok()?;
+    pem.contains("BEGIN CERTIFICATE").then_some(path)
 }
 
 /// `server` with its database replaced by `name`.
@@ -187,12 +214,27 @@ fn start_throwaway_cluster() -> Result<String, String> {
     if !status.success() {
         return Err(format!("initdb failed: {status}"));
     }
+    // TLS on, with a self-signed certificate for `localhost`, so the TLS test
+    // runs here too.
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .map_err(|error| error.to_string())?;
+    let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+    std::fs::write(&cert, certified.cert.pem()).map_err(|error| error.to_string())?;
+    std::fs::write(&key, certified.signing_key.serialize_pem()).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .map_err(|error| error.to_string())?;
+    if as_root {
+        for file in [&cert, &key] {
+            std::os::unix::fs::chown(file, Some(65534), Some(65534)).map_err(|e| e.to_string())?;
+        }
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map_err(|error| error.to_string())?
         .port();
     let server = format!(
-        "{} -D {} -k {} -h 127.0.0.1 -p {port} -F",
+        "{} -D {} -k {} -h 127.0.0.1 -p {port} -F -c ssl=on",
         postgres.display(),
         data.display(),
         dir.display()

@@ -789,3 +789,34 @@ async fn two_operators_acknowledging_on_two_collectors_ack_once() {
         Err(crate::store::ChangeRefused::AlreadyResolved)
     );
 }
+
+#[tokio::test]
+async fn tls_with_the_servers_ca_connects_encrypted() {
+    let db = test_db!();
+    let Some(ca) = db.tls_ca.clone() else {
+        eprintln!("SKIPPED: the test PostgreSQL server has no TLS certificate this test can read");
+        return;
+    };
+    // The certificates the tests use name `localhost`.
+    let url = db
+        .url
+        .replace("127.0.0.1", "localhost")
+        .replace("sslmode=disable", "sslmode=require");
+    let settings = PgSettings {
+        url,
+        pool_size: 1,
+        ca_file: Some(ca),
+    };
+    let store = PgStore::open(&settings, "a").await.expect("open over TLS");
+    let row = store
+        .client()
+        .await
+        .expect("client")
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("ssl status");
+    assert!(row.get::<_, bool>(0), "the connection is encrypted");
+}
