@@ -5,7 +5,10 @@
 //! - `chunk/encode`, `chunk/decode`: Gorilla chunks of 120, 360 and 720 points
 //!   (20 min, 1 h and 2 h at 10 s), to and from the stored blob;
 //! - `rules/evaluate`: a batch of samples against a rule set of thresholds
-//!   and an `absent` rule, as ingest calls the engine after each commit.
+//!   and an `absent` rule, as ingest calls the engine after each commit;
+//! - `export/remote_write`: one full remote_write request (2,000 samples from
+//!   batches of many agents) built and Snappy-compressed, as each
+//!   `[[export.remote_write]]` endpoint does per request.
 //!
 //! `cargo bench -p steward-collector --no-default-features --bench hot_paths`
 //! (`-- --quick` or `-- --test` for the seconds-long smoke run in
@@ -267,6 +270,35 @@ fn rules(c: &mut Criterion) {
     group.finish();
 }
 
+fn export(c: &mut Criterion) {
+    use std::sync::Arc;
+    use steward_collector::export::remote_write::{
+        CommittedBatch, SampleQueue, encode, write_request,
+    };
+    let limits = SampleLimits::default();
+    let mut rng = Rng(11);
+    let per_request = 2000;
+    let mut queue = SampleQueue::new(per_request);
+    let mut agent = 0;
+    while queue.len() + BATCH_SAMPLES <= per_request {
+        agent += 1;
+        let batch = decode_batch(&wire_batch(1, &mut rng), 1, &limits);
+        queue.push(Arc::new(CommittedBatch {
+            agent_id: format!("agent-{agent:04}"),
+            host: Arc::from(format!("host-{agent:04}").as_str()),
+            samples: batch.samples,
+        }));
+    }
+    let samples = queue.len();
+    let slices = queue.take(per_request);
+    let mut group = c.benchmark_group("export");
+    group.throughput(Throughput::Elements(samples as u64));
+    group.bench_function("remote_write", |b| {
+        b.iter(|| encode(&write_request(black_box(&slices))).len());
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     // Short windows: these are regression guards on a shared 2-core machine,
@@ -275,6 +307,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = ingest, chunks, rules
+    targets = ingest, chunks, rules, export
 }
 criterion_main!(benches);

@@ -68,6 +68,9 @@ struct RawCollectorConfig {
     /// `[console]`, `[[console.users]]`: the web console's logins.
     #[serde(default)]
     console: RawConsole,
+    /// `[[export.remote_write]]`: metric history to Prometheus-compatible stores.
+    #[serde(default)]
+    export: crate::export::RawExport,
 }
 
 /// `[changes]`: how change records are linked to incidents.
@@ -120,6 +123,9 @@ struct RawServer {
     /// Serve `/metrics` without a token.
     #[serde(default)]
     metrics_public: bool,
+    /// `/metrics` also carries the latest value of every agent series.
+    #[serde(default)]
+    fleet_metrics: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -594,6 +600,9 @@ pub struct CollectorConfig {
     pub http_tls: Option<TlsIdentity>,
     /// `/metrics` answers without a token.
     pub metrics_public: bool,
+    /// `/metrics` also exposes the latest value of every agent series
+    /// (Prometheus names from `prometheus_names`).
+    pub fleet_metrics: bool,
     /// Shared agent tokens (the weaker mode); may be empty when agents enroll.
     pub agent_tokens: Vec<String>,
     /// `[auth] api_tokens` / `api_token_file`, hashed at load (admin scope,
@@ -624,6 +633,8 @@ pub struct CollectorConfig {
     pub console: ConsoleSettings,
     /// Where this config came from, so SIGHUP can re-read it.
     pub path: PathBuf,
+    /// `[export]`: remote_write endpoints.
+    pub export: crate::export::ExportConfig,
 }
 
 impl std::fmt::Debug for CollectorConfig {
@@ -827,12 +838,14 @@ impl CollectorConfig {
         }
         let limits = Limits::validate(source, raw.limits)?;
         let console = ConsoleSettings::validate(source, raw.console)?;
+        let export = crate::export::ExportConfig::validate(source, raw.export)?;
         Ok(Self {
             grpc_listen: raw.server.grpc_listen,
             http_listen: raw.server.http_listen,
             tls,
             http_tls,
             metrics_public: raw.server.metrics_public,
+            fleet_metrics: raw.server.fleet_metrics,
             agent_tokens,
             api_tokens,
             enrollment,
@@ -856,6 +869,7 @@ impl CollectorConfig {
             base_url,
             console,
             path: source.path.clone(),
+            export,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! - [`incidents`]: the task that owns the rule engine and changes incident state; SLAs.
 //! - [`assets`]: asset records (CMDB) kept current from inventory; pure logic plus one task.
 //! - [`notify`]: alert delivery logic (payloads, routing, on-call, escalation).
+//! - [`export`]: committed samples to Prometheus remote_write endpoints.
 //! - [`registry`]: which agents are connected now.
 //! - [`api`]: HTTP API on top of the store and registry.
 //! - [`telemetry`]: the collector's own counters for `/metrics`.
@@ -24,6 +25,7 @@ pub mod assets;
 pub mod config;
 pub mod domain;
 pub mod enrollment;
+pub mod export;
 pub mod incidents;
 pub mod ingest;
 pub mod notify;
@@ -67,6 +69,8 @@ pub enum CollectorError {
     Http(std::io::Error),
     #[error("HTTPS setup failed: {0}")]
     Https(#[from] api::https::HttpsError),
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
     /// A supervised task failed after start; the rest were shut down.
     #[error("{}", join_failures(.0))]
     TasksFailed(Vec<supervisor::TaskFailure>),
@@ -169,6 +173,10 @@ pub async fn start(
     .into_loops(incidents.clone(), shutdown.clone());
     supervisor.spawn("notify", notify_routing);
     supervisor.spawn("notify-delivery", notify_delivery);
+    let (export, remote_writers) = export::service::start(&config.export, Arc::clone(&telemetry))?;
+    for writer in remote_writers {
+        supervisor.spawn("remote-write", writer.run(shutdown.clone()));
+    }
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_listener = bind(config.http_listen).await?;
     let grpc_addr = grpc_listener
@@ -192,6 +200,7 @@ pub async fn start(
         limits: config.limits.ingest.clone(),
         incidents: incidents.clone(),
         assets: assets.clone(),
+        export,
         shutdown: shutdown.clone(),
         authority: certificate_authority(&config)?,
         enroll_limiter: Arc::new(ratelimit::SourceRateLimiter::new(
@@ -258,6 +267,9 @@ pub async fn start(
         ),
         task_failures: supervisor.failures(),
         limits: config.limits.http.clone(),
+        fleet_metrics: config
+            .fleet_metrics
+            .then(|| Arc::new(api::fleet_metrics::FleetMetrics::default())),
     });
     let http_shutdown = {
         let (shutdown, supervisor) = (shutdown.clone(), supervisor.clone());

@@ -55,6 +55,14 @@ pub struct Telemetry {
     pub http_requests_unauthenticated: AtomicU64,
     pub http_auth_failures: AtomicU64,
     pub http_auth_failures_throttled: AtomicU64,
+    // remote_write export (`[[export.remote_write]]`), summed over endpoints.
+    pub remote_write_samples_sent: AtomicU64,
+    pub remote_write_samples_refused: AtomicU64,
+    pub remote_write_dropped_queue_full: AtomicU64,
+    pub remote_write_dropped_shutdown: AtomicU64,
+    pub remote_write_requests_failed: AtomicU64,
+    pub remote_write_retries: AtomicU64,
+    pub remote_write_queue_samples: AtomicU64,
 }
 
 impl Telemetry {
@@ -313,6 +321,48 @@ impl Telemetry {
                 "counter",
                 "Invalid tokens answered 429: their source address was over its failure budget.",
                 &self.http_auth_failures_throttled,
+            ),
+            (
+                "steward_remote_write_samples_sent_total",
+                "counter",
+                "Samples a remote_write receiver accepted.",
+                &self.remote_write_samples_sent,
+            ),
+            (
+                "steward_remote_write_samples_refused_total",
+                "counter",
+                "Samples dropped because a remote_write receiver refused their request for good (4xx other than 429).",
+                &self.remote_write_samples_refused,
+            ),
+            (
+                "steward_remote_write_samples_dropped_queue_full_total",
+                "counter",
+                "Samples dropped (oldest first) because an endpoint's queue was full.",
+                &self.remote_write_dropped_queue_full,
+            ),
+            (
+                "steward_remote_write_samples_dropped_shutdown_total",
+                "counter",
+                "Samples still queued or in flight for remote_write when the collector stopped.",
+                &self.remote_write_dropped_shutdown,
+            ),
+            (
+                "steward_remote_write_requests_failed_total",
+                "counter",
+                "remote_write requests that failed (no answer, 429, 5xx or a refusal).",
+                &self.remote_write_requests_failed,
+            ),
+            (
+                "steward_remote_write_retries_total",
+                "counter",
+                "remote_write requests sent again after a failure.",
+                &self.remote_write_retries,
+            ),
+            (
+                "steward_remote_write_queue_samples",
+                "gauge",
+                "Committed samples waiting for remote_write, over all endpoints.",
+                &self.remote_write_queue_samples,
             ),
         ];
         let mut out = String::new();

@@ -91,7 +91,10 @@
     }
     if (response.status === 204) return null;
     const body = await response.json().catch(() => null);
-    if (!response.ok) throw new ApiError(response.status, (body && body.error) || response.statusText);
+    // Errors are {"error": "<stable code>", "message": "<for people>"}.
+    if (!response.ok) {
+      throw new ApiError(response.status, (body && (body.message || body.error)) || response.statusText);
+    }
     return body;
   }
   const canWrite = () => session && (session.scope === "write" || session.scope === "admin");

@@ -6,7 +6,7 @@
 # deploy/systemd/PACKAGE.service, deploy/*.toml (the examples) and
 # deploy/debian/copyright.
 #
-#   cargo build --release -p steward-agent -p steward-collector
+#   cargo build --release -p steward-agent -p steward-collector -p steward-ctl
 #   deploy/debian/build-deb.sh                      # both, into target/debian/
 #   deploy/debian/build-deb.sh --bin-dir target/debug --out-dir /tmp/debs steward-agent
 #
@@ -90,10 +90,22 @@ examples() {
     esac
 }
 
+# Further binaries a package ships beside its own: the collector package
+# carries the command-line client, which operators run on the same host.
+companions() {
+    case "$1" in
+        steward-collector) echo "stewardctl" ;;
+    esac
+}
+
 build() {
     package=$1
     binary=$bin_dir/$package
     [ -x "$binary" ] || die "$binary not found: build it first (cargo build --release -p $package)"
+    for companion in $(companions "$package"); do
+        [ -x "$bin_dir/$companion" ] ||
+            die "$bin_dir/$companion not found: build it first (cargo build --release -p steward-ctl)"
+    done
     staging=$(mktemp -d)
     # The staging tree is removed however this function ends.
     trap 'rm -rf "$staging"' EXIT
@@ -103,6 +115,9 @@ build() {
     install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" \
         "$root/etc/steward" "$root/usr/share/doc/$package" "$root/usr/share/lintian/overrides"
     install -m 0755 "$binary" "$root/usr/bin/$package"
+    for companion in $(companions "$package"); do
+        install -m 0755 "$bin_dir/$companion" "$root/usr/bin/$companion"
+    done
     install -m 0644 "$deploy/systemd/$package.service" "$root/lib/systemd/system/"
     examples "$package" | while read -r source destination; do
         install -m 0644 "$deploy/$source" "$root/$destination"

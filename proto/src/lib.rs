@@ -11,3 +11,9 @@ pub mod codec;
 pub mod v1 {
     tonic::include_proto!("steward.v1");
 }
+
+/// Prometheus remote_write 1.0 messages (`prometheus/remote.proto`, trimmed
+/// from Prometheus' `prompb`). Only the collector's `export` module uses them.
+pub mod prometheus {
+    tonic::include_proto!("prometheus");
+}

@@ -51,7 +51,12 @@ fn reads_need_a_token_read_tokens_cannot_write_and_writes_record_the_token_name(
         Some(window),
     );
     assert_eq!(status, 403, "a read token cannot write: {body}");
-    assert!(body.contains("read scope"), "{body}");
+    let refused: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refused["error"], "insufficient_scope", "{body}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("read scope"),
+        "{body}"
+    );
 
     // A write token may; the window is recorded as the token's, not the body's `by`.
     let write = collector.create_token("ci-deploy", "write");
@@ -240,7 +245,7 @@ fn only_admin_tokens_manage_tokens_over_the_api() {
     let created: Value = serde_json::from_str(&body).unwrap();
     let grafana = created["token"].as_str().unwrap().to_string();
     assert_eq!(get(&collector, "/api/v1/agents", Some(&grafana)).0, 200);
-    let (status, _) = http_request(
+    let (status, body) = http_request(
         collector.http_addr,
         "POST",
         "/api/v1/tokens",
@@ -248,6 +253,8 @@ fn only_admin_tokens_manage_tokens_over_the_api() {
         Some(r#"{"name": "grafana", "scope": "read"}"#),
     );
     assert_eq!(status, 409, "names of unrevoked tokens are unique");
+    let refused: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refused["error"], "already_exists", "{body}");
 
     let (_, _, listed) = get(&collector, "/api/v1/tokens", Some(&admin));
     let listed: Value = serde_json::from_str(&listed).unwrap();

@@ -108,13 +108,14 @@ fn port_down_opens_one_incident_ack_shows_in_timeline_and_recovery_resolves_it()
     );
     assert_eq!(status, 200, "{acked}");
     assert_eq!(acked["state"], "acknowledged");
-    let (status, _) = post(
+    let (status, refused) = post(
         &collector,
         &format!("/api/v1/incidents/{id}/ack"),
         Some(&token),
         "{}",
     );
     assert_eq!(status, 409, "a second acknowledgement is refused");
+    assert_eq!(refused["error"], "already_acknowledged", "{refused}");
     let (status, _) = post(
         &collector,
         &format!("/api/v1/incidents/{id}/notes"),

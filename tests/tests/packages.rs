@@ -111,12 +111,15 @@ struct Expected {
     package: &'static str,
     user: &'static str,
     conffiles: &'static [&'static str],
+    /// Binaries shipped beside the package's own.
+    companions: &'static [&'static str],
 }
 
 const AGENT: Expected = Expected {
     package: "steward-agent",
     user: "steward-agent",
     conffiles: &["/etc/steward/agent.toml.example"],
+    companions: &[],
 };
 
 const COLLECTOR: Expected = Expected {
@@ -127,6 +130,7 @@ const COLLECTOR: Expected = Expected {
         "/etc/steward/collector-full.toml.example",
         "/etc/steward/default-rules.toml.example",
     ],
+    companions: &["stewardctl"],
 };
 
 #[test]
@@ -192,6 +196,12 @@ fn check_package(expected: &Expected) {
             .iter()
             .map(|path| (path.to_string(), "-rw-r--r--")),
     )
+    .chain(
+        expected
+            .companions
+            .iter()
+            .map(|name| (format!("/usr/bin/{name}"), "-rwxr-xr-x")),
+    )
     .map(|(path, mode)| (path, mode.to_string()))
     .collect();
     wanted.sort();
@@ -207,6 +217,13 @@ fn check_package(expected: &Expected) {
         "the packaged binary is the one built"
     );
     assert_eq!(mode(&binary), 0o755);
+    for companion in expected.companions {
+        assert_eq!(
+            std::fs::read(root.join("usr/bin").join(companion)).unwrap(),
+            std::fs::read(steward_tests::binary(companion)).unwrap(),
+            "the packaged {companion} is the one built"
+        );
+    }
     assert_eq!(
         succeed(Command::new(&binary).arg("--version")).trim(),
         format!("{package} {}", env!("CARGO_PKG_VERSION")),

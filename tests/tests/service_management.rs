@@ -801,12 +801,13 @@ fn a_port_down_three_times_opens_one_problem_and_its_workaround_reaches_the_next
         "restart app-1 with `systemctl restart app`"
     );
     assert_eq!(page["incident"]["problem_id"], id);
-    let (status, _) = collector.send_json(
+    let (status, refused) = collector.send_json(
         "PATCH",
         &format!("/api/v1/problems/{id}"),
         r#"{"state": "open"}"#,
     );
     assert_eq!(status, 409, "problems move forward only");
+    assert_eq!(refused["error"], "invalid_transition", "{refused}");
 }
 
 const CHANGES: &str = r#"

@@ -3,34 +3,59 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use axum::response::Response;
 
 use super::actor::Actor;
+use super::error::{ErrorBody, ErrorCode};
+use super::extract::{Path, Query};
 use super::{ApiError, ApiState, paging, rfc3339};
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Agent)]
 pub struct AgentView {
     id: String,
     hostname: String,
+    /// Whether the agent has a stream open to this collector now.
     connected: bool,
+    /// RFC 3339.
     last_seen: String,
+    /// Milliseconds since the epoch.
     last_seen_ms: i64,
+    /// RFC 3339.
     first_seen: String,
+    /// The agent's version.
     version: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Rows per page: 1 to 10000, default 1000.
     limit: Option<u32>,
+    /// `X-Next-Cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /api/v1/agents`: by host name, paged (see `paging`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "agents",
+    operation_id = "list_agents",
+    summary = "Agents, by host name, paged",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of agents", body = Vec<AgentView>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
@@ -40,7 +65,11 @@ pub async fn list(
         None => None,
         Some(parts) => match <[String; 2]>::try_from(parts) {
             Ok([hostname, id]) => Some((hostname, id)),
-            Err(_) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor")),
+            Err(_) => {
+                return Err(
+                    ApiError::bad_request("invalid cursor").with_code(ErrorCode::InvalidCursor)
+                );
+            }
         },
     };
     let agents = state.store.agents_page(after, limit).await?;
@@ -69,6 +98,18 @@ pub async fn list(
 }
 
 /// `GET /api/v1/agents/{id}`: the agent plus its latest inventory.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}",
+    tag = "agents",
+    operation_id = "get_agent",
+    summary = "One agent with its latest inventory (facts, disks, interfaces)",
+    params(("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 200, description = "The agent; `inventory` is null until the agent sent one", body = Object),
+        (status = 404, description = "`not_found`: no such agent", body = ErrorBody),
+    ),
+)]
 pub async fn detail(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -100,13 +141,27 @@ pub async fn detail(
     Ok(Json(body))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Package)]
 pub struct PackageView {
     name: String,
     version: String,
 }
 
 /// `GET /api/v1/agents/{id}/packages`
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/packages",
+    tag = "agents",
+    operation_id = "list_agent_packages",
+    summary = "The agent's installed packages, by name, paged",
+    params(("id" = String, Path, description = "Agent id"), PackagesQuery),
+    responses(
+        (status = 200, description = "A page of packages", body = Vec<PackageView>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+    ),
+)]
 pub async fn packages(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -129,20 +184,51 @@ pub async fn packages(
     Ok(paging::respond(page, next))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PackagesQuery {
+    /// Rows per page: 1 to 50000, default 5000.
     limit: Option<u32>,
     /// The name of the last package of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// One change of an agent's inventory.
+#[derive(Serialize, ToSchema)]
+pub struct InventoryChange {
+    /// RFC 3339.
+    at: String,
+    /// e.g. `package_installed`, `package_upgraded`, `fact_changed`.
+    kind: String,
+    /// The package or fact.
+    subject: String,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChangesQuery {
+    /// Rows per page: 1 to 5000, default 200.
     limit: Option<u32>,
+    /// `X-Next-Cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /api/v1/agents/{id}/changes`: inventory changes, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/changes",
+    tag = "agents",
+    operation_id = "list_agent_changes",
+    summary = "The agent's inventory changes (`at`, `kind`, `subject`, `before`, `after`), newest first, paged",
+    params(("id" = String, Path, description = "Agent id"), ChangesQuery),
+    responses(
+        (status = 200, description = "A page of inventory changes", body = Vec<InventoryChange>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
+    ),
+)]
 pub async fn changes(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -164,27 +250,48 @@ pub async fn changes(
     Ok(paging::respond(
         events
             .into_iter()
-            .map(|event| {
-                serde_json::json!({
-                    "at": rfc3339(event.ts_ms),
-                    "kind": event.kind,
-                    "subject": event.subject,
-                    "before": event.before,
-                    "after": event.after,
-                })
+            .map(|event| InventoryChange {
+                at: rfc3339(event.ts_ms),
+                kind: event.kind,
+                subject: event.subject,
+                before: event.before,
+                after: event.after,
             })
             .collect::<Vec<_>>(),
         next,
     ))
 }
 
+/// An agent whose certificate was just revoked.
+#[derive(Serialize, ToSchema)]
+pub struct AgentRevoked {
+    agent_id: String,
+    /// The name of the token that revoked it.
+    revoked_by: String,
+    /// RFC 3339.
+    revoked_at: String,
+}
+
 /// `POST /api/v1/agents/{id}/revoke` (admin): like `steward-collector agent
 /// revoke`, recorded as revoked by the token's name. The stream ends within seconds.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{id}/revoke",
+    tag = "administration",
+    operation_id = "revoke_agent",
+    summary = "Revoke an enrolled agent's certificate (admin); its stream ends within seconds",
+    params(("id" = String, Path, description = "Agent id")),
+    security(("api_token" = ["admin"])),
+    responses(
+        (status = 200, description = "The agent is revoked", body = AgentRevoked),
+        (status = 404, description = "`not_found`: not enrolled or already revoked", body = ErrorBody),
+    ),
+)]
 pub async fn revoke(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AgentRevoked>, ApiError> {
     // Who revoked is the token's name, as for every other write.
     let by = actor.name;
     let now_ms = steward_core::now_ms();
@@ -199,9 +306,9 @@ pub async fn revoke(
         ));
     }
     tracing::info!(message = "Agent certificate revoked.", agent_id = %id, %by);
-    Ok(Json(serde_json::json!({
-        "agent_id": id,
-        "revoked_by": by,
-        "revoked_at": rfc3339(now_ms),
-    })))
+    Ok(Json(AgentRevoked {
+        agent_id: id,
+        revoked_by: by,
+        revoked_at: rfc3339(now_ms),
+    }))
 }

@@ -5,13 +5,16 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::actor::Actor;
+use super::error::{ErrorBody, ErrorCode};
+use super::extract::{JsonBody, Path, Query};
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::assets::service::{AssetChangeError, OperatorChange, Regroup};
 use crate::assets::{Asset, AssetEdit, Disposal, Lifecycle, compliance};
@@ -32,6 +35,7 @@ impl From<AssetChangeError> for ApiError {
             AssetChangeError::Store(error) => error.into(),
             AssetChangeError::Stopped => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+                    .with_code(ErrorCode::ShuttingDown)
             }
         }
     }
@@ -82,13 +86,18 @@ fn view(asset: &Asset, state: &ApiState) -> Value {
     value
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Lifecycle status, e.g. `active`, `retired`.
     status: Option<String>,
+    /// Assets carrying this tag.
     tag: Option<String>,
+    /// Substring of the OS name or id, any case.
     os: Option<String>,
     /// Free text over hostname, FQDN, serial, vendor, model, owner, location, IPs, MACs, notes.
     q: Option<String>,
+    /// Rows per page: 1 to 10000, default 1000.
     limit: Option<u32>,
     /// The id of the last asset of the previous page.
     cursor: Option<String>,
@@ -144,6 +153,19 @@ fn matches(asset: &Asset, query: &ListQuery) -> bool {
 }
 
 /// Assets matching the filters, by id, paged (see `paging`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/assets",
+    tag = "assets",
+    operation_id = "list_assets",
+    summary = "Assets, by id, filtered and paged",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of assets (record plus `last_seen`, `connected`, `findings`, `due_for_replacement`)", body = Vec<Object>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`bad_request` (unknown status) or `invalid_query`", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
@@ -184,6 +206,18 @@ async fn find(state: &ApiState, id: &str) -> Result<Asset, ApiError> {
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such asset"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/assets/{id}",
+    tag = "assets",
+    operation_id = "get_asset",
+    summary = "One asset with the agents linked to it",
+    params(("id" = String, Path, description = "Asset id")),
+    responses(
+        (status = 200, description = "The asset, `agents` included", body = Object),
+        (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
+    ),
+)]
 pub async fn detail(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -202,9 +236,26 @@ pub async fn detail(
     Ok(Json(value))
 }
 
-#[derive(Deserialize)]
+/// One change in an asset's history: a field or one of its agents' packages.
+#[derive(Serialize, ToSchema)]
+pub struct AssetHistoryEntry {
+    /// RFC 3339.
+    at: String,
+    /// Who changed it: `agent` (inventory), an operator's token name, …
+    source: String,
+    kind: String,
+    /// The field, or the package of a package change.
+    field: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// Rows per page: 1 to 5000, default 500.
     limit: Option<u32>,
+    /// `X-Next-Cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -212,6 +263,20 @@ pub struct HistoryQuery {
 /// first, paged. The two come from two tables, each read newest first and
 /// merged by time; the cursor holds how far each was read, so a page never
 /// skips or repeats an event.
+#[utoipa::path(
+    get,
+    path = "/api/v1/assets/{id}/history",
+    tag = "assets",
+    operation_id = "asset_history",
+    summary = "An asset's field and package changes (`at`, `source`, `kind`, `field`, `before`, `after`), newest first, paged",
+    params(("id" = String, Path, description = "Asset id"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of changes", body = Vec<AssetHistoryEntry>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
+    ),
+)]
 pub async fn history(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -226,13 +291,17 @@ pub async fn history(
                 if text.is_empty() {
                     return Ok(None);
                 }
-                text.parse()
-                    .map(Some)
-                    .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor"))
+                text.parse().map(Some).map_err(|_| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor")
+                        .with_code(ErrorCode::InvalidCursor)
+                })
             };
             match parts.as_slice() {
                 [asset, inventory] => (id(asset)?, id(inventory)?),
-                _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor")),
+                _ => {
+                    return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor")
+                        .with_code(ErrorCode::InvalidCursor));
+                }
             }
         }
     };
@@ -261,17 +330,25 @@ pub async fn history(
                 break;
             };
             last_field = Some(row_id);
-            events.push(serde_json::json!({
-                "at": rfc3339(event.ts_ms), "source": event.source, "kind": event.kind,
-                "field": event.field, "before": event.before, "after": event.after,
-            }));
+            events.push(AssetHistoryEntry {
+                at: rfc3339(event.ts_ms),
+                source: event.source,
+                kind: event.kind,
+                field: event.field,
+                before: event.before,
+                after: event.after,
+            });
         } else {
             let Some(event) = packages.next() else { break };
             last_package = Some(event.id);
-            events.push(serde_json::json!({
-                "at": rfc3339(event.ts_ms), "source": "agent", "kind": event.kind,
-                "field": event.subject, "before": event.before, "after": event.after,
-            }));
+            events.push(AssetHistoryEntry {
+                at: rfc3339(event.ts_ms),
+                source: "agent".to_string(),
+                kind: event.kind,
+                field: Some(event.subject),
+                before: event.before,
+                after: event.after,
+            });
         }
     }
     let more = maybe_more || fields.peek().is_some() || packages.peek().is_some();
@@ -284,6 +361,21 @@ pub async fn history(
 /// `PATCH /api/v1/assets/{id}`: operator fields, plus optional `status`
 /// (a lifecycle transition, validated) and `disposal`. The change is
 /// recorded as the token's; an old client's `by` field is ignored.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/assets/{id}",
+    tag = "assets",
+    operation_id = "update_asset",
+    summary = "Edit an asset's operator fields (owner, location, tags, notes, dates…), `status` or `disposal`",
+    params(("id" = String, Path, description = "Asset id")),
+    request_body(content = Object, description = "Fields to change; `status` a lifecycle name, `disposal` an object"),
+    responses(
+        (status = 200, description = "The asset", body = Object),
+        (status = 400, description = "`bad_request` (unknown status or field) or `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
+        (status = 409, description = "`conflict`: a lifecycle step that is not allowed", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -292,7 +384,9 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
     let mut body: serde_json::Map<String, Value> =
-        serde_json::from_str(&body).map_err(|error| bad(format!("invalid JSON body: {error}")))?;
+        serde_json::from_str(&body).map_err(|error| {
+            bad(format!("invalid JSON body: {error}")).with_code(ErrorCode::InvalidJson)
+        })?;
     body.remove("by");
     let by = actor.name;
     let status = match body.remove("status") {
@@ -326,7 +420,8 @@ pub async fn update(
     Ok(Json(view(&asset, &state)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     format: Option<String>,
 }
@@ -410,6 +505,21 @@ fn to_csv<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Result<St
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/assets/export",
+    tag = "assets",
+    operation_id = "export_assets",
+    summary = "Every asset, as a JSON array or CSV (formula-like cells neutralised)",
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "The register", content(
+            (Vec<Object> = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "`bad_request`: unknown format", body = ErrorBody),
+    ),
+)]
 pub async fn export(
     State(state): State<ApiState>,
     Query(query): Query<ExportQuery>,
@@ -438,22 +548,40 @@ pub async fn export(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeBody {
     /// The asset folded into the one in the path, then removed.
     from: String,
     /// Ignored: the token's name is recorded.
     #[serde(default, rename = "by")]
+    #[schema(value_type = Option<String>, deprecated)]
     _by: Option<serde::de::IgnoredAny>,
 }
 
 /// `POST /api/v1/assets/{id}/merge`: one machine recorded twice.
+#[utoipa::path(
+    post,
+    path = "/api/v1/assets/{id}/merge",
+    tag = "assets",
+    operation_id = "merge_assets",
+    summary = "Merge asset `from` into this one",
+    params(("id" = String, Path, description = "Asset id (kept)")),
+    request_body = MergeBody,
+    responses(
+        (status = 200, description = "The assets after the merge", body = Vec<Object>),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
+        (status = 409, description = "`conflict`: these assets cannot be merged", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`", body = ErrorBody),
+    ),
+)]
 pub async fn merge(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Json(body): Json<MergeBody>,
+    JsonBody(body): JsonBody<MergeBody>,
 ) -> Result<Json<Value>, ApiError> {
     let by = actor.name;
     let assets = state
@@ -465,22 +593,40 @@ pub async fn merge(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SplitBody {
     /// The agent moved to a new asset of its own.
     agent_id: String,
     /// Ignored: the token's name is recorded.
     #[serde(default, rename = "by")]
+    #[schema(value_type = Option<String>, deprecated)]
     _by: Option<serde::de::IgnoredAny>,
 }
 
 /// `POST /api/v1/assets/{id}/split`: two machines recorded as one.
+#[utoipa::path(
+    post,
+    path = "/api/v1/assets/{id}/split",
+    tag = "assets",
+    operation_id = "split_asset",
+    summary = "Move one agent of this asset to a new asset",
+    params(("id" = String, Path, description = "Asset id")),
+    request_body = SplitBody,
+    responses(
+        (status = 200, description = "The assets after the split", body = Vec<Object>),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
+        (status = 409, description = "`conflict`: the agent cannot be split off", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`", body = ErrorBody),
+    ),
+)]
 pub async fn split(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Json(body): Json<SplitBody>,
+    JsonBody(body): JsonBody<SplitBody>,
 ) -> Result<Json<Value>, ApiError> {
     let by = actor.name;
     let assets = state
@@ -498,13 +644,23 @@ pub async fn split(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ComplianceQuery {
     /// Only assets with this finding (`check` names as in each finding).
     check: Option<String>,
 }
 
 /// `GET /api/v1/compliance`: assets with at least one finding, and the findings.
+#[utoipa::path(
+    get,
+    path = "/api/v1/compliance",
+    tag = "assets",
+    operation_id = "compliance_findings",
+    summary = "Assets with compliance findings (`id`, `hostname`, `status`, `os`, `findings`)",
+    params(ComplianceQuery),
+    responses((status = 200, description = "Assets failing a check", body = Vec<Object>)),
+)]
 pub async fn compliance_view(
     State(state): State<ApiState>,
     Query(query): Query<ComplianceQuery>,

@@ -328,6 +328,7 @@ pub(super) fn refuse(state: &ApiState, source: IpAddr, refusal: Refusal) -> Resp
             StatusCode::FORBIDDEN,
             "a write with the session cookie needs the session's X-CSRF-Token header",
         )
+        .with_code(super::ErrorCode::CsrfMismatch)
         .into_response(),
         Refusal::Invalid => {
             let auth = &state.auth;

@@ -2,14 +2,17 @@
 //! linked incidents, update (outcome closes it), and the DORA-style figures:
 //! change failure rate and time to restore change-induced incidents.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::actor::Actor;
+use super::error::ErrorBody;
+use super::extract::{JsonBody, Path, Query};
 use super::oncall::planned_span;
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::domain::{ChangeOutcome, ChangeRecord, ChangeRisk};
@@ -19,30 +22,82 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
 }
 
-pub fn view(change: &ChangeRecord, now_ms: i64) -> Value {
-    json!({
-        "id": change.id,
-        "reference": change.reference(),
-        "title": change.title,
-        "description": change.description,
-        "starts_at": rfc3339(change.starts_ms),
-        "ends_at": rfc3339(change.ends_ms),
-        "active": change.is_active(now_ms),
-        "assets": change.asset_ids,
-        "tags": change.tags,
-        "risk": change.risk,
-        "implementer": change.implementer,
-        "outcome": change.outcome,
-        "maintenance_window": change.window_id,
-        "created_by": change.created_by,
-        "created_at": rfc3339(change.created_ms),
-        "updated_at": rfc3339(change.updated_ms),
-    })
+/// A change record as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Change)]
+pub struct ChangeView {
+    id: i64,
+    /// `C-{id}`.
+    reference: String,
+    title: String,
+    description: Option<String>,
+    /// RFC 3339.
+    starts_at: String,
+    /// RFC 3339.
+    ends_at: String,
+    /// In its window now and not closed.
+    active: bool,
+    /// Affected asset ids.
+    assets: Vec<String>,
+    /// Affected tags.
+    tags: Vec<String>,
+    risk: ChangeRisk,
+    implementer: Option<String>,
+    /// Set when the change is closed.
+    outcome: Option<ChangeOutcome>,
+    /// Id of its maintenance window.
+    maintenance_window: Option<i64>,
+    /// The name of the token that recorded it.
+    created_by: String,
+    /// RFC 3339.
+    created_at: String,
+    /// RFC 3339.
+    updated_at: String,
+    /// Incidents linked to the change (lists and detail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incident_count: Option<i64>,
+    /// The linked incidents (detail only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incidents: Option<Vec<ChangeIncident>>,
 }
 
-#[derive(Deserialize)]
+/// An incident linked to a change.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeIncident {
+    id: i64,
+    /// RFC 3339.
+    opened_at: String,
+    /// RFC 3339.
+    resolved_at: Option<String>,
+}
+
+pub fn view(change: &ChangeRecord, now_ms: i64) -> ChangeView {
+    ChangeView {
+        id: change.id,
+        reference: change.reference(),
+        title: change.title.clone(),
+        description: change.description.clone(),
+        starts_at: rfc3339(change.starts_ms),
+        ends_at: rfc3339(change.ends_ms),
+        active: change.is_active(now_ms),
+        assets: change.asset_ids.clone(),
+        tags: change.tags.clone(),
+        risk: change.risk,
+        implementer: change.implementer.clone(),
+        outcome: change.outcome,
+        maintenance_window: change.window_id,
+        created_by: change.created_by.clone(),
+        created_at: rfc3339(change.created_ms),
+        updated_at: rfc3339(change.updated_ms),
+        incident_count: None,
+        incidents: None,
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChange {
+    /// Required, not blank.
     title: String,
     description: Option<String>,
     /// RFC 3339; default now.
@@ -51,8 +106,10 @@ pub struct NewChange {
     ends_at: Option<String>,
     /// e.g. "2h"; from `starts_at`.
     duration: Option<String>,
+    /// Affected asset ids; give assets or tags.
     #[serde(default)]
     assets: Vec<String>,
+    /// Affected tags; give assets or tags.
     #[serde(default)]
     tags: Vec<String>,
     /// low, medium (default) or high.
@@ -61,11 +118,25 @@ pub struct NewChange {
 }
 
 /// `POST /api/v1/changes`: the change and its maintenance window.
+#[utoipa::path(
+    post,
+    path = "/api/v1/changes",
+    tag = "changes",
+    operation_id = "create_change",
+    summary = "Record a change; its maintenance window opens with it",
+    request_body = NewChange,
+    responses(
+        (status = 201, description = "The change record", body = ChangeView),
+        (status = 400, description = "`bad_request` (no title, assets or tags; bad times or risk) or `invalid_json`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: missing, unknown or mistyped fields", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<NewChange>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    JsonBody(body): JsonBody<NewChange>,
+) -> Result<(StatusCode, Json<ChangeView>), ApiError> {
     if body.title.trim().is_empty() {
         return Err(bad("a change needs a `title`"));
     }
@@ -111,13 +182,29 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&change, now))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Rows per page: 1 to 5000, default 200.
     limit: Option<u32>,
+    /// `X-Next-Cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /api/v1/changes`: newest first, paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/changes",
+    tag = "changes",
+    operation_id = "list_changes",
+    summary = "Change records with `incident_count`, newest first, paged",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of change records", body = Vec<ChangeView>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
@@ -135,7 +222,7 @@ pub async fn list(
         .iter()
         .map(|(change, incident_count)| {
             let mut row = view(change, now);
-            row["incident_count"] = (*incident_count).into();
+            row.incident_count = Some(*incident_count);
             row
         })
         .collect();
@@ -143,31 +230,46 @@ pub async fn list(
 }
 
 /// `GET /api/v1/changes/{id}`: the change and the incidents linked to it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/changes/{id}",
+    tag = "changes",
+    operation_id = "get_change",
+    summary = "One change record with its linked incidents",
+    params(("id" = i64, Path, description = "Change id")),
+    responses(
+        (status = 200, description = "The change, `incidents` included", body = ChangeView),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such change", body = ErrorBody),
+    ),
+)]
 pub async fn detail(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChangeView>, ApiError> {
     let change = state
         .store
         .change(id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such change"))?;
     let mut body = view(&change, steward_core::now_ms());
-    let incidents: Vec<Value> = state
+    let incidents: Vec<ChangeIncident> = state
         .store
         .change_incidents(id)
         .await?
         .into_iter()
-        .map(|(incident, opened, resolved)| {
-            json!({ "id": incident, "opened_at": rfc3339(opened), "resolved_at": resolved.map(rfc3339) })
+        .map(|(incident, opened, resolved)| ChangeIncident {
+            id: incident,
+            opened_at: rfc3339(opened),
+            resolved_at: resolved.map(rfc3339),
         })
         .collect();
-    body["incident_count"] = incidents.len().into();
-    body["incidents"] = incidents.into();
+    body.incident_count = Some(incidents.len() as i64);
+    body.incidents = Some(incidents);
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePatch {
     title: Option<String>,
@@ -178,12 +280,28 @@ pub struct ChangePatch {
 }
 
 /// `PATCH /api/v1/changes/{id}`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/changes/{id}",
+    tag = "changes",
+    operation_id = "update_change",
+    summary = "Edit a change record; an `outcome` closes it",
+    params(("id" = i64, Path, description = "Change id")),
+    request_body = ChangePatch,
+    responses(
+        (status = 200, description = "The change record", body = ChangeView),
+        (status = 400, description = "`bad_request` (unknown outcome), `invalid_json` or `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such change", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
-    Json(patch): Json<ChangePatch>,
-) -> Result<Json<Value>, ApiError> {
+    JsonBody(patch): JsonBody<ChangePatch>,
+) -> Result<Json<ChangeView>, ApiError> {
     let outcome = patch
         .outcome
         .as_deref()
@@ -214,7 +332,8 @@ pub async fn update(
     Ok(Json(view(&change, now)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     /// e.g. `30d` (default).
     window: Option<String>,
@@ -223,6 +342,18 @@ pub struct StatsQuery {
 /// `GET /api/v1/changes/stats?window=30d`: of the changes that started in
 /// the window, how many had incidents linked (the change failure rate), and
 /// the mean time to restore those incidents.
+#[utoipa::path(
+    get,
+    path = "/api/v1/changes/stats",
+    tag = "changes",
+    operation_id = "change_stats",
+    summary = "Change failure rate and mean time to restore over a window",
+    params(StatsQuery),
+    responses(
+        (status = 200, description = "`window_seconds`, `since`, `changes`, `changes_with_incidents`, `change_failure_rate`, `incidents`, `restored_incidents`, `mean_time_to_restore_seconds`, `outcomes`", body = ChangeView),
+        (status = 400, description = "`bad_request`: invalid or too long window", body = ErrorBody),
+    ),
+)]
 pub async fn stats(
     State(state): State<ApiState>,
     Query(query): Query<StatsQuery>,

@@ -73,16 +73,14 @@ const FILES: &[StaticFile] = &[
     },
 ];
 
-/// The console's routes, merged into the API router (behind its auth layer,
-/// which lets the files and the login through).
-pub fn routes() -> Router<ApiState> {
+/// The console's files, merged into the API router (behind its auth layer,
+/// which lets the files and the login through). The session routes are
+/// API routes: `api::documented_routes` registers them with their OpenAPI
+/// documentation.
+pub fn pages() -> Router<ApiState> {
     Router::new()
         .route("/", get(serve_file))
         .route("/console/{*file}", get(serve_file))
-        .route(
-            "/api/v1/session",
-            get(who_am_i).post(log_in).delete(log_out),
-        )
 }
 
 /// ETags of [`FILES`], in the same order (a hash prefix of each body).
@@ -143,7 +141,7 @@ async fn serve_file(request: Request) -> Response {
 }
 
 /// Body of `POST /api/v1/session`: a token, or a user name and password.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     token: Option<String>,
@@ -153,12 +151,25 @@ struct LoginBody {
 
 /// What a session is: who, with which scope, and (for the page's writes)
 /// its CSRF token.
-fn session_view(actor: &Actor, csrf_token: Option<&str>) -> serde_json::Value {
-    serde_json::json!({
-        "name": actor.name,
-        "scope": actor.scope.as_str(),
-        "csrf_token": csrf_token,
-    })
+fn session_view(actor: &Actor, csrf_token: Option<&str>) -> SessionView {
+    SessionView {
+        name: actor.name.clone(),
+        scope: actor.scope.as_str(),
+        csrf_token: csrf_token.map(str::to_string),
+    }
+}
+
+/// Who a request or session is, as `/api/v1/session` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Session)]
+pub(super) struct SessionView {
+    /// The token's name, or the console user's.
+    name: String,
+    /// `read`, `write` or `admin`.
+    scope: &'static str,
+    /// Repeat it in `X-CSRF-Token` on writes made with the session cookie;
+    /// null without one.
+    csrf_token: Option<String>,
 }
 
 /// `POST /api/v1/session`: checks the token or password and sets the
@@ -166,6 +177,24 @@ fn session_view(actor: &Actor, csrf_token: Option<&str>) -> serde_json::Value {
 /// budget like bearer tokens; every password attempt takes one from it
 /// before the (deliberately slow) hash is computed, so guessing is held to
 /// the limiter's rate.
+#[utoipa::path(
+    post,
+    path = "/api/v1/session",
+    tag = "session",
+    operation_id = "log_in",
+    summary = "Open a console session with an API token or a console user's password",
+    description = "Sets an `HttpOnly; Secure; SameSite=Strict` session cookie. Writes made with \
+the cookie must repeat `csrf_token` in `X-CSRF-Token`. Open to all (it is the login).",
+    request_body = LoginBody,
+    security(()),
+    responses(
+        (status = 200, description = "The new session (its cookie is set)", body = SessionView),
+        (status = 400, description = "`bad_request`: not a token or a user and password", body = super::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: wrong token or password", body = super::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failed logins from this address", body = super::error::ErrorBody),
+    ),
+)]
 pub(super) async fn log_in(State(state): State<ApiState>, request: Request) -> Response {
     let source = auth::source_of(&request);
     let body = match axum::body::to_bytes(request.into_body(), MAX_LOGIN_BODY).await {
@@ -256,11 +285,21 @@ pub(super) async fn log_in(State(state): State<ApiState>, request: Request) -> R
 
 /// `GET /api/v1/session`: who the request is authenticated as; with a
 /// session cookie, also the session's CSRF token (a reloaded page has lost it).
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    tag = "session",
+    operation_id = "who_am_i",
+    summary = "Who the request is authenticated as (token or session cookie)",
+    responses(
+        (status = 200, description = "Who the request is authenticated as", body = SessionView),
+    ),
+)]
 pub(super) async fn who_am_i(
     State(state): State<ApiState>,
     axum::Extension(actor): axum::Extension<Actor>,
     headers: HeaderMap,
-) -> Json<serde_json::Value> {
+) -> Json<SessionView> {
     let csrf_token = headers
         .get(header::AUTHORIZATION)
         .is_none()
@@ -273,6 +312,18 @@ pub(super) async fn who_am_i(
 
 /// `DELETE /api/v1/session`: ends the cookie's session (given its CSRF
 /// token, so another site cannot log the user out) and clears the cookie.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    tag = "session",
+    operation_id = "log_out",
+    summary = "End the cookie's session and clear the cookie",
+    security(()),
+    responses(
+        (status = 204, description = "Logged out (also when there was no session)"),
+        (status = 403, description = "`csrf_mismatch`: the session's `X-CSRF-Token` is missing or wrong", body = super::error::ErrorBody),
+    ),
+)]
 pub(super) async fn log_out(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Some(id) = session::session_cookie(&headers)
         && let Some(open) = state.auth.sessions.find(&id, std::time::Instant::now())
@@ -282,6 +333,7 @@ pub(super) async fn log_out(State(state): State<ApiState>, headers: HeaderMap) -
                 StatusCode::FORBIDDEN,
                 "logging out needs the session's X-CSRF-Token header",
             )
+            .with_code(super::ErrorCode::CsrfMismatch)
             .into_response();
         }
         state.auth.sessions.close(&id);

@@ -2,14 +2,17 @@
 //! rules, and SLA figures (MTTA/MTTR and breaches per severity).
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use axum::response::Response;
 
 use super::actor::Actor;
+use super::error::{ErrorBody, ErrorCode};
+use super::extract::{Path, Query};
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::domain::{IncidentRecord, IncidentState, IncidentView, Severity, TimelineView};
 use crate::incidents::{IncidentError, describe_rule};
@@ -27,16 +30,35 @@ pub fn view(state: &ApiState, incident: IncidentRecord) -> IncidentView {
     IncidentView::new(incident, latest)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `open`, `acknowledged`, `flapping`, `suppressed` or `resolved`.
     state: Option<String>,
+    /// `critical`, `major`, `minor`, `warning` or `info`.
     severity: Option<String>,
+    /// Agent id.
     agent: Option<String>,
+    /// Rows per page: 1 to 5000, default 500.
     limit: Option<u32>,
+    /// `X-Next-Cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /api/v1/incidents`: newest first, paged (see `paging`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents",
+    tag = "incidents",
+    operation_id = "list_incidents",
+    summary = "Incidents, newest first, paged",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of incidents", body = Vec<IncidentView>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`bad_request` (unknown state or severity), `invalid_query` or `invalid_cursor`", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
@@ -98,6 +120,20 @@ pub async fn list(
     ))
 }
 
+/// `GET /api/v1/incidents/{id}`: one incident with its timeline.
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents/{id}",
+    tag = "incidents",
+    operation_id = "get_incident",
+    summary = "One incident with its timeline",
+    params(("id" = i64, Path, description = "Incident id")),
+    responses(
+        (status = 200, description = "The incident, `timeline` included", body = IncidentView),
+        (status = 400, description = "`invalid_path`: the id is not a number", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such incident", body = ErrorBody),
+    ),
+)]
 pub async fn detail(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
@@ -121,12 +157,16 @@ pub async fn detail(
 /// Body of ack/resolve/notes; every field optional except a note's `text`.
 /// Who acts is the token's name ([`Actor`]); a `by` field, which older
 /// clients send, is accepted and ignored.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
+    /// Ignored: the actor is the token's name.
     #[serde(default, rename = "by")]
+    #[schema(value_type = Option<String>, deprecated)]
     _by: Option<serde::de::IgnoredAny>,
+    /// A note recorded with an acknowledgement.
     note: Option<String>,
+    /// The text of a note (`POST …/notes`); `note` is accepted too.
     text: Option<String>,
 }
 
@@ -139,6 +179,7 @@ fn parse_body(body: &str) -> Result<ActionBody, ApiError> {
             StatusCode::BAD_REQUEST,
             format!("invalid JSON body: {error}"),
         )
+        .with_code(ErrorCode::InvalidJson)
     })
 }
 
@@ -148,15 +189,33 @@ impl From<IncidentError> for ApiError {
             IncidentError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "no such incident"),
             IncidentError::AlreadyResolved => {
                 ApiError::new(StatusCode::CONFLICT, "the incident is already resolved")
+                    .with_code(ErrorCode::AlreadyResolved)
             }
             IncidentError::AlreadyAcknowledged => {
                 ApiError::new(StatusCode::CONFLICT, "the incident is already acknowledged")
+                    .with_code(ErrorCode::AlreadyAcknowledged)
             }
             IncidentError::Store(error) => error.into(),
         }
     }
 }
 
+/// `POST /api/v1/incidents/{id}/ack`: acknowledged by the token's name.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/ack",
+    tag = "incidents",
+    operation_id = "acknowledge_incident",
+    summary = "Acknowledge an incident, optionally with a `note`",
+    params(("id" = i64, Path, description = "Incident id")),
+    request_body(content = Option<ActionBody>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "The acknowledged incident", body = IncidentView),
+        (status = 400, description = "`invalid_json` or `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such incident", body = ErrorBody),
+        (status = 409, description = "`already_acknowledged` or `already_resolved`", body = ErrorBody),
+    ),
+)]
 pub async fn acknowledge(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -171,7 +230,8 @@ pub async fn acknowledge(
     Ok(Json(view(&state, incident)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GroupQuery {
     /// The `group` of a grouped message (webhook `group`, Alertmanager
@@ -179,14 +239,37 @@ pub struct GroupQuery {
     group: String,
 }
 
+/// The incidents one group acknowledgement took.
+#[derive(Serialize, ToSchema)]
+pub struct GroupAcknowledged {
+    /// The group key, without `steward-group:`.
+    group: String,
+    /// Ids of the incidents acknowledged.
+    acknowledged: Vec<i64>,
+}
+
 /// `POST /api/v1/incidents/ack?group=KEY`: acknowledges the incidents of
 /// one grouped message (storm summary, digest, group) at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/ack",
+    tag = "incidents",
+    operation_id = "acknowledge_incident_group",
+    summary = "Acknowledge every incident of one grouped notification",
+    params(GroupQuery),
+    request_body(content = Option<ActionBody>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "The incidents acknowledged", body = GroupAcknowledged),
+        (status = 400, description = "`invalid_query` (no `group`) or `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no incident was sent in this group", body = ErrorBody),
+    ),
+)]
 pub async fn acknowledge_group(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Query(query): Query<GroupQuery>,
     body: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GroupAcknowledged>, ApiError> {
     let body = parse_body(&body)?;
     let group = query
         .group
@@ -203,11 +286,28 @@ pub async fn acknowledge_group(
             other => other.into(),
         })?;
     let ids: Vec<i64> = acknowledged.iter().map(|incident| incident.id).collect();
-    Ok(Json(
-        serde_json::json!({ "group": group, "acknowledged": ids }),
-    ))
+    Ok(Json(GroupAcknowledged {
+        group: group.to_string(),
+        acknowledged: ids,
+    }))
 }
 
+/// `POST /api/v1/incidents/{id}/resolve`: resolved by the token's name.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/resolve",
+    tag = "incidents",
+    operation_id = "resolve_incident",
+    summary = "Resolve an incident by hand",
+    params(("id" = i64, Path, description = "Incident id")),
+    request_body(content = Option<ActionBody>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "The resolved incident", body = IncidentView),
+        (status = 400, description = "`invalid_json` or `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such incident", body = ErrorBody),
+        (status = 409, description = "`already_resolved`", body = ErrorBody),
+    ),
+)]
 pub async fn resolve(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -220,6 +320,21 @@ pub async fn resolve(
     Ok(Json(view(&state, incident)))
 }
 
+/// `POST /api/v1/incidents/{id}/notes`: a note on the timeline.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/notes",
+    tag = "incidents",
+    operation_id = "add_incident_note",
+    summary = "Add a note to an incident's timeline",
+    params(("id" = i64, Path, description = "Incident id")),
+    request_body = ActionBody,
+    responses(
+        (status = 201, description = "The incident", body = IncidentView),
+        (status = 400, description = "`bad_request` (no `text`), `invalid_json` or `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such incident", body = ErrorBody),
+    ),
+)]
 pub async fn add_note(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -239,11 +354,21 @@ pub async fn add_note(
     Ok((StatusCode::CREATED, Json(view(&state, incident))))
 }
 
+/// `GET /api/v1/rules`: the loaded rules, described.
+#[utoipa::path(
+    get,
+    path = "/api/v1/rules",
+    tag = "incidents",
+    operation_id = "list_rules",
+    summary = "The alert rules in force",
+    responses((status = 200, description = "Every rule", body = Vec<Object>)),
+)]
 pub async fn rules(State(state): State<ApiState>) -> Json<Vec<Value>> {
     Json(state.incidents.rules().iter().map(describe_rule).collect())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SlaQuery {
     /// Window to report on, e.g. `7d` (default), `24h`.
     window: Option<String>,
@@ -261,6 +386,19 @@ struct SeverityFigures {
     resolve_breaches: u64,
 }
 
+/// `GET /api/v1/sla`: MTTA/MTTR and breaches per severity.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sla",
+    tag = "incidents",
+    operation_id = "sla_figures",
+    summary = "MTTA, MTTR and SLA breaches per severity over a window",
+    params(SlaQuery),
+    responses(
+        (status = 200, description = "`window_seconds`, `since` and `severities` (per severity: counts, `mtta_seconds`, `mttr_seconds`, breaches)", body = Object),
+        (status = 400, description = "`bad_request`: invalid or too long window", body = ErrorBody),
+    ),
+)]
 pub async fn sla(
     State(state): State<ApiState>,
     Query(query): Query<SlaQuery>,
@@ -329,16 +467,32 @@ pub async fn sla(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NotificationsQuery {
     /// `pending`, `delivered` or `failed`.
     state: Option<String>,
+    /// Rows per page: 1 to 5000, default 200.
     limit: Option<u32>,
+    /// `X-Next-Cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /api/v1/notifications`: the outbox, newest first (failed deliveries
 /// included), paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/notifications",
+    tag = "incidents",
+    operation_id = "list_notifications",
+    summary = "The notification outbox, newest first, paged",
+    params(NotificationsQuery),
+    responses(
+        (status = 200, description = "A page of notifications", body = Vec<NotificationView>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
+    ),
+)]
 pub async fn notifications(
     State(state): State<ApiState>,
     Query(query): Query<NotificationsQuery>,
@@ -354,22 +508,45 @@ pub async fn notifications(
         .flatten();
     Ok(paging::respond(
         rows.into_iter()
-            .map(|row| {
-                serde_json::json!({
-                    "id": row.id,
-                    "idempotency_key": row.idempotency_key,
-                    "incident_id": row.incident_id,
-                    "event": row.event,
-                    "channel": row.channel,
-                    "state": row.state,
-                    "attempts": row.attempts,
-                    "next_attempt_at": rfc3339(row.next_attempt_ms),
-                    "last_error": row.last_error,
-                    "created_at": rfc3339(row.created_ms),
-                    "delivered_at": row.delivered_ms.map(rfc3339),
-                })
+            .map(|row| NotificationView {
+                id: row.id,
+                idempotency_key: row.idempotency_key,
+                incident_id: row.incident_id,
+                event: row.event,
+                channel: row.channel,
+                state: row.state,
+                attempts: row.attempts,
+                next_attempt_at: rfc3339(row.next_attempt_ms),
+                last_error: row.last_error,
+                created_at: rfc3339(row.created_ms),
+                delivered_at: row.delivered_ms.map(rfc3339),
             })
             .collect(),
         next,
     ))
+}
+
+/// One row of the notification outbox.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Notification)]
+pub struct NotificationView {
+    id: i64,
+    /// Sent to the receiver so it can drop duplicates.
+    idempotency_key: String,
+    incident_id: i64,
+    /// What happened to the incident (`opened`, `acknowledged`, `resolved`, …).
+    #[schema(value_type = String)]
+    event: crate::domain::IncidentEvent,
+    /// The channel's name in collector.toml.
+    channel: String,
+    /// `pending`, `held`, `delivered` or `failed`.
+    state: String,
+    attempts: i64,
+    /// RFC 3339.
+    next_attempt_at: String,
+    last_error: Option<String>,
+    /// RFC 3339.
+    created_at: String,
+    /// RFC 3339.
+    delivered_at: Option<String>,
 }

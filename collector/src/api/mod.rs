@@ -1,6 +1,9 @@
 //! The HTTP API (axum): health, agents, latest series, and `/metrics`.
 //!
-//! The only module that maps errors to HTTP status codes. Every route but
+//! The only module that maps errors to HTTP status codes, and every error
+//! answer is `{"error": "<stable code>", "message": "…"}` ([`error`]).
+//! Every `/api/v1` route is registered with its OpenAPI documentation
+//! (`documented_routes`, served by [`openapi`]). Every route but
 //! `/healthz` (and `/metrics` if public) needs an API token: see [`auth`].
 //! Every request goes through [`limit_requests`]: at most
 //! `limits.http_max_concurrent_requests` at once (more are refused with 503
@@ -15,9 +18,13 @@ mod assets;
 pub mod auth;
 mod changes;
 mod console;
+pub mod error;
+mod extract;
+pub mod fleet_metrics;
 pub mod https;
 pub mod incidents;
 mod oncall;
+pub mod openapi;
 mod paging;
 mod problems;
 mod series;
@@ -32,11 +39,15 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::registry::AgentRegistry;
 use crate::store::Store;
 use crate::telemetry::{LogThrottle, Telemetry};
+pub use error::{ApiError, ErrorCode};
 
 /// Bounds on the HTTP API (`[limits]` in collector.toml).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +81,8 @@ pub struct ApiState {
     /// Supervised tasks that have failed, for `/healthz`.
     pub task_failures: crate::supervisor::TaskFailures,
     pub limits: HttpLimits,
+    /// `[server] fleet_metrics`: `/metrics` also carries every agent series.
+    pub fleet_metrics: Option<Arc<fleet_metrics::FleetMetrics>>,
 }
 
 /// What [`limit_requests`] needs: the limits and the slots they allow.
@@ -82,6 +95,63 @@ struct RequestGate {
     throttle: Arc<LogThrottle>,
 }
 
+/// Every `/api/v1` route, each registered with `routes!` together with its
+/// `#[utoipa::path]` documentation, so none can be served undocumented
+/// (tests/tests/openapi.rs checks every `/api/v1/` path under src/ is in the
+/// document). A new API module adds one `.merge(module::routes())` line here,
+/// its `routes()` returning an `OpenApiRouter<ApiState>`.
+pub(crate) fn documented_routes() -> OpenApiRouter<ApiState> {
+    let reads = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(openapi::serve))
+        .routes(routes!(incidents::list))
+        .routes(routes!(incidents::detail))
+        .routes(routes!(incidents::rules))
+        .routes(routes!(incidents::notifications))
+        .routes(routes!(incidents::sla))
+        .routes(routes!(oncall::oncall))
+        .routes(routes!(oncall::list))
+        .routes(routes!(assets::list))
+        .routes(routes!(assets::compliance_view))
+        .routes(routes!(assets::export))
+        .routes(routes!(assets::detail))
+        .routes(routes!(assets::history))
+        .routes(routes!(problems::list))
+        .routes(routes!(problems::detail))
+        .routes(routes!(changes::list))
+        .routes(routes!(changes::stats))
+        .routes(routes!(changes::detail))
+        .routes(routes!(agents::list))
+        .routes(routes!(agents::detail))
+        .routes(routes!(agents::packages))
+        .routes(routes!(agents::changes))
+        .routes(routes!(series::latest))
+        .routes(routes!(series::history))
+        .routes(routes!(
+            console::who_am_i,
+            console::log_in,
+            console::log_out
+        ));
+    let writes = OpenApiRouter::new()
+        .routes(routes!(incidents::acknowledge))
+        .routes(routes!(incidents::acknowledge_group))
+        .routes(routes!(incidents::resolve))
+        .routes(routes!(incidents::add_note))
+        .routes(routes!(assets::update))
+        .routes(routes!(assets::merge))
+        .routes(routes!(assets::split))
+        .routes(routes!(oncall::create))
+        .routes(routes!(oncall::end))
+        .routes(routes!(problems::update))
+        .routes(routes!(changes::create))
+        .routes(routes!(changes::update));
+    let administration = OpenApiRouter::new()
+        .routes(routes!(agents::revoke))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .route_layer(axum::middleware::from_fn(auth::require_admin));
+    reads.merge(writes).merge(administration)
+}
+
 pub fn router(state: ApiState) -> Router {
     let gate = RequestGate {
         slots: Arc::new(tokio::sync::Semaphore::new(
@@ -91,65 +161,23 @@ pub fn router(state: ApiState) -> Router {
         telemetry: Arc::clone(&state.telemetry),
         throttle: Arc::new(LogThrottle::default()),
     };
-    let writes = Router::new()
-        .route("/api/v1/incidents/{id}/ack", post(incidents::acknowledge))
-        .route("/api/v1/incidents/ack", post(incidents::acknowledge_group))
-        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
-        .route("/api/v1/incidents/{id}/notes", post(incidents::add_note))
-        .route("/api/v1/assets/{id}", axum::routing::patch(assets::update))
-        .route("/api/v1/assets/{id}/merge", post(assets::merge))
-        .route("/api/v1/maintenance", post(oncall::create))
-        .route("/api/v1/maintenance/{id}/end", post(oncall::end))
-        .route("/api/v1/assets/{id}/split", post(assets::split))
-        .route(
-            "/api/v1/problems/{id}",
-            axum::routing::patch(problems::update),
-        )
-        .route("/api/v1/changes", post(changes::create))
-        .route(
-            "/api/v1/changes/{id}",
-            axum::routing::patch(changes::update),
-        );
-    let administration = Router::new()
-        .route("/api/v1/agents/{id}/revoke", post(agents::revoke))
-        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
-        .route("/api/v1/tokens/{name}/revoke", post(tokens::revoke))
-        .route_layer(axum::middleware::from_fn(auth::require_admin));
+    let (api, _) = documented_routes().split_for_parts();
+    // Routes outside the API document (plain text, open to all, or pages and
+    // assets of other modules: `.merge(module::pages())` goes here; their
+    // `/api/v1` routes go in `documented_routes`).
     Router::new()
-        .route("/api/v1/incidents", get(incidents::list))
-        .route("/api/v1/incidents/{id}", get(incidents::detail))
-        .route("/api/v1/rules", get(incidents::rules))
-        .route("/api/v1/notifications", get(incidents::notifications))
-        .route("/api/v1/oncall", get(oncall::oncall))
-        .route("/api/v1/maintenance", get(oncall::list))
-        .route("/api/v1/assets", get(assets::list))
-        .route("/api/v1/compliance", get(assets::compliance_view))
-        .route("/api/v1/assets/export", get(assets::export))
-        .route("/api/v1/assets/{id}", get(assets::detail))
-        .route("/api/v1/assets/{id}/history", get(assets::history))
-        .route("/api/v1/sla", get(incidents::sla))
-        .route("/api/v1/problems", get(problems::list))
-        .route("/api/v1/changes", get(changes::list))
-        .route("/api/v1/changes/stats", get(changes::stats))
-        .route("/api/v1/changes/{id}", get(changes::detail))
-        .route("/api/v1/problems/{id}", get(problems::detail))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/agents", get(agents::list))
-        .route("/api/v1/agents/{id}", get(agents::detail))
-        .route("/api/v1/agents/{id}/packages", get(agents::packages))
-        .route("/api/v1/agents/{id}/changes", get(agents::changes))
-        .route("/api/v1/series", get(series::latest))
-        .route("/api/v1/series/query", get(series::history))
-        .merge(writes)
-        .merge(administration)
-        .merge(console::routes())
+        .merge(api)
+        .fallback(error::unknown_route)
+        .merge(console::pages())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn_with_state(gate, limit_requests))
         .layer(axum::middleware::from_fn(trace_request))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 
@@ -177,6 +205,7 @@ async fn limit_requests(State(gate): State<RequestGate>, request: Request, next:
                     StatusCode::SERVICE_UNAVAILABLE,
                     "too many requests in progress; retry shortly",
                 )
+                .with_code(ErrorCode::Busy)
                 .into_response();
                 response
                     .headers_mut()
@@ -206,6 +235,7 @@ async fn limit_requests(State(gate): State<RequestGate>, request: Request, next:
                     humantime::format_duration(timeout)
                 ),
             )
+            .with_code(ErrorCode::Timeout)
             .into_response()
         }
     }
@@ -243,11 +273,11 @@ fn health_failures(
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.telemetry.render(),
-    )
-        .into_response()
+    let mut body = state.telemetry.render();
+    if let Some(fleet) = &state.fleet_metrics {
+        body = fleet.append(body, &state.store).await;
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// One span per request with method, path and outcome.
@@ -263,39 +293,6 @@ async fn trace_request(request: Request, next: Next) -> Response {
     let response = tracing::Instrument::instrument(next.run(request), span).await;
     tracing::debug!(message = "Served request.", %method, %path, status = response.status().as_u16());
     response
-}
-
-/// A JSON error body: `{"error": "..."}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(error: crate::store::StoreError) -> Self {
-        tracing::error!(message = "Store error while serving a request.", %error);
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
-    }
 }
 
 pub use steward_core::text::rfc3339_ms as rfc3339;
@@ -345,16 +342,37 @@ mod tests {
     }
 
     async fn status(address: std::net::SocketAddr, path: &str) -> u16 {
+        answer(address, "GET", path).await.0
+    }
+
+    /// (status, head, body) of one request.
+    async fn answer(
+        address: std::net::SocketAddr,
+        method: &str,
+        path: &str,
+    ) -> (u16, String, String) {
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
         stream
             .write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+                format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
             )
             .await
             .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
-        response[9..12].parse().unwrap()
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (
+            response[9..12].parse().unwrap(),
+            head.to_ascii_lowercase(),
+            body.to_string(),
+        )
+    }
+
+    fn error_code(body: &str) -> String {
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(value["message"].is_string(), "{body}");
+        value["error"].as_str().unwrap().to_string()
     }
 
     #[tokio::test]
@@ -369,13 +387,19 @@ mod tests {
         let slow = tokio::spawn(status(address, "/slow"));
         // Wait until the slow request holds the only slot.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while status(address, "/fast").await != 503 {
+        let refused = loop {
+            let (status, head, body) = answer(address, "GET", "/fast").await;
+            if status == 503 {
+                assert!(head.contains("retry-after: 1"), "{head}");
+                break body;
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the slot was never taken"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        };
+        assert_eq!(error_code(&refused), "busy");
         assert_eq!(status(address, "/healthz").await, 200, "health is exempt");
         release.notify_one();
         assert_eq!(slow.await.unwrap(), 200);
@@ -391,13 +415,51 @@ mod tests {
             max_concurrent_requests: 4,
         };
         let address = serve(limits, Arc::clone(&telemetry), Arc::default()).await;
-        assert_eq!(status(address, "/slow").await, 503);
+        let (status_code, _, body) = answer(address, "GET", "/slow").await;
+        assert_eq!(status_code, 503);
+        assert_eq!(error_code(&body), "timeout");
         assert_eq!(telemetry.http_requests_timed_out.load(Ordering::Relaxed), 1);
         assert_eq!(
             status(address, "/fast").await,
             200,
             "its slot was given back"
         );
+    }
+
+    /// axum's own answers (405, a plain-text rejection, an unknown route)
+    /// leave in the API's error shape, their headers kept.
+    #[tokio::test]
+    async fn errors_from_outside_the_handlers_get_the_error_shape() {
+        let router = Router::new()
+            .route("/write-only", axum::routing::post(|| async { "done" }))
+            .route(
+                "/plain",
+                get(|| async { (axum::http::StatusCode::BAD_REQUEST, "plain text refusal") }),
+            )
+            .route("/fine", get(|| async { "fine" }))
+            .fallback(super::error::unknown_route)
+            .layer(axum::middleware::from_fn(super::error::json_errors));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+
+        let (status, head, body) = answer(address, "GET", "/write-only").await;
+        assert_eq!(status, 405);
+        assert!(head.contains("allow: post"), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert_eq!(error_code(&body), "method_not_allowed");
+
+        let (status, _, body) = answer(address, "GET", "/plain").await;
+        assert_eq!(status, 400);
+        assert_eq!(error_code(&body), "bad_request");
+        assert!(body.contains("plain text refusal"), "{body}");
+
+        let (status, _, body) = answer(address, "DELETE", "/nowhere").await;
+        assert_eq!(status, 404);
+        assert_eq!(error_code(&body), "unknown_route");
+        assert!(body.contains("DELETE /nowhere"), "{body}");
+
+        assert_eq!(answer(address, "GET", "/fine").await.2, "fine");
     }
 
     fn failure(task: &'static str, reason: &str) -> TaskFailure {

@@ -2,72 +2,140 @@
 //! maintenance windows (create, list, end).
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::actor::Actor;
+use super::error::ErrorBody;
+use super::extract::{JsonBody, Path, Query};
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::notify::{OnCall, next, on_call};
 use crate::store::MaintenanceWindow;
 
-fn shift(on_call: Option<OnCall>) -> Value {
-    match on_call {
-        Some(shift) => serde_json::json!({
-            "person": shift.person,
-            "from": rfc3339(shift.from_ms),
-            "until": rfc3339(shift.until_ms),
-        }),
-        None => Value::Null,
-    }
+/// One person's turn on a schedule.
+#[derive(Serialize, ToSchema)]
+pub struct Shift {
+    person: String,
+    /// RFC 3339.
+    from: String,
+    /// RFC 3339.
+    until: String,
+}
+
+/// Who is on call for one schedule.
+#[derive(Serialize, ToSchema)]
+pub struct OnCallView {
+    schedule: String,
+    /// IANA name, e.g. `Europe/Berlin`; null for a zone without one.
+    time_zone: Option<String>,
+    /// Null when nobody is on call now.
+    now: Option<Shift>,
+    /// Null when nobody follows.
+    next: Option<Shift>,
+}
+
+fn shift(on_call: Option<OnCall>) -> Option<Shift> {
+    on_call.map(|shift| Shift {
+        person: shift.person,
+        from: rfc3339(shift.from_ms),
+        until: rfc3339(shift.until_ms),
+    })
 }
 
 /// `GET /api/v1/oncall`: for each schedule, who is on call now and who is next.
-pub async fn oncall(State(state): State<ApiState>) -> Json<Vec<Value>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/oncall",
+    tag = "oncall",
+    operation_id = "on_call_now",
+    summary = "For each schedule, who is on call now and who is next",
+    responses((status = 200, description = "Who is on call now and next, per schedule", body = Vec<OnCallView>)),
+)]
+pub async fn oncall(State(state): State<ApiState>) -> Json<Vec<OnCallView>> {
     let now = steward_core::now_ms();
     Json(
         state
             .notify
             .schedules
             .iter()
-            .map(|schedule| {
-                serde_json::json!({
-                    "schedule": schedule.name,
-                    "time_zone": schedule.time_zone.iana_name(),
-                    "now": shift(on_call(schedule, now)),
-                    "next": shift(next(schedule, now)),
-                })
+            .map(|schedule| OnCallView {
+                schedule: schedule.name.clone(),
+                time_zone: schedule.time_zone.iana_name().map(str::to_string),
+                now: shift(on_call(schedule, now)),
+                next: shift(next(schedule, now)),
             })
             .collect(),
     )
 }
 
-fn window_view(window: &MaintenanceWindow, now_ms: i64) -> Value {
-    serde_json::json!({
-        "id": window.id,
-        "assets": window.asset_ids,
-        "tags": window.tags,
-        "starts_at": rfc3339(window.starts_ms),
-        "ends_at": rfc3339(window.ends_ms),
-        "active": window.is_active(now_ms),
-        "change": window.change_ref,
-        "change_id": window.change_id,
-        "reason": window.reason,
-        "created_by": window.created_by,
-        "created_at": rfc3339(window.created_ms),
-    })
+/// A maintenance window as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = MaintenanceWindow)]
+pub struct WindowView {
+    id: i64,
+    /// Asset ids it silences.
+    assets: Vec<String>,
+    /// Tags it silences (assets carrying any).
+    tags: Vec<String>,
+    /// RFC 3339.
+    starts_at: String,
+    /// RFC 3339.
+    ends_at: String,
+    /// In force now.
+    active: bool,
+    /// Change reference (ticket), e.g. `C-12`.
+    change: Option<String>,
+    /// The change record it belongs to.
+    change_id: Option<i64>,
+    reason: Option<String>,
+    /// The name of the token that created it.
+    created_by: String,
+    /// RFC 3339.
+    created_at: String,
+}
+
+fn window_view(window: &MaintenanceWindow, now_ms: i64) -> WindowView {
+    WindowView {
+        id: window.id,
+        assets: window.asset_ids.clone(),
+        tags: window.tags.clone(),
+        starts_at: rfc3339(window.starts_ms),
+        ends_at: rfc3339(window.ends_ms),
+        active: window.is_active(now_ms),
+        change: window.change_ref.clone(),
+        change_id: window.change_id,
+        reason: window.reason.clone(),
+        created_by: window.created_by.clone(),
+        created_at: rfc3339(window.created_ms),
+    }
 }
 
 /// `GET /api/v1/maintenance`: current and future windows.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Rows per page: 1 to 5000, default 500.
     limit: Option<u32>,
     /// The id of the last window of the previous page.
     cursor: Option<String>,
 }
 
 /// Windows that have not ended, by id, paged (see `paging`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/maintenance",
+    tag = "oncall",
+    operation_id = "list_maintenance_windows",
+    summary = "Maintenance windows that have not ended, by id, paged",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of maintenance windows", body = Vec<WindowView>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
@@ -96,7 +164,7 @@ pub async fn list(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWindow {
     #[serde(default)]
@@ -117,6 +185,7 @@ pub struct NewWindow {
     reason: Option<String>,
     /// Ignored: the window is recorded as created by the token's name.
     #[serde(default, rename = "by")]
+    #[schema(value_type = Option<String>, deprecated)]
     _by: Option<serde::de::IgnoredAny>,
 }
 
@@ -162,11 +231,25 @@ pub(super) fn planned_span(
 }
 
 /// `POST /api/v1/maintenance`
+#[utoipa::path(
+    post,
+    path = "/api/v1/maintenance",
+    tag = "oncall",
+    operation_id = "create_maintenance_window",
+    summary = "Open a maintenance window for assets or tags",
+    request_body = NewWindow,
+    responses(
+        (status = 201, description = "The window", body = WindowView),
+        (status = 400, description = "`bad_request` (no assets or tags, bad times, unknown change) or `invalid_json`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: unknown fields or wrong types", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<NewWindow>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    JsonBody(body): JsonBody<NewWindow>,
+) -> Result<(StatusCode, Json<WindowView>), ApiError> {
     let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, message.to_string());
     if body.assets.is_empty() && body.tags.is_empty() {
         return Err(bad("a window needs `assets` (ids) or `tags`"));
@@ -203,12 +286,32 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(window_view(&window, now))))
 }
 
+/// A maintenance window just ended.
+#[derive(Serialize, ToSchema)]
+pub struct WindowEnded {
+    id: i64,
+    /// RFC 3339.
+    ended_at: String,
+}
+
 /// `POST /api/v1/maintenance/{id}/end`: closes the window now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/maintenance/{id}/end",
+    tag = "oncall",
+    operation_id = "end_maintenance_window",
+    summary = "End a maintenance window now",
+    params(("id" = i64, Path, description = "Window id")),
+    responses(
+        (status = 200, description = "The window is over", body = WindowEnded),
+        (status = 404, description = "`not_found`: no such maintenance window", body = ErrorBody),
+    ),
+)]
 pub async fn end(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WindowEnded>, ApiError> {
     let now = steward_core::now_ms();
     if !state.store.end_maintenance(id, now).await? {
         return Err(ApiError::new(
@@ -217,9 +320,10 @@ pub async fn end(
         ));
     }
     tracing::info!(message = "Maintenance window ended.", id, by = %actor.name);
-    Ok(Json(
-        serde_json::json!({"id": id, "ended_at": rfc3339(now)}),
-    ))
+    Ok(Json(WindowEnded {
+        id,
+        ended_at: rfc3339(now),
+    }))
 }
 
 #[cfg(test)]

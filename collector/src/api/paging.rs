@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 
 pub const NEXT_CURSOR: &str = "x-next-cursor";
 
@@ -23,6 +23,7 @@ pub fn id_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
         .map(|text| {
             text.parse::<i64>().map_err(|_| {
                 ApiError::new(StatusCode::BAD_REQUEST, format!("invalid cursor {text:?}"))
+                    .with_code(ErrorCode::InvalidCursor)
             })
         })
         .transpose()
@@ -43,6 +44,7 @@ pub fn decode_parts(cursor: Option<&str>) -> Result<Option<Vec<String>>, ApiErro
                 .map(|joined| joined.split('\n').map(str::to_string).collect())
                 .ok_or_else(|| {
                     ApiError::new(StatusCode::BAD_REQUEST, format!("invalid cursor {text:?}"))
+                        .with_code(ErrorCode::InvalidCursor)
                 })
         })
         .transpose()
@@ -67,7 +69,10 @@ mod tests {
         assert_eq!(limit(Some(0), 100, 1000), 1);
         assert_eq!(limit(Some(50_000), 100, 1000), 1000);
         assert_eq!(id_cursor(Some("42")).unwrap(), Some(42));
-        assert!(id_cursor(Some("x")).is_err());
+        assert_eq!(
+            id_cursor(Some("x")).unwrap_err().code(),
+            ErrorCode::InvalidCursor
+        );
         let cursor = encode_parts(&["web 1", "id-2"]);
         assert_eq!(
             decode_parts(Some(&cursor)).unwrap(),

@@ -2,34 +2,58 @@
 //! `GET /api/v1/series/query`: the history of series (see [`history`]).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use axum::response::Response;
 
+use super::error::{ErrorBody, ErrorCode};
+use super::extract::Query;
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::store::{HistoryQuery, Labels, SeriesKey, StoreError, labels_json};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
+    /// Agent id.
     agent: Option<String>,
+    /// Metric name.
     metric: Option<String>,
+    /// Rows per page: 1 to 100000, default 10000.
     limit: Option<u32>,
+    /// `X-Next-Cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LatestValue)]
 pub struct SeriesView {
     agent_id: String,
     metric: String,
+    #[schema(value_type = std::collections::HashMap<String, String>)]
     labels: Labels,
     value: f64,
+    /// RFC 3339.
     timestamp: String,
     timestamp_ms: i64,
 }
 
 /// Latest values ordered by (agent, metric, labels), paged (see `paging`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/series",
+    tag = "series",
+    operation_id = "latest_values",
+    summary = "The latest value of each series, by agent, metric and labels, paged",
+    params(SeriesQuery),
+    responses(
+        (status = 200, description = "A page of latest values", body = Vec<SeriesView>,
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "`invalid_query` or `invalid_cursor`", body = ErrorBody),
+    ),
+)]
 pub async fn latest(
     State(state): State<ApiState>,
     Query(query): Query<SeriesQuery>,
@@ -41,10 +65,15 @@ pub async fn latest(
             Ok([agent_id, metric, labels]) => Some(SeriesKey {
                 agent_id,
                 metric,
-                labels: serde_json::from_str(&labels)
-                    .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor"))?,
+                labels: serde_json::from_str(&labels).map_err(|_| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor")
+                        .with_code(ErrorCode::InvalidCursor)
+                })?,
             }),
-            Err(_) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor")),
+            Err(_) => {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid cursor")
+                    .with_code(ErrorCode::InvalidCursor));
+            }
         },
     };
     let mut page: Vec<_> = state
@@ -83,9 +112,12 @@ pub async fn latest(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
+    /// Agent id (required).
     agent: Option<String>,
+    /// Metric name (required).
     metric: Option<String>,
     /// `k=v,k=v`: series carrying all of these labels.
     labels: Option<String>,
@@ -97,23 +129,31 @@ pub struct HistoryParams {
     step: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = SeriesHistory)]
 pub struct HistoryView {
     series: Vec<SeriesHistoryView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = SeriesPoints)]
 struct SeriesHistoryView {
     metric: String,
+    #[schema(value_type = std::collections::HashMap<String, String>)]
     labels: Labels,
     points: Vec<PointView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Point)]
 struct PointView {
+    /// Milliseconds since the epoch (start of the step).
     t: i64,
+    /// The value (the mean over the step).
     v: f64,
+    /// Lowest value in the step.
     min: f64,
+    /// Highest value in the step.
     max: f64,
 }
 
@@ -148,6 +188,18 @@ fn parse_ms(name: &str, text: Option<&str>, default: i64) -> Result<i64, ApiErro
 /// the history of the matching series of one agent. Raw points without a
 /// step or when the step is not above the sample interval; otherwise
 /// min/avg/max per step (from 5-minute rollups for steps of 5 minutes or more).
+#[utoipa::path(
+    get,
+    path = "/api/v1/series/query",
+    tag = "series",
+    operation_id = "series_history",
+    summary = "The history of one agent's matching series, raw or per step",
+    params(HistoryParams),
+    responses(
+        (status = 200, description = "Matching series and their points", body = HistoryView),
+        (status = 400, description = "`bad_request` (missing agent or metric, bad labels, times or step, query too large) or `invalid_query`", body = ErrorBody),
+    ),
+)]
 pub async fn history(
     State(state): State<ApiState>,
     Query(params): Query<HistoryParams>,

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// How risky a change is judged to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeRisk {
     Low,
@@ -29,7 +29,7 @@ impl ChangeRisk {
 }
 
 /// How a change ended, as its implementer records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeOutcome {
     Successful,

@@ -10,7 +10,8 @@ use super::UnknownName;
 
 /// `open → known_error → resolved` (a known error has a documented
 /// workaround; `resolved` is final).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum ProblemState {
     Open,
     KnownError,

@@ -9,7 +9,8 @@ use super::UnknownName;
 
 /// How urgent an incident is. Ordered: `Info < Warning < Minor < Major < Critical`,
 /// so routing can say "page at `Major` and above".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum Severity {
     Info,
     Warning,

@@ -7,13 +7,15 @@ use steward_core::text::rfc3339_ms;
 
 use super::{IncidentRecord, IncidentState, Labels, Severity};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Incident)]
 pub struct IncidentView {
     pub id: i64,
     pub rule: String,
     pub metric: String,
     pub agent_id: String,
     pub host: String,
+    #[schema(value_type = std::collections::HashMap<String, String>)]
     pub labels: Labels,
     pub severity: Severity,
     /// `open`, `acknowledged`, `flapping` (unresolved and held), `suppressed`
@@ -49,7 +51,8 @@ pub struct IncidentView {
 }
 
 /// One line of an incident's timeline, as shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = TimelineEntry)]
 pub struct TimelineView {
     pub at: String,
     pub kind: String,

@@ -46,6 +46,7 @@ use self::cardinality::SeriesBudget;
 use self::streams::{StreamEnd, StreamTable};
 use crate::assets::service::AssetHandle;
 use crate::enrollment::{CertificateAuthority, agent_id_of, sha256_hex};
+use crate::export::ExportHandle;
 use crate::incidents::{IncidentHandle, RulesInput};
 use crate::ratelimit::SourceRateLimiter;
 use crate::registry::AgentRegistry;
@@ -96,6 +97,8 @@ pub struct IngestService {
     pub incidents: IncidentHandle,
     /// Where committed inventory and patch levels go to update asset records.
     pub assets: AssetHandle,
+    /// Where committed samples go for remote_write export.
+    pub export: ExportHandle,
     /// Ends every open stream when the collector shuts down.
     pub shutdown: CancellationToken,
     /// Signs agent certificates; `None` when the collector has no CA key
@@ -389,6 +392,8 @@ impl Ingest for IngestHandler {
             telemetry: Arc::clone(telemetry),
             incidents: service.incidents.clone(),
             assets: service.assets.clone(),
+            export: service.export.clone(),
+            host: Arc::from(hello.hostname.as_str()),
             limits: Arc::clone(&self.limits),
             series: None,
             throttle: Arc::clone(&self.throttle),
@@ -579,6 +584,9 @@ struct AgentStream {
     telemetry: Arc<Telemetry>,
     incidents: IncidentHandle,
     assets: AssetHandle,
+    export: ExportHandle,
+    /// The hostname of the hello, labelling exported series.
+    host: Arc<str>,
     limits: Arc<IngestLimits>,
     /// The agent's series, loaded from the store at its first batch.
     series: Option<SeriesBudget>,
@@ -696,6 +704,7 @@ impl AgentStream {
             .filter(|sample| sample.metric.starts_with("patch."))
             .map(|sample| (sample.metric.clone(), sample.value))
             .collect();
+        let exported = self.export.wants_samples().then(|| samples.clone());
         let record = SampleBatch {
             agent_id: self.agent_id.clone(),
             epoch: self.epoch,
@@ -717,6 +726,10 @@ impl AgentStream {
                         synthetic: false,
                     })
                     .await;
+                // Export, like rules, sees only committed samples.
+                if let Some(samples) = exported {
+                    self.export.offer(&self.agent_id, &self.host, samples);
+                }
                 if !patch.is_empty() {
                     self.assets
                         .patch_committed(self.agent_id.clone(), patch, steward_core::now_ms())

@@ -133,10 +133,26 @@ pub struct WebhookClient {
 
 impl WebhookClient {
     pub fn new(proxy: &ProxySettings) -> Result<Self, HttpError> {
-        let (roots, roots_error) = match steward_core::tls::system_roots() {
+        Self::with_extra_roots(proxy, &[])
+    }
+
+    /// Like [`new`](Self::new), also trusting `extra_roots` (a private CA a
+    /// receiver's certificate is signed by, e.g. remote_write's `tls_ca_file`).
+    pub fn with_extra_roots(
+        proxy: &ProxySettings,
+        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<Self, HttpError> {
+        let (mut roots, mut roots_error) = match steward_core::tls::system_roots() {
             Ok(roots) => (roots.as_ref().clone(), None),
             Err(error) => (rustls::RootCertStore::empty(), Some(error.to_string())),
         };
+        for root in extra_roots {
+            roots
+                .add(root.clone())
+                .map_err(|error| HttpError::Tls(format!("extra trust root: {error}")))?;
+            // A named CA is enough to reach its receivers.
+            roots_error = None;
+        }
         // Ring explicitly, not the process default, so the client works
         // whether or not main installed a provider.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
