@@ -272,6 +272,7 @@ fn rules(c: &mut Criterion) {
 
 fn export(c: &mut Criterion) {
     use std::sync::Arc;
+    use steward_collector::export::otlp;
     use steward_collector::export::remote_write::{
         CommittedBatch, SampleQueue, encode, write_request,
     };
@@ -295,6 +296,14 @@ fn export(c: &mut Criterion) {
     group.throughput(Throughput::Elements(samples as u64));
     group.bench_function("remote_write", |b| {
         b.iter(|| encode(&write_request(black_box(&slices))).len());
+    });
+    // Built and encoded as tonic would (gzip, when configured, is tonic's).
+    group.bench_function("otlp", |b| {
+        b.iter(|| {
+            otlp::export_request(black_box(&slices))
+                .encode_to_vec()
+                .len()
+        });
     });
     group.finish();
 }

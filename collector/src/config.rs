@@ -68,7 +68,8 @@ struct RawCollectorConfig {
     /// `[console]`, `[[console.users]]`: the web console's logins.
     #[serde(default)]
     console: RawConsole,
-    /// `[[export.remote_write]]`: metric history to Prometheus-compatible stores.
+    /// `[[export.remote_write]]`, `[[export.otlp]]`: metric history to
+    /// Prometheus-compatible stores and OTLP receivers.
     #[serde(default)]
     export: crate::export::RawExport,
 }
@@ -633,7 +634,7 @@ pub struct CollectorConfig {
     pub console: ConsoleSettings,
     /// Where this config came from, so SIGHUP can re-read it.
     pub path: PathBuf,
-    /// `[export]`: remote_write endpoints.
+    /// `[export]`: remote_write and OTLP endpoints.
     pub export: crate::export::ExportConfig,
 }
 

@@ -9,7 +9,7 @@
 //! - [`incidents`]: the task that owns the rule engine and changes incident state; SLAs.
 //! - [`assets`]: asset records (CMDB) kept current from inventory; pure logic plus one task.
 //! - [`notify`]: alert delivery logic (payloads, routing, on-call, escalation).
-//! - [`export`]: committed samples to Prometheus remote_write endpoints.
+//! - [`export`]: committed samples to Prometheus remote_write and OTLP endpoints.
 //! - [`registry`]: which agents are connected now.
 //! - [`api`]: HTTP API on top of the store and registry.
 //! - [`telemetry`]: the collector's own counters for `/metrics`.
@@ -173,9 +173,9 @@ pub async fn start(
     .into_loops(incidents.clone(), shutdown.clone());
     supervisor.spawn("notify", notify_routing);
     supervisor.spawn("notify-delivery", notify_delivery);
-    let (export, remote_writers) = export::service::start(&config.export, Arc::clone(&telemetry))?;
-    for writer in remote_writers {
-        supervisor.spawn("remote-write", writer.run(shutdown.clone()));
+    let (export, export_tasks) = export::service::start(&config.export, Arc::clone(&telemetry))?;
+    for task in export_tasks {
+        supervisor.spawn(task.task_name(), task.run(shutdown.clone()));
     }
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_listener = bind(config.http_listen).await?;

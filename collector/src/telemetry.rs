@@ -55,14 +55,87 @@ pub struct Telemetry {
     pub http_requests_unauthenticated: AtomicU64,
     pub http_auth_failures: AtomicU64,
     pub http_auth_failures_throttled: AtomicU64,
-    // remote_write export (`[[export.remote_write]]`), summed over endpoints.
-    pub remote_write_samples_sent: AtomicU64,
-    pub remote_write_samples_refused: AtomicU64,
-    pub remote_write_dropped_queue_full: AtomicU64,
-    pub remote_write_dropped_shutdown: AtomicU64,
-    pub remote_write_requests_failed: AtomicU64,
-    pub remote_write_retries: AtomicU64,
-    pub remote_write_queue_samples: AtomicU64,
+    /// `[[export.remote_write]]`, summed over endpoints.
+    pub remote_write: ExportCounters,
+    /// `[[export.otlp]]`, summed over endpoints.
+    pub otlp: ExportCounters,
+}
+
+/// One metric history exporter's counters (`steward_<exporter>_*`).
+#[derive(Debug, Default)]
+pub struct ExportCounters {
+    pub samples_sent: AtomicU64,
+    pub samples_refused: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_shutdown: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub retries: AtomicU64,
+    pub queue_samples: AtomicU64,
+}
+
+impl ExportCounters {
+    /// The `/metrics` rows: `prefix` is `remote_write` or `otlp`; `refusal`
+    /// says what makes that exporter's receiver refuse for good.
+    fn render(&self, out: &mut String, prefix: &str, refusal: &str) {
+        let rows: [(&str, &str, String, &AtomicU64); 7] = [
+            (
+                "samples_sent_total",
+                "counter",
+                format!("Samples {prefix} receivers accepted."),
+                &self.samples_sent,
+            ),
+            (
+                "samples_refused_total",
+                "counter",
+                format!(
+                    "Samples dropped because {prefix} receivers refused them for good ({refusal})."
+                ),
+                &self.samples_refused,
+            ),
+            (
+                "samples_dropped_queue_full_total",
+                "counter",
+                "Samples dropped (oldest first) because an endpoint's queue was full.".into(),
+                &self.dropped_queue_full,
+            ),
+            (
+                "samples_dropped_shutdown_total",
+                "counter",
+                format!(
+                    "Samples still queued or in flight for {prefix} when the collector stopped."
+                ),
+                &self.dropped_shutdown,
+            ),
+            (
+                "requests_failed_total",
+                "counter",
+                format!(
+                    "{prefix} requests that failed (no answer, a retryable error or a refusal)."
+                ),
+                &self.requests_failed,
+            ),
+            (
+                "retries_total",
+                "counter",
+                format!("{prefix} requests sent again after a failure."),
+                &self.retries,
+            ),
+            (
+                "queue_samples",
+                "gauge",
+                format!("Committed samples waiting for {prefix}, over all endpoints."),
+                &self.queue_samples,
+            ),
+        ];
+        for (suffix, kind, help, value) in rows {
+            let name = format!("steward_{prefix}_{suffix}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 impl Telemetry {
@@ -322,48 +395,6 @@ impl Telemetry {
                 "Invalid tokens answered 429: their source address was over its failure budget.",
                 &self.http_auth_failures_throttled,
             ),
-            (
-                "steward_remote_write_samples_sent_total",
-                "counter",
-                "Samples a remote_write receiver accepted.",
-                &self.remote_write_samples_sent,
-            ),
-            (
-                "steward_remote_write_samples_refused_total",
-                "counter",
-                "Samples dropped because a remote_write receiver refused their request for good (4xx other than 429).",
-                &self.remote_write_samples_refused,
-            ),
-            (
-                "steward_remote_write_samples_dropped_queue_full_total",
-                "counter",
-                "Samples dropped (oldest first) because an endpoint's queue was full.",
-                &self.remote_write_dropped_queue_full,
-            ),
-            (
-                "steward_remote_write_samples_dropped_shutdown_total",
-                "counter",
-                "Samples still queued or in flight for remote_write when the collector stopped.",
-                &self.remote_write_dropped_shutdown,
-            ),
-            (
-                "steward_remote_write_requests_failed_total",
-                "counter",
-                "remote_write requests that failed (no answer, 429, 5xx or a refusal).",
-                &self.remote_write_requests_failed,
-            ),
-            (
-                "steward_remote_write_retries_total",
-                "counter",
-                "remote_write requests sent again after a failure.",
-                &self.remote_write_retries,
-            ),
-            (
-                "steward_remote_write_queue_samples",
-                "gauge",
-                "Committed samples waiting for remote_write, over all endpoints.",
-                &self.remote_write_queue_samples,
-            ),
         ];
         let mut out = String::new();
         for &(name, kind, help, value) in rows {
@@ -373,6 +404,13 @@ impl Telemetry {
                 value.load(Ordering::Relaxed)
             );
         }
+        self.remote_write
+            .render(&mut out, "remote_write", "a 4xx answer other than 429");
+        self.otlp.render(
+            &mut out,
+            "otlp",
+            "a non-retryable gRPC status, or rejected_data_points in a partial success",
+        );
         out
     }
 }

@@ -926,6 +926,29 @@ impl EnrolledAgent {
 }
 
 impl Collector {
+    /// Waits until an agent reporting `hostname` is connected; its id.
+    pub fn connected_agent_id(&self, hostname: &str) -> String {
+        poll(DEADLINE, "the agent to connect", || {
+            let agents = self.get_json("/api/v1/agents");
+            agents.as_array()?.iter().find_map(|agent| {
+                (agent["hostname"] == hostname && agent["connected"] == true)
+                    .then(|| agent["id"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        })
+    }
+
+    /// Once no agent sends any more: waits until `exporter` (`remote_write`,
+    /// `otlp`) has sent every ingested sample and queues none; their count.
+    pub fn wait_export_caught_up(&self, exporter: &str) -> u64 {
+        poll(DEADLINE, "the export to catch up with ingest", || {
+            let ingested = self.counter("steward_samples_ingested_total");
+            let sent = self.counter(&format!("steward_{exporter}_samples_sent_total"));
+            let queued = self.counter(&format!("steward_{exporter}_queue_samples"));
+            (ingested > 0 && sent == ingested && queued == 0).then_some(ingested)
+        })
+    }
+
     /// Runs `steward-collector ARGS --config collector.toml`; (status, stdout, stderr).
     pub fn admin(&self, args: &[&str]) -> (i32, String, String) {
         let config = self.path("collector.toml");

@@ -155,17 +155,6 @@ fn export_config(url: &str) -> String {
     )
 }
 
-fn agent_id(collector: &Collector, hostname: &str) -> String {
-    poll(DEADLINE, "the agent to connect", || {
-        let agents = collector.get_json("/api/v1/agents");
-        agents.as_array()?.iter().find_map(|agent| {
-            (agent["hostname"] == hostname && agent["connected"] == true)
-                .then(|| agent["id"].as_str().map(str::to_string))
-                .flatten()
-        })
-    })
-}
-
 /// A series' labels as a map.
 fn labels(series: &steward_proto::prometheus::TimeSeries) -> BTreeMap<String, String> {
     series
@@ -180,7 +169,7 @@ fn committed_samples_arrive_as_remote_write_with_prometheus_labels() {
     let receiver = WriteReceiver::start(&[]);
     let collector = Collector::start_with(|text| text.push_str(&export_config(&receiver.url())));
     let _agent = collector.start_agent("web", |text| text.push_str("hostname = \"web-1\"\n"));
-    let id = agent_id(&collector, "web-1");
+    let id = collector.connected_agent_id("web-1");
 
     let (request, series) = poll(DEADLINE, "steward_cpu_usage_percent to arrive", || {
         receiver.requests().into_iter().find_map(|request| {
@@ -235,7 +224,7 @@ fn a_failing_receiver_is_retried_and_nothing_is_lost() {
     let receiver = WriteReceiver::start(&[500, 503, 429]);
     let collector = Collector::start_with(|text| text.push_str(&export_config(&receiver.url())));
     let mut agent = collector.start_agent("web", |text| text.push_str("hostname = \"web-2\"\n"));
-    agent_id(&collector, "web-2");
+    collector.connected_agent_id("web-2");
     poll(DEADLINE, "two accepted requests after the failures", || {
         let accepted = receiver
             .requests()
@@ -248,12 +237,7 @@ fn a_failing_receiver_is_retried_and_nothing_is_lost() {
     agent.wait_exit(DEADLINE);
 
     // Once the agent is gone, everything committed has been exported.
-    let ingested = poll(DEADLINE, "the export to catch up with ingest", || {
-        let ingested = collector.counter("steward_samples_ingested_total");
-        let sent = collector.counter("steward_remote_write_samples_sent_total");
-        let queued = collector.counter("steward_remote_write_queue_samples");
-        (ingested > 0 && sent == ingested && queued == 0).then_some(ingested)
-    });
+    let ingested = collector.wait_export_caught_up("remote_write");
     let requests = receiver.requests();
     let statuses: Vec<u16> = requests.iter().map(|request| request.status).collect();
     assert_eq!(statuses[..4], [500, 503, 429, 200], "{statuses:?}");
@@ -390,7 +374,7 @@ fn prometheus_answers_a_promql_query_for_an_exported_series() {
         text.push_str(&export_config(&format!("http://{address}/api/v1/write")))
     });
     let _agent = collector.start_agent("web", |text| text.push_str("hostname = \"prom-1\"\n"));
-    let id = agent_id(&collector, "prom-1");
+    let id = collector.connected_agent_id("prom-1");
 
     let query = encode_query(&format!(
         "steward_cpu_usage_percent{{agent_id=\"{id}\",cpu=\"total\"}}"

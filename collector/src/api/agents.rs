@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use crate::store::{DiskRecord, InterfaceRecord};
 use utoipa::{IntoParams, ToSchema};
 
 use axum::response::Response;
@@ -97,6 +99,50 @@ pub async fn list(
     ))
 }
 
+/// The API schema of a `store::InterfaceRecord`, which `store` owns and
+/// does not describe: documentation only, kept equal by a test.
+#[derive(ToSchema)]
+#[schema(as = Interface)]
+#[allow(dead_code)] // Read only by the OpenAPI derive.
+pub struct InterfaceSchema {
+    name: String,
+    mac: String,
+    ipv4: Vec<String>,
+    ipv6: Vec<String>,
+}
+
+/// An agent's latest inventory.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Inventory)]
+pub struct InventoryView {
+    /// OS, kernel, CPU, memory, DMI... as the agent reported them.
+    facts: BTreeMap<String, String>,
+    #[schema(value_type = Vec<crate::assets::model::DiskSchema>)]
+    disks: Vec<DiskRecord>,
+    #[schema(value_type = Vec<InterfaceSchema>)]
+    interfaces: Vec<InterfaceRecord>,
+    package_count: u64,
+    /// RFC 3339.
+    updated_at: String,
+}
+
+/// One agent with its latest inventory.
+#[derive(Serialize, ToSchema)]
+pub struct AgentDetail {
+    id: String,
+    hostname: String,
+    /// Whether it holds a stream to the collector now.
+    connected: bool,
+    /// RFC 3339.
+    last_seen: String,
+    /// RFC 3339.
+    first_seen: String,
+    /// The agent's version.
+    version: String,
+    /// Null until the agent sent one.
+    inventory: Option<InventoryView>,
+}
+
 /// `GET /api/v1/agents/{id}`: the agent plus its latest inventory.
 #[utoipa::path(
     get,
@@ -106,39 +152,35 @@ pub async fn list(
     summary = "One agent with its latest inventory (facts, disks, interfaces)",
     params(("id" = String, Path, description = "Agent id")),
     responses(
-        (status = 200, description = "The agent; `inventory` is null until the agent sent one", body = Object),
+        (status = 200, description = "The agent; `inventory` is null until the agent sent one", body = AgentDetail),
         (status = 404, description = "`not_found`: no such agent", body = ErrorBody),
     ),
 )]
 pub async fn detail(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AgentDetail>, ApiError> {
     let agent = state
         .store
         .agent(&id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such agent"))?;
     let inventory = state.store.inventory(&id).await?;
-    let mut body = serde_json::json!({
-        "id": agent.id,
-        "hostname": agent.hostname,
-        "connected": state.registry.is_connected(&agent.id),
-        "last_seen": rfc3339(agent.last_seen_ms),
-        "first_seen": rfc3339(agent.first_seen_ms),
-        "version": agent.version,
-        "inventory": Value::Null,
-    });
-    if let Some(inventory) = inventory {
-        body["inventory"] = serde_json::json!({
-            "facts": inventory.facts,
-            "disks": inventory.disks,
-            "interfaces": inventory.interfaces,
-            "package_count": inventory.package_count,
-            "updated_at": rfc3339(inventory.updated_ms),
-        });
-    }
-    Ok(Json(body))
+    Ok(Json(AgentDetail {
+        connected: state.registry.is_connected(&agent.id),
+        last_seen: rfc3339(agent.last_seen_ms),
+        first_seen: rfc3339(agent.first_seen_ms),
+        id: agent.id,
+        hostname: agent.hostname,
+        version: agent.version,
+        inventory: inventory.map(|inventory| InventoryView {
+            facts: inventory.facts,
+            disks: inventory.disks,
+            interfaces: inventory.interfaces,
+            package_count: inventory.package_count,
+            updated_at: rfc3339(inventory.updated_ms),
+        }),
+    }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -311,4 +353,76 @@ pub async fn revoke(
         revoked_by: by,
         revoked_at: rfc3339(now_ms),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    /// Guards the typed agent detail of issue #14 against changing the JSON
+    /// the console reads: `inventory` null, then the nested object.
+    #[test]
+    fn the_agent_detail_serialises_as_the_hand_built_json_did() {
+        let disks = vec![DiskRecord {
+            device: "/dev/sda1".to_string(),
+            model: Some("SSD".to_string()),
+            size_bytes: 500,
+            filesystem: "ext4".to_string(),
+            mount: "/".to_string(),
+        }];
+        let interfaces = vec![InterfaceRecord {
+            name: "eno1".to_string(),
+            mac: "b0:7b:25:00:00:01".to_string(),
+            ipv4: vec!["10.0.0.5/24".to_string()],
+            ipv6: Vec::new(),
+        }];
+        let facts: BTreeMap<String, String> =
+            [("os_name".to_string(), "Debian".to_string())].into();
+        let detail = |inventory| AgentDetail {
+            id: "agent-1".to_string(),
+            hostname: "web-01".to_string(),
+            connected: true,
+            last_seen: rfc3339(2_000),
+            first_seen: rfc3339(1_000),
+            version: "0.1.0".to_string(),
+            inventory,
+        };
+        let mut old = json!({
+            "id": "agent-1",
+            "hostname": "web-01",
+            "connected": true,
+            "last_seen": rfc3339(2_000),
+            "first_seen": rfc3339(1_000),
+            "version": "0.1.0",
+            "inventory": Value::Null,
+        });
+        assert_eq!(serde_json::to_value(detail(None)).unwrap(), old);
+        old["inventory"] = json!({
+            "facts": facts,
+            "disks": disks,
+            "interfaces": interfaces,
+            "package_count": 42,
+            "updated_at": rfc3339(3_000),
+        });
+        let typed = detail(Some(InventoryView {
+            facts: facts.clone(),
+            disks: disks.clone(),
+            interfaces: interfaces.clone(),
+            package_count: 42,
+            updated_at: rfc3339(3_000),
+        }));
+        assert_eq!(serde_json::to_value(typed).unwrap(), old);
+
+        // The documentation-only schema has the keys of the record.
+        let keys =
+            |value: &Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
+        let schema = serde_json::to_value(InterfaceSchema::schema()).unwrap();
+        assert_eq!(
+            keys(&serde_json::to_value(&interfaces[0]).unwrap()),
+            keys(&schema["properties"])
+        );
+    }
 }

@@ -16,8 +16,10 @@ use super::actor::Actor;
 use super::error::{ErrorBody, ErrorCode};
 use super::extract::{JsonBody, Path, Query};
 use super::{ApiError, ApiState, paging, rfc3339};
+use crate::assets::lifecycle::ReplacementDue;
 use crate::assets::service::{AssetChangeError, OperatorChange, Regroup};
-use crate::assets::{Asset, AssetEdit, Disposal, Lifecycle, compliance};
+use crate::assets::{Asset, AssetEdit, Disposal, Finding, Lifecycle, compliance};
+use crate::store::AssetLink;
 
 impl From<AssetChangeError> for ApiError {
     fn from(error: AssetChangeError) -> Self {
@@ -65,25 +67,101 @@ async fn load(state: &ApiState) -> Result<Vec<Asset>, ApiError> {
         .collect())
 }
 
-fn view(asset: &Asset, state: &ApiState) -> Value {
-    let mut value = serde_json::to_value(asset).unwrap_or(Value::Null);
+/// An asset as the API shows it: the record plus what is worked out at read
+/// time.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Asset)]
+pub struct AssetView {
+    #[serde(flatten)]
+    asset: Asset,
+    /// RFC 3339 of `last_seen_ms`: the latest contact of any of its agents.
+    last_seen: String,
+    /// RFC 3339 of `first_seen_ms`.
+    first_seen: String,
+    /// Whether one of its agents holds a stream to the collector now.
+    connected: bool,
+    /// The compliance checks it fails now.
+    findings: Vec<Finding>,
+    /// Why it is due for replacement; null when it is not.
+    due_for_replacement: Option<ReplacementDue>,
+}
+
+fn view(asset: &Asset, state: &ApiState) -> AssetView {
     let now = steward_core::now_ms();
-    value["last_seen"] = rfc3339(asset.last_seen_ms).into();
-    value["first_seen"] = rfc3339(asset.first_seen_ms).into();
-    value["connected"] = asset
-        .agent_ids
-        .iter()
-        .any(|agent| state.registry.is_connected(agent))
-        .into();
-    value["findings"] = compliance(asset, now, &state.asset_policy)
-        .into_iter()
-        .map(|finding| serde_json::json!({"check": finding.check, "detail": finding.detail}))
-        .collect();
-    value["due_for_replacement"] =
-        crate::assets::lifecycle::due_for_replacement(asset, now, &state.asset_policy)
-            .map(|due| serde_json::to_value(due).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null);
-    value
+    AssetView {
+        asset: asset.clone(),
+        last_seen: rfc3339(asset.last_seen_ms),
+        first_seen: rfc3339(asset.first_seen_ms),
+        connected: asset
+            .agent_ids
+            .iter()
+            .any(|agent| state.registry.is_connected(agent)),
+        findings: compliance(asset, now, &state.asset_policy),
+        due_for_replacement: crate::assets::lifecycle::due_for_replacement(
+            asset,
+            now,
+            &state.asset_policy,
+        ),
+    }
+}
+
+/// How an agent was matched to the asset (see `assets::identity`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = AssetLink)]
+pub struct AssetLinkView {
+    agent_id: String,
+    asset_id: String,
+    /// 0 to 1.
+    confidence: f64,
+    /// The identifiers that matched, for people.
+    reasons: String,
+    /// When the match was made, Unix milliseconds.
+    matched_ms: i64,
+}
+
+impl From<AssetLink> for AssetLinkView {
+    fn from(link: AssetLink) -> Self {
+        AssetLinkView {
+            agent_id: link.agent_id,
+            asset_id: link.asset_id,
+            confidence: link.confidence,
+            reasons: link.reasons,
+            matched_ms: link.matched_ms,
+        }
+    }
+}
+
+/// One asset with the agents linked to it.
+#[derive(Serialize, ToSchema)]
+pub struct AssetDetail {
+    #[serde(flatten)]
+    asset: AssetView,
+    agents: Vec<AssetLinkView>,
+}
+
+/// The body of `PATCH /api/v1/assets/{id}`: only the keys present change;
+/// `null` clears a field. Documentation only: the handler parses the body
+/// itself so an unknown key or status gets a precise message.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Read only by the OpenAPI derive.
+pub struct AssetUpdate {
+    owner: Option<String>,
+    location: Option<String>,
+    /// Replaces the whole tag set.
+    tags: Option<Vec<String>>,
+    role: Option<String>,
+    criticality: Option<String>,
+    /// `YYYY-MM-DD`.
+    purchase_date: Option<String>,
+    /// `YYYY-MM-DD`.
+    warranty_end: Option<String>,
+    notes: Option<String>,
+    /// A lifecycle step, validated against the allowed transitions.
+    status: Option<Lifecycle>,
+    disposal: Option<Disposal>,
+    /// Ignored: the token's name is recorded.
+    #[schema(deprecated)]
+    by: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -161,7 +239,7 @@ fn matches(asset: &Asset, query: &ListQuery) -> bool {
     summary = "Assets, by id, filtered and paged",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of assets (record plus `last_seen`, `connected`, `findings`, `due_for_replacement`)", body = Vec<Object>,
+        (status = 200, description = "A page of assets (record plus `last_seen`, `connected`, `findings`, `due_for_replacement`)", body = Vec<AssetView>,
             headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
         (status = 400, description = "`bad_request` (unknown status) or `invalid_query`", body = ErrorBody),
     ),
@@ -214,26 +292,27 @@ async fn find(state: &ApiState, id: &str) -> Result<Asset, ApiError> {
     summary = "One asset with the agents linked to it",
     params(("id" = String, Path, description = "Asset id")),
     responses(
-        (status = 200, description = "The asset, `agents` included", body = Object),
+        (status = 200, description = "The asset, `agents` included", body = AssetDetail),
         (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
     ),
 )]
 pub async fn detail(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AssetDetail>, ApiError> {
     let asset = find(&state, &id).await?;
-    let mut value = view(&asset, &state);
-    let links: Vec<Value> = state
+    let agents = state
         .store
         .asset_links()
         .await?
         .into_iter()
         .filter(|link| link.asset_id == id)
-        .map(|link| serde_json::to_value(link).unwrap_or(Value::Null))
+        .map(AssetLinkView::from)
         .collect();
-    value["agents"] = links.into();
-    Ok(Json(value))
+    Ok(Json(AssetDetail {
+        asset: view(&asset, &state),
+        agents,
+    }))
 }
 
 /// One change in an asset's history: a field or one of its agents' packages.
@@ -368,9 +447,9 @@ pub async fn history(
     operation_id = "update_asset",
     summary = "Edit an asset's operator fields (owner, location, tags, notes, dates…), `status` or `disposal`",
     params(("id" = String, Path, description = "Asset id")),
-    request_body(content = Object, description = "Fields to change; `status` a lifecycle name, `disposal` an object"),
+    request_body(content = AssetUpdate, description = "Fields to change; `status` a lifecycle name, `disposal` an object"),
     responses(
-        (status = 200, description = "The asset", body = Object),
+        (status = 200, description = "The asset", body = AssetView),
         (status = 400, description = "`bad_request` (unknown status or field) or `invalid_json`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
         (status = 409, description = "`conflict`: a lifecycle step that is not allowed", body = ErrorBody),
@@ -381,7 +460,7 @@ pub async fn update(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AssetView>, ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
     let mut body: serde_json::Map<String, Value> =
         serde_json::from_str(&body).map_err(|error| {
@@ -514,7 +593,7 @@ fn to_csv<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Result<St
     params(ExportQuery),
     responses(
         (status = 200, description = "The register", content(
-            (Vec<Object> = "application/json"),
+            (Vec<AssetView> = "application/json"),
             (String = "text/csv"),
         )),
         (status = 400, description = "`bad_request`: unknown format", body = ErrorBody),
@@ -569,7 +648,7 @@ pub struct MergeBody {
     params(("id" = String, Path, description = "Asset id (kept)")),
     request_body = MergeBody,
     responses(
-        (status = 200, description = "The assets after the merge", body = Vec<Object>),
+        (status = 200, description = "The assets after the merge", body = Vec<AssetView>),
         (status = 400, description = "`invalid_json`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
         (status = 409, description = "`conflict`: these assets cannot be merged", body = ErrorBody),
@@ -582,7 +661,7 @@ pub async fn merge(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<MergeBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<AssetView>>, ApiError> {
     let by = actor.name;
     let assets = state
         .assets
@@ -614,7 +693,7 @@ pub struct SplitBody {
     params(("id" = String, Path, description = "Asset id")),
     request_body = SplitBody,
     responses(
-        (status = 200, description = "The assets after the split", body = Vec<Object>),
+        (status = 200, description = "The assets after the split", body = Vec<AssetView>),
         (status = 400, description = "`invalid_json`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
         (status = 409, description = "`conflict`: the agent cannot be split off", body = ErrorBody),
@@ -627,7 +706,7 @@ pub async fn split(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<SplitBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<AssetView>>, ApiError> {
     let by = actor.name;
     let assets = state
         .assets
@@ -651,6 +730,29 @@ pub struct ComplianceQuery {
     check: Option<String>,
 }
 
+/// An asset failing at least one compliance check.
+#[derive(Serialize, ToSchema)]
+pub struct ComplianceEntry {
+    /// Asset id.
+    id: String,
+    hostname: Option<String>,
+    status: Lifecycle,
+    os: Option<String>,
+    findings: Vec<Finding>,
+}
+
+impl ComplianceEntry {
+    fn new(asset: Asset, findings: Vec<Finding>) -> Self {
+        ComplianceEntry {
+            id: asset.id,
+            hostname: asset.hostname,
+            status: asset.status,
+            os: asset.os,
+            findings,
+        }
+    }
+}
+
 /// `GET /api/v1/compliance`: assets with at least one finding, and the findings.
 #[utoipa::path(
     get,
@@ -659,35 +761,24 @@ pub struct ComplianceQuery {
     operation_id = "compliance_findings",
     summary = "Assets with compliance findings (`id`, `hostname`, `status`, `os`, `findings`)",
     params(ComplianceQuery),
-    responses((status = 200, description = "Assets failing a check", body = Vec<Object>)),
+    responses((status = 200, description = "Assets failing a check", body = Vec<ComplianceEntry>)),
 )]
 pub async fn compliance_view(
     State(state): State<ApiState>,
     Query(query): Query<ComplianceQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<ComplianceEntry>>, ApiError> {
     let now = steward_core::now_ms();
     let assets = load(&state).await?;
     Ok(Json(
         assets
-            .iter()
+            .into_iter()
             .filter_map(|asset| {
-                let findings = compliance(asset, now, &state.asset_policy);
+                let findings = compliance(&asset, now, &state.asset_policy);
                 let wanted = match &query.check {
                     Some(check) => findings.iter().any(|finding| finding.check == check),
                     None => !findings.is_empty(),
                 };
-                wanted.then(|| {
-                    serde_json::json!({
-                        "id": asset.id,
-                        "hostname": asset.hostname,
-                        "status": asset.status.as_str(),
-                        "os": asset.os,
-                        "findings": findings
-                            .iter()
-                            .map(|finding| serde_json::json!({"check": finding.check, "detail": finding.detail}))
-                            .collect::<Vec<_>>(),
-                    })
-                })
+                wanted.then(|| ComplianceEntry::new(asset, findings))
             })
             .collect(),
     ))
@@ -696,6 +787,141 @@ pub async fn compliance_view(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assets::compliance::{CHECK_OS_EOL, CHECK_SECURITY_UPDATES};
+    use serde_json::json;
+
+    fn sample_asset() -> Asset {
+        let mut asset = crate::assets::model::tests::server("asset-1", "agent-1");
+        asset.owner = Some("ops".to_string());
+        asset.tags = ["db".to_string(), "prod".to_string()].into();
+        asset.disposal = Some(Disposal {
+            date: "2026-01-02".to_string(),
+            method: "recycled".to_string(),
+            vendor: None,
+            certificate: Some("C-1".to_string()),
+        });
+        asset
+    }
+
+    fn sample_findings() -> Vec<Finding> {
+        vec![
+            Finding {
+                check: CHECK_SECURITY_UPDATES,
+                detail: "3 pending for 9 days".to_string(),
+            },
+            Finding {
+                check: CHECK_OS_EOL,
+                detail: "Debian 9 ended 2022-06-30".to_string(),
+            },
+        ]
+    }
+
+    /// The `view` of before issue #14: the record's JSON with keys added.
+    fn hand_built_view(
+        asset: &Asset,
+        connected: bool,
+        findings: &[Finding],
+        due: Option<&ReplacementDue>,
+    ) -> Value {
+        let mut value = serde_json::to_value(asset).unwrap();
+        value["last_seen"] = rfc3339(asset.last_seen_ms).into();
+        value["first_seen"] = rfc3339(asset.first_seen_ms).into();
+        value["connected"] = connected.into();
+        value["findings"] = findings
+            .iter()
+            .map(|finding| json!({"check": finding.check, "detail": finding.detail}))
+            .collect();
+        value["due_for_replacement"] = due
+            .map(|due| serde_json::to_value(due).unwrap())
+            .unwrap_or(Value::Null);
+        value
+    }
+
+    /// Guards the typed views of issue #14 against changing the JSON the
+    /// console and stewardctl read.
+    #[test]
+    fn typed_asset_views_serialise_as_the_hand_built_json_did() {
+        let asset = sample_asset();
+        let dues = [
+            None,
+            Some(ReplacementDue::WarrantyEnded {
+                warranty_end: "2025-12-31".to_string(),
+            }),
+            Some(ReplacementDue::AgeReached {
+                purchase_date: "2020-01-01".to_string(),
+                age_days: 2190,
+            }),
+        ];
+        for (due, findings) in
+            dues.into_iter()
+                .zip([sample_findings(), Vec::new(), sample_findings()])
+        {
+            for connected in [true, false] {
+                let typed = AssetView {
+                    asset: asset.clone(),
+                    last_seen: rfc3339(asset.last_seen_ms),
+                    first_seen: rfc3339(asset.first_seen_ms),
+                    connected,
+                    findings: findings.clone(),
+                    due_for_replacement: due.clone(),
+                };
+                let old = hand_built_view(&asset, connected, &findings, due.as_ref());
+                let link = AssetLink {
+                    agent_id: "agent-1".to_string(),
+                    asset_id: asset.id.clone(),
+                    confidence: 0.9,
+                    reasons: "machine_id".to_string(),
+                    matched_ms: 1_700_000_000_000,
+                };
+                let mut old_detail = old.clone();
+                old_detail["agents"] = json!([serde_json::to_value(&link).unwrap()]);
+                assert_eq!(serde_json::to_value(&typed).unwrap(), old);
+                let detail = AssetDetail {
+                    asset: typed,
+                    agents: vec![AssetLinkView::from(link)],
+                };
+                assert_eq!(serde_json::to_value(&detail).unwrap(), old_detail);
+            }
+        }
+
+        // The compliance list, with and without hostname and OS.
+        let mut bare = sample_asset();
+        bare.hostname = None;
+        bare.os = None;
+        for asset in [sample_asset(), bare] {
+            let findings = sample_findings();
+            let old = json!({
+                "id": asset.id,
+                "hostname": asset.hostname,
+                "status": asset.status.as_str(),
+                "os": asset.os,
+                "findings": findings
+                    .iter()
+                    .map(|finding| json!({"check": finding.check, "detail": finding.detail}))
+                    .collect::<Vec<_>>(),
+            });
+            let typed = ComplianceEntry::new(asset, findings);
+            assert_eq!(serde_json::to_value(&typed).unwrap(), old);
+        }
+    }
+
+    /// `DiskSchema` documents `store::DiskRecord`: the same keys.
+    #[test]
+    fn the_disk_schema_has_the_keys_of_a_disk_record() {
+        use utoipa::PartialSchema;
+        let record = crate::store::DiskRecord {
+            device: "/dev/sda1".to_string(),
+            model: None,
+            size_bytes: 1,
+            filesystem: "ext4".to_string(),
+            mount: "/".to_string(),
+        };
+        let record = serde_json::to_value(record).unwrap();
+        let schema = serde_json::to_value(crate::assets::model::DiskSchema::schema()).unwrap();
+        let keys =
+            |value: &Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
+        assert_eq!(keys(&record), keys(&schema["properties"]));
+    }
 
     #[test]
     fn formula_cells_are_exported_as_text() {

@@ -5,7 +5,8 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::collections::BTreeMap;
+
 use utoipa::{IntoParams, ToSchema};
 
 use axum::response::Response;
@@ -15,7 +16,8 @@ use super::error::{ErrorBody, ErrorCode};
 use super::extract::{Path, Query};
 use super::{ApiError, ApiState, paging, rfc3339};
 use crate::domain::{IncidentRecord, IncidentState, IncidentView, Severity, TimelineView};
-use crate::incidents::{IncidentError, describe_rule};
+use crate::incidents::IncidentError;
+use crate::rules::{Rule, RuleKind};
 use crate::store::{IncidentFilter, SeriesKey};
 
 pub fn view(state: &ApiState, incident: IncidentRecord) -> IncidentView {
@@ -354,6 +356,76 @@ pub async fn add_note(
     Ok((StatusCode::CREATED, Json(view(&state, incident))))
 }
 
+/// Which condition a rule fires on.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = RuleKind)]
+pub enum RuleKindName {
+    /// The value crosses `threshold` for `for_seconds`.
+    Threshold,
+    /// The series stops reporting.
+    Absent,
+}
+
+/// An alert rule in force. The threshold keys (`op` through
+/// `keep_firing_for_seconds`) are present only on `threshold` rules.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Rule)]
+pub struct RuleView {
+    name: String,
+    metric: String,
+    /// Labels a series must carry with exactly these values; empty selects
+    /// every series of `metric`.
+    #[serde(rename = "match")]
+    matchers: BTreeMap<String, String>,
+    severity: Severity,
+    /// The incident summary template.
+    summary: String,
+    runbook: Option<String>,
+    kind: RuleKindName,
+    /// `>`, `>=`, `<`, `<=`, `==` or `!=`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threshold: Option<f64>,
+    /// Where the value must return to before the incident resolves; null
+    /// when it is `threshold` itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    clear: Option<Option<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    for_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_firing_for_seconds: Option<f64>,
+}
+
+impl From<&Rule> for RuleView {
+    fn from(rule: &Rule) -> Self {
+        let threshold = match &rule.kind {
+            RuleKind::Threshold(threshold) => Some(threshold),
+            RuleKind::Absent(_) => None,
+        };
+        RuleView {
+            name: rule.name.clone(),
+            metric: rule.metric.clone(),
+            matchers: rule.matchers.clone(),
+            severity: rule.severity,
+            summary: rule.summary.clone(),
+            runbook: rule.runbook.clone(),
+            kind: match rule.kind {
+                RuleKind::Threshold(_) => RuleKindName::Threshold,
+                RuleKind::Absent(_) => RuleKindName::Absent,
+            },
+            op: threshold.map(|threshold| threshold.op.as_str()),
+            threshold: threshold.map(|threshold| threshold.threshold),
+            clear: threshold.map(|threshold| threshold.clear),
+            for_seconds: threshold.map(|threshold| threshold.for_duration.as_secs_f64()),
+            keep_firing_for_seconds: threshold
+                .map(|threshold| threshold.keep_firing_for.as_secs_f64()),
+        }
+    }
+}
+
 /// `GET /api/v1/rules`: the loaded rules, described.
 #[utoipa::path(
     get,
@@ -361,10 +433,10 @@ pub async fn add_note(
     tag = "incidents",
     operation_id = "list_rules",
     summary = "The alert rules in force",
-    responses((status = 200, description = "Every rule", body = Vec<Object>)),
+    responses((status = 200, description = "Every rule", body = Vec<RuleView>)),
 )]
-pub async fn rules(State(state): State<ApiState>) -> Json<Vec<Value>> {
-    Json(state.incidents.rules().iter().map(describe_rule).collect())
+pub async fn rules(State(state): State<ApiState>) -> Json<Vec<RuleView>> {
+    Json(state.incidents.rules().iter().map(RuleView::from).collect())
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -374,16 +446,32 @@ pub struct SlaQuery {
     window: Option<String>,
 }
 
-#[derive(Serialize, Default)]
-struct SeverityFigures {
+/// One severity's figures over the window.
+#[derive(Serialize, Default, ToSchema)]
+pub struct SeverityFigures {
+    /// Incidents opened in the window.
     incidents: u64,
     acknowledged: u64,
     resolved: u64,
     open: u64,
+    /// Mean time to acknowledge; null when none was acknowledged.
     mtta_seconds: Option<f64>,
+    /// Mean time to resolve; null when none was resolved.
     mttr_seconds: Option<f64>,
+    /// Acknowledged (or still not) past the severity's SLA.
     ack_breaches: u64,
+    /// Resolved (or still not) past the severity's SLA.
     resolve_breaches: u64,
+}
+
+/// MTTA, MTTR and breaches per severity over a window.
+#[derive(Serialize, ToSchema)]
+pub struct SlaReport {
+    window_seconds: u64,
+    /// RFC 3339: the start of the window.
+    since: String,
+    /// By severity name; a severity without incidents in the window is absent.
+    severities: BTreeMap<String, SeverityFigures>,
 }
 
 /// `GET /api/v1/sla`: MTTA/MTTR and breaches per severity.
@@ -395,14 +483,14 @@ struct SeverityFigures {
     summary = "MTTA, MTTR and SLA breaches per severity over a window",
     params(SlaQuery),
     responses(
-        (status = 200, description = "`window_seconds`, `since` and `severities` (per severity: counts, `mtta_seconds`, `mttr_seconds`, breaches)", body = Object),
+        (status = 200, description = "`window_seconds`, `since` and `severities` (per severity: counts, `mtta_seconds`, `mttr_seconds`, breaches)", body = SlaReport),
         (status = 400, description = "`bad_request`: invalid or too long window", body = ErrorBody),
     ),
 )]
 pub async fn sla(
     State(state): State<ApiState>,
     Query(query): Query<SlaQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SlaReport>, ApiError> {
     let window = match query.window.as_deref() {
         None => std::time::Duration::from_secs(7 * 24 * 3600),
         Some(text) => humantime::parse_duration(text).map_err(|error| {
@@ -449,22 +537,19 @@ pub async fn sla(
     let mean = |values: &[f64]| {
         (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     };
-    let severities: serde_json::Map<String, Value> = by_severity
+    let severities = by_severity
         .into_iter()
         .map(|(severity, (mut figures, ack_times, resolve_times))| {
             figures.mtta_seconds = mean(&ack_times);
             figures.mttr_seconds = mean(&resolve_times);
-            (
-                severity.to_string(),
-                serde_json::to_value(figures).unwrap_or(Value::Null),
-            )
+            (severity.to_string(), figures)
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "window_seconds": window.as_secs(),
-        "since": rfc3339(since),
-        "severities": severities,
-    })))
+    Ok(Json(SlaReport {
+        window_seconds: window.as_secs(),
+        since: rfc3339(since),
+        severities,
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -549,4 +634,87 @@ pub struct NotificationView {
     created_at: String,
     /// RFC 3339.
     delivered_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::incidents::describe_rule;
+    use crate::rules::{AbsentRule, Op, ThresholdRule};
+
+    fn rule(kind: RuleKind, runbook: Option<&str>) -> Rule {
+        Rule {
+            name: "disk".to_string(),
+            metric: "disk.used_percent".to_string(),
+            matchers: [("mount".to_string(), "/".to_string())].into(),
+            severity: Severity::Major,
+            summary: "{value}% used".to_string(),
+            runbook: runbook.map(str::to_string),
+            kind,
+        }
+    }
+
+    /// Guards the typed `Rule` of issue #14 against changing the JSON
+    /// `describe_rule` built: same keys, absent on absence rules.
+    #[test]
+    fn the_rule_view_serialises_as_describe_rule() {
+        let threshold = |clear| {
+            RuleKind::Threshold(ThresholdRule {
+                op: Op::Ge,
+                threshold: 90.0,
+                clear,
+                for_duration: Duration::from_secs(300),
+                keep_firing_for: Duration::from_millis(1500),
+                flap: None,
+            })
+        };
+        let absent = RuleKind::Absent(AbsentRule {
+            after: Some(Duration::from_secs(60)),
+            intervals: None,
+        });
+        for rule in [
+            rule(threshold(Some(80.0)), Some("https://runbooks/disk")),
+            rule(threshold(None), None),
+            rule(absent, None),
+        ] {
+            assert_eq!(
+                serde_json::to_value(RuleView::from(&rule)).unwrap(),
+                describe_rule(&rule)
+            );
+        }
+    }
+
+    #[test]
+    fn the_sla_report_serialises_as_the_hand_built_json_did() {
+        let figures = || SeverityFigures {
+            incidents: 3,
+            acknowledged: 2,
+            resolved: 1,
+            open: 2,
+            mtta_seconds: Some(12.5),
+            mttr_seconds: None,
+            ack_breaches: 1,
+            resolve_breaches: 0,
+        };
+        let report = SlaReport {
+            window_seconds: 604_800,
+            since: rfc3339(0),
+            severities: [("major".to_string(), figures())].into(),
+        };
+        let mut severities = serde_json::Map::new();
+        severities.insert(
+            "major".to_string(),
+            serde_json::to_value(figures()).unwrap(),
+        );
+        let old = serde_json::json!({
+            "window_seconds": 604_800u64,
+            "since": rfc3339(0),
+            "severities": severities,
+        });
+        assert_eq!(serde_json::to_value(&report).unwrap(), old);
+        let figures = serde_json::to_value(figures()).unwrap();
+        assert!(figures["mttr_seconds"].is_null(), "{figures}");
+    }
 }

@@ -274,6 +274,103 @@ mod tests {
         assert!(ids.len() >= 36, "only {} operations", ids.len());
     }
 
+    /// `schema` with `$ref`s to components and array items followed.
+    fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
+        if let Some(reference) = schema["$ref"].as_str() {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            return resolve(document, &document["components"]["schemas"][name]);
+        }
+        if schema["type"] == "array" {
+            return resolve(document, &schema["items"]);
+        }
+        schema
+    }
+
+    /// An object the document says nothing about: `{}` or `type: object`
+    /// with no properties, composition or value schema.
+    fn is_bare_object(schema: &Value) -> bool {
+        let described = [
+            "properties",
+            "allOf",
+            "oneOf",
+            "anyOf",
+            "additionalProperties",
+            "enum",
+        ]
+        .iter()
+        .any(|key| schema.get(*key).is_some());
+        let untyped_or_object = match &schema["type"] {
+            Value::Null => true,
+            Value::String(kind) => kind == "object",
+            Value::Array(kinds) => kinds.iter().any(|kind| kind == "object"),
+            _ => false,
+        };
+        untyped_or_object && !described
+    }
+
+    /// Every success body and request body is described field by field,
+    /// except the document itself: a handler answering `serde_json::Value`
+    /// built by hand documents as a bare `Object`, which is what issue #14
+    /// removed.
+    #[test]
+    fn no_operation_but_the_document_answers_or_takes_a_bare_object() {
+        let document = document_value();
+        let mut bare = Vec::new();
+        for (method, path, operation) in operations(&document) {
+            if path == "/api/v1/openapi.json" {
+                continue;
+            }
+            let mut bodies = vec![("request".to_string(), &operation["requestBody"])];
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if status.starts_with('2') {
+                    bodies.push((status.clone(), response));
+                }
+            }
+            for (which, body) in bodies {
+                let Some(contents) = body["content"].as_object() else {
+                    continue;
+                };
+                for (media, content) in contents {
+                    if is_bare_object(resolve(&document, &content["schema"])) {
+                        bare.push(format!("{method} {path} {which} {media}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            bare.is_empty(),
+            "bodies documented as a bare object: {bare:#?}"
+        );
+    }
+
+    /// No component schema hides a bare object in a field either.
+    #[test]
+    fn no_schema_has_a_bare_object_field() {
+        let document = document_value();
+        let mut bare = Vec::new();
+        for (name, schema) in document["components"]["schemas"].as_object().unwrap() {
+            let Some(properties) = schema["properties"].as_object() else {
+                continue;
+            };
+            for (field, property) in properties {
+                let mut property = resolve(&document, property);
+                // `Option<T>` of a component: `oneOf: [null, {$ref}]`.
+                if let Some(variants) = property["oneOf"].as_array()
+                    && let Some(inner) = variants.iter().find(|variant| variant["type"] != "null")
+                {
+                    property = resolve(&document, inner);
+                }
+                if is_bare_object(property) {
+                    bare.push(format!("{name}.{field}"));
+                }
+            }
+        }
+        assert!(
+            bare.is_empty(),
+            "fields documented as a bare object: {bare:#?}"
+        );
+    }
+
     #[test]
     fn the_error_schema_lists_every_stable_code() {
         let document = document_value();

@@ -6,7 +6,6 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::actor::Actor;
@@ -14,6 +13,39 @@ use super::error::{ErrorBody, ErrorCode};
 use super::extract::{JsonBody, Path};
 use super::{ApiError, ApiState, rfc3339};
 use crate::access::{Scope, TokenHash, is_config_token_name, new_token, valid_token_name};
+
+/// Where a token is defined.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// Created with `token create` or `POST /api/v1/tokens`.
+    Database,
+    /// One of `[auth] api_tokens` in collector.toml, listed as `config-N`.
+    Config,
+}
+
+/// One API token, never its secret. Config tokens have no dates: the three
+/// date keys are absent for them, and null on a database token only when
+/// the event has not happened.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ApiToken)]
+pub struct TokenView {
+    name: String,
+    /// `read`, `write` or `admin`.
+    scope: &'static str,
+    source: TokenSource,
+    /// RFC 3339; absent for config tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<String>,
+    /// RFC 3339, null if never used; absent for config tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    last_used_at: Option<Option<String>>,
+    /// RFC 3339, null if in force; absent for config tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    revoked_at: Option<Option<String>>,
+}
 
 /// `GET /api/v1/tokens`: names, scopes and dates, never tokens; the
 /// `[auth] api_tokens` of collector.toml are listed as `config-N`.
@@ -24,33 +56,34 @@ use crate::access::{Scope, TokenHash, is_config_token_name, new_token, valid_tok
     operation_id = "list_tokens",
     summary = "API tokens: `name`, `scope`, `source` (database or config) and dates, never the tokens",
     security(("api_token" = ["admin"])),
-    responses((status = 200, description = "Every API token", body = Vec<Object>)),
+    responses((status = 200, description = "Every API token", body = Vec<TokenView>)),
 )]
-pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<Value>>, ApiError> {
+pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<TokenView>>, ApiError> {
     let time = |ms: Option<i64>| ms.map(rfc3339);
-    let mut tokens: Vec<Value> = state
+    let mut tokens: Vec<TokenView> = state
         .store
         .api_tokens()
         .await?
         .into_iter()
-        .map(|row| {
-            json!({
-                "name": row.name,
-                "scope": row.scope.as_str(),
-                "source": "database",
-                "created_at": rfc3339(row.created_ms),
-                "last_used_at": time(row.last_used_ms),
-                "revoked_at": time(row.revoked_ms),
-            })
+        .map(|row| TokenView {
+            name: row.name,
+            scope: row.scope.as_str(),
+            source: TokenSource::Database,
+            created_at: Some(rfc3339(row.created_ms)),
+            last_used_at: Some(time(row.last_used_ms)),
+            revoked_at: Some(time(row.revoked_ms)),
         })
         .collect();
-    tokens.extend((1..=state.auth.config_token_count()).map(|index| {
-        json!({
-            "name": format!("config-{index}"),
-            "scope": Scope::Admin.as_str(),
-            "source": "config",
-        })
-    }));
+    tokens.extend(
+        (1..=state.auth.config_token_count()).map(|index| TokenView {
+            name: format!("config-{index}"),
+            scope: Scope::Admin.as_str(),
+            source: TokenSource::Config,
+            created_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        }),
+    );
     Ok(Json(tokens))
 }
 
@@ -181,4 +214,55 @@ pub async fn revoke(
         name,
         revoked_at: rfc3339(now),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn database_token(last_used_ms: Option<i64>, revoked_ms: Option<i64>) -> TokenView {
+        TokenView {
+            name: "ci".to_string(),
+            scope: Scope::Write.as_str(),
+            source: TokenSource::Database,
+            created_at: Some(rfc3339(1_000)),
+            last_used_at: Some(last_used_ms.map(rfc3339)),
+            revoked_at: Some(revoked_ms.map(rfc3339)),
+        }
+    }
+
+    /// Guards the typed token list of issue #14: database tokens carry the
+    /// three dates (null when not happened), config tokens none of them.
+    #[test]
+    fn the_token_view_serialises_as_the_hand_built_json_did() {
+        assert_eq!(
+            serde_json::to_value(database_token(None, None)).unwrap(),
+            json!({
+                "name": "ci", "scope": "write", "source": "database",
+                "created_at": rfc3339(1_000), "last_used_at": null, "revoked_at": null,
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(database_token(Some(2_000), Some(3_000))).unwrap(),
+            json!({
+                "name": "ci", "scope": "write", "source": "database",
+                "created_at": rfc3339(1_000), "last_used_at": rfc3339(2_000),
+                "revoked_at": rfc3339(3_000),
+            })
+        );
+        let config = TokenView {
+            name: "config-1".to_string(),
+            scope: Scope::Admin.as_str(),
+            source: TokenSource::Config,
+            created_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        assert_eq!(
+            serde_json::to_value(config).unwrap(),
+            json!({"name": "config-1", "scope": "admin", "source": "config"})
+        );
+    }
 }

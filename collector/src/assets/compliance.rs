@@ -33,7 +33,7 @@ pub const METRIC_DAYS_SINCE_SEEN: &str = "asset.days_since_seen";
 pub const METRIC_DUE_FOR_REPLACEMENT: &str = "asset.due_for_replacement";
 
 /// One failed check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Finding {
     /// One of the `CHECK_*` names.
     pub check: &'static str,

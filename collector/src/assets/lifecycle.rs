@@ -166,7 +166,7 @@ pub fn automatic_status(
 }
 
 /// Why an asset is due for replacement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum ReplacementDue {
     /// The warranty ended (the day after `warranty_end` has begun).

@@ -18,18 +18,35 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::identifiers::{
     clean_machine_id, clean_serial, clean_uuid, is_virtual_interface, normalize_mac,
 };
 use crate::store::{DiskRecord, InterfaceRecord};
 
+/// The API schema of a [`DiskRecord`], which `store` owns and does not
+/// describe: documentation only, kept equal to the record's JSON by a test.
+#[derive(ToSchema)]
+#[schema(as = Disk)]
+#[allow(dead_code)] // Read only by the OpenAPI derive.
+pub struct DiskSchema {
+    /// e.g. `/dev/sda1`.
+    device: String,
+    model: Option<String>,
+    size_bytes: u64,
+    filesystem: String,
+    mount: String,
+}
+
 /// The tag that gives an asset the longer `*_offline` silence thresholds.
 pub const EXPECTED_OFFLINE_TAG: &str = "expected_offline";
 
 /// Where an asset is in its life. Who may move it between these states, and
 /// when the system does so on its own, is decided in `lifecycle`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Lifecycle {
     /// Bought or returned, not deployed.
@@ -91,7 +108,7 @@ impl fmt::Display for Lifecycle {
 }
 
 /// Patch state, from the agent's `patch.*` metrics and kernel facts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PatchState {
     /// `patch.pending`: updates available.
     pub pending: Option<u64>,
@@ -108,7 +125,7 @@ pub struct PatchState {
 }
 
 /// How an asset left the organisation. Required to dispose of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Disposal {
     /// `YYYY-MM-DD`.
@@ -123,7 +140,8 @@ pub struct Disposal {
     pub certificate: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = AssetRecord)]
 pub struct Asset {
     /// Stable id chosen by the store; never changes, survives merges as the
     /// kept asset's id.
@@ -161,6 +179,7 @@ pub struct Asset {
     /// virtual interfaces.
     pub ips: Vec<String>,
     /// Mounted filesystems, sorted by mount point.
+    #[schema(value_type = Vec<DiskSchema>)]
     pub disks: Vec<DiskRecord>,
     pub patch: PatchState,
     /// Since when `patch.security` has been above zero; `None` while it is

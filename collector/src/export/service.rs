@@ -1,8 +1,8 @@
-//! The remote_write sender: ingest hands committed batches to an
+//! The exporters' sending side: ingest hands committed batches to an
 //! [`ExportHandle`] (never waiting: a full queue drops its oldest samples,
-//! counted), and one [`RemoteWriter`] task per endpoint sends them, one
-//! request at a time, retrying with backoff until the receiver accepts or
-//! refuses.
+//! counted), and one [`Sender`] task per endpoint sends them, one request at
+//! a time, retrying with backoff until the receiver accepts or refuses. The
+//! loop is the same for every exporter; only the [`Transport`] differs.
 //!
 //! One request in flight per endpoint keeps every series in timestamp order
 //! at the receiver (an agent's batches are committed in sequence order, and
@@ -12,27 +12,19 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{Credential, ExportConfig, RemoteWriteTarget, parse_roots};
-use super::remote_write::{
-    self, Backoff, CommittedBatch, QueuedSlice, SampleQueue, Verdict, sample_count,
-};
-use crate::notify::http::{HttpError, ProxySettings, WebhookClient};
+use super::config::{ExportConfig, SendLimits};
+use super::queue::{Backoff, CommittedBatch, QueuedSlice, SampleQueue, Verdict, sample_count};
+pub use super::transport::ExportError;
+use super::transport::{ExporterKind, OtlpTransport, RemoteWriteTransport, Transport};
+use crate::notify::http::ProxySettings;
 use crate::store::SampleRecord;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{ExportCounters, Telemetry};
 
 /// How long shutdown waits for a last attempt to send what is queued.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ExportError {
-    #[error("remote_write {name:?}: cannot set up the HTTP client: {source}")]
-    Client { name: String, source: HttpError },
-}
 
 /// One endpoint's queue, shared by ingest (pushing) and its sender (taking).
 #[derive(Debug)]
@@ -40,6 +32,8 @@ struct EndpointQueue {
     samples: Mutex<SampleQueue>,
     /// Woken on every push.
     pushed: Notify,
+    /// Whose counters the queue's drops and size go to.
+    kind: ExporterKind,
 }
 
 impl EndpointQueue {
@@ -86,115 +80,119 @@ impl ExportHandle {
             host: Arc::clone(host),
             samples,
         });
-        let telemetry = &self.telemetry;
         for queue in self.queues.iter() {
             let dropped = queue.lock().push(Arc::clone(&batch)) as u64;
-            Telemetry::add(&telemetry.remote_write_dropped_queue_full, dropped);
-            telemetry
-                .remote_write_queue_samples
-                .fetch_add(size - dropped, Ordering::Relaxed);
+            let counters = queue.kind.counters(&self.telemetry);
+            Telemetry::add(&counters.dropped_queue_full, dropped);
+            Telemetry::add(&counters.queue_samples, size - dropped);
             queue.pushed.notify_one();
         }
     }
 }
 
-/// Builds the handle and one sender per `[[export.remote_write]]`.
+/// One endpoint's supervised task, whatever its exporter.
+pub enum ExportTask {
+    RemoteWrite(Sender<RemoteWriteTransport>),
+    Otlp(Sender<OtlpTransport>),
+}
+
+impl ExportTask {
+    /// The supervisor's name for it.
+    pub fn task_name(&self) -> &'static str {
+        match self {
+            Self::RemoteWrite(_) => RemoteWriteTransport::KIND.task_name(),
+            Self::Otlp(_) => OtlpTransport::KIND.task_name(),
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        match self {
+            Self::RemoteWrite(sender) => sender.run(shutdown).await,
+            Self::Otlp(sender) => sender.run(shutdown).await,
+        }
+    }
+}
+
+/// Builds the handle and one task per `[[export.remote_write]]` and
+/// `[[export.otlp]]`. Call it inside the runtime (gRPC channels spawn their
+/// worker here).
 pub fn start(
     config: &ExportConfig,
     telemetry: Arc<Telemetry>,
-) -> Result<(ExportHandle, Vec<RemoteWriter>), ExportError> {
+) -> Result<(ExportHandle, Vec<ExportTask>), ExportError> {
     let proxy = ProxySettings::from_env();
     let mut queues = Vec::new();
-    let mut writers = Vec::new();
+    let mut tasks = Vec::new();
     for target in &config.remote_write {
-        let roots = target
-            .tls_ca_pem
-            .as_deref()
-            .map(parse_roots)
-            .unwrap_or_default();
-        let client = WebhookClient::with_extra_roots(&proxy, &roots).map_err(|source| {
-            ExportError::Client {
-                name: target.name.clone(),
-                source,
-            }
-        })?;
-        let queue = Arc::new(EndpointQueue {
-            samples: Mutex::new(SampleQueue::new(target.max_queued_samples)),
-            pushed: Notify::new(),
-        });
-        queues.push(Arc::clone(&queue));
-        writers.push(RemoteWriter {
-            headers: request_headers(target.credential.as_ref()),
-            target: target.clone(),
-            queue,
-            client,
-            telemetry: Arc::clone(&telemetry),
-        });
+        let transport = RemoteWriteTransport::new(target, &proxy)?;
+        let sender = Sender::new(&target.name, &target.limits, transport, &telemetry);
+        queues.push(Arc::clone(&sender.queue));
+        tasks.push(ExportTask::RemoteWrite(sender));
+    }
+    for target in &config.otlp {
+        let transport = OtlpTransport::new(target)?;
+        let sender = Sender::new(&target.name, &target.limits, transport, &telemetry);
+        queues.push(Arc::clone(&sender.queue));
+        tasks.push(ExportTask::Otlp(sender));
     }
     let handle = ExportHandle {
         queues: Arc::from(queues),
         telemetry,
     };
-    Ok((handle, writers))
+    Ok((handle, tasks))
 }
 
-fn request_headers(credential: Option<&Credential>) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = remote_write::HEADERS
-        .iter()
-        .map(|(name, value)| (name.to_string(), value.to_string()))
-        .collect();
-    match credential {
-        None => {}
-        Some(Credential::Bearer(token)) => {
-            headers.push(("Authorization".into(), format!("Bearer {token}")));
-        }
-        Some(Credential::Basic { username, password }) => {
-            let pair =
-                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-            headers.push(("Authorization".into(), format!("Basic {pair}")));
-        }
-    }
-    headers
-}
-
-/// Sends one endpoint's queue. Run it with [`RemoteWriter::run`].
-pub struct RemoteWriter {
-    target: RemoteWriteTarget,
+/// Sends one endpoint's queue. Run it with [`Sender::run`].
+pub struct Sender<T: Transport> {
+    name: String,
+    limits: SendLimits,
     queue: Arc<EndpointQueue>,
-    client: WebhookClient,
-    /// remote_write's headers and the credential (never logged).
-    headers: Vec<(String, String)>,
+    transport: T,
     telemetry: Arc<Telemetry>,
 }
 
-impl std::fmt::Debug for RemoteWriter {
+impl<T: Transport> std::fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteWriter")
-            .field("name", &self.target.name)
+        f.debug_struct("Sender")
+            .field("kind", &T::KIND)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
 
-/// How an attempt ended, for the loop and the counters.
-enum Attempt {
-    Done(Verdict),
-    Failed,
-}
+impl<T: Transport> Sender<T> {
+    fn new(name: &str, limits: &SendLimits, transport: T, telemetry: &Arc<Telemetry>) -> Self {
+        Self {
+            name: name.to_string(),
+            limits: limits.clone(),
+            queue: Arc::new(EndpointQueue {
+                samples: Mutex::new(SampleQueue::new(limits.max_queued_samples)),
+                pushed: Notify::new(),
+                kind: T::KIND,
+            }),
+            transport,
+            telemetry: Arc::clone(telemetry),
+        }
+    }
 
-impl RemoteWriter {
     pub fn name(&self) -> &str {
-        &self.target.name
+        &self.name
+    }
+
+    fn counters(&self) -> &ExportCounters {
+        T::KIND.counters(&self.telemetry)
     }
 
     /// Sends until `shutdown`, then tries once more to send what is queued.
     /// Never fails: a receiver that is down only fills the queue.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(
-            message = "Exporting committed samples with remote_write.",
-            endpoint = %self.target.name,
-            max_queued_samples = self.target.max_queued_samples,
+            message = "Exporting committed samples.",
+            exporter = T::KIND.task_name(),
+            endpoint = %self.name,
+            max_queued_samples = self.limits.max_queued_samples,
         );
-        let mut backoff = Backoff::new(self.target.min_backoff, self.target.max_backoff);
+        let mut backoff = Backoff::new(self.limits.min_backoff, self.limits.max_backoff);
         loop {
             let Some(slices) = self.next_request(&shutdown).await else {
                 break;
@@ -209,7 +207,7 @@ impl RemoteWriter {
     /// Waits for samples, then up to `batch_wait` for a full request;
     /// `None` on shutdown.
     async fn next_request(&self, shutdown: &CancellationToken) -> Option<Vec<QueuedSlice>> {
-        let per_request = self.target.max_samples_per_send;
+        let per_request = self.limits.max_samples_per_send;
         loop {
             if !self.queue.lock().is_empty() {
                 break;
@@ -219,7 +217,7 @@ impl RemoteWriter {
                 _ = shutdown.cancelled() => return None,
             }
         }
-        let deadline = tokio::time::Instant::now() + self.target.batch_wait;
+        let deadline = tokio::time::Instant::now() + self.limits.batch_wait;
         while self.queue.lock().len() < per_request {
             tokio::select! {
                 _ = self.queue.pushed.notified() => {}
@@ -232,10 +230,32 @@ impl RemoteWriter {
 
     fn take(&self, max: usize) -> Vec<QueuedSlice> {
         let slices = self.queue.lock().take(max);
-        self.telemetry
-            .remote_write_queue_samples
+        self.counters()
+            .queue_samples
             .fetch_sub(sample_count(&slices) as u64, Ordering::Relaxed);
         slices
+    }
+
+    /// Counts a final verdict for `samples`; `false` for a retry.
+    fn settle(&self, verdict: Verdict, samples: u64) -> bool {
+        let counters = self.counters();
+        match verdict {
+            Verdict::Sent => Telemetry::add(&counters.samples_sent, samples),
+            Verdict::PartlyRefused { rejected } => {
+                let rejected = rejected.min(samples);
+                Telemetry::add(&counters.samples_sent, samples - rejected);
+                Telemetry::add(&counters.samples_refused, rejected);
+            }
+            Verdict::Refused => {
+                Telemetry::add(&counters.requests_failed, 1);
+                Telemetry::add(&counters.samples_refused, samples);
+            }
+            Verdict::Retry { .. } => {
+                Telemetry::add(&counters.requests_failed, 1);
+                return false;
+            }
+        }
+        true
     }
 
     /// Sends one request until it is accepted or refused; `false` if
@@ -248,75 +268,31 @@ impl RemoteWriter {
         shutdown: &CancellationToken,
     ) -> bool {
         let samples = sample_count(slices) as u64;
-        let body = remote_write::encode(&remote_write::write_request(slices));
+        let request = self.transport.build(slices);
         let abandon = || {
-            Telemetry::add(&self.telemetry.remote_write_dropped_shutdown, samples);
+            Telemetry::add(&self.counters().dropped_shutdown, samples);
             false
         };
         loop {
-            let attempt = tokio::select! {
-                attempt = self.attempt(body.clone()) => attempt,
+            let verdict = tokio::select! {
+                verdict = self.transport.send(request.clone()) => verdict,
                 _ = shutdown.cancelled() => return abandon(),
             };
-            let wait = match attempt {
-                Attempt::Done(Verdict::Sent) => {
-                    backoff.reset();
-                    Telemetry::add(&self.telemetry.remote_write_samples_sent, samples);
-                    return true;
-                }
-                Attempt::Done(Verdict::Refused) => {
-                    backoff.reset();
-                    Telemetry::add(&self.telemetry.remote_write_samples_refused, samples);
-                    return true;
-                }
-                Attempt::Done(Verdict::Retry { at_least }) => {
-                    let delay = backoff.next_delay(rand::random::<f64>());
-                    at_least.map_or(delay, |at_least| delay.max(at_least))
-                }
-                Attempt::Failed => backoff.next_delay(rand::random::<f64>()),
+            if self.settle(verdict, samples) {
+                backoff.reset();
+                return true;
+            }
+            let delay = backoff.next_delay(rand::random::<f64>());
+            let wait = match verdict {
+                Verdict::Retry {
+                    at_least: Some(at_least),
+                } => delay.max(at_least),
+                _ => delay,
             };
-            Telemetry::add(&self.telemetry.remote_write_retries, 1);
+            Telemetry::add(&self.counters().retries, 1);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => return abandon(),
-            }
-        }
-    }
-
-    /// One POST; logs and counts a failure.
-    async fn attempt(&self, body: Vec<u8>) -> Attempt {
-        let outcome = self
-            .client
-            .post(
-                &self.target.url,
-                remote_write::CONTENT_TYPE,
-                &self.headers,
-                body,
-                self.target.timeout,
-            )
-            .await;
-        match outcome {
-            Ok(outcome) => {
-                let verdict = remote_write::classify_status(outcome.status, outcome.retry_after);
-                if verdict != Verdict::Sent {
-                    Telemetry::add(&self.telemetry.remote_write_requests_failed, 1);
-                    tracing::warn!(
-                        message = "remote_write receiver did not accept a request.",
-                        endpoint = %self.target.name,
-                        status = outcome.status,
-                        retried = matches!(verdict, Verdict::Retry { .. }),
-                    );
-                }
-                Attempt::Done(verdict)
-            }
-            Err(error) => {
-                Telemetry::add(&self.telemetry.remote_write_requests_failed, 1);
-                tracing::warn!(
-                    message = "Cannot reach the remote_write receiver; retrying.",
-                    endpoint = %self.target.name,
-                    %error,
-                );
-                Attempt::Failed
             }
         }
     }
@@ -326,24 +302,21 @@ impl RemoteWriter {
     async fn final_flush(&self) {
         let flush = async {
             loop {
-                let slices = self.take(self.target.max_samples_per_send);
+                let slices = self.take(self.limits.max_samples_per_send);
                 if slices.is_empty() {
                     return;
                 }
                 let samples = sample_count(&slices) as u64;
-                let body = remote_write::encode(&remote_write::write_request(&slices));
-                let counter = match self.attempt(body).await {
-                    Attempt::Done(Verdict::Sent) => &self.telemetry.remote_write_samples_sent,
-                    Attempt::Done(Verdict::Refused) => &self.telemetry.remote_write_samples_refused,
-                    _ => &self.telemetry.remote_write_dropped_shutdown,
-                };
-                Telemetry::add(counter, samples);
+                let verdict = self.transport.send(self.transport.build(&slices)).await;
+                if !self.settle(verdict, samples) {
+                    Telemetry::add(&self.counters().dropped_shutdown, samples);
+                }
             }
         };
         if tokio::time::timeout(FINAL_FLUSH, flush).await.is_err() {
             let left = self.take(usize::MAX);
             Telemetry::add(
-                &self.telemetry.remote_write_dropped_shutdown,
+                &self.counters().dropped_shutdown,
                 sample_count(&left) as u64,
             );
         }
@@ -355,26 +328,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_become_an_authorization_header() {
-        let headers = request_headers(Some(&Credential::Basic {
-            username: "steward".into(),
-            password: "pw".into(),
-        }));
-        assert!(headers.contains(&("Authorization".into(), "Basic c3Rld2FyZDpwdw==".into())));
-        assert!(headers.contains(&("Content-Encoding".into(), "snappy".into())));
-        let headers = request_headers(Some(&Credential::Bearer("t0k".into())));
-        assert!(headers.contains(&("Authorization".into(), "Bearer t0k".into())));
-        assert_eq!(request_headers(None).len(), 2);
-    }
-
-    #[test]
     fn a_disabled_handle_takes_nothing() {
         let telemetry = Arc::new(Telemetry::default());
         let handle = ExportHandle::disabled(Arc::clone(&telemetry));
         assert!(!handle.wants_samples());
         handle.offer("a", &Arc::from("h"), Vec::new());
         assert_eq!(
-            telemetry.remote_write_queue_samples.load(Ordering::Relaxed),
+            telemetry.remote_write.queue_samples.load(Ordering::Relaxed),
             0
         );
     }
