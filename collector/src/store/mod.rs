@@ -38,6 +38,7 @@ mod migrations;
 mod outbox;
 mod packed_key;
 mod parent_hold;
+pub mod postgres;
 mod problems;
 mod readers;
 mod retention;
