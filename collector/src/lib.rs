@@ -211,6 +211,8 @@ pub async fn start(
     let grpc_limits = &config.limits.ingest.grpc;
     let mut server = Server::builder()
         .max_concurrent_streams(grpc_limits.max_streams_per_connection)
+        .initial_stream_window_size(ingest::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(ingest::CONNECTION_WINDOW_BYTES)
         .http2_keepalive_interval(Some(grpc_limits.keepalive_interval))
         .http2_keepalive_timeout(Some(grpc_limits.keepalive_timeout));
     if let Some(tls) = &config.tls {

@@ -60,6 +60,14 @@ impl Default for GrpcLimits {
     }
 }
 
+/// HTTP/2 flow-control windows the collector grants each agent stream and
+/// connection: the most a peer may send that the collector has not read.
+/// hyper's default is 1 MiB each, i.e. up to 10 GiB held for 10,000 agents
+/// that push while their stream waits for a commit; an agent's batch is
+/// kilobytes, and a 4 MiB message still passes (in several window updates).
+pub const STREAM_WINDOW_BYTES: u32 = 256 << 10;
+pub const CONNECTION_WINDOW_BYTES: u32 = 512 << 10;
+
 /// After an accept error other than a reset connection (typically out of
 /// file descriptors), accepting again at once would spin.
 const ACCEPT_PAUSE: Duration = Duration::from_secs(1);

@@ -28,14 +28,16 @@ use steward_proto::v1 as pb;
 use steward_proto::v1::enrollment_server::EnrollmentServer;
 use steward_proto::v1::ingest_server::{Ingest, IngestServer};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 pub use auth::{AgentAuthenticator, constant_time_eq};
-pub use connections::{BoundedConnection, BoundedIncoming, GrpcLimits};
+pub use connections::{
+    BoundedConnection, BoundedIncoming, CONNECTION_WINDOW_BYTES, GrpcLimits, STREAM_WINDOW_BYTES,
+};
 pub use enroll::EnrollmentHandler;
 pub use inventory::InventoryLimits;
 pub use revocation::RevocationWatcher;
@@ -330,7 +332,7 @@ impl Ingest for IngestHandler {
             .await
             .map_err(internal)?;
 
-        let (outbound, outbound_rx) = mpsc::channel(32);
+        let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let welcome = pb::CollectorMessage {
             kind: Some(pb::collector_message::Kind::Welcome(pb::Welcome {
                 committed_seq,
@@ -339,7 +341,7 @@ impl Ingest for IngestHandler {
             })),
         };
         // The channel is new with room for 32, so this cannot fail.
-        let _ = outbound.try_send(Ok(welcome));
+        let _ = outbound.try_send(Box::new(Ok(welcome)));
 
         service
             .incidents
@@ -416,7 +418,9 @@ impl Ingest for IngestHandler {
             }
             .instrument(span),
         );
-        Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(outbound_rx).map(|message| *message),
+        )))
     }
 }
 
@@ -593,7 +597,12 @@ struct AgentStream {
     throttle: Arc<LogThrottle>,
 }
 
-type Outbound = mpsc::Sender<Result<pb::CollectorMessage, Status>>;
+/// Replies waiting for the agent to read them: the welcome, then one ack per
+/// batch (the agent's window bounds them). Boxed because the channel
+/// allocates its slots 32 at a time whatever its capacity, and one per
+/// connected agent adds up: 32 pointers instead of 32 messages.
+type Outbound = mpsc::Sender<Box<Result<pb::CollectorMessage, Status>>>;
+const OUTBOUND_CAPACITY: usize = 32;
 
 impl AgentStream {
     async fn run(
@@ -616,7 +625,7 @@ impl AgentStream {
                         Status::aborted("a newer stream with this agent id replaced this one")
                     };
                     // try_send: a peer that reads nothing must not keep this task.
-                    let _ = outbound.try_send(Err(status));
+                    let _ = outbound.try_send(Box::new(Err(status)));
                     return;
                 }
             };
@@ -629,10 +638,15 @@ impl AgentStream {
                     return;
                 }
             };
+            // The handlers' futures are boxed: the task of an idle agent
+            // (almost all of them, almost always) then holds only the small
+            // state of this loop, not the largest state of a batch commit.
             let reply = match message.kind {
-                Some(pb::agent_message::Kind::Batch(batch)) => self.handle_batch(batch).await,
+                Some(pb::agent_message::Kind::Batch(batch)) => {
+                    Box::pin(self.handle_batch(batch)).await
+                }
                 Some(pb::agent_message::Kind::Inventory(update)) => {
-                    self.handle_inventory(update).await
+                    Box::pin(self.handle_inventory(update)).await
                 }
                 Some(pb::agent_message::Kind::Hello(_)) => {
                     Err(Status::invalid_argument("hello sent twice"))
@@ -642,7 +656,7 @@ impl AgentStream {
             };
             match reply {
                 Ok(ack) => {
-                    if outbound.send(Ok(ack)).await.is_err() {
+                    if outbound.send(Box::new(Ok(ack))).await.is_err() {
                         return;
                     }
                 }
@@ -651,7 +665,7 @@ impl AgentStream {
                         Telemetry::add(&self.telemetry.streams_rejected_protocol, 1);
                     }
                     tracing::warn!(message = "Ending agent stream.", code = ?status.code(), error = %status.message());
-                    let _ = outbound.send(Err(status)).await;
+                    let _ = outbound.send(Box::new(Err(status))).await;
                     return;
                 }
             }

@@ -21,12 +21,28 @@ struct BitWriter {
     free: u32,
 }
 
+/// Bytes an open chunk's buffer grows by at least: a 360-point chunk is
+/// ~1 KiB, and the head holds one per series, so `Vec`'s doubling (up to
+/// half of it unused) would cost more than the points at 500k series.
+const GROW_BYTES: usize = 32;
+
 impl BitWriter {
+    /// Room for one more byte, growing by an eighth (at least
+    /// [`GROW_BYTES`]) rather than doubling: at most ~12% slack, and a
+    /// reallocation every ~10 points of a typical series.
+    fn grow(&mut self) {
+        if self.bytes.len() == self.bytes.capacity() {
+            self.bytes
+                .reserve_exact(GROW_BYTES.max(self.bytes.len() / 8));
+        }
+    }
+
     /// Writes the low `n` bits of `value` (`n` ≤ 64).
     fn write(&mut self, value: u64, n: u32) {
         let mut remaining = n;
         while remaining > 0 {
             if self.free == 0 {
+                self.grow();
                 self.bytes.push(0);
                 self.free = 8;
             }

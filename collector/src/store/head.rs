@@ -22,6 +22,18 @@ pub const MAX_CHUNK_POINTS: u32 = 360;
 /// silent series neither pins the log nor keeps points only in memory for long.
 pub const MAX_CHUNK_AGE_MS: i64 = 2 * 3600 * 1000;
 
+/// The open chunks' encoded points may hold this many heap bytes in all.
+/// Past it, chunks close early (see [`Head::close_full`]), so the head's
+/// memory stays flat however many series there are: without it, 500k
+/// series at 10 s grow by ~3 bytes per point each to ~500 MiB an hour. Up to
+/// ~100k series (at ~3 bytes per point) it never binds; above, chunks get
+/// shorter (at 500k series ~65 points, 11 minutes), costing some bytes per
+/// sample on disk (per-chunk row, index and rollup overhead).
+pub const HEAD_BUDGET_BYTES: usize = 96 << 20;
+/// An open chunk is never closed early below this many points, so a burst
+/// of new series cannot turn every chunk into a handful of points.
+pub const MIN_EARLY_CLOSE_POINTS: u32 = 30;
+
 /// Most closed chunks written in one group transaction: when thousands of
 /// series close together (they started together, or the age sweep), the
 /// writes are spread over several groups instead of stalling one.
@@ -80,16 +92,43 @@ pub struct HeadSnapshot {
     pub points: Vec<(i64, f64)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Head {
     series: HashMap<i64, SeriesHead>,
+    /// Open chunks and the heap bytes their encoders hold.
+    open: OpenTotals,
+    budget_bytes: usize,
     /// Multiset of pinned log ids (oldest log record per open/unwritten chunk).
     pins: BTreeMap<i64, u32>,
     /// Closed chunks to write, oldest first.
     unwritten: Vec<Arc<ClosedChunk>>,
 }
 
+impl Default for Head {
+    fn default() -> Self {
+        Self::with_budget(HEAD_BUDGET_BYTES)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct OpenTotals {
+    chunks: usize,
+    bytes: usize,
+}
+
 impl Head {
+    /// A head whose open chunks close early past `budget_bytes` (see
+    /// [`HEAD_BUDGET_BYTES`]).
+    pub fn with_budget(budget_bytes: usize) -> Self {
+        Self {
+            series: HashMap::new(),
+            open: OpenTotals::default(),
+            budget_bytes,
+            pins: BTreeMap::new(),
+            unwritten: Vec::new(),
+        }
+    }
+
     /// Makes a series known with the seq its next chunk gets.
     pub fn register(&mut self, series_id: i64, next_seq: i64) {
         self.series.entry(series_id).or_default().next_seq = next_seq;
@@ -120,11 +159,14 @@ impl Head {
                 last: (timestamp_ms, value),
             }));
             series.next_seq += 1;
+            self.open.chunks += 1;
         }
         let Some(open) = series.open.as_mut() else {
             return; // set just above
         };
+        let before = open.encoder.capacity();
         open.encoder.push(timestamp_ms, value);
+        self.open.bytes += open.encoder.capacity() - before;
         open.max_log_id = open.max_log_id.max(log_id);
         open.start_ms = open.start_ms.min(timestamp_ms);
         open.end_ms = open.end_ms.max(timestamp_ms);
@@ -133,18 +175,26 @@ impl Head {
         }
     }
 
-    /// Closes the open chunk of each series in `series_ids` that is full.
+    /// Closes the open chunk of each series in `series_ids` that is full,
+    /// or, while the open chunks hold more than the budget, that holds at
+    /// least its fair share of it (and [`MIN_EARLY_CLOSE_POINTS`]): series
+    /// close as they are next written to until the head is back under its
+    /// budget, the biggest chunks first, and slow series keep theirs.
     pub fn close_full(&mut self, series_ids: impl IntoIterator<Item = i64>) {
         for series_id in series_ids {
             let Some(series) = self.series.get_mut(&series_id) else {
                 continue;
             };
-            if series
-                .open
-                .as_ref()
-                .is_some_and(|open| open.encoder.count() >= MAX_CHUNK_POINTS)
-            {
-                close(series_id, series, &mut self.unwritten);
+            let over_budget = self.open.bytes > self.budget_bytes;
+            let fair_share = self.budget_bytes / self.open.chunks.max(1);
+            if series.open.as_ref().is_some_and(|open| {
+                let count = open.encoder.count();
+                count >= MAX_CHUNK_POINTS
+                    || (over_budget
+                        && count >= MIN_EARLY_CLOSE_POINTS
+                        && open.encoder.capacity() >= fair_share)
+            }) {
+                close(series_id, series, &mut self.unwritten, &mut self.open);
             }
         }
     }
@@ -158,7 +208,7 @@ impl Head {
                 .as_ref()
                 .is_some_and(|open| open.opened_ms < opened_before_ms)
             {
-                close(series_id, series, &mut self.unwritten);
+                close(series_id, series, &mut self.unwritten, &mut self.open);
             }
         }
     }
@@ -214,6 +264,8 @@ impl Head {
     pub fn forget(&mut self, series_id: i64) {
         if let Some(series) = self.series.remove(&series_id) {
             if let Some(open) = series.open {
+                self.open.chunks -= 1;
+                self.open.bytes -= open.encoder.capacity();
                 unpin(&mut self.pins, open.first_log_id);
             }
             for chunk in series.closed {
@@ -281,10 +333,17 @@ impl Head {
     }
 }
 
-fn close(series_id: i64, series: &mut SeriesHead, unwritten: &mut Vec<Arc<ClosedChunk>>) {
+fn close(
+    series_id: i64,
+    series: &mut SeriesHead,
+    unwritten: &mut Vec<Arc<ClosedChunk>>,
+    totals: &mut OpenTotals,
+) {
     let Some(open) = series.open.take() else {
         return;
     };
+    totals.chunks -= 1;
+    totals.bytes -= open.encoder.capacity();
     let count = open.encoder.count();
     let chunk = Arc::new(ClosedChunk {
         series_id,
@@ -346,6 +405,67 @@ mod tests {
         assert_eq!(head.snapshot(1).unwrap().min_seq, Some(5));
         head.forget(1);
         assert_eq!(head.covered_below(1_000), 1_000);
+    }
+
+    fn open_capacity(head: &Head) -> usize {
+        head.series
+            .values()
+            .filter_map(|series| series.open.as_ref())
+            .map(|open| open.encoder.capacity())
+            .sum()
+    }
+
+    #[test]
+    fn past_the_budget_the_biggest_chunks_close_early_and_memory_stays_flat() {
+        const BUDGET: usize = 64 << 10;
+        let mut head = Head::with_budget(BUDGET);
+        // Series 0 is slow: one point per 20 rounds.
+        let mut peak = 0;
+        for round in 0..300i64 {
+            let log_id = round + 1;
+            let series: Vec<i64> = (0..200).filter(|&id| id != 0 || round % 20 == 0).collect();
+            for &id in &series {
+                // A noisy value: several bytes per point.
+                let value = (round * 7919 + id * 104_729) as f64 / 997.0;
+                head.append(id, log_id, round * 10_000, round * 10_000, value);
+            }
+            head.close_full(series.iter().copied());
+            assert_eq!(head.open.bytes, open_capacity(&head), "tracked bytes drift");
+            peak = peak.max(head.open.bytes);
+            let written = head.unwritten();
+            head.persisted(&written);
+        }
+        assert!(
+            peak <= BUDGET + BUDGET / 4,
+            "open chunks held {peak} bytes against a budget of {BUDGET}"
+        );
+        let snapshot = head.snapshot(0).unwrap();
+        assert_eq!(
+            snapshot.min_seq,
+            Some(0),
+            "the slow series keeps its first chunk"
+        );
+        assert_eq!(snapshot.points.len(), 15);
+        assert!(
+            head.series[&1].next_seq > 1,
+            "busy series closed chunks before {MAX_CHUNK_POINTS} points"
+        );
+        head.forget(1);
+        assert_eq!(head.open.bytes, open_capacity(&head));
+        head.close_all();
+        assert_eq!((head.open.chunks, head.open.bytes), (0, 0));
+    }
+
+    #[test]
+    fn under_the_budget_chunks_close_only_when_full() {
+        let mut head = Head::default();
+        for index in 0..MAX_CHUNK_POINTS as i64 - 1 {
+            for id in 0..100 {
+                head.append(id, index + 1, 0, index * 10, (index * id) as f64 / 3.0);
+            }
+            head.close_full(0..100);
+        }
+        assert!(head.unwritten().is_empty());
     }
 
     #[test]
