@@ -74,7 +74,7 @@ pub use inventory::{
     InventoryUpdate,
 };
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -189,7 +189,7 @@ pub enum StoreError {
 
 /// Latest value per series, shared with readers (API, rules).
 /// Keys are shared with the writer's series ids.
-pub type LatestValues = RwLock<HashMap<packed_key::PackedKey, LatestValue>>;
+pub type LatestValues = RwLock<packed_key::LatestMap>;
 
 pub struct Store {
     jobs: mpsc::Sender<writer::Job>,
@@ -263,7 +263,7 @@ impl Store {
         let mut connection = open_connection(path)?;
         migrations::migrate(&mut connection, path)?;
         // Filled by the writer with the series it loads.
-        let latest = Arc::new(RwLock::new(HashMap::new()));
+        let latest = Arc::new(RwLock::new(packed_key::LatestMap::default()));
         let readers = Arc::new(readers::Readers::open(path)?);
         let (jobs, receiver) = mpsc::channel(1024);
         let head = Arc::new(Mutex::new(head::Head::default()));
@@ -987,11 +987,16 @@ impl Store {
             .latest
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut values: Vec<_> = latest
-            .iter()
-            .filter(|(key, _)| agent_id.is_none_or(|agent_id| key.agent_is(agent_id)))
-            .map(|(key, value)| (key.unpack(), *value))
-            .collect();
+        let mut values: Vec<_> = match agent_id {
+            Some(agent_id) => latest
+                .of_agent(agent_id)
+                .map(|(key, value)| (key.unpack(), *value))
+                .collect(),
+            None => latest
+                .iter()
+                .map(|(key, value)| (key.unpack(), *value))
+                .collect(),
+        };
         // Sorted after the lock is released: the writer needs it.
         drop(latest);
         values.sort_by(|a, b| a.0.cmp(&b.0));

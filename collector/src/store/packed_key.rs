@@ -7,6 +7,7 @@
 //! for a typical series) behind an `Arc`, so the two maps share it; it is
 //! unpacked only when a reader asks for keys.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{Labels, SeriesKey};
@@ -35,7 +36,11 @@ impl PackedKey {
     }
 
     pub fn agent_is(&self, agent_id: &str) -> bool {
-        self.parts().next() == Some(agent_id)
+        self.agent() == agent_id
+    }
+
+    pub fn agent(&self) -> &str {
+        self.parts().next().unwrap_or_default()
     }
 
     pub fn unpack(&self) -> SeriesKey {
@@ -69,6 +74,73 @@ impl PackedKey {
 fn push(bytes: &mut Vec<u8>, text: &str) {
     bytes.extend_from_slice(&(text.len() as u32).to_le_bytes());
     bytes.extend_from_slice(text.as_bytes());
+}
+
+/// The latest value of every series, with the series of each agent indexed:
+/// a stream's series budget asks for one agent's series at its first batch,
+/// and scanning every series for each of 10,000 connecting agents (under the
+/// lock the writer needs) stalled ingest for minutes.
+#[derive(Debug, Default)]
+pub struct LatestMap {
+    values: HashMap<PackedKey, super::LatestValue>,
+    by_agent: HashMap<Box<str>, HashSet<PackedKey>>,
+}
+
+impl LatestMap {
+    pub fn get(&self, key: &PackedKey) -> Option<&super::LatestValue> {
+        self.values.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Sets the value unless the one held is newer.
+    pub fn upsert_newer(&mut self, key: PackedKey, value: super::LatestValue) {
+        if let Some(held) = self.values.get_mut(&key) {
+            if value.timestamp_ms >= held.timestamp_ms {
+                *held = value;
+            }
+            return;
+        }
+        self.by_agent
+            .entry(key.agent().into())
+            .or_default()
+            .insert(key.clone());
+        self.values.insert(key, value);
+    }
+
+    pub fn remove(&mut self, key: &PackedKey) {
+        if self.values.remove(key).is_none() {
+            return;
+        }
+        if let Some(keys) = self.by_agent.get_mut(key.agent()) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_agent.remove(key.agent());
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&PackedKey, &super::LatestValue)> {
+        self.values.iter()
+    }
+
+    /// One agent's series, in no order.
+    pub fn of_agent<'a>(
+        &'a self,
+        agent_id: &str,
+    ) -> impl Iterator<Item = (&'a PackedKey, &'a super::LatestValue)> {
+        self.by_agent
+            .get(agent_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.values.get_key_value(key))
+    }
 }
 
 #[cfg(test)]
@@ -113,5 +185,41 @@ mod tests {
         let d = PackedKey::of(&key("a", "m", &[("xy", "z")]));
         assert_ne!(c, d);
         assert_eq!(c, PackedKey::of(&key("a", "m", &[("x", "yz")])));
+    }
+
+    #[test]
+    fn the_latest_map_indexes_series_by_agent_and_keeps_the_newest_value() {
+        let value = |timestamp_ms| crate::store::LatestValue {
+            value: timestamp_ms as f64,
+            timestamp_ms,
+        };
+        let mut map = LatestMap::default();
+        let a1 = PackedKey::of(&key("a", "cpu", &[("cpu", "0")]));
+        let a2 = PackedKey::of(&key("a", "mem", &[]));
+        let b1 = PackedKey::of(&key("b", "cpu", &[("cpu", "0")]));
+        map.upsert_newer(a1.clone(), value(10));
+        map.upsert_newer(a1.clone(), value(5));
+        map.upsert_newer(a2.clone(), value(7));
+        map.upsert_newer(b1.clone(), value(3));
+        assert_eq!(
+            map.get(&a1).map(|held| held.timestamp_ms),
+            Some(10),
+            "older ignored"
+        );
+        let mut of_a: Vec<_> = map
+            .of_agent("a")
+            .map(|(key, _)| key.unpack().metric)
+            .collect();
+        of_a.sort();
+        assert_eq!(of_a, ["cpu", "mem"]);
+        assert_eq!(map.of_agent("c").count(), 0);
+        map.remove(&a1);
+        map.remove(&a2);
+        assert_eq!(map.of_agent("a").count(), 0);
+        assert!(
+            !map.by_agent.contains_key("a"),
+            "an agent without series leaves no entry"
+        );
+        assert_eq!(map.len(), 1);
     }
 }

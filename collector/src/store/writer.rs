@@ -429,10 +429,7 @@ impl Writer {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (key, value) in values {
-            let entry = latest.entry(key).or_insert(value);
-            if value.timestamp_ms >= entry.timestamp_ms {
-                *entry = value;
-            }
+            latest.upsert_newer(key, value);
         }
     }
 }
@@ -684,10 +681,7 @@ fn replay(
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     for (id, value) in newest {
         if let Some(&key) = keys.get(&id) {
-            let entry = latest.entry(PackedKey::clone(key)).or_insert(value);
-            if value.timestamp_ms >= entry.timestamp_ms {
-                *entry = value;
-            }
+            latest.upsert_newer(PackedKey::clone(key), value);
         }
     }
     Ok(next_log_id)
@@ -954,7 +948,7 @@ fn load_series(
             value: row.get(4)?,
             timestamp_ms: row.get(5)?,
         };
-        latest.insert(key.clone(), value);
+        latest.upsert_newer(key.clone(), value);
         series_ids.insert(key, row.get(0)?);
     }
     Ok(series_ids)
