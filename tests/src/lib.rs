@@ -620,6 +620,8 @@ pub struct Received {
     /// Lower-case header names.
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body's bytes as sent (binary bodies: remote_write).
+    pub raw_body: Vec<u8>,
     /// The status the receiver answered with.
     pub status: u16,
     /// When the request had been read.
@@ -703,6 +705,11 @@ impl Receiver {
     pub fn requests(&self) -> Vec<Received> {
         self.received.lock().expect("received log").clone()
     }
+
+    /// Whether every status given to [`answer_with`](Self::answer_with) was used.
+    pub fn plan_used_up(&self) -> bool {
+        self.statuses.lock().expect("status plan").is_empty()
+    }
 }
 
 impl Drop for Receiver {
@@ -747,7 +754,8 @@ fn serve(mut stream: TcpStream, status: u16) -> Option<Received> {
         }
         buffer.extend_from_slice(&chunk[..read]);
     }
-    let body = String::from_utf8_lossy(&buffer[head_end..]).into_owned();
+    let raw_body = buffer[head_end..].to_vec();
+    let body = String::from_utf8_lossy(&raw_body).into_owned();
     let reason = if status < 300 { "OK" } else { "Error" };
     let retry = if status == 429 {
         "Retry-After: 1\r\n"
@@ -764,6 +772,7 @@ fn serve(mut stream: TcpStream, status: u16) -> Option<Received> {
         path,
         headers,
         body,
+        raw_body,
         status,
         at: std::time::Instant::now(),
     })

@@ -5,148 +5,29 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
 use steward_proto::prometheus::WriteRequest;
-use steward_tests::{Collector, DEADLINE, Process, http_request, path_str, poll};
+use steward_tests::{
+    Collector, DEADLINE, Process, Received, Receiver, http_request, path_str, poll,
+};
 
-/// One request the receiver read, and what it answered.
-#[derive(Debug, Clone)]
-struct WriteReceived {
-    /// Lower-case names.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    status: u16,
+/// A remote_write body: Snappy block format, then a `prometheus.WriteRequest`.
+fn decode(request: &Received) -> WriteRequest {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&request.raw_body)
+        .expect("the body is Snappy block format");
+    WriteRequest::decode(raw.as_slice()).expect("the body is a prometheus.WriteRequest")
 }
 
-impl WriteReceived {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    fn decode(&self) -> WriteRequest {
-        let raw = snap::raw::Decoder::new()
-            .decompress_vec(&self.body)
-            .expect("the body is Snappy block format");
-        WriteRequest::decode(raw.as_slice()).expect("the body is a prometheus.WriteRequest")
-    }
-}
-
-/// A loopback HTTP server that keeps request bodies as bytes (remote_write
-/// bodies are binary) and answers with planned statuses, then 200.
-struct WriteReceiver {
-    address: SocketAddr,
-    received: Arc<Mutex<Vec<WriteReceived>>>,
-    plan: Arc<Mutex<Vec<u16>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl WriteReceiver {
-    fn start(plan: &[u16]) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let address = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let plan = Arc::new(Mutex::new(plan.iter().rev().copied().collect::<Vec<_>>()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (log, statuses, halt) = (received.clone(), plan.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !halt.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Some(request) = serve(stream, &statuses) {
-                            log.lock().unwrap().push(request);
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Self {
-            address,
-            received,
-            plan,
-            stop,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/api/v1/write", self.address)
-    }
-
-    fn requests(&self) -> Vec<WriteReceived> {
-        self.received.lock().unwrap().clone()
-    }
-
-    fn plan_used_up(&self) -> bool {
-        self.plan.lock().unwrap().is_empty()
-    }
-}
-
-impl Drop for WriteReceiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Reads one request (head, then `Content-Length` bytes) and answers it.
-fn serve(mut stream: TcpStream, plan: &Mutex<Vec<u16>>) -> Option<WriteReceived> {
-    stream.set_nonblocking(false).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        let read = stream.read(&mut chunk).ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            break end + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let headers: Vec<(String, String)> = head
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(name, _)| name == "content-length")
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(0);
-    while buffer.len() < head_end + length {
-        let read = stream.read(&mut chunk).ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    }
-    let status = plan.lock().unwrap().pop().unwrap_or(200);
-    stream
-        .write_all(
-            format!("HTTP/1.1 {status} Planned\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .ok()?;
-    Some(WriteReceived {
-        headers,
-        body: buffer[head_end..head_end + length].to_vec(),
-        status,
-    })
+/// A loopback receiver answering `statuses` first, then 200.
+fn receiver(statuses: &[u16]) -> Receiver {
+    let receiver = Receiver::start();
+    receiver.answer_with(statuses);
+    receiver
 }
 
 fn export_config(url: &str) -> String {
@@ -166,14 +47,15 @@ fn labels(series: &steward_proto::prometheus::TimeSeries) -> BTreeMap<String, St
 
 #[test]
 fn committed_samples_arrive_as_remote_write_with_prometheus_labels() {
-    let receiver = WriteReceiver::start(&[]);
-    let collector = Collector::start_with(|text| text.push_str(&export_config(&receiver.url())));
+    let receiver = receiver(&[]);
+    let collector =
+        Collector::start_with(|text| text.push_str(&export_config(&receiver.url("/api/v1/write"))));
     let _agent = collector.start_agent("web", |text| text.push_str("hostname = \"web-1\"\n"));
     let id = collector.connected_agent_id("web-1");
 
     let (request, series) = poll(DEADLINE, "steward_cpu_usage_percent to arrive", || {
         receiver.requests().into_iter().find_map(|request| {
-            let series = request.decode().timeseries.into_iter().find(|series| {
+            let series = decode(&request).timeseries.into_iter().find(|series| {
                 let labels = labels(series);
                 labels.get("__name__").map(String::as_str) == Some("steward_cpu_usage_percent")
                     && labels.get("cpu").map(String::as_str) == Some("total")
@@ -221,8 +103,9 @@ fn committed_samples_arrive_as_remote_write_with_prometheus_labels() {
 fn a_failing_receiver_is_retried_and_nothing_is_lost() {
     // Two server errors and a rate limit, then success: the same request is
     // sent again each time, and every committed sample arrives once.
-    let receiver = WriteReceiver::start(&[500, 503, 429]);
-    let collector = Collector::start_with(|text| text.push_str(&export_config(&receiver.url())));
+    let receiver = receiver(&[500, 503, 429]);
+    let collector =
+        Collector::start_with(|text| text.push_str(&export_config(&receiver.url("/api/v1/write"))));
     let mut agent = collector.start_agent("web", |text| text.push_str("hostname = \"web-2\"\n"));
     collector.connected_agent_id("web-2");
     poll(DEADLINE, "two accepted requests after the failures", || {
@@ -247,7 +130,7 @@ fn a_failing_receiver_is_retried_and_nothing_is_lost() {
     let mut delivered = BTreeSet::new();
     let mut count = 0;
     for request in requests.iter().filter(|request| request.status == 200) {
-        for series in request.decode().timeseries {
+        for series in decode(request).timeseries {
             let key = format!("{:?}", labels(&series));
             for sample in series.samples {
                 count += 1;
@@ -275,8 +158,9 @@ fn a_failing_receiver_is_retried_and_nothing_is_lost() {
 #[test]
 fn a_refused_request_is_dropped_and_counted() {
     // 400 is final, as in Prometheus: the batch is dropped, later ones go on.
-    let receiver = WriteReceiver::start(&[400]);
-    let collector = Collector::start_with(|text| text.push_str(&export_config(&receiver.url())));
+    let receiver = receiver(&[400]);
+    let collector =
+        Collector::start_with(|text| text.push_str(&export_config(&receiver.url("/api/v1/write"))));
     let _agent = collector.start_agent("web", |text| text.push_str("hostname = \"web-3\"\n"));
     poll(DEADLINE, "a request accepted after the refusal", || {
         let requests = receiver.requests();
@@ -284,11 +168,10 @@ fn a_refused_request_is_dropped_and_counted() {
     });
     let requests = receiver.requests();
     assert_ne!(
-        requests[0].body, requests[1].body,
+        requests[0].raw_body, requests[1].raw_body,
         "a refusal is not retried"
     );
-    let refused: u64 = requests[0]
-        .decode()
+    let refused: u64 = decode(&requests[0])
         .timeseries
         .iter()
         .map(|series| series.samples.len() as u64)
