@@ -563,6 +563,11 @@ async fn wait_js(client: &fantoccini::Client, what: &str, expression: &str) -> V
 }
 
 /// The page needs no sideways scrolling; names the elements sticking out if it does.
+/// Clicks the element `locator` finds (it must be there).
+async fn click(client: &fantoccini::Client, locator: fantoccini::Locator<'_>) {
+    client.find(locator).await.unwrap().click().await.unwrap();
+}
+
 async fn assert_fits_window(client: &fantoccini::Client, what: &str) {
     let report = client
         .execute(
@@ -676,13 +681,7 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
         "document.querySelector('#login-token')",
     )
     .await;
-    client
-        .find(fantoccini::Locator::Id("login-user-tab"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, fantoccini::Locator::Id("login-user-tab")).await;
     let field = |id: &'static str| client.find(fantoccini::Locator::Id(id));
     field("login-name")
         .await
@@ -725,13 +724,11 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
     );
 
     // The incidents page, then the port check fails: the incident appears without a reload.
-    client
-        .find(fantoccini::Locator::Css("#nav a[data-nav='incidents']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &client,
+        fantoccini::Locator::Css("#nav a[data-nav='incidents']"),
+    )
+    .await;
     wait_js(
         &client,
         "the incident list",
@@ -771,13 +768,11 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
     );
 
     // Overview with the open incident.
-    client
-        .find(fantoccini::Locator::Css("#nav a[data-nav='overview']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &client,
+        fantoccini::Locator::Css("#nav a[data-nav='overview']"),
+    )
+    .await;
     wait_js(
         &client,
         "the overview listing the incident",
@@ -813,13 +808,7 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
         .await
         .unwrap();
     assert_eq!(runbook, json!(true), "the runbook link is shown");
-    client
-        .find(fantoccini::Locator::Id("ack"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, fantoccini::Locator::Id("ack")).await;
     wait_js(
         &client,
         "the state to read acknowledged",
@@ -845,13 +834,7 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
     save_screenshot(&client, &shots, "incident.png").await;
 
     // The host page with charts.
-    client
-        .find(fantoccini::Locator::Css("a[href^='#/agent/']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, fantoccini::Locator::Css("a[href^='#/agent/']")).await;
     wait_js(
         &client,
         "the host page with CPU, memory, disk and port charts",
@@ -871,13 +854,11 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
 
     // The asset table finds the host by search.
     client.set_window_size(1280, 900).await.unwrap();
-    client
-        .find(fantoccini::Locator::Css("#nav a[data-nav='hosts']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &client,
+        fantoccini::Locator::Css("#nav a[data-nav='hosts']"),
+    )
+    .await;
     wait_js(
         &client,
         "the host list",
@@ -925,13 +906,7 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
 
     // Logout returns to the login form, and the cookie no longer works.
     client.set_window_size(1280, 900).await.unwrap();
-    client
-        .find(fantoccini::Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, fantoccini::Locator::Id("logout")).await;
     wait_js(
         &client,
         "the login form after logout",
