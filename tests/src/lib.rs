@@ -172,23 +172,7 @@ impl Collector {
     /// Like [`start_with`](Self::start_with), with extra environment variables
     /// for this first start ([`restart`](Self::restart) goes without them).
     pub fn start_with_env(env: &[(&str, &str)], edit: impl FnOnce(&mut String)) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let output = Command::new(binary("steward-collector"))
-            .args([
-                "init",
-                path_str(dir.path()),
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .output()
-            .expect("run steward-collector init");
-        assert!(
-            output.status.success(),
-            "init failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let dir = init_dir();
         // Tests choose their own rules: the shipped defaults (disk, CPU, ...)
         // could fire on a busy test machine and make assertions flaky.
         edit_file(&dir.path().join("collector.toml"), |text| {
@@ -464,6 +448,29 @@ fn launch_with_env(
 fn field(line: &str, key: &str) -> Option<SocketAddr> {
     let start = line.find(&format!("{key}="))? + key.len() + 1;
     line[start..].split_whitespace().next()?.parse().ok()
+}
+
+/// A temp dir set up by `steward-collector init` for free loopback ports
+/// (port 0), nothing started.
+pub fn init_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(binary("steward-collector"))
+        .args([
+            "init",
+            path_str(dir.path()),
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run steward-collector init");
+    assert!(
+        output.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir
 }
 
 pub fn edit_file(path: &Path, edit: impl FnOnce(&mut String)) {

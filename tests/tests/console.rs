@@ -423,19 +423,7 @@ fn users_log_in_with_passwords_scopes_hold_and_guessing_is_rate_limited() {
 
 #[test]
 fn a_bad_console_user_is_refused_naming_file_line_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(binary("steward-collector"))
-        .args([
-            "init",
-            path_str(dir.path()),
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    let dir = steward_tests::init_dir();
     let config = dir.path().join("collector.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(
