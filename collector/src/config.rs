@@ -218,7 +218,23 @@ struct RawAuth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStorage {
-    sqlite: PathBuf,
+    /// The embedded database of a single collector.
+    #[serde(default)]
+    sqlite: Option<PathBuf>,
+    /// The PostgreSQL database several collectors share (instead of `sqlite`).
+    #[serde(default)]
+    postgres: Option<String>,
+    /// Most connections to `postgres` this collector holds open.
+    #[serde(default = "default_postgres_pool_size")]
+    postgres_pool_size: usize,
+    /// PEM CA that signed the PostgreSQL server's certificate (`sslmode=require`
+    /// or stricter); the system roots when unset.
+    #[serde(default)]
+    postgres_ca_file: Option<PathBuf>,
+    /// This collector's name in the shared database's claims and leases;
+    /// the hostname when unset. Must differ between collectors.
+    #[serde(default)]
+    instance: Option<String>,
     #[serde(
         default = "default_retention",
         deserialize_with = "config_file::duration"
@@ -230,6 +246,10 @@ struct RawStorage {
         deserialize_with = "config_file::duration"
     )]
     rollup_retention: Duration,
+}
+
+fn default_postgres_pool_size() -> usize {
+    16
 }
 
 /// `[retention]`: how long records other than samples are kept.
@@ -610,7 +630,12 @@ pub struct CollectorConfig {
     /// named `config-1`, `config-2`, … in that order); the plaintext is dropped.
     pub api_tokens: Vec<crate::access::TokenHash>,
     pub enrollment: EnrollmentSettings,
+    /// The embedded database; empty when `postgres` is set.
     pub sqlite_path: PathBuf,
+    /// `[storage] postgres`: the shared database instead of `sqlite_path`.
+    pub postgres: Option<crate::store::postgres::PgSettings>,
+    /// `[storage] instance`: this collector's name among several.
+    pub instance: String,
     /// Raw samples (whole chunks), batch records and delivery history.
     pub retention: Duration,
     /// How long records other than samples are kept.
@@ -648,6 +673,7 @@ impl std::fmt::Debug for CollectorConfig {
             .field("agent_tokens", &self.agent_tokens.len())
             .field("api_tokens", &self.api_tokens.len())
             .field("sqlite_path", &self.sqlite_path)
+            .field("postgres", &self.postgres)
             .field("retention", &self.retention)
             .field("rules", &self.rules.len())
             .finish_non_exhaustive()
@@ -838,6 +864,45 @@ impl CollectorConfig {
             return Err(source.error("retention.every", "must be at least 1s"));
         }
         let limits = Limits::validate(source, raw.limits)?;
+        let (sqlite_path, postgres) = match (&raw.storage.sqlite, raw.storage.postgres) {
+            (Some(_), Some(_)) => {
+                return Err(source.error(
+                    "storage.postgres",
+                    "set either sqlite (one collector) or postgres (shared by several), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(source.error(
+                    "storage.sqlite",
+                    "missing: set sqlite = \"PATH\" (or postgres = \"postgres://...\")",
+                ));
+            }
+            (Some(path), None) => (source.resolve(path), None),
+            (None, Some(url)) => {
+                if raw.storage.postgres_pool_size == 0 {
+                    return Err(source.error("storage.postgres_pool_size", "must be at least 1"));
+                }
+                (
+                    PathBuf::new(),
+                    Some(crate::store::postgres::PgSettings {
+                        url,
+                        pool_size: raw.storage.postgres_pool_size,
+                        ca_file: raw
+                            .storage
+                            .postgres_ca_file
+                            .as_deref()
+                            .map(|path| source.resolve(path)),
+                    }),
+                )
+            }
+        };
+        let instance = match raw.storage.instance {
+            Some(name) if name.trim().is_empty() => {
+                return Err(source.error("storage.instance", "must not be empty"));
+            }
+            Some(name) => name,
+            None => steward_core::process::hostname(),
+        };
         let console = ConsoleSettings::validate(source, raw.console)?;
         let export = crate::export::ExportConfig::validate(source, raw.export)?;
         Ok(Self {
@@ -850,7 +915,9 @@ impl CollectorConfig {
             agent_tokens,
             api_tokens,
             enrollment,
-            sqlite_path: source.resolve(&raw.storage.sqlite),
+            sqlite_path,
+            postgres,
+            instance,
             retention: raw.storage.retention,
             record_retention: RetentionPolicy {
                 resolved_incidents: raw.retention.resolved_incidents,

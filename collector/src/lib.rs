@@ -128,7 +128,10 @@ pub async fn start(
         .map(|identity| api::https::server_config(&identity.cert_pem, &identity.key_pem))
         .transpose()?;
     let supervisor = supervisor::Supervisor::new(shutdown.clone());
-    let store = Arc::new(store::Store::open(&config.sqlite_path)?);
+    let store = Arc::new(match &config.postgres {
+        Some(settings) => store::Store::open_postgres(settings, &config.instance).await?,
+        None => store::Store::open(&config.sqlite_path)?,
+    });
     supervisor.spawn(
         "store-writer",
         watch_store_writer(Arc::clone(&store), shutdown.clone()),
@@ -313,7 +316,11 @@ pub async fn start(
         tls = config.tls.is_some(),
         http_tls = config.http_tls.is_some(),
         rules = config.rules.len(),
-        database = %config.sqlite_path.display(),
+        database = %match &config.postgres {
+            Some(settings) => store::postgres::redact_url(&settings.url),
+            None => config.sqlite_path.display().to_string(),
+        },
+        instance = %config.instance,
     );
     Ok(RunningCollector {
         grpc_addr,

@@ -492,7 +492,7 @@ impl AdminDb {
 }
 
 /// The collector's own uses, through the writer thread and the readers.
-impl super::Store {
+impl super::SqliteStore {
     /// Redeems an enrollment token for `certificate`; resolves after commit.
     pub async fn redeem_enrollment(
         &self,

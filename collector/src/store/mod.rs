@@ -28,6 +28,7 @@ mod assets;
 mod changes;
 mod chunk;
 mod codec;
+mod facade;
 mod gorilla;
 mod head;
 mod history;
@@ -45,6 +46,7 @@ mod retention;
 mod timeline;
 mod writer;
 
+pub use facade::Store;
 pub use history::{HistoryPoint, HistoryQuery, MAX_POINTS_PER_SERIES, SeriesHistory};
 pub use identity::{
     AdminDb, EnrollRefusal, EnrollmentTokenRow, IdentityBinding, IdentityEvent, IssuedCertificate,
@@ -185,13 +187,16 @@ pub enum StoreError {
     QueryTooLarge(String),
     #[error("the store is shutting down")]
     Closed,
+    /// The shared PostgreSQL database refused or failed (see [`postgres`]).
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
 }
 
 /// Latest value per series, shared with readers (API, rules).
 /// Keys are shared with the writer's series ids.
 pub type LatestValues = RwLock<packed_key::LatestMap>;
 
-pub struct Store {
+pub struct SqliteStore {
     jobs: mpsc::Sender<writer::Job>,
     readers: Arc<readers::Readers>,
     latest: Arc<LatestValues>,
@@ -201,9 +206,9 @@ pub struct Store {
     writer_health: Arc<writer::WriterHealth>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store { .. }")
+        f.write_str("SqliteStore { .. }")
     }
 }
 
@@ -251,7 +256,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     })
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database and starts the writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(parent) = path

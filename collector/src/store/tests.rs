@@ -235,6 +235,7 @@ async fn every_point_survives_reopening_exactly_once_wherever_it_was() {
     );
     assert_eq!(store.counts().await.unwrap(), (800 + 266, 800));
     let log_records: i64 = store
+        .sqlite()
         .read(|connection| {
             connection.query_row("SELECT count(*) FROM sample_log", [], |row| row.get(0))
         })
@@ -242,6 +243,7 @@ async fn every_point_survives_reopening_exactly_once_wherever_it_was() {
         .unwrap();
     store.commit_batch(batch(801, vec![])).await.unwrap();
     let after: i64 = store
+        .sqlite()
         .read(|connection| {
             connection.query_row("SELECT count(*) FROM sample_log", [], |row| row.get(0))
         })
@@ -652,6 +654,7 @@ async fn a_lost_diff_shows_as_a_fingerprint_mismatch() {
 /// Rows of `table`, for retention tests.
 async fn rows(store: &Store, table: &'static str) -> i64 {
     store
+        .sqlite()
         .read(move |connection| {
             connection.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
                 row.get(0)
@@ -680,7 +683,7 @@ async fn retention_removes_old_records_but_never_an_unnotified_incident_or_an_as
         .unwrap();
     store.record_hello(hello()).await.unwrap(); // agent "a1", seen at its hello time
     store
-        .write(move |transaction| {
+        .sqlite().write(move |transaction| {
             transaction.execute(
                 "INSERT INTO inventory_events (agent_id, ts_ms, kind, subject) VALUES ('a1', ?1, 'k', 's'), ('a1', ?2, 'k', 's')",
                 params![DAY, now],

@@ -996,6 +996,7 @@ mod tests {
 
         // A real SQLITE_FULL: the file may not grow past its current size.
         store
+            .sqlite()
             .write(|transaction| {
                 let pages: i64 =
                     transaction.query_row("PRAGMA page_count", [], |row| row.get(0))?;
@@ -1013,6 +1014,7 @@ mod tests {
 
         // Space again: the next batch commits and the problem is gone.
         store
+            .sqlite()
             .write(|transaction| transaction.pragma_update(None, "max_page_count", 1_000_000))
             .await
             .unwrap();

@@ -27,6 +27,7 @@ mod incidents;
 mod ingest;
 mod migrations;
 mod outbox;
+mod pending;
 #[cfg(test)]
 mod testdb;
 #[cfg(test)]
@@ -121,6 +122,9 @@ pub enum PgError {
     /// A value in the database this build does not know (never defaulted).
     #[error("unreadable value in column {column}: {message}")]
     Decode { column: String, message: String },
+    /// An operation the PostgreSQL backend does not implement yet.
+    #[error("{0} is not implemented on PostgreSQL yet")]
+    NotYet(&'static str),
 }
 
 impl From<deadpool_postgres::PoolError> for PgError {
