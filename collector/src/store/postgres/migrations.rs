@@ -10,7 +10,14 @@ use deadpool_postgres::Client;
 use super::PgError;
 
 /// Migration N is `MIGRATIONS[N - 1]`; append only.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001-shared-state.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001-shared-state.sql"),
+    include_str!("migrations/0002-ingest-history.sql"),
+    include_str!("migrations/0003-incidents.sql"),
+    include_str!("migrations/0004-outbox.sql"),
+    include_str!("migrations/0005-inventory-assets-problems-changes.sql"),
+    include_str!("migrations/0006-identity-tokens.sql"),
+];
 
 /// The PostgreSQL schema version this build writes; a database above it is refused.
 pub const PG_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

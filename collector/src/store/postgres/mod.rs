@@ -29,7 +29,7 @@ mod migrations;
 mod outbox;
 mod pending;
 #[cfg(test)]
-mod testdb;
+pub(crate) mod testdb;
 #[cfg(test)]
 mod tests;
 

@@ -28,6 +28,15 @@ pub(crate) struct TestDb {
 }
 
 impl TestDb {
+    /// Settings that reach this database (a small pool: tests are many).
+    pub(crate) fn settings(&self) -> super::PgSettings {
+        super::PgSettings {
+            url: self.url.clone(),
+            pool_size: 4,
+            ca_file: None,
+        }
+    }
+
     /// A fresh empty database, or `None` (skip) when no server can be had.
     pub(crate) async fn create() -> Option<Self> {
         let server = match SERVER.get_or_init(find_server).await {

@@ -1,0 +1,1 @@
+-- incidents: nothing yet.

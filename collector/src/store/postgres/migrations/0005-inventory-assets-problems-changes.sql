@@ -1,0 +1,1 @@
+-- inventory-assets-problems-changes: nothing yet.

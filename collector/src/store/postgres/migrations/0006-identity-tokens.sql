@@ -1,0 +1,1 @@
+-- identity-tokens: nothing yet.

@@ -1,0 +1,1 @@
+//! The store suite for inventory, assets, problems and changes, on both backends.

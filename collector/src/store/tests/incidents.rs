@@ -1,0 +1,1 @@
+//! The store suite for incidents, parent holds and SLA clocks, on both backends.

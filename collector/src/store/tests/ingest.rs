@@ -1,0 +1,1 @@
+//! The store suite for samples, agents, history and latest values, on both backends.

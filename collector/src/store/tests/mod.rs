@@ -1,0 +1,1050 @@
+use super::*;
+use crate::store::postgres::testdb::TestDb;
+
+/// One backend under test: a temporary SQLite file, or a fresh database on a
+/// real PostgreSQL server (`postgres::testdb`); `open` may be called again to
+/// reopen the same one, as a restarted collector would.
+enum TestBackend {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestDb),
+}
+
+impl TestBackend {
+    async fn open(&self) -> Store {
+        match self {
+            Self::Sqlite(dir) => Store::open(&dir.path().join("s.db")).unwrap(),
+            Self::Postgres(db) => Store::open_postgres(&db.settings(), "test-collector")
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+/// The store suite runs on both backends: `NAME::sqlite` and `NAME::postgres`
+/// (which skips, saying why, only where no PostgreSQL server can be found or
+/// started, and fails then under STEWARD_REQUIRE_POSTGRES).
+macro_rules! on_both_backends {
+    (async fn $name:ident($backend:ident: &TestBackend) $body:block) => {
+        mod $name {
+            use super::*;
+
+            async fn run($backend: &TestBackend) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run(&TestBackend::Sqlite(tempfile::tempdir().unwrap())).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = TestDb::create().await {
+                    run(&TestBackend::Postgres(db)).await;
+                }
+            }
+        }
+    };
+}
+
+// Declared after the macro so they can use it.
+mod assets;
+mod identity;
+mod incidents;
+mod ingest;
+mod outbox;
+
+fn sample(metric: &str, label: &str, value: f64, timestamp_ms: i64) -> SampleRecord {
+    SampleRecord {
+        metric: metric.into(),
+        labels: Labels::from([("mount".to_string(), label.to_string())]),
+        value,
+        timestamp_ms,
+    }
+}
+
+fn batch(seq: u64, samples: Vec<SampleRecord>) -> SampleBatch {
+    SampleBatch {
+        agent_id: "a1".into(),
+        epoch: 7,
+        seq,
+        received_ms: 1_000,
+        samples,
+    }
+}
+
+fn hello() -> AgentHello {
+    AgentHello {
+        agent_id: "a1".into(),
+        hostname: "web-1".into(),
+        version: "0.1.0".into(),
+        facts: BTreeMap::new(),
+        seen_ms: 500,
+    }
+}
+
+on_both_backends! {
+    async fn committed_batches_are_deduplicated_by_agent_epoch_and_seq(backend: &TestBackend) {
+        let store = backend.open().await;
+        store.record_hello(hello()).await.unwrap();
+        let first = store
+            .commit_batch(batch(1, vec![sample("disk.used_percent", "/", 10.0, 100)]))
+            .await
+            .unwrap();
+        assert_eq!(first, CommitOutcome::Stored { samples: 1 });
+        let again = store
+            .commit_batch(batch(1, vec![sample("disk.used_percent", "/", 99.0, 200)]))
+            .await
+            .unwrap();
+        assert_eq!(again, CommitOutcome::Duplicate);
+        assert_eq!(store.committed_seq("a1", 7).await.unwrap(), 1);
+        assert_eq!(store.committed_seq("a1", 8).await.unwrap(), 0);
+        assert_eq!(store.counts().await.unwrap(), (1, 1));
+        let latest = store.latest(Some("a1"));
+        assert_eq!(latest.len(), 1);
+        assert_eq!(
+            latest[0].1.value, 10.0,
+            "the duplicate must not change the latest value"
+        );
+}
+}
+
+on_both_backends! {
+    async fn latest_values_and_agents_survive_reopening(backend: &TestBackend) {
+        {
+            let store = backend.open().await;
+            store.record_hello(hello()).await.unwrap();
+            store
+                .commit_batch(batch(
+                    1,
+                    vec![
+                        sample("disk.used_percent", "/", 10.0, 100),
+                        sample("disk.used_percent", "/", 12.0, 300),
+                        sample("disk.used_percent", "/boot", 50.0, 100),
+                    ],
+                ))
+                .await
+                .unwrap();
+            store
+                .commit_batch(batch(2, vec![sample("disk.used_percent", "/", 11.0, 200)]))
+                .await
+                .unwrap();
+            store.close().await;
+        }
+        let store = backend.open().await;
+        let latest = store.latest(None);
+        assert_eq!(latest.len(), 2);
+        let root = latest
+            .iter()
+            .find(|(key, _)| key.labels["mount"] == "/")
+            .unwrap();
+        assert_eq!(
+            root.1,
+            LatestValue {
+                value: 12.0,
+                timestamp_ms: 300
+            },
+            "an older sample must not win"
+        );
+        let agents = store.agents().await.unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].hostname, "web-1");
+        assert_eq!(agents[0].last_seen_ms, 1_000);
+        assert_eq!(store.counts().await.unwrap(), (4, 2));
+}
+}
+
+on_both_backends! {
+    async fn concurrent_commits_all_complete(backend: &TestBackend) {
+        let store = Arc::new(backend.open().await);
+        let mut tasks = Vec::new();
+        for seq in 1..=50u64 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .commit_batch(batch(seq, vec![sample("m", &seq.to_string(), 1.0, 1)]))
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert!(matches!(
+                task.await.unwrap().unwrap(),
+                CommitOutcome::Stored { .. }
+            ));
+        }
+        assert_eq!(store.committed_seq("a1", 7).await.unwrap(), 50);
+        assert_eq!(store.counts().await.unwrap(), (50, 50));
+}
+}
+
+on_both_backends! {
+    async fn prune_drops_whole_chunks_that_end_before_the_cutoff(backend: &TestBackend) {
+        let store = backend.open().await;
+        store
+            .commit_batch(batch(
+                1,
+                vec![sample("m", "/", 1.0, 100), sample("m", "/", 2.0, 900)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.prune(500).await.unwrap(),
+            0,
+            "points still in the head are not pruned one by one"
+        );
+        assert_eq!(store.counts().await.unwrap(), (2, 1));
+        store.close_head_chunks().await.unwrap();
+        store
+            .commit_batch(batch(2, vec![sample("m", "/", 3.0, 3_000)]))
+            .await
+            .unwrap();
+        assert_eq!(store.prune(1_000).await.unwrap(), 1, "the chunk [100, 900]");
+        assert_eq!(
+            store.counts().await.unwrap(),
+            (1, 2),
+            "the batch records are not older than the cutoff"
+        );
+        assert_eq!(store.latest(None).len(), 1, "the series has a newer point");
+        // A series stays while its rollups do.
+        assert_eq!(store.prune_rollups(5_000).await.unwrap(), 1);
+        assert!(store.prune(5_000).await.unwrap() >= 1);
+        assert_eq!(
+            store.counts().await.unwrap(),
+            (0, 0),
+            "old batch records go too"
+        );
+        assert!(
+            store.latest(None).is_empty(),
+            "a series silent for the whole retention is forgotten"
+        );
+        // A new sample for the same series starts it afresh.
+        store
+            .commit_batch(batch(3, vec![sample("m", "/", 3.0, 6_000)]))
+            .await
+            .unwrap();
+        assert_eq!(store.latest(None).len(), 1);
+        assert_eq!(store.counts().await.unwrap(), (1, 1));
+}
+}
+
+fn series_key(label: &str) -> SeriesKey {
+    SeriesKey {
+        agent_id: "a1".into(),
+        metric: "m".into(),
+        labels: Labels::from([("mount".to_string(), label.to_string())]),
+    }
+}
+
+/// Regression guard for the log/head/chunk split: whatever mix of written
+/// chunks, unwritten head points and log records a restart finds, every
+/// committed point is there exactly once.
+#[tokio::test]
+async fn every_point_survives_reopening_exactly_once_wherever_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut expected = Vec::new();
+    {
+        let store = Store::open(&path).unwrap();
+        for seq in 1..=800u64 {
+            let t = seq as i64 * 10_000;
+            let mut samples = vec![sample("m", "/", seq as f64 * 0.25, t)];
+            if seq % 3 == 0 {
+                samples.push(sample("m", "/boot", 1.0, t));
+            }
+            expected.push((t, seq as f64 * 0.25));
+            store.commit_batch(batch(seq, samples)).await.unwrap();
+            if seq == 400 {
+                // Some points in written chunks, the rest only in the log.
+                store.close_head_chunks().await.unwrap();
+            }
+        }
+        // No close: the writer stops when the store is dropped, as after kill -9.
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.series_points(&series_key("/")).await.unwrap(),
+        expected
+    );
+    assert_eq!(
+        store
+            .series_points(&series_key("/boot"))
+            .await
+            .unwrap()
+            .len(),
+        266
+    );
+    assert_eq!(store.counts().await.unwrap(), (800 + 266, 800));
+    assert_eq!(
+        store.latest_value(&series_key("/")).unwrap().timestamp_ms,
+        8_000_000
+    );
+    // Writing the head and reopening again changes nothing.
+    store.close_head_chunks().await.unwrap();
+    store.close().await;
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.series_points(&series_key("/")).await.unwrap(),
+        expected
+    );
+    assert_eq!(store.counts().await.unwrap(), (800 + 266, 800));
+    let log_records: i64 = store
+        .sqlite()
+        .read(|connection| {
+            connection.query_row("SELECT count(*) FROM sample_log", [], |row| row.get(0))
+        })
+        .await
+        .unwrap();
+    store.commit_batch(batch(801, vec![])).await.unwrap();
+    let after: i64 = store
+        .sqlite()
+        .read(|connection| {
+            connection.query_row("SELECT count(*) FROM sample_log", [], |row| row.get(0))
+        })
+        .await
+        .unwrap();
+    assert!(
+        after <= 1 && log_records <= 800,
+        "log records covered by written chunks are deleted ({log_records} then {after})"
+    );
+}
+
+on_both_backends! {
+    async fn history_merges_chunks_and_head_and_steps_through_rollups(backend: &TestBackend) {
+        let store = backend.open().await;
+        // Two days at 1-minute intervals: value = minute of the day.
+        for seq in 0..2 * 1440u64 {
+            let t = seq as i64 * 60_000;
+            store
+                .commit_batch(batch(
+                    seq + 1,
+                    vec![sample("m", "/", (seq % 1440) as f64, t)],
+                ))
+                .await
+                .unwrap();
+            if seq == 1000 {
+                store.close_head_chunks().await.unwrap();
+            }
+        }
+        let query = |from_ms: i64, to_ms: i64, step_ms: Option<i64>| HistoryQuery {
+            agent_id: "a1".into(),
+            metric: "m".into(),
+            labels: Labels::from([("mount".to_string(), "/".to_string())]),
+            from_ms,
+            to_ms,
+            step_ms,
+        };
+        // Raw across the chunk/head boundary.
+        let raw = store
+            .history(query(990 * 60_000, 1_010 * 60_000, None))
+            .await
+            .unwrap();
+        assert_eq!(raw.len(), 1);
+        let times: Vec<i64> = raw[0].points.iter().map(|p| p.timestamp_ms).collect();
+        assert_eq!(times, (990..=1010).map(|m| m * 60_000).collect::<Vec<_>>());
+        // A step below the interval is raw too.
+        let fine = store
+            .history(query(0, 59 * 60_000, Some(10_000)))
+            .await
+            .unwrap();
+        assert_eq!(fine[0].points.len(), 60);
+        // 10-minute steps from raw-aggregating code and from rollups agree.
+        let coarse = store
+            .history(query(0, 2 * 86_400_000 - 1, Some(3_600_000)))
+            .await
+            .unwrap();
+        let points = &coarse[0].points;
+        assert_eq!(points.len(), 48);
+        assert_eq!(
+            (points[1].min, points[1].max, points[1].value),
+            (60.0, 119.0, 89.5)
+        );
+        assert_eq!(points[24].timestamp_ms, 86_400_000);
+        assert_eq!((points[24].min, points[24].max), (0.0, 59.0));
+        let two_minutes = store
+            .history(query(0, 3_600_000 - 1, Some(120_000)))
+            .await
+            .unwrap();
+        assert_eq!(two_minutes[0].points.len(), 30);
+        assert_eq!(two_minutes[0].points[1].value, 2.5);
+        // Bounds.
+        let refused = store
+            .history(query(0, 86_400_000 * 400, Some(60_000)))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::QueryTooLarge(_)), "{refused}");
+        // Extreme ranges are answered or refused, never overflow.
+        let everything = store
+            .history(query(i64::MIN, i64::MAX, None))
+            .await
+            .unwrap();
+        assert_eq!(everything[0].points.len(), 2 * 1440);
+        let refused = store
+            .history(query(i64::MIN, i64::MAX, Some(3_600_000)))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::QueryTooLarge(_)), "{refused}");
+        // Label filtering: an unknown label value matches nothing.
+        let mut none = query(0, 10, None);
+        none.labels.insert("mount".into(), "/nope".into());
+        assert!(store.history(none).await.unwrap().is_empty());
+        // Rollup retention removes rollups only.
+        assert!(store.prune_rollups(i64::MAX).await.unwrap() >= 1);
+        assert_eq!(store.counts().await.unwrap().0, 2 * 1440);
+}
+}
+
+fn new_incident(key: &str, opened_at_ms: i64) -> NewIncident {
+    NewIncident {
+        dedup_key: key.into(),
+        rule: "disk".into(),
+        metric: "disk.used_percent".into(),
+        agent_id: "a1".into(),
+        host: "web-1".into(),
+        labels: Labels::from([("mount".to_string(), "/".to_string())]),
+        severity: crate::domain::Severity::Critical,
+        summary: "Disk / on web-1 at 95%".into(),
+        runbook: None,
+        value: Some(95.0),
+        since_ms: opened_at_ms,
+        opened_at_ms,
+        ack_due_at_ms: Some(opened_at_ms + 1_000),
+        resolve_due_at_ms: Some(opened_at_ms + 5_000),
+        parents: Vec::new(),
+        parent_hold_ms: 0,
+        recurrence: None,
+        change_link_after_ms: None,
+    }
+}
+
+fn resolve_change(key: &str, now_ms: i64) -> IncidentChange {
+    IncidentChange::Resolve {
+        dedup_key: key.into(),
+        reason: "cleared".into(),
+        value: Some(10.0),
+        now_ms,
+    }
+}
+
+on_both_backends! {
+    async fn one_unresolved_incident_per_key_and_recurrences_link_back(backend: &TestBackend) {
+        let store = backend.open().await;
+        let applied = store
+            .apply_incident_changes(vec![
+                IncidentChange::Open(Box::new(new_incident("k", 100))),
+                IncidentChange::Open(Box::new(new_incident("k", 200))),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            applied[0].as_ref().map(|(event, _)| *event),
+            Some(crate::domain::IncidentEvent::Opened)
+        );
+        assert!(
+            applied[1].is_none(),
+            "a second open for the same key is not a new incident"
+        );
+        let first = applied[0].clone().unwrap().1;
+
+        let applied = store
+            .apply_incident_changes(vec![resolve_change("k", 300)])
+            .await
+            .unwrap();
+        let resolved = applied[0].clone().unwrap().1;
+        assert_eq!(
+            (resolved.state.as_str(), resolved.resolved_at_ms),
+            ("resolved", Some(300))
+        );
+        assert_eq!(resolved.last_value, Some(10.0));
+        // Resolving again finds nothing unresolved.
+        assert!(
+            store
+                .apply_incident_changes(vec![resolve_change("k", 400)])
+                .await
+                .unwrap()[0]
+                .is_none()
+        );
+
+        let applied = store
+            .apply_incident_changes(vec![IncidentChange::Open(Box::new(new_incident("k", 500)))])
+            .await
+            .unwrap();
+        let second = applied[0].clone().unwrap().1;
+        assert_ne!(second.id, first.id);
+        assert_eq!(second.previous_id, Some(first.id));
+        let timeline = store.incident_timeline(second.id).await.unwrap();
+        assert!(
+            timeline[0]
+                .detail
+                .contains(&format!("recurrence of incident {}", first.id)),
+            "{timeline:?}"
+        );
+}
+}
+
+on_both_backends! {
+    async fn acknowledge_and_resolve_refuse_invalid_transitions(backend: &TestBackend) {
+        let store = backend.open().await;
+        let applied = store
+            .apply_incident_changes(vec![IncidentChange::Open(Box::new(new_incident("k", 100)))])
+            .await
+            .unwrap();
+        let id = applied[0].clone().unwrap().1.id;
+        let acked = store
+            .acknowledge_incident(id, "alice".into(), Some("on it".into()), 150)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(acked.state, crate::domain::IncidentState::Acknowledged);
+        assert_eq!(
+            store
+                .acknowledge_incident(id, "bob".into(), None, 160)
+                .await
+                .unwrap(),
+            Err(ChangeRefused::AlreadyAcknowledged)
+        );
+        store
+            .resolve_incident(id, "alice".into(), "fixed".into(), None, 200)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store
+                .acknowledge_incident(id, "bob".into(), None, 250)
+                .await
+                .unwrap(),
+            Err(ChangeRefused::AlreadyResolved)
+        );
+        assert_eq!(
+            store
+                .resolve_incident(id, "bob".into(), "again".into(), None, 250)
+                .await
+                .unwrap(),
+            Err(ChangeRefused::AlreadyResolved)
+        );
+        assert_eq!(
+            store
+                .acknowledge_incident(999, "bob".into(), None, 250)
+                .await
+                .unwrap(),
+            Err(ChangeRefused::NotFound)
+        );
+        let kinds: Vec<String> = store
+            .incident_timeline(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["opened", "acknowledged", "resolved"]);
+}
+}
+
+on_both_backends! {
+    async fn sla_breaches_are_marked_once_when_due_times_pass_unmet(backend: &TestBackend) {
+        let store = backend.open().await;
+        store
+            .apply_incident_changes(vec![IncidentChange::Open(Box::new(new_incident("k", 100)))])
+            .await
+            .unwrap();
+        assert!(
+            store.mark_sla_breaches(1_000).await.unwrap().is_empty(),
+            "not yet due"
+        );
+        let breaches: Vec<&str> = store
+            .mark_sla_breaches(1_100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, kind)| kind)
+            .collect();
+        assert_eq!(breaches, ["ack"]);
+        assert!(
+            store.mark_sla_breaches(1_200).await.unwrap().is_empty(),
+            "marked once"
+        );
+        let breaches: Vec<&str> = store
+            .mark_sla_breaches(5_100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, kind)| kind)
+            .collect();
+        assert_eq!(breaches, ["resolve"]);
+        let incident = store.unresolved_incidents().await.unwrap().remove(0);
+        assert!(incident.ack_breached && incident.resolve_breached);
+}
+}
+
+fn packages(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|(name, version)| (name.to_string(), version.to_string()))
+        .collect()
+}
+
+fn full_inventory(seq: u64, list: &[(&str, &str)], kernel: &str) -> InventoryUpdate {
+    InventoryUpdate {
+        agent_id: "a1".into(),
+        epoch: 7,
+        seq,
+        received_ms: 1_000 * seq as i64,
+        full: true,
+        facts_changed: BTreeMap::from([
+            ("hostname".to_string(), "web-1".to_string()),
+            ("kernel".to_string(), kernel.to_string()),
+        ]),
+        facts_removed: vec![],
+        disks: Some(vec![]),
+        interfaces: Some(vec![]),
+        packages_replaced: true,
+        packages_upserted: packages(list),
+        packages_removed: vec![],
+        packages_fingerprint: steward_core::inventory::packages_fingerprint(&packages(list)),
+    }
+}
+
+on_both_backends! {
+    async fn inventory_diffs_patch_the_stored_list_and_record_each_change(backend: &TestBackend) {
+        let store = backend.open().await;
+        let first = store
+            .commit_inventory(full_inventory(
+                1,
+                &[("bash", "5.1"), ("curl", "7.0")],
+                "6.1",
+            ))
+            .await
+            .unwrap();
+        assert!(
+            matches!(first, InventoryOutcome::Stored(applied) if applied.packages_in_sync && applied.events == 0)
+        );
+        assert_eq!(
+            store.packages_fingerprint("a1").await.unwrap(),
+            full_inventory(1, &[("bash", "5.1"), ("curl", "7.0")], "").packages_fingerprint
+        );
+
+        let after = [("bash", "5.2"), ("vim", "9.0")];
+        let diff = InventoryUpdate {
+            seq: 2,
+            received_ms: 2_000,
+            full: false,
+            facts_changed: BTreeMap::from([("kernel".to_string(), "6.2".to_string())]),
+            disks: None,
+            interfaces: None,
+            packages_replaced: false,
+            packages_upserted: packages(&[("bash", "5.2"), ("vim", "9.0")]),
+            packages_removed: vec!["curl".into()],
+            packages_fingerprint: steward_core::inventory::packages_fingerprint(&packages(&after)),
+            ..full_inventory(2, &[], "")
+        };
+        let applied = store.commit_inventory(diff.clone()).await.unwrap();
+        assert!(
+            matches!(applied, InventoryOutcome::Stored(applied) if applied.packages_in_sync && applied.events == 4)
+        );
+        assert_eq!(
+            store.commit_inventory(diff).await.unwrap(),
+            InventoryOutcome::Duplicate
+        );
+        assert_eq!(store.packages("a1").await.unwrap(), packages(&after));
+        let snapshot = store.inventory("a1").await.unwrap().unwrap();
+        assert_eq!(snapshot.facts["kernel"], "6.2");
+        assert_eq!(
+            snapshot.facts["hostname"], "web-1",
+            "a diff keeps facts it does not mention"
+        );
+        assert_eq!(snapshot.package_count, 2);
+
+        let mut events: Vec<(String, String, Option<String>, Option<String>)> = store
+            .inventory_events(vec!["a1".to_string()], false, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|event| (event.kind, event.subject, event.before, event.after))
+            .collect();
+        events.sort();
+        let some = |text: &str| Some(text.to_string());
+        assert_eq!(
+            events,
+            [
+                ("fact".into(), "kernel".into(), some("6.1"), some("6.2")),
+                ("package_installed".into(), "vim".into(), None, some("9.0")),
+                ("package_removed".into(), "curl".into(), some("7.0"), None),
+                (
+                    "package_upgraded".into(),
+                    "bash".into(),
+                    some("5.1"),
+                    some("5.2")
+                ),
+            ]
+        );
+}
+}
+
+on_both_backends! {
+    async fn a_lost_diff_shows_as_a_fingerprint_mismatch(backend: &TestBackend) {
+        let store = backend.open().await;
+        store
+            .commit_inventory(full_inventory(1, &[("bash", "5.1")], "6.1"))
+            .await
+            .unwrap();
+        // The agent believes it also has curl (its diff adding curl was lost).
+        let diff = InventoryUpdate {
+            seq: 3,
+            full: false,
+            packages_replaced: false,
+            packages_upserted: packages(&[("vim", "9.0")]),
+            packages_fingerprint: steward_core::inventory::packages_fingerprint(&packages(&[
+                ("bash", "5.1"),
+                ("curl", "7.0"),
+                ("vim", "9.0"),
+            ])),
+            facts_changed: BTreeMap::new(),
+            ..full_inventory(3, &[], "")
+        };
+        let applied = store.commit_inventory(diff).await.unwrap();
+        assert!(matches!(applied, InventoryOutcome::Stored(applied) if !applied.packages_in_sync));
+}
+}
+
+/// Rows of `table`, for retention tests.
+async fn rows(store: &Store, table: &'static str) -> i64 {
+    store
+        .sqlite()
+        .read(move |connection| {
+            connection.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn retention_removes_old_records_but_never_an_unnotified_incident_or_an_asset() {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let now = 1_000 * DAY;
+    // An old resolved incident, a recent resolved one and an old open one.
+    store
+        .apply_incident_changes(vec![
+            IncidentChange::Open(Box::new(new_incident("old", DAY))),
+            resolve_change("old", 2 * DAY),
+            IncidentChange::Open(Box::new(new_incident("recent", now - DAY))),
+            resolve_change("recent", now - DAY),
+            IncidentChange::Open(Box::new(new_incident("open", DAY))),
+        ])
+        .await
+        .unwrap();
+    store.record_hello(hello()).await.unwrap(); // agent "a1", seen at its hello time
+    store
+        .sqlite().write(move |transaction| {
+            transaction.execute(
+                "INSERT INTO inventory_events (agent_id, ts_ms, kind, subject) VALUES ('a1', ?1, 'k', 's'), ('a1', ?2, 'k', 's')",
+                params![DAY, now],
+            )?;
+            transaction.execute(
+                "INSERT INTO asset_events (asset_id, ts_ms, source, kind) VALUES ('x', ?1, 'agent', 'k'), ('x', ?2, 'agent', 'k')",
+                params![DAY, now],
+            )?;
+            transaction.execute(
+                "INSERT INTO assets (id, record, status, hostname, updated_ms) VALUES ('x', '{}', 'active', 'h', ?1)",
+                params![DAY],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let policy = RetentionPolicy {
+        resolved_incidents: std::time::Duration::from_secs(30 * 24 * 3600),
+        notifications: std::time::Duration::from_secs(30 * 24 * 3600),
+        inventory_events: std::time::Duration::from_secs(30 * 24 * 3600),
+        asset_events: std::time::Duration::from_secs(30 * 24 * 3600),
+        silent_agents: std::time::Duration::from_secs(30 * 24 * 3600),
+    };
+
+    // Notify has not passed the old incident's journal yet: it stays.
+    let report = store.prune_records(policy, now).await.unwrap();
+    assert_eq!(report.incidents, 0, "{report:?}");
+    assert_eq!(report.inventory_events, 1);
+    assert_eq!(report.asset_events, 1);
+    assert_eq!(report.agents, ["a1".to_string()], "the hello was long ago");
+    assert_eq!(rows(&store, "agents").await, 0);
+    assert_eq!(rows(&store, "assets").await, 1, "assets are never pruned");
+
+    // Once notify has passed the journal, the old resolved incident goes
+    // with its timeline and journal; the recent and the open one stay.
+    let journal = store.unnotified_journal(100).await.unwrap();
+    let position = journal.last().unwrap().position;
+    store
+        .enqueue_notifications(Vec::new(), position, now)
+        .await
+        .unwrap();
+    let report = store.prune_records(policy, now).await.unwrap();
+    assert_eq!(report.incidents, 1, "{report:?}");
+    let kept: Vec<String> = store
+        .incidents(IncidentFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|incident| incident.dedup_key)
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert!(!kept.contains(&"old".to_string()), "{kept:?}");
+    assert!(store.prune_records(policy, now).await.unwrap().is_empty());
+}
+
+fn open_change(new: NewIncident) -> IncidentChange {
+    IncidentChange::Open(Box::new(new))
+}
+
+on_both_backends! {
+    async fn a_child_opens_suppressed_under_an_open_parent_and_is_released_when_it_resolves(backend: &TestBackend) {
+        let store = backend.open().await;
+        let parent = NewIncident {
+            rule: "gw-down".into(),
+            labels: Labels::from([("target".to_string(), "gw".to_string())]),
+            ..new_incident("gw", 1_000)
+        };
+        let child = |key: &str, at: i64| NewIncident {
+            agent_id: format!("agent-{key}"),
+            parents: vec![crate::domain::ParentCheck {
+                rule: "gw-down".into(),
+                labels: Labels::from([("target".to_string(), "gw".to_string())]),
+            }],
+            ..new_incident(key, at)
+        };
+        // No parent open yet: a child opens normally.
+        let early = store
+            .apply_incident_changes(vec![open_change(child("early", 500))])
+            .await
+            .unwrap();
+        assert!(!early[0].as_ref().unwrap().1.suppressed);
+        let applied = store
+            .apply_incident_changes(vec![
+                open_change(parent),
+                open_change(child("c1", 1_100)),
+                open_change(child("c2", 1_100)),
+            ])
+            .await
+            .unwrap();
+        let parent_id = applied[0].as_ref().unwrap().1.id;
+        for opened in &applied[1..] {
+            let (_, record) = opened.as_ref().unwrap();
+            assert!(record.suppressed);
+            assert_eq!(record.caused_by, Some(parent_id));
+        }
+        // c1 clears while suppressed: it stays suppressed (never paged).
+        store
+            .apply_incident_changes(vec![resolve_change("c1", 1_200)])
+            .await
+            .unwrap();
+        store
+            .apply_incident_changes(vec![resolve_change("gw", 1_300)])
+            .await
+            .unwrap();
+        let c1 = store
+            .incident(applied[1].as_ref().unwrap().1.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let c2 = store
+            .incident(applied[2].as_ref().unwrap().1.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c1.suppressed, "resolved while suppressed: never paged");
+        assert!(!c2.suppressed, "released");
+        let journal: Vec<(i64, crate::domain::IncidentEvent)> = store
+            .unnotified_journal(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|entry| (entry.incident_id, entry.event))
+            .collect();
+        assert!(journal.contains(&(c2.id, crate::domain::IncidentEvent::Released)));
+        assert!(!journal.contains(&(c1.id, crate::domain::IncidentEvent::Released)));
+        let timeline = store.incident_timeline(c2.id).await.unwrap();
+        assert!(timeline.iter().any(|entry| entry.kind == "suppressed"
+            && entry.detail.contains(&format!("caused by #{parent_id}"))));
+        assert!(timeline.iter().any(|entry| entry.kind == "released"));
+}
+}
+
+on_both_backends! {
+    async fn a_child_waits_its_hold_for_the_parent_then_is_adopted_or_pages(backend: &TestBackend) {
+        let store = backend.open().await;
+        let gw = Labels::from([("target".to_string(), "gw".to_string())]);
+        let child = |key: &str, at: i64| NewIncident {
+            agent_id: format!("agent-{key}"),
+            parents: vec![crate::domain::ParentCheck {
+                rule: "gw-down".into(),
+                labels: gw.clone(),
+            }],
+            parent_hold_ms: 30_000,
+            ..new_incident(key, at)
+        };
+        // Children breach first: they wait, suppressed, for up to 30 s.
+        let applied = store
+            .apply_incident_changes(vec![
+                open_change(child("c1", 1_000)),
+                open_change(child("c2", 2_000)),
+            ])
+            .await
+            .unwrap();
+        let (c1, c2) = (
+            applied[0].as_ref().unwrap().1.clone(),
+            applied[1].as_ref().unwrap().1.clone(),
+        );
+        assert!(c1.suppressed && c1.caused_by.is_none());
+        assert_eq!(c1.held_until_ms, Some(31_000));
+        // Nothing runs out before the hold does.
+        assert!(store.expire_parent_holds(30_999).await.unwrap().is_empty());
+        // c2 clears; then the parent opens: c1 is adopted and never pages.
+        store
+            .apply_incident_changes(vec![resolve_change("c2", 3_000)])
+            .await
+            .unwrap();
+        let parent = store
+            .apply_incident_changes(vec![open_change(NewIncident {
+                rule: "gw-down".into(),
+                labels: gw.clone(),
+                // The gateway's own incident depends on itself by tag: no wait.
+                parents: vec![crate::domain::ParentCheck {
+                    rule: "gw-down".into(),
+                    labels: gw.clone(),
+                }],
+                parent_hold_ms: 30_000,
+                ..new_incident("gw", 5_000)
+            })])
+            .await
+            .unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .1
+            .clone();
+        assert!(!parent.suppressed && parent.held_until_ms.is_none());
+        let c1 = store.incident(c1.id).await.unwrap().unwrap();
+        assert_eq!(c1.caused_by, Some(parent.id));
+        assert!(c1.suppressed && c1.held_until_ms.is_none());
+        assert!(store.expire_parent_holds(40_000).await.unwrap().is_empty());
+        let c2 = store.incident(c2.id).await.unwrap().unwrap();
+        assert!(
+            c2.suppressed && c2.held_until_ms.is_none(),
+            "resolved while waiting: never paged"
+        );
+
+        // A child whose parent never opens pages when its hold runs out.
+        let c3 = store
+            .apply_incident_changes(vec![open_change(NewIncident {
+                parents: vec![crate::domain::ParentCheck {
+                    rule: "pdu-down".into(),
+                    labels: Labels::new(),
+                }],
+                ..child("c3", 50_000)
+            })])
+            .await
+            .unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .1
+            .clone();
+        assert!(c3.suppressed);
+        let released = store.expire_parent_holds(80_000).await.unwrap();
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].id, c3.id);
+        assert!(!released[0].suppressed && released[0].held_until_ms.is_none());
+        let journal: Vec<(i64, crate::domain::IncidentEvent)> = store
+            .unnotified_journal(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|entry| (entry.incident_id, entry.event))
+            .collect();
+        assert!(journal.contains(&(c3.id, crate::domain::IncidentEvent::Released)));
+        assert!(!journal.contains(&(c1.id, crate::domain::IncidentEvent::Released)));
+        let timeline = store.incident_timeline(c3.id).await.unwrap();
+        assert!(
+            timeline.iter().any(|entry| entry.detail
+                == "Paged after waiting 30s for parent pdu-down, which did not open."),
+            "{timeline:?}"
+        );
+        let timeline = store.incident_timeline(c1.id).await.unwrap();
+        assert!(timeline.iter().any(|entry| {
+            entry.kind == "waiting"
+                && entry
+                    .detail
+                    .contains("Waiting up to 30s for parent gw-down{target=\"gw\"}")
+        }));
+}
+}
+
+on_both_backends! {
+    async fn the_nth_recurrence_within_the_window_opens_one_problem_per_scope(backend: &TestBackend) {
+        let store = backend.open().await;
+        let per_agent = crate::domain::Recurrence {
+            count: 3,
+            within_ms: 10_000,
+            across_agents: false,
+        };
+        let open_at = |agent: &str, at: i64| NewIncident {
+            agent_id: agent.into(),
+            dedup_key: format!("disk|{agent}"),
+            recurrence: Some(per_agent),
+            ..new_incident("unused", at)
+        };
+        // a1 recurs 3 times, but the first is outside the window: no problem yet.
+        for at in [0, 20_000, 25_000] {
+            store
+                .apply_incident_changes(vec![open_change(open_at("a1", at))])
+                .await
+                .unwrap();
+            store
+                .apply_incident_changes(vec![resolve_change("disk|a1", at + 1)])
+                .await
+                .unwrap();
+        }
+        assert!(
+            store
+                .problems(ProblemFilter {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Another agent's incidents do not count towards a1's problem.
+        store
+            .apply_incident_changes(vec![open_change(open_at("a2", 26_000))])
+            .await
+            .unwrap();
+        store
+            .apply_incident_changes(vec![open_change(open_at("a1", 27_000))])
+            .await
+            .unwrap();
+        let problems = store
+            .problems(ProblemFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(problems.len(), 1);
+        let (problem, incident_count) = &problems[0];
+        assert_eq!(problem.agent_id.as_deref(), Some("a1"));
+        let linked = store.problem_incidents(problem.id).await.unwrap();
+        assert_eq!(linked.len(), 3, "the three within the window");
+        assert_eq!(*incident_count, 3, "the list counts them too");
+        // Known error needs a workaround; forward only.
+        let refused = store
+            .update_problem(
+                problem.id,
+                ProblemUpdate {
+                    state: Some(crate::domain::ProblemState::KnownError),
+                    by: "ops".into(),
+                    now_ms: 28_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(refused, Err(ProblemRefused::NoWorkaround));
+}
+}
