@@ -13,6 +13,7 @@
 //! ([`recurrence`]) and how long after a change incidents are linked to it;
 //! the store applies them in the opening's own transaction.
 
+mod cluster;
 pub mod dependency;
 pub mod recurrence;
 pub mod sla;
@@ -274,7 +275,17 @@ pub async fn start(
     // Laptops tagged `expected_offline` may go quiet without paging anyone.
     engine.set_expected_offline(suppression.expected_offline.iter().cloned());
     let mut hosts = HashMap::new();
+    let mut cluster = store
+        .cluster_instance()
+        .map(|instance| cluster::ClusterView {
+            instance: instance.to_string(),
+            ..Default::default()
+        });
     for agent in store.agents().await? {
+        if let Some(cluster) = &mut cluster {
+            // Until the first sync says which of these are at other collectors.
+            cluster.watched.insert(agent.id.clone());
+        }
         engine.set_host_name(&agent.id, &agent.hostname);
         hosts.insert(agent.id.clone(), agent.hostname.clone());
         // `agent.up` is synthetic and never stored: its last sighting is the
@@ -306,8 +317,11 @@ pub async fn start(
         suppression,
         unapplied: Vec::new(),
         clock,
+        cluster,
     };
     worker.apply(restored, clock.now_ms()).await;
+    // Before the first tick can evaluate absence for agents at other collectors.
+    worker.sync_cluster(clock.now_ms()).await;
     tracing::info!(message = "Incidents restored.", unresolved = open.len());
     let task = tokio::spawn(worker.run(receiver, shutdown));
     Ok((handle, task))
@@ -323,6 +337,9 @@ struct Worker {
     /// Changes the store refused (e.g. disk full), retried on every tick.
     unapplied: Vec<IncidentChange>,
     clock: Clock,
+    /// `Some` when collectors share a PostgreSQL database: which agents this
+    /// one evaluates (see [`cluster`]).
+    cluster: Option<cluster::ClusterView>,
 }
 
 /// Bound on retained unrecorded changes while the store is failing.
@@ -358,6 +375,14 @@ impl Worker {
                 now_ms,
                 synthetic,
             } => {
+                if self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|cluster| !cluster.watched.contains(&agent_id))
+                {
+                    // Its samples come here, so it is ours whatever the last sync read.
+                    self.adopt(vec![(agent_id.clone(), now_ms)], now_ms).await;
+                }
                 let mut transitions = Vec::new();
                 for (metric, labels, value) in &samples {
                     transitions.extend(
@@ -392,6 +417,8 @@ impl Worker {
             }
             RulesInput::Hello { agent_id, hostname } => {
                 self.engine.set_host_name(&agent_id, &hostname);
+                let now_ms = self.clock.now_ms();
+                self.adopt(vec![(agent_id.clone(), now_ms)], now_ms).await;
                 self.hosts.insert(agent_id, hostname);
             }
             RulesInput::ReplaceRules {
@@ -419,6 +446,7 @@ impl Worker {
     }
 
     async fn tick(&mut self, now_ms: i64) {
+        self.sync_cluster(now_ms).await;
         let mut transitions = self.engine.tick(now_ms);
         transitions.extend(self.engine.evaluate_absence(now_ms));
         self.apply(transitions, now_ms).await;

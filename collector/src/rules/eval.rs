@@ -540,6 +540,16 @@ impl RuleEngine {
         out
     }
 
+    /// Drops every series of an agent without resolving anything: another
+    /// collector now receives its samples and evaluates it (PostgreSQL
+    /// cluster). Its open incidents stay open for that collector to resolve;
+    /// a pending `for` is dropped, and restarts where the agent went.
+    pub fn release_agent(&mut self, agent_id: &str) {
+        for slot in &mut self.slots {
+            slot.series.remove(agent_id);
+        }
+    }
+
     /// Every series the engine holds state for, in no particular order.
     pub fn series(&self) -> impl Iterator<Item = SeriesView<'_>> {
         self.slots.iter().flat_map(|slot| {

@@ -888,3 +888,65 @@ fn nan_samples_are_ignored() {
     );
     assert_eq!(engine.series().count(), 0);
 }
+
+/// A moved agent (PostgreSQL cluster): the collector it left drops its
+/// series without resolving anything, and a pending `for` restarts at the
+/// collector it went to, from the first breaching sample seen there; an
+/// incident already open is restored there and resolves on a clear sample.
+#[test]
+fn a_moved_agent_restarts_its_pending_for_at_the_new_collector() {
+    let rule = disk_rule(|threshold| threshold.for_duration = Duration::from_secs(10));
+    let mut left = RuleEngine::new(vec![rule.clone()]);
+    let mut went_to = RuleEngine::new(vec![rule]);
+    let mount = labels(&[("mount", "/")]);
+    let opens = |transitions: &[Transition]| {
+        transitions
+            .iter()
+            .filter(|transition| matches!(transition, Transition::Open { .. }))
+            .count()
+    };
+    // Breaching for 8 s at the first collector: `for` is still pending.
+    assert_eq!(opens(&left.observe("a1", METRIC, &mount, 95.0, 0)), 0);
+    assert_eq!(opens(&left.observe("a1", METRIC, &mount, 95.0, 8_000)), 0);
+    left.release_agent("a1");
+    assert!(
+        left.series().next().is_none(),
+        "released series are dropped"
+    );
+    assert!(
+        left.tick(60_000).is_empty(),
+        "nothing fires for a released agent"
+    );
+    // The new collector counts `for` from its own first breaching sample.
+    assert_eq!(
+        opens(&went_to.observe("a1", METRIC, &mount, 95.0, 9_000)),
+        0
+    );
+    assert_eq!(
+        opens(&went_to.observe("a1", METRIC, &mount, 95.0, 17_000)),
+        0
+    );
+    assert_eq!(
+        opens(&went_to.observe("a1", METRIC, &mount, 95.0, 19_000)),
+        1
+    );
+
+    // Open at the first collector, then moved: restored, it resolves on clear.
+    let key = dedup_key("disk", "a1", &mount);
+    let mut third = RuleEngine::new(vec![disk_rule(|_| {})]);
+    assert!(
+        third
+            .restore([RestoredIncident {
+                dedup_key: key.clone(),
+                opened_ms: 0,
+                flapping: false,
+            }])
+            .is_empty()
+    );
+    assert_eq!(opens(&third.observe("a1", METRIC, &mount, 95.0, 20_000)), 0);
+    let resolved = third.observe("a1", METRIC, &mount, 10.0, 21_000);
+    assert!(
+        matches!(&resolved[..], [Transition::Resolve { dedup_key, .. }] if *dedup_key == key),
+        "{resolved:?}"
+    );
+}

@@ -863,3 +863,34 @@ impl Store {
         }
     }
 }
+
+/// How several collectors share agents (PostgreSQL only; see `postgres::cluster`).
+impl Store {
+    /// This collector's name among several; `None` on the embedded backend,
+    /// where one collector owns every agent.
+    pub fn cluster_instance(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(store) => Some(store.collector()),
+        }
+    }
+
+    /// Records that this collector is alive (no-op on the embedded backend).
+    pub async fn heartbeat(&self, now_ms: i64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(store) => Ok(store.heartbeat(now_ms).await?),
+        }
+    }
+
+    /// Every agent with the collector it streams to (empty on the embedded backend).
+    pub async fn agent_owners(
+        &self,
+        alive_after_ms: i64,
+    ) -> Result<Vec<super::postgres::AgentOwner>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(store) => Ok(store.agent_owners(alive_after_ms).await?),
+        }
+    }
+}

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004-outbox.sql"),
     include_str!("migrations/0005-inventory-assets-problems-changes.sql"),
     include_str!("migrations/0006-identity-tokens.sql"),
+    include_str!("migrations/0007-cluster.sql"),
 ];
 
 /// The PostgreSQL schema version this build writes; a database above it is refused.

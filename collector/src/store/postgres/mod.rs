@@ -22,6 +22,7 @@
 //! facade is to dispatch to; the collector does not run on it yet (see
 //! README "Scaling out").
 
+mod cluster;
 mod group;
 mod incidents;
 mod ingest;
@@ -39,6 +40,7 @@ use std::str::FromStr;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use cluster::AgentOwner;
 pub use migrations::PG_SCHEMA_VERSION;
 pub use outbox::Claim;
 

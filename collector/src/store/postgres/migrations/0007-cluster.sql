@@ -1,0 +1,8 @@
+-- PostgreSQL migration 7: the collectors of a cluster. Each writes a
+-- heartbeat every few seconds; an agent whose collector has gone silent is
+-- watched (absence rules) by every live collector until it says hello to one.
+CREATE TABLE collectors (
+    name         TEXT PRIMARY KEY,
+    heartbeat_ms BIGINT NOT NULL,
+    started_ms   BIGINT NOT NULL
+);
