@@ -29,8 +29,8 @@ mod ingest;
 mod migrations;
 mod outbox;
 mod pending;
-#[cfg(test)]
-pub(crate) mod testdb;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testdb;
 #[cfg(test)]
 mod tests;
 

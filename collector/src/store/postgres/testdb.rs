@@ -17,19 +17,19 @@ use tokio::sync::OnceCell;
 
 const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-pub(crate) struct TestDb {
+pub struct TestDb {
     /// URL of this test's own database.
-    pub(crate) url: String,
+    pub url: String,
     /// The server's TLS certificate (self-signed, for `localhost`) when it
     /// has TLS on and the file is readable here.
-    pub(crate) tls_ca: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
     server: String,
     name: String,
 }
 
 impl TestDb {
     /// Settings that reach this database (a small pool: tests are many).
-    pub(crate) fn settings(&self) -> super::PgSettings {
+    pub fn settings(&self) -> super::PgSettings {
         super::PgSettings {
             url: self.url.clone(),
             pool_size: 4,
@@ -38,7 +38,7 @@ impl TestDb {
     }
 
     /// A fresh empty database, or `None` (skip) when no server can be had.
-    pub(crate) async fn create() -> Option<Self> {
+    pub async fn create() -> Option<Self> {
         let server = match SERVER.get_or_init(find_server).await {
             Ok(server) => server.clone(),
             Err(reason) => {
