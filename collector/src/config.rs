@@ -224,6 +224,10 @@ struct RawStorage {
     /// The PostgreSQL database several collectors share (instead of `sqlite`).
     #[serde(default)]
     postgres: Option<String>,
+    /// A file holding the `postgres` URL (it carries a password: keep it in
+    /// a secret, not in the config).
+    #[serde(default)]
+    postgres_file: Option<PathBuf>,
     /// Most connections to `postgres` this collector holds open.
     #[serde(default = "default_postgres_pool_size")]
     postgres_pool_size: usize,
@@ -864,7 +868,40 @@ impl CollectorConfig {
             return Err(source.error("retention.every", "must be at least 1s"));
         }
         let limits = Limits::validate(source, raw.limits)?;
-        let (sqlite_path, postgres) = match (&raw.storage.sqlite, raw.storage.postgres) {
+        let postgres_url = match (raw.storage.postgres, &raw.storage.postgres_file) {
+            (Some(_), Some(_)) => {
+                return Err(source.error(
+                    "storage.postgres_file",
+                    "set either postgres or postgres_file, not both",
+                ));
+            }
+            (Some(url), None) => Some(url),
+            (None, Some(file)) => {
+                let path = source.resolve(file);
+                let text = std::fs::read_to_string(&path).map_err(|error| {
+                    source.error(
+                        "storage.postgres_file",
+                        format!("cannot read {}: {error}", path.display()),
+                    )
+                })?;
+                Some(text.trim().to_string())
+            }
+            (None, None) => None,
+        };
+        if let Some(url) = &postgres_url
+            && let Err(error) = url.parse::<tokio_postgres::Config>()
+        {
+            // The URL may hold a password: the message names the key, not the value.
+            return Err(source.error(
+                if raw.storage.postgres_file.is_some() {
+                    "storage.postgres_file"
+                } else {
+                    "storage.postgres"
+                },
+                format!("not a PostgreSQL URL: {error}"),
+            ));
+        }
+        let (sqlite_path, postgres) = match (&raw.storage.sqlite, postgres_url) {
             (Some(_), Some(_)) => {
                 return Err(source.error(
                     "storage.postgres",
@@ -1073,6 +1110,62 @@ mod tests {
             let error = CollectorConfig::load(&write(dir.path(), &base(&extra))).unwrap_err();
             assert_eq!(error.key.as_deref(), Some(key), "{extra}: {error}");
             assert_eq!(error.line, Some(line), "{extra}: {error}");
+        }
+    }
+
+    #[test]
+    fn storage_is_sqlite_or_postgres_and_the_url_stays_out_of_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_postgres = |storage: &str| base("").replace("sqlite = \"db.sqlite\"\n", storage);
+        let url = "postgres://steward:s3cret@db.example:5432/steward?sslmode=require";
+        let config = CollectorConfig::load(&write(
+            dir.path(),
+            &on_postgres(&format!("postgres = {url:?}\ninstance = \"collector-a\"\n")),
+        ))
+        .unwrap();
+        let settings = config.postgres.as_ref().unwrap();
+        assert_eq!(settings.url, url);
+        assert_eq!(settings.pool_size, 16);
+        assert_eq!(config.instance, "collector-a");
+        assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
+
+        std::fs::write(dir.path().join("pg-url"), format!("{url}\n")).unwrap();
+        let config = CollectorConfig::load(&write(
+            dir.path(),
+            &on_postgres("postgres_file = \"pg-url\"\n"),
+        ))
+        .unwrap();
+        assert_eq!(config.postgres.unwrap().url, url);
+        assert_eq!(config.instance, steward_core::process::hostname());
+
+        let cases = [
+            (on_postgres(""), "storage.sqlite"),
+            (base(&format!("postgres = {url:?}\n")), "storage.postgres"),
+            (
+                on_postgres("postgres = \"postgres://x:s3cret@h/db?sslmode=sometimes\"\n"),
+                "storage.postgres",
+            ),
+            (
+                on_postgres(&format!("postgres = {url:?}\npostgres_file = \"pg-url\"\n")),
+                "storage.postgres_file",
+            ),
+            (
+                on_postgres("postgres_file = \"missing\"\n"),
+                "storage.postgres_file",
+            ),
+            (
+                on_postgres(&format!("postgres = {url:?}\ninstance = \" \"\n")),
+                "storage.instance",
+            ),
+            (
+                on_postgres(&format!("postgres = {url:?}\npostgres_pool_size = 0\n")),
+                "storage.postgres_pool_size",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = CollectorConfig::load(&write(dir.path(), &text)).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{text}: {error}");
+            assert!(!error.to_string().contains("s3cret"), "{error}");
         }
     }
 

@@ -120,11 +120,10 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
         return;
     };
     let webhook = Receiver::start();
-    let mut first =
-        Collector::start_with(|text| {
-            on_postgres(text, &db.url, "collector-a");
-            text.push_str(&rules_and_channel(&webhook));
-        });
+    let mut first = Collector::start_with(|text| {
+        on_postgres(text, &db.url, "collector-a");
+        text.push_str(&rules_and_channel(&webhook));
+    });
     // One cluster as agents see it: the second presents the first's
     // certificate and accepts its agent token.
     let shared = |name: &str| path_str(&first.path(name)).to_string();
@@ -186,7 +185,10 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
         .iter()
         .map(|&name| {
             let file = first.path(&format!("{name}-state")).join("agent-id");
-            (name, std::fs::read_to_string(file).unwrap().trim().to_string())
+            (
+                name,
+                std::fs::read_to_string(file).unwrap().trim().to_string(),
+            )
         })
         .collect();
 
@@ -256,7 +258,10 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
         3,
         "{pages:?}"
     );
-    assert!(pages.values().all(|&count| count == 1), "paged twice: {pages:?}");
+    assert!(
+        pages.values().all(|&count| count == 1),
+        "paged twice: {pages:?}"
+    );
 
     // No acknowledged batch lost, none stored twice (the primary key would
     // refuse it): every batch an agent measured is in the database.
@@ -265,15 +270,21 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
         let agent_id = agent_ids[name].as_str();
         let measured = collected_batches(&agent.log_text());
         let last = measured.iter().map(|batch| batch.seq).max().unwrap();
-        poll(DEADLINE, &format!("{name}'s measured batches stored"), || {
-            let stored = stored_batches(&runtime, &db.url);
-            measured
-                .iter()
-                .all(|batch| stored.contains(&(agent_id.to_string(), batch.seq)))
-                .then_some(())
-        });
+        poll(
+            DEADLINE,
+            &format!("{name}'s measured batches stored"),
+            || {
+                let stored = stored_batches(&runtime, &db.url);
+                measured
+                    .iter()
+                    .all(|batch| stored.contains(&(agent_id.to_string(), batch.seq)))
+                    .then_some(())
+            },
+        );
         assert!(
-            stored.iter().any(|(id, seq)| id == agent_id && *seq <= last),
+            stored
+                .iter()
+                .any(|(id, seq)| id == agent_id && *seq <= last),
             "{name} stored nothing"
         );
     }
