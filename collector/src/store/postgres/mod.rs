@@ -22,7 +22,9 @@
 //! facade is to dispatch to; the collector does not run on it yet (see
 //! README "Scaling out").
 
+mod api_tokens;
 mod group;
+mod identity;
 mod incidents;
 mod ingest;
 mod migrations;
