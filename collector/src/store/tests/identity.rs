@@ -234,7 +234,7 @@ on_both_backends! {
     async fn api_tokens_are_created_found_touched_and_revoked(backend: &TestBackend) {
         let store = backend.open().await;
         let first = TokenHash::of("first-token-value");
-        assert!(store.create_api_token("ci".into(), Scope::Write, first.clone(), 1).await.unwrap());
+        assert!(store.create_api_token("ci".into(), Scope::Write, first, 1).await.unwrap());
         assert!(
             !store
                 .create_api_token("ci".into(), Scope::Read, TokenHash::of("x"), 2)
@@ -242,7 +242,7 @@ on_both_backends! {
                 .unwrap(),
             "the name of an unrevoked token is taken"
         );
-        let found = store.active_api_token(first.clone()).await.unwrap().unwrap();
+        let found = store.active_api_token(first).await.unwrap().unwrap();
         assert_eq!((found.name.as_str(), found.scope), ("ci", Scope::Write));
         assert_eq!(store.active_api_token(TokenHash::of("x")).await.unwrap(), None);
         store.touch_api_token(found.id, 7).await.unwrap();
