@@ -353,27 +353,36 @@ impl PgStore {
     }
 
     /// Events not yet recorded on their asset, claimed by this collector for
-    /// a lease: another collector skips them until the lease runs out (or
-    /// they are marked applied). Recording is once for the cluster, since
-    /// the asset rows are shared; this collector gets its own unexpired
-    /// claims again, so an event it could not record yet is retried.
+    /// a lease. Recording is once for the cluster (the asset rows are
+    /// shared), so another collector skips them while the lease runs; this
+    /// one gets them again each poll (retrying one whose agent has no asset
+    /// here yet) without extending the lease. When it lapses, the other
+    /// collectors have one lease to take the event (the agent may have its
+    /// asset there) before this one may claim it again.
     pub async fn unapplied_identity_events(&self) -> Result<Vec<IdentityEvent>, PgError> {
         let rows = self
             .client()
             .await?
             .query(
                 &format!(
-                    "UPDATE agent_identity_events
-                     SET claimed_by = $1, claimed_until_ms = {DB_NOW_MS} + $2
-                     WHERE id IN (
-                         SELECT id FROM agent_identity_events
+                    "WITH now AS (SELECT {DB_NOW_MS} AS ms)
+                     UPDATE agent_identity_events e
+                     SET claimed_until_ms = CASE
+                             WHEN e.claimed_by = $1 AND e.claimed_until_ms > now.ms
+                             THEN e.claimed_until_ms ELSE now.ms + $2 END,
+                         claimed_by = $1
+                     FROM now
+                     WHERE e.id IN (
+                         SELECT id FROM agent_identity_events, now
                          WHERE applied_ms IS NULL
-                           AND (claimed_until_ms IS NULL OR claimed_by = $1
-                                OR claimed_until_ms <= {DB_NOW_MS})
+                           AND (claimed_until_ms IS NULL
+                                OR (claimed_by = $1 AND claimed_until_ms > now.ms)
+                                OR (claimed_by <> $1 AND claimed_until_ms <= now.ms)
+                                OR claimed_until_ms <= now.ms - $2)
                          ORDER BY id
                          LIMIT 100
-                         FOR UPDATE SKIP LOCKED)
-                     RETURNING {EVENT_COLUMNS}"
+                         FOR UPDATE OF agent_identity_events SKIP LOCKED)
+                     RETURNING e.id, e.agent_id, e.ts_ms, e.kind, e.detail, e.tags"
                 ),
                 &[&self.collector, &APPLY_LEASE_MS],
             )

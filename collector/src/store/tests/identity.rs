@@ -391,25 +391,40 @@ async fn a_revocation_through_one_collector_reaches_the_others_and_is_applied_on
     let claimed = a.unapplied_identity_events().await.unwrap();
     assert_eq!(claimed.len(), 2, "a retries what it could not record yet");
     a.mark_identity_event_applied(claimed[0].id).await.unwrap();
-    // a stops (its lease runs out): b takes over what is left.
-    expire_identity_claims(&db).await;
+    // a's lease lapses (it cannot record the event, or it stopped): the
+    // others have one lease to take it over before a may claim it again.
+    set_identity_claims_until(&db, "- 1000").await;
+    assert!(a.unapplied_identity_events().await.unwrap().is_empty());
     let taken = b.unapplied_identity_events().await.unwrap();
     assert_eq!(
         taken.iter().map(|event| event.id).collect::<Vec<_>>(),
         [claimed[1].id]
     );
     assert!(a.unapplied_identity_events().await.unwrap().is_empty());
-    b.mark_identity_event_applied(claimed[1].id).await.unwrap();
+    // Nobody took it over in time: its last holder may claim it again.
+    set_identity_claims_until(&db, "- 60000").await;
+    assert_eq!(a.unapplied_identity_events().await.unwrap().len(), 1);
+    assert!(b.unapplied_identity_events().await.unwrap().is_empty());
+    a.mark_identity_event_applied(claimed[1].id).await.unwrap();
+    assert!(a.unapplied_identity_events().await.unwrap().is_empty());
     assert!(b.unapplied_identity_events().await.unwrap().is_empty());
 }
 
-async fn expire_identity_claims(db: &TestDb) {
+/// Moves every claim's lease end to the database's now plus `offset` (SQL).
+async fn set_identity_claims_until(db: &TestDb, offset: &str) {
     let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
         .await
         .unwrap();
     let driver = tokio::spawn(connection);
     client
-        .execute("UPDATE agent_identity_events SET claimed_until_ms = 0", &[])
+        .execute(
+            &format!(
+                "UPDATE agent_identity_events SET claimed_until_ms =
+                     (extract(epoch FROM clock_timestamp()) * 1000)::bigint {offset}
+                 WHERE claimed_by IS NOT NULL"
+            ),
+            &[],
+        )
         .await
         .unwrap();
     drop(client);

@@ -45,7 +45,9 @@ CREATE INDEX agent_certificates_by_agent ON agent_certificates (agent_id);
 -- `applied_ms`: recorded on the agent's asset, once for the cluster (the
 -- asset rows are shared; recording per collector would repeat the history
 -- entry). A collector claims unapplied events with a lease (`claimed_by`,
--- `claimed_until_ms`) so two do not record the same one together.
+-- `claimed_until_ms`) so two do not record the same one together; when the
+-- lease lapses the others get the first chance to take it (see
+-- `postgres/identity.rs`).
 CREATE TABLE agent_identity_events (
     id               BIGSERIAL PRIMARY KEY,
     agent_id         TEXT NOT NULL,
