@@ -1,16 +1,20 @@
 //! Identity administration from the command line, beside a running
 //! collector: enrollment tokens, the CA fingerprint, agent revocation.
 //!
-//! These open the collector's database themselves (WAL: the running
-//! collector keeps serving; it notices revocations within a second or two).
+//! These open the collector's database themselves: the SQLite file (WAL:
+//! the running collector keeps serving), or, when `[storage] postgres` is
+//! set, the PostgreSQL database the collectors share. Either way every
+//! running collector notices a revocation within a second or two.
 
+use std::future::Future;
 use std::time::Duration;
 
 use steward_core::text::rfc3339_ms;
 
 use crate::CollectorConfig;
 use crate::enrollment::{EnrollmentSecret, TagError, parse_tag, sha256_hex};
-use crate::store::{AdminDb, NewEnrollmentToken, StoreError};
+use crate::store::postgres::{PgError, PgSettings, PgStore};
+use crate::store::{AdminDb, EnrollmentTokenRow, NewEnrollmentToken, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -66,7 +70,7 @@ pub fn create_token(
     let now_ms = steward_core::now_ms();
     let expires_ms = now_ms.saturating_add(options.ttl.as_millis().min(i64::MAX as u128) as i64);
     let secret = EnrollmentSecret::generate();
-    AdminDb::open(&config.sqlite_path)?.create_token(&NewEnrollmentToken {
+    let token = NewEnrollmentToken {
         id: secret.id.clone(),
         secret_sha256: secret.hash(),
         created_ms: now_ms,
@@ -74,7 +78,13 @@ pub fn create_token(
         uses: options.uses,
         tags: tags.clone(),
         adopts_existing: options.adopt_existing,
-    })?;
+    };
+    match &config.postgres {
+        Some(settings) => on_postgres(settings, &config.instance, async |store| {
+            store.create_enrollment_token(&token).await
+        })?,
+        None => AdminDb::open(&config.sqlite_path)?.create_token(&token)?,
+    }
     Ok(CreatedToken {
         secret,
         expires_ms,
@@ -89,7 +99,13 @@ pub fn list_tokens(config: &CollectorConfig) -> Result<String, AdminError> {
         "{:<14} {:<24} {:<24} {:>9}  {:<8} TAGS\n",
         "ID", "CREATED", "EXPIRES", "USES LEFT", "STATE"
     );
-    for token in AdminDb::open(&config.sqlite_path)?.tokens()? {
+    let tokens: Vec<EnrollmentTokenRow> = match &config.postgres {
+        Some(settings) => on_postgres(settings, &config.instance, async |store| {
+            store.enrollment_tokens().await
+        })?,
+        None => AdminDb::open(&config.sqlite_path)?.tokens()?,
+    };
+    for token in tokens {
         let state = if token.revoked_ms.is_some() {
             "revoked"
         } else if token.expires_ms <= now_ms {
@@ -113,7 +129,14 @@ pub fn list_tokens(config: &CollectorConfig) -> Result<String, AdminError> {
 }
 
 pub fn revoke_token(config: &CollectorConfig, id: &str) -> Result<(), AdminError> {
-    if AdminDb::open(&config.sqlite_path)?.revoke_token(id, steward_core::now_ms())? {
+    let now_ms = steward_core::now_ms();
+    let revoked = match &config.postgres {
+        Some(settings) => on_postgres(settings, &config.instance, async |store| {
+            store.revoke_enrollment_token(id, now_ms).await
+        })?,
+        None => AdminDb::open(&config.sqlite_path)?.revoke_token(id, now_ms)?,
+    };
+    if revoked {
         Ok(())
     } else {
         Err(AdminError::NoSuchToken(id.to_string()))
@@ -143,9 +166,41 @@ pub fn revoke_agent(config: &CollectorConfig, agent_id: &str, by: &str) -> Resul
     } else {
         by.trim()
     };
-    if AdminDb::open(&config.sqlite_path)?.revoke_agent(agent_id, by, steward_core::now_ms())? {
+    let now_ms = steward_core::now_ms();
+    let revoked = match &config.postgres {
+        Some(settings) => on_postgres(settings, &config.instance, async |store| {
+            store
+                .revoke_agent(agent_id.to_string(), by.to_string(), now_ms)
+                .await
+        })?,
+        None => AdminDb::open(&config.sqlite_path)?.revoke_agent(agent_id, by, now_ms)?,
+    };
+    if revoked {
         Ok(())
     } else {
         Err(AdminError::NotEnrolled(agent_id.to_string()))
     }
+}
+
+/// Runs `work` on the shared PostgreSQL database (`[storage] postgres`),
+/// connected as `instance`, in a runtime of its own: the administration
+/// commands are synchronous. Not to be called from inside a runtime.
+pub(crate) fn on_postgres<T, F>(
+    settings: &PgSettings,
+    instance: &str,
+    work: impl FnOnce(PgStore) -> F,
+) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, PgError>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| StoreError::Failed(format!("cannot start a runtime: {error}")))?;
+    runtime.block_on(async {
+        let store = PgStore::open(settings, instance).await?;
+        let outcome = work(store.clone()).await;
+        store.close().await;
+        Ok(outcome?)
+    })
 }

@@ -1,14 +1,17 @@
 //! `steward-collector token create|list|revoke --config FILE`: API tokens
 //! in the collector's database, managed from a separate process while the
-//! collector runs (SQLite WAL; the collector reads the table per request).
+//! collector runs (SQLite WAL, or the PostgreSQL database `[storage]
+//! postgres` names; collectors read the table per request).
 //!
 //! A new token is printed once, on stdout alone (so `TOKEN=$(…)` works),
 //! and stored only as its SHA-256.
 
 use std::path::Path;
 
+use super::admin::on_postgres;
+use crate::CollectorConfig;
 use crate::access::{Scope, TokenHash, is_config_token_name, new_token, valid_token_name};
-use crate::store::{ApiTokenTable, StoreError, TokenTableError};
+use crate::store::{ApiTokenRow, ApiTokenTable, StoreError, TokenTableError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenCommand {
@@ -44,11 +47,11 @@ pub struct TokenOutput {
 
 /// Runs `command` against the database named by the config at `config_path`.
 pub fn run(config_path: &Path, command: TokenCommand) -> Result<TokenOutput, TokenCliError> {
-    let config = crate::CollectorConfig::load(config_path)?;
+    let config = CollectorConfig::load(config_path)?;
     let now_ms = steward_core::now_ms();
     match command {
         TokenCommand::Create { name, scope } => {
-            let token = create(&config.sqlite_path, &name, scope, now_ms)?;
+            let token = create_in(&config, &name, scope, now_ms)?;
             Ok(TokenOutput {
                 stdout: format!("{token}\n"),
                 stderr: format!(
@@ -58,8 +61,13 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<TokenOutput, Tok
             })
         }
         TokenCommand::Revoke { name } => {
-            let table = ApiTokenTable::open(&config.sqlite_path)?;
-            if !table.revoke(&name, now_ms)? {
+            let revoked = match &config.postgres {
+                Some(settings) => on_postgres(settings, &config.instance, async |store| {
+                    store.revoke_api_token(name.clone(), now_ms).await
+                })?,
+                None => ApiTokenTable::open(&config.sqlite_path)?.revoke(&name, now_ms)?,
+            };
+            if !revoked {
                 return Err(TokenCliError::NoSuchToken(name));
             }
             Ok(TokenOutput {
@@ -68,13 +76,18 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<TokenOutput, Tok
             })
         }
         TokenCommand::List => {
-            let table = ApiTokenTable::open(&config.sqlite_path)?;
+            let rows: Vec<ApiTokenRow> = match &config.postgres {
+                Some(settings) => on_postgres(settings, &config.instance, async |store| {
+                    store.api_tokens().await
+                })?,
+                None => ApiTokenTable::open(&config.sqlite_path)?.list()?,
+            };
             let mut stdout = format!(
                 "{:<24} {:<6} {:<24} {:<24} {}\n",
                 "NAME", "SCOPE", "CREATED", "LAST USED", "REVOKED"
             );
             let time = |ms: Option<i64>| ms.map_or_else(|| "-".to_string(), crate::api::rfc3339);
-            for row in table.list()? {
+            for row in rows {
                 stdout.push_str(&format!(
                     "{:<24} {:<6} {:<24} {:<24} {}\n",
                     row.name,
@@ -102,17 +115,47 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<TokenOutput, Tok
     }
 }
 
-/// Creates a token named `name` in the database at `database`; returns the
-/// plaintext, which nothing keeps. Shared by the CLI and `init`.
+/// Creates a token named `name` in the database `config` names (SQLite or
+/// PostgreSQL); returns the plaintext, which nothing keeps.
+pub fn create_in(
+    config: &CollectorConfig,
+    name: &str,
+    scope: Scope,
+    now_ms: i64,
+) -> Result<String, TokenCliError> {
+    let Some(settings) = &config.postgres else {
+        return create(&config.sqlite_path, name, scope, now_ms);
+    };
+    check_name(name)?;
+    let token = new_token();
+    let hash = TokenHash::of(&token);
+    let created = on_postgres(settings, &config.instance, async |store| {
+        store
+            .create_api_token(name.to_string(), scope, hash, now_ms)
+            .await
+    })?;
+    if !created {
+        return Err(TokenTableError::NameTaken(name.to_string()).into());
+    }
+    Ok(token)
+}
+
+fn check_name(name: &str) -> Result<(), TokenCliError> {
+    if !valid_token_name(name) || is_config_token_name(name) {
+        return Err(TokenCliError::InvalidName(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Creates a token named `name` in the SQLite database at `database`;
+/// returns the plaintext, which nothing keeps. Shared by the CLI and `init`.
 pub fn create(
     database: &Path,
     name: &str,
     scope: Scope,
     now_ms: i64,
 ) -> Result<String, TokenCliError> {
-    if !valid_token_name(name) || is_config_token_name(name) {
-        return Err(TokenCliError::InvalidName(name.to_string()));
-    }
+    check_name(name)?;
     let table = ApiTokenTable::open(database)?;
     let token = new_token();
     table.create(name, scope, &TokenHash::of(&token), now_ms)?;

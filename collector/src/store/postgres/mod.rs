@@ -22,8 +22,10 @@
 //! facade is to dispatch to; the collector does not run on it yet (see
 //! README "Scaling out").
 
+mod api_tokens;
 mod cluster;
 mod group;
+mod identity;
 mod incidents;
 mod ingest;
 mod migrations;

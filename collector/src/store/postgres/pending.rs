@@ -303,39 +303,6 @@ impl PgStore {
         Err(PgError::NotYet("incidents_opened_since"))
     }
 
-    pub async fn active_api_token(
-        &self,
-        hash: crate::access::TokenHash,
-    ) -> Result<Option<ActiveToken>, PgError> {
-        let _ = (hash,);
-        Err(PgError::NotYet("active_api_token"))
-    }
-
-    pub async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>, PgError> {
-        Err(PgError::NotYet("api_tokens"))
-    }
-
-    pub async fn create_api_token(
-        &self,
-        name: String,
-        scope: crate::access::Scope,
-        hash: crate::access::TokenHash,
-        now_ms: i64,
-    ) -> Result<bool, PgError> {
-        let _ = (name, scope, hash, now_ms);
-        Err(PgError::NotYet("create_api_token"))
-    }
-
-    pub async fn revoke_api_token(&self, name: String, now_ms: i64) -> Result<bool, PgError> {
-        let _ = (name, now_ms);
-        Err(PgError::NotYet("revoke_api_token"))
-    }
-
-    pub async fn touch_api_token(&self, id: i64, now_ms: i64) -> Result<(), PgError> {
-        let _ = (id, now_ms);
-        Err(PgError::NotYet("touch_api_token"))
-    }
-
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, PgError> {
         Err(PgError::NotYet("agents"))
     }
@@ -396,72 +363,5 @@ impl PgStore {
 
     pub fn write_problem(&self) -> Option<String> {
         None
-    }
-
-    pub async fn redeem_enrollment(
-        &self,
-        secret_sha256: String,
-        certificate: IssuedCertificate,
-        now_ms: i64,
-    ) -> Result<Result<Vec<String>, EnrollRefusal>, PgError> {
-        let _ = (secret_sha256, certificate, now_ms);
-        Err(PgError::NotYet("redeem_enrollment"))
-    }
-
-    pub async fn enrollment_token_usable(
-        &self,
-        secret_sha256: String,
-        now_ms: i64,
-    ) -> Result<bool, PgError> {
-        let _ = (secret_sha256, now_ms);
-        Err(PgError::NotYet("enrollment_token_usable"))
-    }
-
-    pub async fn renew_certificate(
-        &self,
-        presented_sha256: String,
-        certificate: IssuedCertificate,
-    ) -> Result<bool, PgError> {
-        let _ = (presented_sha256, certificate);
-        Err(PgError::NotYet("renew_certificate"))
-    }
-
-    pub async fn identity_binding(
-        &self,
-        agent_id: &str,
-    ) -> Result<Option<IdentityBinding>, PgError> {
-        let _ = (agent_id,);
-        Err(PgError::NotYet("identity_binding"))
-    }
-
-    pub async fn identity_events_after(
-        &self,
-        after_id: i64,
-    ) -> Result<Vec<IdentityEvent>, PgError> {
-        let _ = (after_id,);
-        Err(PgError::NotYet("identity_events_after"))
-    }
-
-    pub async fn last_identity_event(&self) -> Result<i64, PgError> {
-        Err(PgError::NotYet("last_identity_event"))
-    }
-
-    pub async fn unapplied_identity_events(&self) -> Result<Vec<IdentityEvent>, PgError> {
-        Err(PgError::NotYet("unapplied_identity_events"))
-    }
-
-    pub async fn mark_identity_event_applied(&self, id: i64) -> Result<(), PgError> {
-        let _ = (id,);
-        Err(PgError::NotYet("mark_identity_event_applied"))
-    }
-
-    pub async fn revoke_agent(
-        &self,
-        agent_id: String,
-        by: String,
-        now_ms: i64,
-    ) -> Result<bool, PgError> {
-        let _ = (agent_id, by, now_ms);
-        Err(PgError::NotYet("revoke_agent"))
     }
 }
