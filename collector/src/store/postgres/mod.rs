@@ -25,9 +25,11 @@
 mod group;
 mod incidents;
 mod ingest;
+mod maintenance;
 mod migrations;
 mod outbox;
 mod pending;
+mod retention;
 #[cfg(test)]
 pub(crate) mod testdb;
 #[cfg(test)]
@@ -40,7 +42,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use migrations::PG_SCHEMA_VERSION;
-pub use outbox::Claim;
 
 /// Where the shared database is and how to reach it.
 #[derive(Clone)]
