@@ -229,7 +229,10 @@ impl Store {
                 if !store.record_delivery(attempt).await? {
                     // Our claim ran out and another collector took the row
                     // over: its result stands, and the loop goes on.
-                    tracing::warn!(message = "Delivery recorded too late: another collector took the notification over.", id);
+                    tracing::warn!(
+                        message = "Delivery recorded too late: another collector took the notification over.",
+                        id
+                    );
                 }
                 Ok(())
             }

@@ -83,7 +83,9 @@ fn json_list(items: &[String]) -> String {
 fn window_from_row(row: &Row) -> Result<MaintenanceWindow, PgError> {
     let list = |column: &str, index: usize| -> Result<Vec<String>, PgError> {
         let text: &str = row.get(index);
-        parse_column(column, text, |text| serde_json::from_str::<Vec<String>>(text))
+        parse_column(column, text, |text| {
+            serde_json::from_str::<Vec<String>>(text)
+        })
     };
     Ok(MaintenanceWindow {
         id: row.get(0),

@@ -40,7 +40,8 @@ const JOURNAL_LEASE_MS: i64 = 60_000;
 /// 8 at a time, each bounded by its channel's timeout).
 pub(super) const DELIVERY_LEASE_MS: i64 = 300_000;
 
-const COLUMNS: &str = "id, idempotency_key, incident_id, event, channel, state, attempts, next_attempt_ms,
+const COLUMNS: &str =
+    "id, idempotency_key, incident_id, event, channel, state, attempts, next_attempt_ms,
     last_error, created_ms, delivered_ms, group_key, digest_kind, group_detail, digest_id";
 
 fn notification_from_row(row: &Row) -> Result<Notification, PgError> {
@@ -326,12 +327,9 @@ impl PgStore {
     /// a new message writes its members' timelines. Returns how many were new.
     pub async fn enqueue_group_escalations(
         &self,
-        mut messages: Vec<GroupEscalationMessage>,
+        messages: Vec<GroupEscalationMessage>,
         now_ms: i64,
     ) -> Result<usize, PgError> {
-        // One key order for every collector: concurrent inserts of the same
-        // keys then wait on each other instead of deadlocking.
-        messages.sort_by(|left, right| left.idempotency_key.cmp(&right.idempotency_key));
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
         let mut queued = 0;
@@ -476,12 +474,13 @@ impl PgStore {
 /// Inserts notifications, ignoring keys already queued; returns how many were new.
 async fn insert_notifications(
     transaction: &deadpool_postgres::Transaction<'_>,
-    mut notifications: Vec<NewNotification>,
+    notifications: Vec<NewNotification>,
     now_ms: i64,
 ) -> Result<usize, PgError> {
-    // One key order for every collector: two routing the same entries wait
-    // on each other's inserts instead of deadlocking.
-    notifications.sort_by(|left, right| left.idempotency_key.cmp(&right.idempotency_key));
+    // Inserted in the caller's order, as on SQLite: ids order a group's
+    // members. Collectors routing the same entries build the same keys in
+    // the same order, so their inserts queue behind each other; a deadlock
+    // would abort one transaction, and its loop retries.
     let insert = transaction
         .prepare_cached(
             "INSERT INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms, group_key)

@@ -48,8 +48,8 @@ impl PgStore {
     ) -> Result<PruneReport, PgError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
-        let incidents = prune_incidents(&transaction, cutoff(now_ms, policy.resolved_incidents))
-            .await?;
+        let incidents =
+            prune_incidents(&transaction, cutoff(now_ms, policy.resolved_incidents)).await?;
         let notifications =
             prune_notifications(&transaction, cutoff(now_ms, policy.notifications)).await?;
         transaction.commit().await?;

@@ -429,10 +429,7 @@ async fn two_collectors_claim_disjoint_notifications_and_deliver_each_once() {
         tokio::spawn(async move {
             let mut sent = Vec::new();
             loop {
-                let claims = store
-                    .claim_due(5_000, 30_000, 7)
-                    .await
-                    .expect("claim");
+                let claims = store.claim_due(5_000, 30_000, 7).await.expect("claim");
                 if claims.is_empty() {
                     return sent;
                 }
@@ -470,10 +467,7 @@ async fn a_dead_collectors_claim_is_taken_over_after_its_lease() {
     a.enqueue_notifications(vec![notification(1)], 0, 1_000)
         .await
         .expect("enqueue");
-    let claimed = a
-        .claim_due(2_000, 30_000, 10)
-        .await
-        .expect("claim");
+    let claimed = a.claim_due(2_000, 30_000, 10).await.expect("claim");
     assert_eq!(claimed.len(), 1);
     // a "dies" here: b sees nothing due while the lease runs...
     assert!(
@@ -483,10 +477,7 @@ async fn a_dead_collectors_claim_is_taken_over_after_its_lease() {
             .is_empty()
     );
     // ...and takes the row over once it has run out.
-    let taken = b
-        .claim_due(32_000, 30_000, 10)
-        .await
-        .expect("claim");
+    let taken = b.claim_due(32_000, 30_000, 10).await.expect("claim");
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].id, claimed[0].id);
     // a was only stalled: its late result is refused, b's is recorded.
@@ -603,10 +594,7 @@ async fn two_collectors_route_each_journal_entry_once() {
     let before = all.len();
     all.dedup();
     assert_eq!((before, all.len()), (20, 20), "each entry routed once");
-    assert_eq!(
-        outbox_states(&a).await,
-        vec![("pending".to_string(), 20)]
-    );
+    assert_eq!(outbox_states(&a).await, vec![("pending".to_string(), 20)]);
 }
 
 #[tokio::test]
@@ -696,10 +684,7 @@ async fn a_dead_collectors_journal_claim_is_taken_over() {
         "already queued"
     );
     assert_eq!(routed_by(&a, position).await, (Some(33_001), None));
-    assert_eq!(
-        outbox_states(&a).await,
-        vec![("pending".to_string(), 1)]
-    );
+    assert_eq!(outbox_states(&a).await, vec![("pending".to_string(), 1)]);
 }
 
 #[tokio::test]
