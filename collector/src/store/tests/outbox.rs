@@ -567,6 +567,22 @@ async fn two_collectors_flush_a_group_once() {
         a.group_members(flushed[0].0).await.unwrap(),
         (1..=20).collect::<Vec<_>>()
     );
+    // Both collectors escalate the group at the same step: one message.
+    let escalation = GroupEscalationMessage {
+        idempotency_key: "group:g/escalated.0.0/ops".to_string(),
+        group_key: "g".to_string(),
+        event: IncidentEvent::Escalated { level: 0, round: 0 },
+        channel: "ops".to_string(),
+        due_ms: 3_000,
+        detail: r#"{"level":0,"round":0,"incidents":[1,2]}"#.to_string(),
+        members: vec![1, 2],
+        timeline: "escalated with its group".to_string(),
+    };
+    let (left, right) = tokio::join!(
+        a.enqueue_group_escalations(vec![escalation.clone()], 2_500),
+        b.enqueue_group_escalations(vec![escalation], 2_500)
+    );
+    assert_eq!(left.unwrap() + right.unwrap(), 1);
 }
 
 /// Inserts an incident row as the incidents code would; returns its id.
