@@ -173,7 +173,8 @@ impl Store {
         }
     }
 
-    /// Incident changes after the notification cursor, oldest first.
+    /// Incident changes after the notification cursor, oldest first (on
+    /// PostgreSQL: unrouted ones, claimed for this collector).
     pub async fn unnotified_journal(&self, limit: u32) -> Result<Vec<JournalEntry>, StoreError> {
         match &self.backend {
             Backend::Sqlite(store) => store.unnotified_journal(limit).await,
@@ -181,7 +182,9 @@ impl Store {
         }
     }
 
-    /// Queues notifications and advances the journal cursor to `position` atomically.
+    /// Queues notifications and advances the journal cursor to `position`
+    /// atomically (on PostgreSQL: marks this collector's claimed entries up to
+    /// `position` routed).
     pub async fn enqueue_notifications(
         &self,
         notifications: Vec<NewNotification>,
@@ -194,7 +197,9 @@ impl Store {
                     .enqueue_notifications(notifications, position, now_ms)
                     .await
             }
-            Backend::Postgres(_) => Err(PgError::NotYet("enqueue_notifications").into()),
+            Backend::Postgres(store) => Ok(store
+                .enqueue_notifications(notifications, position, now_ms)
+                .await?),
         }
     }
 
@@ -219,7 +224,18 @@ impl Store {
     pub async fn record_delivery(&self, attempt: DeliveryAttempt) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(store) => store.record_delivery(attempt).await,
-            Backend::Postgres(_) => Err(PgError::NotYet("record_delivery").into()),
+            Backend::Postgres(store) => {
+                let id = attempt.id;
+                if !store.record_delivery(attempt).await? {
+                    // Our claim ran out and another collector took the row
+                    // over: its result stands, and the loop goes on.
+                    tracing::warn!(
+                        message = "Delivery recorded too late: another collector took the notification over.",
+                        id
+                    );
+                }
+                Ok(())
+            }
         }
     }
 

@@ -28,9 +28,11 @@ mod group;
 mod identity;
 mod incidents;
 mod ingest;
+mod maintenance;
 mod migrations;
 mod outbox;
 mod pending;
+mod retention;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testdb;
 #[cfg(test)]
@@ -44,7 +46,6 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use cluster::AgentOwner;
 pub use migrations::PG_SCHEMA_VERSION;
-pub use outbox::Claim;
 
 /// Where the shared database is and how to reach it.
 #[derive(Clone)]

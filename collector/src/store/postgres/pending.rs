@@ -31,15 +31,6 @@ impl PgStore {
         Err(PgError::NotYet("prune"))
     }
 
-    pub async fn prune_records(
-        &self,
-        policy: RetentionPolicy,
-        now_ms: i64,
-    ) -> Result<PruneReport, PgError> {
-        let _ = (policy, now_ms);
-        Err(PgError::NotYet("prune_records"))
-    }
-
     pub async fn prune_rollups(&self, before_ms: i64) -> Result<usize, PgError> {
         let _ = (before_ms,);
         Err(PgError::NotYet("prune_rollups"))
@@ -69,24 +60,6 @@ impl PgStore {
     ) -> Result<Vec<AppliedChange>, PgError> {
         let _ = (changes,);
         Err(PgError::NotYet("apply_incident_changes"))
-    }
-
-    pub async fn unnotified_journal(&self, limit: u32) -> Result<Vec<JournalEntry>, PgError> {
-        let _ = (limit,);
-        Err(PgError::NotYet("unnotified_journal"))
-    }
-
-    pub async fn due_notifications(
-        &self,
-        now_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<Notification>, PgError> {
-        let _ = (now_ms, limit);
-        Err(PgError::NotYet("due_notifications"))
-    }
-
-    pub async fn next_notification_due(&self) -> Result<Option<i64>, PgError> {
-        Err(PgError::NotYet("next_notification_due"))
     }
 
     pub async fn create_change(&self, change: ChangeRecord) -> Result<ChangeRecord, PgError> {
@@ -156,84 +129,6 @@ impl PgStore {
     ) -> Result<Result<ProblemRecord, ProblemRefused>, PgError> {
         let _ = (id, update);
         Err(PgError::NotYet("update_problem"))
-    }
-
-    pub async fn flush_group(&self, flush: GroupFlush) -> Result<Option<(i64, usize)>, PgError> {
-        let _ = (flush,);
-        Err(PgError::NotYet("flush_group"))
-    }
-
-    pub async fn group_members(&self, message: i64) -> Result<Vec<i64>, PgError> {
-        let _ = (message,);
-        Err(PgError::NotYet("group_members"))
-    }
-
-    pub async fn enqueue_group_escalations(
-        &self,
-        messages: Vec<GroupEscalationMessage>,
-        now_ms: i64,
-    ) -> Result<usize, PgError> {
-        let _ = (messages, now_ms);
-        Err(PgError::NotYet("enqueue_group_escalations"))
-    }
-
-    pub async fn grouped_incidents(&self, group_key: String) -> Result<Vec<i64>, PgError> {
-        let _ = (group_key,);
-        Err(PgError::NotYet("grouped_incidents"))
-    }
-
-    pub async fn kept_groups(&self) -> Result<Vec<(String, String)>, PgError> {
-        Err(PgError::NotYet("kept_groups"))
-    }
-
-    pub async fn notification_state(
-        &self,
-        idempotency_key: String,
-    ) -> Result<Option<(String, Option<String>)>, PgError> {
-        let _ = (idempotency_key,);
-        Err(PgError::NotYet("notification_state"))
-    }
-
-    pub async fn create_maintenance(&self, window: MaintenanceWindow) -> Result<i64, PgError> {
-        let _ = (window,);
-        Err(PgError::NotYet("create_maintenance"))
-    }
-
-    pub async fn end_maintenance(&self, id: i64, now_ms: i64) -> Result<bool, PgError> {
-        let _ = (id, now_ms);
-        Err(PgError::NotYet("end_maintenance"))
-    }
-
-    pub async fn maintenance_windows(
-        &self,
-        ending_after_ms: i64,
-    ) -> Result<Vec<MaintenanceWindow>, PgError> {
-        let _ = (ending_after_ms,);
-        Err(PgError::NotYet("maintenance_windows"))
-    }
-
-    pub async fn held_notifications(&self) -> Result<Vec<Notification>, PgError> {
-        Err(PgError::NotYet("held_notifications"))
-    }
-
-    pub async fn release_notification(
-        &self,
-        id: i64,
-        state: &'static str,
-        now_ms: i64,
-    ) -> Result<(), PgError> {
-        let _ = (id, state, now_ms);
-        Err(PgError::NotYet("release_notification"))
-    }
-
-    pub async fn notifications(
-        &self,
-        state: Option<String>,
-        before_id: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<Notification>, PgError> {
-        let _ = (state, before_id, limit);
-        Err(PgError::NotYet("notifications"))
     }
 
     pub async fn write_assets(&self, writes: Vec<AssetWrite>) -> Result<(), PgError> {

@@ -371,6 +371,38 @@ fn delivered(id: i64, ts_ms: i64) -> DeliveryAttempt {
     }
 }
 
+/// Notification rows per state.
+async fn outbox_states(store: &PgStore) -> Vec<(String, i64)> {
+    store
+        .client()
+        .await
+        .expect("client")
+        .query(
+            "SELECT state, count(*) FROM outbox GROUP BY state ORDER BY state",
+            &[],
+        )
+        .await
+        .expect("states")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// (routed_ms, claimed_by) of a journal entry.
+async fn routed_by(store: &PgStore, id: i64) -> (Option<i64>, Option<String>) {
+    let row = store
+        .client()
+        .await
+        .expect("client")
+        .query_one(
+            "SELECT routed_ms, claimed_by FROM incident_events WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("entry");
+    (row.get(0), row.get(1))
+}
+
 #[tokio::test]
 async fn notifications_queued_twice_are_one_row() {
     let db = test_db!();
@@ -378,8 +410,8 @@ async fn notifications_queued_twice_are_one_row() {
     let b = collector(&db, "b").await;
     let rows: Vec<NewNotification> = (1..=10).map(notification).collect();
     let (left, right) = tokio::join!(
-        a.enqueue_notifications(&rows, 1_000),
-        b.enqueue_notifications(&rows, 1_000)
+        a.enqueue_notifications(rows.clone(), 0, 1_000),
+        b.enqueue_notifications(rows, 0, 1_000)
     );
     assert_eq!(left.expect("a") + right.expect("b"), 10);
 }
@@ -390,24 +422,21 @@ async fn two_collectors_claim_disjoint_notifications_and_deliver_each_once() {
     let a = collector(&db, "a").await;
     let b = collector(&db, "b").await;
     let rows: Vec<NewNotification> = (1..=200).map(notification).collect();
-    a.enqueue_notifications(&rows, 1_000)
+    a.enqueue_notifications(rows, 0, 1_000)
         .await
         .expect("enqueue");
     let deliver = |store: PgStore| {
         tokio::spawn(async move {
             let mut sent = Vec::new();
             loop {
-                let claims = store
-                    .claim_due_notifications(5_000, 30_000, 7)
-                    .await
-                    .expect("claim");
+                let claims = store.claim_due(5_000, 30_000, 7).await.expect("claim");
                 if claims.is_empty() {
                     return sent;
                 }
                 for claim in claims {
                     assert!(
                         store
-                            .record_delivery(&delivered(claim.id, 5_001))
+                            .record_delivery(delivered(claim.id, 5_001))
                             .await
                             .expect("record")
                     );
@@ -425,7 +454,7 @@ async fn two_collectors_claim_disjoint_notifications_and_deliver_each_once() {
     assert_eq!(before, all.len(), "no notification delivered twice");
     assert_eq!(all.len(), 200, "every notification delivered");
     assert_eq!(
-        a.outbox_states().await.expect("states"),
+        outbox_states(&a).await,
         vec![("delivered".to_string(), 200)]
     );
 }
@@ -435,41 +464,35 @@ async fn a_dead_collectors_claim_is_taken_over_after_its_lease() {
     let db = test_db!();
     let a = collector(&db, "a").await;
     let b = collector(&db, "b").await;
-    a.enqueue_notifications(&[notification(1)], 1_000)
+    a.enqueue_notifications(vec![notification(1)], 0, 1_000)
         .await
         .expect("enqueue");
-    let claimed = a
-        .claim_due_notifications(2_000, 30_000, 10)
-        .await
-        .expect("claim");
+    let claimed = a.claim_due(2_000, 30_000, 10).await.expect("claim");
     assert_eq!(claimed.len(), 1);
     // a "dies" here: b sees nothing due while the lease runs...
     assert!(
-        b.claim_due_notifications(31_999, 30_000, 10)
+        b.claim_due(31_999, 30_000, 10)
             .await
             .expect("claim")
             .is_empty()
     );
     // ...and takes the row over once it has run out.
-    let taken = b
-        .claim_due_notifications(32_000, 30_000, 10)
-        .await
-        .expect("claim");
+    let taken = b.claim_due(32_000, 30_000, 10).await.expect("claim");
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].id, claimed[0].id);
     // a was only stalled: its late result is refused, b's is recorded.
     assert!(
-        !a.record_delivery(&delivered(claimed[0].id, 33_000))
+        !a.record_delivery(delivered(claimed[0].id, 33_000))
             .await
             .expect("late")
     );
     assert!(
-        b.record_delivery(&delivered(taken[0].id, 33_001))
+        b.record_delivery(delivered(taken[0].id, 33_001))
             .await
             .expect("record")
     );
     assert!(
-        b.claim_due_notifications(99_000, 30_000, 10)
+        b.claim_due(99_000, 30_000, 10)
             .await
             .expect("claim")
             .is_empty()
@@ -541,17 +564,21 @@ async fn two_collectors_route_each_journal_entry_once() {
         tokio::spawn(async move {
             let mut routed_ids = Vec::new();
             loop {
-                let entries = store.claim_journal(2_000, 30_000, 3).await.expect("claim");
-                if entries.is_empty() {
+                let entries = store
+                    .claim_journal(Some(2_000), 30_000, 3)
+                    .await
+                    .expect("claim");
+                let Some(last) = entries.last().map(|entry| entry.position) else {
                     return routed_ids;
-                }
+                };
                 let ids: Vec<i64> = entries.iter().map(|entry| entry.position).collect();
                 let notifications: Vec<NewNotification> = entries.iter().map(routed).collect();
-                assert!(
+                assert_eq!(
                     store
-                        .enqueue_routed(&ids, &notifications, 2_000)
+                        .enqueue_notifications(notifications, last, 2_000)
                         .await
-                        .expect("enqueue")
+                        .expect("enqueue"),
+                    ids.len()
                 );
                 routed_ids.extend(ids);
             }
@@ -567,10 +594,7 @@ async fn two_collectors_route_each_journal_entry_once() {
     let before = all.len();
     all.dedup();
     assert_eq!((before, all.len()), (20, 20), "each entry routed once");
-    assert_eq!(
-        a.outbox_states().await.expect("states"),
-        vec![("pending".to_string(), 20)]
-    );
+    assert_eq!(outbox_states(&a).await, vec![("pending".to_string(), 20)]);
 }
 
 #[tokio::test]
@@ -591,7 +615,10 @@ async fn an_entry_committed_late_with_a_smaller_id_is_still_routed() {
         .open_incident(&new_incident("fast", 1_000))
         .await
         .expect("open");
-    let first = b.claim_journal(2_000, 30_000, 10).await.expect("claim");
+    let first = b
+        .claim_journal(Some(2_000), 30_000, 10)
+        .await
+        .expect("claim");
     assert_eq!(
         first
             .iter()
@@ -600,10 +627,15 @@ async fn an_entry_committed_late_with_a_smaller_id_is_still_routed() {
         vec![fast.id]
     );
     let ids: Vec<i64> = first.iter().map(|entry| entry.position).collect();
-    assert!(b.enqueue_routed(&ids, &[], 2_000).await.expect("mark"));
+    b.enqueue_notifications(Vec::new(), ids[0], 2_000)
+        .await
+        .expect("mark");
     // The smaller id commits now: a cursor would have passed it.
     slow.commit().await.expect("commit");
-    let late = b.claim_journal(2_001, 30_000, 10).await.expect("claim");
+    let late = b
+        .claim_journal(Some(2_001), 30_000, 10)
+        .await
+        .expect("claim");
     assert_eq!(
         late.iter()
             .map(|entry| entry.incident_id)
@@ -621,31 +653,38 @@ async fn a_dead_collectors_journal_claim_is_taken_over() {
     a.open_incident(&new_incident("k", 1_000))
         .await
         .expect("open");
-    let claimed = a.claim_journal(2_000, 30_000, 10).await.expect("claim");
+    let claimed = a
+        .claim_journal(Some(2_000), 30_000, 10)
+        .await
+        .expect("claim");
     assert_eq!(claimed.len(), 1);
     assert!(
-        b.claim_journal(31_999, 30_000, 10)
+        b.claim_journal(Some(31_999), 30_000, 10)
             .await
             .expect("claim")
             .is_empty()
     );
-    let taken = b.claim_journal(32_000, 30_000, 10).await.expect("claim");
+    let taken = b
+        .claim_journal(Some(32_000), 30_000, 10)
+        .await
+        .expect("claim");
     assert_eq!(taken, claimed);
-    let ids = [claimed[0].position];
-    assert!(
-        !a.enqueue_routed(&ids, &[routed(&claimed[0])], 33_000)
-            .await
-            .expect("late")
-    );
-    assert!(
-        b.enqueue_routed(&ids, &[routed(&taken[0])], 33_000)
-            .await
-            .expect("route")
-    );
+    let position = claimed[0].position;
+    // a was only stalled: its late routing marks nothing (b holds the
+    // claim), and its notification is the one b queues (same key).
+    a.enqueue_notifications(vec![routed(&claimed[0])], position, 33_000)
+        .await
+        .expect("late");
+    assert_eq!(routed_by(&a, position).await, (None, Some("b".to_string())));
     assert_eq!(
-        a.outbox_states().await.expect("states"),
-        vec![("pending".to_string(), 1)]
+        b.enqueue_notifications(vec![routed(&taken[0])], position, 33_001)
+            .await
+            .expect("route"),
+        0,
+        "already queued"
     );
+    assert_eq!(routed_by(&a, position).await, (Some(33_001), None));
+    assert_eq!(outbox_states(&a).await, vec![("pending".to_string(), 1)]);
 }
 
 #[tokio::test]
@@ -720,25 +759,25 @@ async fn an_escalation_due_later_fires_once_when_due_and_held_rows_wait() {
         held: true,
         ..notification(2)
     };
-    a.enqueue_notifications(&[escalation.clone(), held], 1_000)
+    a.enqueue_notifications(vec![escalation.clone(), held], 0, 1_000)
         .await
         .expect("enqueue");
     // Both collectors queue the escalation (each saw the journal entry): one row.
     assert_eq!(
-        b.enqueue_notifications(&[escalation], 1_000)
+        b.enqueue_notifications(vec![escalation], 0, 1_000)
             .await
             .expect("again"),
         0
     );
     assert!(
-        a.claim_due_notifications(599_999, 30_000, 10)
+        a.claim_due(599_999, 30_000, 10)
             .await
             .expect("early")
             .is_empty()
     );
     let (left, right) = tokio::join!(
-        a.claim_due_notifications(600_000, 30_000, 10),
-        b.claim_due_notifications(600_000, 30_000, 10)
+        a.claim_due(600_000, 30_000, 10),
+        b.claim_due(600_000, 30_000, 10)
     );
     let claimed = left.expect("a").len() + right.expect("b").len();
     assert_eq!(
