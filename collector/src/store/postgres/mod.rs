@@ -22,12 +22,16 @@
 //! facade is to dispatch to; the collector does not run on it yet (see
 //! README "Scaling out").
 
+mod assets;
+mod changes;
 mod group;
 mod incidents;
 mod ingest;
+mod inventory;
 mod migrations;
 mod outbox;
 mod pending;
+mod problems;
 #[cfg(test)]
 pub(crate) mod testdb;
 #[cfg(test)]
@@ -122,6 +126,11 @@ pub enum PgError {
     /// A value in the database this build does not know (never defaulted).
     #[error("unreadable value in column {column}: {message}")]
     Decode { column: String, message: String },
+    /// A write refused because another collector's committed one contradicts
+    /// it (e.g. linking an agent another collector already linked elsewhere);
+    /// nothing of it is stored.
+    #[error("write refused: {0}")]
+    Conflict(String),
     /// An operation the PostgreSQL backend does not implement yet.
     #[error("{0} is not implemented on PostgreSQL yet")]
     NotYet(&'static str),
