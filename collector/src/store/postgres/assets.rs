@@ -72,7 +72,8 @@ impl PgStore {
         let known: Vec<&str> = writes
             .iter()
             .flat_map(|write| {
-                std::iter::once(write.row.id.as_str()).chain(write.removed.iter().map(String::as_str))
+                std::iter::once(write.row.id.as_str())
+                    .chain(write.removed.iter().map(String::as_str))
             })
             .collect();
         for write in writes {
@@ -257,7 +258,9 @@ async fn insert_events(
              FROM unnest($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])
                   WITH ORDINALITY AS e (ts_ms, source, kind, field, before, after, position)
              ORDER BY position",
-            &[&asset_id, &times, &sources, &kinds, &fields, &befores, &afters],
+            &[
+                &asset_id, &times, &sources, &kinds, &fields, &befores, &afters,
+            ],
         )
         .await?;
     Ok(())

@@ -11,7 +11,8 @@ use super::problems::add_timeline;
 use super::{PgError, PgStore, parse_column};
 use crate::domain::{ChangeOutcome, ChangeRecord, ChangeRisk, IncidentRecord};
 
-const COLUMNS: &str = "id, title, description, starts_ms, ends_ms, asset_ids, tags, risk, implementer,
+const COLUMNS: &str =
+    "id, title, description, starts_ms, ends_ms, asset_ids, tags, risk, implementer,
     outcome, window_id, created_by, created_ms, updated_ms";
 
 fn from_row(row: &Row) -> Result<ChangeRecord, PgError> {
@@ -210,7 +211,10 @@ async fn create_in(
         )
         .await?;
     let row = transaction
-        .query_one(&format!("SELECT {COLUMNS} FROM changes WHERE id = $1"), &[&id])
+        .query_one(
+            &format!("SELECT {COLUMNS} FROM changes WHERE id = $1"),
+            &[&id],
+        )
         .await?;
     from_row(&row)
 }
@@ -333,5 +337,13 @@ pub(super) async fn on_open(
             change.title
         )
     };
-    add_timeline(transaction, incident.id, opened, "change", "changes", &detail).await
+    add_timeline(
+        transaction,
+        incident.id,
+        opened,
+        "change",
+        "changes",
+        &detail,
+    )
+    .await
 }

@@ -13,8 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tokio_postgres::GenericClient;
 use serde::Serialize;
+use tokio_postgres::GenericClient;
 
 use super::super::{
     InventoryApplied, InventoryEvent, InventoryOutcome, InventorySnapshot, InventoryUpdate,
@@ -221,7 +221,12 @@ async fn apply(
     if record_events {
         events.extend(fact_events(&old_facts, &facts));
         if disks != old_disks {
-            events.push(("disks", "disks".into(), Some(old_disks), Some(disks.clone())));
+            events.push((
+                "disks",
+                "disks".into(),
+                Some(old_disks),
+                Some(disks.clone()),
+            ));
         }
         if interfaces != old_interfaces {
             events.push((
@@ -281,7 +286,14 @@ fn fact_events(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -
         // Counters that change every time are not news.
         .filter(|key| *key != "boot_time" && *key != "package_count")
         .filter(|key| old.get(*key) != new.get(*key))
-        .map(|key| ("fact", key.clone(), old.get(key).cloned(), new.get(key).cloned()))
+        .map(|key| {
+            (
+                "fact",
+                key.clone(),
+                old.get(key).cloned(),
+                new.get(key).cloned(),
+            )
+        })
         .collect()
 }
 
@@ -317,9 +329,14 @@ fn package_events(
     removals: &[String],
     upserts: &[(String, String)],
 ) -> Vec<NewEvent> {
-    let removed = removals
-        .iter()
-        .map(|name| ("package_removed", name.clone(), old.get(name).cloned(), None));
+    let removed = removals.iter().map(|name| {
+        (
+            "package_removed",
+            name.clone(),
+            old.get(name).cloned(),
+            None,
+        )
+    });
     let upserted = upserts.iter().map(|(name, version)| {
         let before = old.get(name).cloned();
         let kind = if before.is_some() {

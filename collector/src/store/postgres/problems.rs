@@ -397,8 +397,17 @@ mod tests {
             open_one(&store, key, agent, at).await;
         }
         open_one(&store, "k4", "a1", 25_000).await;
-        assert!(store.problems(ProblemFilter { limit: 10, ..Default::default() }).await.unwrap().is_empty(),
-            "two of a1's within the window, one of a2's: no problem yet");
+        assert!(
+            store
+                .problems(ProblemFilter {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .is_empty(),
+            "two of a1's within the window, one of a2's: no problem yet"
+        );
         open_one(&store, "k5", "a1", 27_000).await;
         let problems = store
             .problems(ProblemFilter {
@@ -414,7 +423,10 @@ mod tests {
         assert_eq!(*count, 3);
         open_one(&store, "k6", "a1", 28_000).await;
         assert_eq!(store.problem_incidents(problem.id).await.unwrap().len(), 4);
-        assert_eq!(store.problem(problem.id).await.unwrap().unwrap().updated_ms, 28_000);
+        assert_eq!(
+            store.problem(problem.id).await.unwrap().unwrap().updated_ms,
+            28_000
+        );
     }
 
     #[tokio::test]
