@@ -347,3 +347,143 @@ pub(super) async fn on_open(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::postgres::testdb::TestDb;
+    use crate::store::{AssetLink, AssetRow, AssetWrite};
+
+    fn change(asset_ids: &[&str], tags: &[&str], starts_ms: i64, ends_ms: i64) -> ChangeRecord {
+        ChangeRecord {
+            id: 0,
+            title: "kernel".into(),
+            description: None,
+            starts_ms,
+            ends_ms,
+            asset_ids: asset_ids.iter().map(|id| id.to_string()).collect(),
+            tags: tags.iter().map(|tag| tag.to_string()).collect(),
+            risk: ChangeRisk::Low,
+            implementer: None,
+            outcome: None,
+            window_id: None,
+            created_by: "ops".into(),
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    async fn asset(store: &PgStore, id: &str, agent: &str, tags: &[&str]) {
+        let record = serde_json::json!({ "id": id, "tags": tags }).to_string();
+        store
+            .write_assets(vec![AssetWrite {
+                row: AssetRow {
+                    id: id.into(),
+                    record,
+                    status: "active".into(),
+                    hostname: agent.into(),
+                    updated_ms: 0,
+                },
+                events: Vec::new(),
+                links: vec![AssetLink {
+                    agent_id: agent.into(),
+                    asset_id: id.into(),
+                    confidence: 1.0,
+                    reasons: String::new(),
+                    matched_ms: 0,
+                }],
+                removed: Vec::new(),
+            }])
+            .await
+            .unwrap();
+    }
+
+    /// Opens an incident on `agent` at `at` and runs `on_open`; returns its
+    /// change and timeline.
+    async fn open(store: &PgStore, agent: &str, at: i64) -> (Option<i64>, Vec<String>) {
+        let mut client = store.client().await.unwrap();
+        let transaction = client.transaction().await.unwrap();
+        let id: i64 = transaction
+            .query_one(
+                "INSERT INTO incidents (dedup_key, rule, metric, agent_id, host, labels, severity,
+                     state, summary, since_ms, opened_at_ms)
+                 VALUES ($1, 'disk', 'disk.used_percent', $2, $2, '{}', 'critical', 'open', 'full', $3, $3)
+                 RETURNING id",
+                &[&format!("disk|{agent}|{at}"), &agent, &at],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let incident = IncidentRecord {
+            id,
+            agent_id: agent.into(),
+            opened_at_ms: at,
+            ..super::super::problems::tests::test_incident()
+        };
+        on_open(&transaction, &incident, 60_000).await.unwrap();
+        transaction.commit().await.unwrap();
+        let change = client
+            .query_one("SELECT change_id FROM incidents WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        let timeline = client
+            .query(
+                "SELECT detail FROM incident_timeline WHERE incident_id = $1 ORDER BY id",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        (change, timeline)
+    }
+
+    #[tokio::test]
+    async fn an_incident_on_a_changed_asset_links_to_the_change() {
+        let Some(db) = TestDb::create().await else {
+            return;
+        };
+        let store = PgStore::open(&db.settings(), "collector-a").await.unwrap();
+        asset(&store, "asset-a", "a1", &[]).await;
+        asset(&store, "asset-b", "a2", &["env:prod"]).await;
+        asset(&store, "asset-c", "a3", &[]).await;
+        let by_id = store
+            .create_change(change(&["asset-a"], &[], 1_000, 10_000))
+            .await
+            .unwrap();
+        let by_tag = store
+            .create_change(change(&[], &["env:prod"], 2_000, 3_000))
+            .await
+            .unwrap();
+
+        let (linked, timeline) = open(&store, "a1", 5_000).await;
+        assert_eq!(linked, Some(by_id.id));
+        assert_eq!(
+            timeline,
+            [format!("Opened during change C-{}: kernel.", by_id.id)]
+        );
+        let (linked, timeline) = open(&store, "a2", 33_000).await;
+        assert_eq!(linked, Some(by_tag.id), "by tag, 30 s after it ended");
+        assert_eq!(
+            timeline,
+            [format!(
+                "Opened 30s after change C-{} ended: kernel.",
+                by_tag.id
+            )]
+        );
+        assert_eq!(
+            open(&store, "a3", 5_000).await,
+            (None, Vec::new()),
+            "another asset"
+        );
+        assert_eq!(
+            open(&store, "a9", 5_000).await,
+            (None, Vec::new()),
+            "no asset"
+        );
+        assert_eq!(open(&store, "a1", 80_000).await.0, None, "too long after");
+        assert_eq!(store.change_incidents(by_id.id).await.unwrap().len(), 1);
+    }
+}

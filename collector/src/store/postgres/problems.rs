@@ -301,7 +301,7 @@ pub(super) async fn on_open(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::postgres::testdb::TestDb;
 
@@ -335,7 +335,8 @@ mod tests {
         }
     }
 
-    fn test_incident() -> IncidentRecord {
+    /// An incident with every field empty, for tests to fill in.
+    pub(in crate::store::postgres) fn test_incident() -> IncidentRecord {
         IncidentRecord {
             id: 0,
             dedup_key: String::new(),
