@@ -564,7 +564,11 @@ async fn two_collectors_creating_an_asset_for_one_new_agent_leave_one() {
             .map(|row| row.id)
             .filter(|id| id.ends_with(&format!("-{round}")))
             .collect();
-        assert_eq!(assets, [linked.clone()], "one asset, the one linked");
+        assert_eq!(
+            assets,
+            std::slice::from_ref(&linked),
+            "one asset, the one linked"
+        );
         assert_eq!(a.asset_events(&linked, None, 10).await.unwrap().len(), 1);
     }
 }
