@@ -209,7 +209,9 @@ async fn write_link(
     known: &[&str],
 ) -> Result<(), PgError> {
     // On a conflict the WHERE sees the committed link, even one a
-    // concurrent transaction committed after this one began.
+    // concurrent transaction committed after this statement's snapshot; any
+    // other table it read would be seen as of that snapshot (an asset that
+    // transaction created would look absent), so it reads only the link.
     let written = transaction
         .execute(
             "INSERT INTO asset_agents AS a (agent_id, asset_id, confidence, reasons, matched_ms)
