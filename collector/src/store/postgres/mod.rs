@@ -23,15 +23,19 @@
 //! README "Scaling out").
 
 mod api_tokens;
+mod assets;
+mod changes;
 mod cluster;
 mod group;
 mod identity;
 mod incidents;
 mod ingest;
+mod inventory;
 mod maintenance;
 mod migrations;
 mod outbox;
 mod pending;
+mod problems;
 mod retention;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testdb;
@@ -127,6 +131,11 @@ pub enum PgError {
     /// A value in the database this build does not know (never defaulted).
     #[error("unreadable value in column {column}: {message}")]
     Decode { column: String, message: String },
+    /// A write refused because another collector's committed one contradicts
+    /// it (e.g. linking an agent another collector already linked elsewhere);
+    /// nothing of it is stored.
+    #[error("write refused: {0}")]
+    Conflict(String),
     /// An operation the PostgreSQL backend does not implement yet.
     #[error("{0} is not implemented on PostgreSQL yet")]
     NotYet(&'static str),

@@ -2,8 +2,6 @@
 //! [`PgError::NotYet`]. Implementations move from here into the module of
 //! their subject (`ingest`, `incidents`, `outbox`, ...).
 
-use std::collections::BTreeMap;
-
 use super::super::*;
 use super::{PgError, PgStore};
 
@@ -16,14 +14,6 @@ impl PgStore {
     /// Closes the pool's idle connections.
     pub async fn close(&self) {
         self.pool.close();
-    }
-
-    pub async fn commit_inventory(
-        &self,
-        update: InventoryUpdate,
-    ) -> Result<InventoryOutcome, PgError> {
-        let _ = (update,);
-        Err(PgError::NotYet("commit_inventory"))
     }
 
     pub async fn prune(&self, before_ms: i64) -> Result<usize, PgError> {
@@ -60,108 +50,6 @@ impl PgStore {
     ) -> Result<Vec<AppliedChange>, PgError> {
         let _ = (changes,);
         Err(PgError::NotYet("apply_incident_changes"))
-    }
-
-    pub async fn create_change(&self, change: ChangeRecord) -> Result<ChangeRecord, PgError> {
-        let _ = (change,);
-        Err(PgError::NotYet("create_change"))
-    }
-
-    pub async fn update_change(
-        &self,
-        id: i64,
-        update: ChangeUpdate,
-    ) -> Result<Option<ChangeRecord>, PgError> {
-        let _ = (id, update);
-        Err(PgError::NotYet("update_change"))
-    }
-
-    pub async fn change(&self, id: i64) -> Result<Option<ChangeRecord>, PgError> {
-        let _ = (id,);
-        Err(PgError::NotYet("change"))
-    }
-
-    pub async fn changes(
-        &self,
-        before_id: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<(ChangeRecord, i64)>, PgError> {
-        let _ = (before_id, limit);
-        Err(PgError::NotYet("changes"))
-    }
-
-    pub async fn changes_started_between(
-        &self,
-        since_ms: i64,
-        now_ms: i64,
-    ) -> Result<Vec<ChangeRecord>, PgError> {
-        let _ = (since_ms, now_ms);
-        Err(PgError::NotYet("changes_started_between"))
-    }
-
-    pub async fn change_incidents(&self, id: i64) -> Result<Vec<(i64, i64, Option<i64>)>, PgError> {
-        let _ = (id,);
-        Err(PgError::NotYet("change_incidents"))
-    }
-
-    pub async fn problem(&self, id: i64) -> Result<Option<ProblemRecord>, PgError> {
-        let _ = (id,);
-        Err(PgError::NotYet("problem"))
-    }
-
-    pub async fn problems(
-        &self,
-        filter: ProblemFilter,
-    ) -> Result<Vec<(ProblemRecord, i64)>, PgError> {
-        let _ = (filter,);
-        Err(PgError::NotYet("problems"))
-    }
-
-    pub async fn problem_incidents(&self, id: i64) -> Result<Vec<i64>, PgError> {
-        let _ = (id,);
-        Err(PgError::NotYet("problem_incidents"))
-    }
-
-    pub async fn update_problem(
-        &self,
-        id: i64,
-        update: ProblemUpdate,
-    ) -> Result<Result<ProblemRecord, ProblemRefused>, PgError> {
-        let _ = (id, update);
-        Err(PgError::NotYet("update_problem"))
-    }
-
-    pub async fn write_assets(&self, writes: Vec<AssetWrite>) -> Result<(), PgError> {
-        let _ = (writes,);
-        Err(PgError::NotYet("write_assets"))
-    }
-
-    pub async fn assets(&self) -> Result<Vec<AssetRow>, PgError> {
-        Err(PgError::NotYet("assets"))
-    }
-
-    pub async fn asset(&self, id: &str) -> Result<Option<AssetRow>, PgError> {
-        let _ = (id,);
-        Err(PgError::NotYet("asset"))
-    }
-
-    pub async fn asset_link(&self, agent_id: &str) -> Result<Option<AssetLink>, PgError> {
-        let _ = (agent_id,);
-        Err(PgError::NotYet("asset_link"))
-    }
-
-    pub async fn asset_links(&self) -> Result<Vec<AssetLink>, PgError> {
-        Err(PgError::NotYet("asset_links"))
-    }
-
-    pub async fn asset_events(
-        &self,
-        id: &str,
-        before_id: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<(i64, AssetEventRow)>, PgError> {
-        let _ = (id, before_id, limit);
-        Err(PgError::NotYet("asset_events"))
     }
 
     pub async fn add_incident_note(
@@ -214,32 +102,6 @@ impl PgStore {
     pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, PgError> {
         let _ = (agent_id,);
         Err(PgError::NotYet("agent"))
-    }
-
-    pub async fn inventory(&self, agent_id: &str) -> Result<Option<InventorySnapshot>, PgError> {
-        let _ = (agent_id,);
-        Err(PgError::NotYet("inventory"))
-    }
-
-    pub async fn packages(&self, agent_id: &str) -> Result<BTreeMap<String, String>, PgError> {
-        let _ = (agent_id,);
-        Err(PgError::NotYet("packages"))
-    }
-
-    pub async fn inventory_events(
-        &self,
-        agent_ids: Vec<String>,
-        packages_only: bool,
-        before_id: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<InventoryEvent>, PgError> {
-        let _ = (agent_ids, packages_only, before_id, limit);
-        Err(PgError::NotYet("inventory_events"))
-    }
-
-    pub async fn packages_fingerprint(&self, agent_id: &str) -> Result<u64, PgError> {
-        let _ = (agent_id,);
-        Err(PgError::NotYet("packages_fingerprint"))
     }
 
     pub async fn counts(&self) -> Result<(u64, u64), PgError> {
