@@ -2,9 +2,13 @@
 //! YAML document parses, names and selectors match, the ports agree with the
 //! collector's defaults and the Containerfile, every ConfigMap, Secret and
 //! volume claim a pod uses exists or is documented, and the configs embedded
-//! in the ConfigMaps load with the real config loaders.
+//! in the ConfigMaps load with the real config loaders. The collector is the
+//! two-replica topology on a shared PostgreSQL database: 2 replicas, a rolling
+//! update that keeps one ready, a PodDisruptionBudget and a preferred
+//! anti-affinity selecting its pods, no volume claim, and `[storage]` reading
+//! the database URL from the mounted Secret steward-postgres.
 //!
-//! No image is built and no cluster is contacted (neither exists here).
+//! No image is built and no cluster or database is contacted (none exists here).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -190,15 +194,6 @@ fn selectors_match_their_pods_and_the_service_reaches_the_collector() {
         }
     }
     let deployment = get(&resources, "Deployment", "steward-collector");
-    // SQLite on a ReadWriteOnce volume: one pod, never two during a rollout.
-    assert_eq!(
-        at(deployment, &["spec", "replicas"]).unwrap().as_u64(),
-        Some(1)
-    );
-    assert_eq!(
-        str_at(deployment, &["spec", "strategy", "type"]),
-        Some("Recreate")
-    );
 
     let service = get(&resources, "Service", "steward-collector");
     let selector = string_map(at(service, &["spec", "selector"]));
@@ -232,6 +227,127 @@ fn selectors_match_their_pods_and_the_service_reaches_the_collector() {
             "{probe}"
         );
     }
+}
+
+/// Whether `selector` (a `matchLabels` map) selects pods labelled `labels`.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty()
+        && selector
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+}
+
+#[test]
+fn two_collectors_share_postgresql_and_survive_rollouts_and_drains() {
+    let resources = resources();
+    let deployment = get(&resources, "Deployment", "steward-collector");
+    let pod_labels = string_map(at(deployment, &["spec", "template", "metadata", "labels"]));
+    // Two collectors on the shared database.
+    assert_eq!(
+        at(deployment, &["spec", "replicas"]).and_then(Value::as_u64),
+        Some(2)
+    );
+    // A rollout starts the new pod before it stops an old one.
+    assert_eq!(
+        str_at(deployment, &["spec", "strategy", "type"]),
+        Some("RollingUpdate")
+    );
+    let rolling = at(deployment, &["spec", "strategy", "rollingUpdate"]).unwrap();
+    assert_eq!(
+        at(rolling, &["maxUnavailable"]).and_then(Value::as_u64),
+        Some(0),
+        "a rollout must keep both collectors until the new one is ready"
+    );
+    assert!(
+        at(rolling, &["maxSurge"])
+            .and_then(Value::as_u64)
+            .is_some_and(|surge| surge >= 1),
+        "maxUnavailable 0 needs a surge pod"
+    );
+
+    // Drains evict one collector at a time.
+    let budgets: Vec<&Value> = resources
+        .iter()
+        .filter(|((kind, _), _)| kind == "PodDisruptionBudget")
+        .map(|(_, budget)| budget)
+        .filter(|budget| {
+            selects(
+                &string_map(at(budget, &["spec", "selector", "matchLabels"])),
+                &pod_labels,
+            )
+        })
+        .collect();
+    assert_eq!(
+        budgets.len(),
+        1,
+        "one PodDisruptionBudget selects the collector pods"
+    );
+    assert_eq!(str_at(budgets[0], &["apiVersion"]), Some("policy/v1"));
+    assert_eq!(
+        at(budgets[0], &["spec", "minAvailable"]).and_then(Value::as_u64),
+        Some(1)
+    );
+    assert!(at(budgets[0], &["spec", "maxUnavailable"]).is_none());
+
+    // The two pods preferably on different nodes (preferred: a one-node
+    // cluster still runs both).
+    let spec = at(deployment, &["spec", "template", "spec"]).unwrap();
+    let terms = seq(
+        spec,
+        &[
+            "affinity",
+            "podAntiAffinity",
+            "preferredDuringSchedulingIgnoredDuringExecution",
+        ],
+    );
+    assert!(
+        terms.iter().any(|term| {
+            str_at(term, &["podAffinityTerm", "topologyKey"]) == Some("kubernetes.io/hostname")
+                && selects(
+                    &string_map(at(
+                        term,
+                        &["podAffinityTerm", "labelSelector", "matchLabels"],
+                    )),
+                    &pod_labels,
+                )
+        }),
+        "no preferred anti-affinity of the collector pods per node: {terms:?}"
+    );
+    assert!(
+        at(
+            spec,
+            &[
+                "affinity",
+                "podAntiAffinity",
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]
+        )
+        .is_none(),
+        "required anti-affinity would leave the second pod pending on one node"
+    );
+
+    // No local state: no claim at all, no volume but config and secrets,
+    // and the root filesystem stays read-only.
+    let claims: Vec<_> = resources
+        .keys()
+        .filter(|(kind, _)| kind == "PersistentVolumeClaim")
+        .collect();
+    assert!(claims.is_empty(), "{claims:?}");
+    for volume in seq(spec, &["volumes"]) {
+        assert!(
+            at(volume, &["secret"]).is_some() || at(volume, &["configMap"]).is_some(),
+            "the collector mounts more than config and secrets: {volume:?}"
+        );
+    }
+    let container = &seq(spec, &["containers"])[0];
+    assert_eq!(
+        at(container, &["securityContext", "readOnlyRootFilesystem"]).and_then(Value::as_bool),
+        Some(true)
+    );
+    assert_eq!(
+        at(spec, &["securityContext", "runAsNonRoot"]).and_then(Value::as_bool),
+        Some(true)
+    );
 }
 
 #[test]
@@ -367,23 +483,29 @@ fn config_map_entry(
         .to_string()
 }
 
+/// What a stand-in file holds unless given: passes as a token.
+const STAND_IN: &str = "0123456789abcdef0123456789\n";
+
 /// Writes `text` into a temp dir, its absolute paths pointing there, beside
-/// stand-ins for the files it names.
-fn stage(name: &str, text: &str, files: &[&str]) -> (tempfile::TempDir, PathBuf) {
+/// stand-ins (path, content) for the files it names.
+fn stage(name: &str, text: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().display().to_string();
     let text = text
         .replace("/etc/steward/", &format!("{root}/"))
         .replace("/var/lib/", &format!("{root}/"));
-    for file in files {
+    for (file, content) in files {
         let path = dir.path().join(file);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, "0123456789abcdef0123456789\n").unwrap();
+        std::fs::write(&path, content).unwrap();
     }
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
     (dir, path)
 }
+
+/// A stand-in for the URL in Secret steward-postgres (no server is contacted).
+const POSTGRES_URL: &str = "postgres://steward:s3cret@db.example.net:5432/steward?sslmode=require";
 
 #[test]
 fn the_embedded_configs_load_and_agree_on_the_collector_address() {
@@ -393,11 +515,12 @@ fn the_embedded_configs_load_and_agree_on_the_collector_address() {
         "collector.toml",
         &collector_toml,
         &[
-            "tls/server.pem",
-            "tls/server.key",
-            "tls/ca.pem",
-            "tls/ca.key",
-            "agent-token/token",
+            ("tls/server.pem", STAND_IN),
+            ("tls/server.key", STAND_IN),
+            ("tls/ca.pem", STAND_IN),
+            ("tls/ca.key", STAND_IN),
+            ("agent-token/token", STAND_IN),
+            ("postgres/url", &format!("{POSTGRES_URL}\n")),
         ],
     );
     let collector = steward_collector::CollectorConfig::load(&path)
@@ -409,24 +532,54 @@ fn the_embedded_configs_load_and_agree_on_the_collector_address() {
         "the API is served over HTTPS in the cluster"
     );
 
-    // The SQLite file lies on the mounted volume.
-    let deployment = get(&resources, "Deployment", "steward-collector");
-    let container = &seq(deployment, &["spec", "template", "spec", "containers"])[0];
-    let data_mount = seq(container, &["volumeMounts"])
-        .into_iter()
-        .find(|mount| str_at(mount, &["name"]) == Some("data"))
-        .and_then(|mount| str_at(mount, &["mountPath"]))
-        .unwrap();
+    // The shared database, its URL read from where Secret steward-postgres
+    // (key url) is mounted; no SQLite file.
+    let postgres = collector
+        .postgres
+        .as_ref()
+        .expect("[storage] names PostgreSQL, not SQLite");
+    assert_eq!(
+        postgres.url, POSTGRES_URL,
+        "the URL read from postgres_file"
+    );
+    assert_eq!(collector.sqlite_path, PathBuf::new());
+    // `instance` unset: the hostname, in a pod its (unique) name.
     assert!(
-        collector_toml.contains(&format!("sqlite = \"{data_mount}/")),
-        "the database is not on the data volume ({data_mount})"
+        !collector_toml
+            .lines()
+            .any(|line| line.trim_start().starts_with("instance")),
+        "a fixed instance would be shared by both replicas"
+    );
+    let deployment = get(&resources, "Deployment", "steward-collector");
+    let spec = at(deployment, &["spec", "template", "spec"]).unwrap();
+    let volume = seq(spec, &["volumes"])
+        .into_iter()
+        .find(|volume| str_at(volume, &["secret", "secretName"]) == Some("steward-postgres"))
+        .expect("no volume of Secret steward-postgres");
+    // The whole Secret, so key url (and an optional ca.pem) keep their names.
+    assert!(at(volume, &["secret", "items"]).is_none());
+    let volume_name = str_at(volume, &["name"]).unwrap();
+    let container = &seq(spec, &["containers"])[0];
+    let mount = seq(container, &["volumeMounts"])
+        .into_iter()
+        .find(|mount| str_at(mount, &["name"]) == Some(volume_name))
+        .and_then(|mount| str_at(mount, &["mountPath"]))
+        .expect("Secret steward-postgres is not mounted");
+    assert!(
+        collector_toml.contains(&format!("postgres_file = \"{mount}/url\"")),
+        "postgres_file does not name key url of the Secret mounted at {mount}"
+    );
+    let doc = std::fs::read_to_string(repo().join("docs/deploy-kubernetes.md")).unwrap();
+    assert!(
+        doc.contains("create secret generic steward-postgres \\\n  --from-file=url="),
+        "docs/deploy-kubernetes.md does not create key url of Secret steward-postgres"
     );
 
     let agent_toml = config_map_entry(&resources, "steward-agent", "agent.toml");
     let (_dir, path) = stage(
         "agent.toml",
         &agent_toml,
-        &["ca/ca.pem", "agent-token/token"],
+        &[("ca/ca.pem", STAND_IN), ("agent-token/token", STAND_IN)],
     );
     let agent = steward_agent::AgentConfig::load(&path)
         .unwrap_or_else(|error| panic!("agent.toml in the ConfigMap: {error}"));
