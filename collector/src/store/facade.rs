@@ -490,9 +490,7 @@ impl Store {
     ) -> Result<Result<IncidentRecord, ChangeRefused>, StoreError> {
         match &self.backend {
             Backend::Sqlite(store) => store.acknowledge_incident(id, by, note, now_ms).await,
-            Backend::Postgres(store) => Ok(store
-                .acknowledge_incident(id, &by, note.as_deref(), now_ms)
-                .await?),
+            Backend::Postgres(store) => Ok(store.acknowledge_incident(id, by, note, now_ms).await?),
         }
     }
 
@@ -506,7 +504,9 @@ impl Store {
     ) -> Result<Result<IncidentRecord, ChangeRefused>, StoreError> {
         match &self.backend {
             Backend::Sqlite(store) => store.resolve_incident(id, by, reason, value, now_ms).await,
-            Backend::Postgres(_) => Err(PgError::NotYet("resolve_incident").into()),
+            Backend::Postgres(store) => Ok(store
+                .resolve_incident(id, by, reason, value, now_ms)
+                .await?),
         }
     }
 

@@ -27,6 +27,7 @@ mod incidents;
 mod ingest;
 mod migrations;
 mod outbox;
+mod parent_hold;
 mod pending;
 #[cfg(test)]
 pub(crate) mod testdb;

@@ -63,14 +63,6 @@ impl PgStore {
         0
     }
 
-    pub async fn apply_incident_changes(
-        &self,
-        changes: Vec<IncidentChange>,
-    ) -> Result<Vec<AppliedChange>, PgError> {
-        let _ = (changes,);
-        Err(PgError::NotYet("apply_incident_changes"))
-    }
-
     pub async fn unnotified_journal(&self, limit: u32) -> Result<Vec<JournalEntry>, PgError> {
         let _ = (limit,);
         Err(PgError::NotYet("unnotified_journal"))
@@ -267,40 +259,6 @@ impl PgStore {
     ) -> Result<Vec<(i64, AssetEventRow)>, PgError> {
         let _ = (id, before_id, limit);
         Err(PgError::NotYet("asset_events"))
-    }
-
-    pub async fn add_incident_note(
-        &self,
-        id: i64,
-        by: String,
-        text: String,
-        now_ms: i64,
-    ) -> Result<Result<IncidentRecord, ChangeRefused>, PgError> {
-        let _ = (id, by, text, now_ms);
-        Err(PgError::NotYet("add_incident_note"))
-    }
-
-    pub async fn expire_parent_holds(&self, now_ms: i64) -> Result<Vec<IncidentRecord>, PgError> {
-        let _ = (now_ms,);
-        Err(PgError::NotYet("expire_parent_holds"))
-    }
-
-    pub async fn incidents(&self, filter: IncidentFilter) -> Result<Vec<IncidentRecord>, PgError> {
-        let _ = (filter,);
-        Err(PgError::NotYet("incidents"))
-    }
-
-    pub async fn incident_timeline(&self, id: i64) -> Result<Vec<TimelineEntry>, PgError> {
-        let _ = (id,);
-        Err(PgError::NotYet("incident_timeline"))
-    }
-
-    pub async fn incidents_opened_since(
-        &self,
-        since_ms: i64,
-    ) -> Result<Vec<IncidentRecord>, PgError> {
-        let _ = (since_ms,);
-        Err(PgError::NotYet("incidents_opened_since"))
     }
 
     pub async fn active_api_token(
