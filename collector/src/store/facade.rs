@@ -490,7 +490,9 @@ impl Store {
     ) -> Result<Result<IncidentRecord, ChangeRefused>, StoreError> {
         match &self.backend {
             Backend::Sqlite(store) => store.acknowledge_incident(id, by, note, now_ms).await,
-            Backend::Postgres(store) => Ok(store.acknowledge_incident(id, by, note, now_ms).await?),
+            Backend::Postgres(store) => {
+                Ok(store.acknowledge_incident(id, by, note, now_ms).await?)
+            }
         }
     }
 

@@ -535,12 +535,10 @@ async fn apply_change(
                 return Ok(None);
             };
             // Refused: another collector resolved it since the read.
-            Ok(
-                resolve(transaction, id, "rules", reason, *value, *now_ms)
-                    .await?
-                    .ok()
-                    .map(|record| (IncidentEvent::Resolved, record)),
-            )
+            Ok(resolve(transaction, id, "rules", reason, *value, *now_ms)
+                .await?
+                .ok()
+                .map(|record| (IncidentEvent::Resolved, record)))
         }
         IncidentChange::Flapping {
             dedup_key,
@@ -662,7 +660,9 @@ async fn link_to_problem(
 }
 
 fn json_list(column: &str, text: &str) -> Result<Vec<String>, PgError> {
-    parse_column(column, text, |text| serde_json::from_str::<Vec<String>>(text))
+    parse_column(column, text, |text| {
+        serde_json::from_str::<Vec<String>>(text)
+    })
 }
 
 /// Links a just-opened incident to the change on its asset that was under
@@ -696,7 +696,10 @@ async fn link_change(
     };
     let asset_id: String = asset.get(0);
     let record: Option<String> = transaction
-        .query_opt("SELECT record::text FROM assets WHERE id = $1", &[&asset_id])
+        .query_opt(
+            "SELECT record::text FROM assets WHERE id = $1",
+            &[&asset_id],
+        )
         .await?
         .map(|row| row.get(0));
     // The asset record is the asset task's JSON; only its tags matter here.
@@ -727,7 +730,15 @@ async fn link_change(
                 (opened - ends_ms) / 1000
             )
         };
-        return add_timeline(transaction, incident.id, opened, "change", "changes", &detail).await;
+        return add_timeline(
+            transaction,
+            incident.id,
+            opened,
+            "change",
+            "changes",
+            &detail,
+        )
+        .await;
     }
     Ok(())
 }

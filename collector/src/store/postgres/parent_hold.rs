@@ -16,21 +16,13 @@ use super::{PgError, PgStore, parse_column};
 use crate::domain::{IncidentEvent, IncidentRecord, IncidentState, ParentCheck};
 
 fn is(opening: &Opening<'_>, check: &ParentCheck) -> bool {
-    check.matches(
-        opening.rule,
-        opening.labels,
-        opening.host,
-        opening.agent_id,
-    )
+    check.matches(opening.rule, opening.labels, opening.host, opening.agent_id)
 }
 
 /// Holds the page of the just-opened incident if it depends on parent checks
 /// (none open) and has a hold. An incident that is itself one of its parent
 /// checks (the gateway tagged like the hosts behind it) never waits.
-pub(super) async fn hold(
-    transaction: &Transaction<'_>,
-    new: &Opening<'_>,
-) -> Result<(), PgError> {
+pub(super) async fn hold(transaction: &Transaction<'_>, new: &Opening<'_>) -> Result<(), PgError> {
     if new.hold_ms <= 0 || new.parents.is_empty() {
         return Ok(());
     }

@@ -307,7 +307,13 @@ async fn a_resolved_key_opens_a_new_incident_linked_to_the_old() {
         .await
         .expect("open");
     let resolved = b
-        .resolve_incident(first.id, "rules".into(), "back to normal".into(), None, 2_000)
+        .resolve_incident(
+            first.id,
+            "rules".into(),
+            "back to normal".into(),
+            None,
+            2_000,
+        )
         .await
         .expect("resolve")
         .expect("was open");
