@@ -13,8 +13,11 @@
 //!   until it commits, so the parent cannot resolve unseen and leave the
 //!   child suppressed for ever.
 
+use std::future::Future;
+
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
 
 use super::super::codec::labels_from_json;
 use super::super::parent_hold::Opening;
@@ -165,6 +168,33 @@ async fn lock_rules<'a>(
             .execute(
                 "SELECT pg_advisory_xact_lock($1, $2)",
                 &[&RULE_LOCK_CLASS, &key],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Locks the unresolved incidents the changes name by key, in id order,
+/// before changing any: two collectors changing the same incidents in
+/// another order (a burst of resolves) then queue instead of deadlocking.
+async fn lock_named(
+    transaction: &Transaction<'_>,
+    changes: &[IncidentChange],
+) -> Result<(), PgError> {
+    let keys: Vec<&str> = changes
+        .iter()
+        .filter_map(|change| match change {
+            IncidentChange::Open(_) => None,
+            IncidentChange::Resolve { dedup_key, .. }
+            | IncidentChange::Flapping { dedup_key, .. } => Some(dedup_key.as_str()),
+        })
+        .collect();
+    if keys.len() > 1 {
+        transaction
+            .execute(
+                "SELECT id FROM incidents WHERE dedup_key = ANY($1) AND state <> 'resolved'
+                 ORDER BY id FOR UPDATE",
+                &[&keys],
             )
             .await?;
     }
@@ -743,6 +773,33 @@ async fn link_change(
     Ok(())
 }
 
+/// Runs `attempt` (a whole transaction) again when PostgreSQL aborted it to
+/// break a deadlock: two collectors changing the same incidents in another
+/// order (a burst of resolves, SLA marks) may lock rows crosswise, and the
+/// loser's work is all rolled back, so running it again is safe.
+pub(super) async fn retrying_deadlocks<T, F, Fut>(mut attempt: F) -> Result<T, PgError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, PgError>>,
+{
+    const RETRIES: u32 = 5;
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Err(PgError::Db(error))
+                if retries < RETRIES && error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                retries += 1;
+                tracing::debug!(
+                    message = "Deadlock with another collector; retrying.",
+                    retries
+                );
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 impl PgStore {
     /// Applies rule decisions in one transaction, in order, with the
     /// outcomes of SQLite's `apply_changes`. An open of a key another
@@ -751,11 +808,19 @@ impl PgStore {
         &self,
         changes: Vec<IncidentChange>,
     ) -> Result<Vec<AppliedChange>, PgError> {
+        retrying_deadlocks(|| self.apply_incident_changes_once(&changes)).await
+    }
+
+    async fn apply_incident_changes_once(
+        &self,
+        changes: &[IncidentChange],
+    ) -> Result<Vec<AppliedChange>, PgError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
-        lock_rules(&transaction, openings(&changes)).await?;
+        lock_rules(&transaction, openings(changes)).await?;
+        lock_named(&transaction, changes).await?;
         let mut applied = Vec::with_capacity(changes.len());
-        for change in &changes {
+        for change in changes {
             applied.push(apply_change(&transaction, change).await?);
         }
         transaction.commit().await?;
@@ -794,7 +859,8 @@ impl PgStore {
         Ok(outcome)
     }
 
-    /// Resolves an unresolved incident (releasing its suppressed children);
+    /// Resolves an unresolved incident (releasing its suppressed children,
+    /// whose rows a rule burst may be changing too: retried on deadlock);
     /// refused if it is unknown or already resolved, here or elsewhere.
     pub async fn resolve_incident(
         &self,
@@ -804,11 +870,14 @@ impl PgStore {
         value: Option<f64>,
         now_ms: i64,
     ) -> Result<Result<IncidentRecord, ChangeRefused>, PgError> {
-        let mut client = self.client().await?;
-        let transaction = client.transaction().await?;
-        let outcome = resolve(&transaction, id, &by, &reason, value, now_ms).await?;
-        transaction.commit().await?;
-        Ok(outcome)
+        retrying_deadlocks(|| async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await?;
+            let outcome = resolve(&transaction, id, &by, &reason, value, now_ms).await?;
+            transaction.commit().await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     pub async fn add_incident_note(
@@ -829,8 +898,16 @@ impl PgStore {
     }
 
     /// Marks SLA targets missed by `now_ms`; each breach is returned by exactly
-    /// one caller cluster-wide (the `UPDATE` that flips the flag wins).
+    /// one caller cluster-wide: the rows are locked in id order and re-checked
+    /// (`FOR UPDATE` re-reads a row another collector flagged meanwhile).
     pub async fn mark_sla_breaches(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(IncidentRecord, &'static str)>, PgError> {
+        retrying_deadlocks(|| self.mark_sla_breaches_once(now_ms)).await
+    }
+
+    async fn mark_sla_breaches_once(
         &self,
         now_ms: i64,
     ) -> Result<Vec<(IncidentRecord, &'static str)>, PgError> {
@@ -840,15 +917,25 @@ impl PgStore {
         for (kind, update) in [
             (
                 "ack",
-                "UPDATE incidents SET ack_breached = true
-                 WHERE state = 'open' AND NOT ack_breached AND ack_due_at_ms IS NOT NULL
-                   AND ack_due_at_ms <= $1 RETURNING id",
+                "WITH due AS (
+                     SELECT id FROM incidents
+                     WHERE state = 'open' AND NOT ack_breached AND ack_due_at_ms IS NOT NULL
+                       AND ack_due_at_ms <= $1
+                     ORDER BY id FOR UPDATE
+                 )
+                 UPDATE incidents SET ack_breached = true FROM due WHERE incidents.id = due.id
+                 RETURNING incidents.id",
             ),
             (
                 "resolve",
-                "UPDATE incidents SET resolve_breached = true
-                 WHERE state <> 'resolved' AND NOT resolve_breached AND resolve_due_at_ms IS NOT NULL
-                   AND resolve_due_at_ms <= $1 RETURNING id",
+                "WITH due AS (
+                     SELECT id FROM incidents
+                     WHERE state <> 'resolved' AND NOT resolve_breached AND resolve_due_at_ms IS NOT NULL
+                       AND resolve_due_at_ms <= $1
+                     ORDER BY id FOR UPDATE
+                 )
+                 UPDATE incidents SET resolve_breached = true FROM due WHERE incidents.id = due.id
+                 RETURNING incidents.id",
             ),
         ] {
             let mut ids: Vec<i64> = transaction

@@ -11,7 +11,7 @@
 use deadpool_postgres::Transaction;
 
 use super::super::parent_hold::{Opening, describe, seconds};
-use super::incidents::{add_timeline, get_in, journal};
+use super::incidents::{add_timeline, get_in, journal, retrying_deadlocks};
 use super::{PgError, PgStore, parse_column};
 use crate::domain::{IncidentEvent, IncidentRecord, IncidentState, ParentCheck};
 
@@ -206,7 +206,7 @@ impl PgStore {
     /// the ones released unacknowledged (by this collector: each hold is
     /// ended by one collector only).
     pub async fn expire_parent_holds(&self, now_ms: i64) -> Result<Vec<IncidentRecord>, PgError> {
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         // The common case (nothing held) costs no write transaction.
         let any_due = client
             .query_opt(
@@ -215,9 +215,15 @@ impl PgStore {
             )
             .await?
             .is_some();
+        drop(client);
         if !any_due {
             return Ok(Vec::new());
         }
+        retrying_deadlocks(|| self.expire_parent_holds_once(now_ms)).await
+    }
+
+    async fn expire_parent_holds_once(&self, now_ms: i64) -> Result<Vec<IncidentRecord>, PgError> {
+        let mut client = self.client().await?;
         let transaction = client.transaction().await?;
         let mut released = Vec::new();
         for id in expire(&transaction, now_ms).await? {

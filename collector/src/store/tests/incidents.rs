@@ -514,7 +514,7 @@ const PROBLEMS_IF_MISSING: &str = "CREATE TABLE IF NOT EXISTS problems (
     opened_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL, updated_by TEXT, resolved_ms BIGINT)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recurrences_on_two_collectors_open_one_problem() {
+async fn a_recurrence_on_two_collectors_at_once_opens_one_problem() {
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -524,8 +524,11 @@ async fn recurrences_on_two_collectors_open_one_problem() {
     let b = second_collector(&db).await;
     let client = sql(&db).await;
     client.batch_execute(PROBLEMS_IF_MISSING).await.unwrap();
-    let recurring = |key: String| {
+    // Each round a new rule recurs for the second time on both collectors at
+    // once: the second opening must see the first and open its problem.
+    let recurring = |rule: String, key: String| {
         IncidentChange::Open(Box::new(NewIncident {
+            rule,
             agent_id: format!("agent-{key}"),
             recurrence: Some(crate::domain::Recurrence {
                 count: 2,
@@ -535,25 +538,84 @@ async fn recurrences_on_two_collectors_open_one_problem() {
             ..new_incident(&key, 1_000)
         }))
     };
-    for round in 0..6 {
+    for round in 0..8 {
+        let rule = format!("r{round}");
         let (left, right) = tokio::join!(
-            a.apply_incident_changes(vec![recurring(format!("a{round}"))]),
-            b.apply_incident_changes(vec![recurring(format!("b{round}"))]),
+            a.apply_incident_changes(vec![recurring(rule.clone(), format!("a{round}"))]),
+            b.apply_incident_changes(vec![recurring(rule, format!("b{round}"))]),
         );
         left.unwrap();
         right.unwrap();
     }
-    assert_eq!(count(&client, "SELECT count(*) FROM problems").await, 1);
-    assert_eq!(
-        count(
-            &client,
-            "SELECT count(*) FROM incidents WHERE problem_id IS NULL"
+    let per_rule = client
+        .query(
+            "SELECT p.rule, count(i.id) FROM problems p JOIN incidents i ON i.problem_id = p.id
+             GROUP BY p.id, p.rule ORDER BY p.rule",
+            &[],
         )
-        .await,
-        0,
-        "all twelve are linked to it"
-    );
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+        .collect::<Vec<_>>();
+    let expected: Vec<(String, i64)> = (0..8).map(|round| (format!("r{round}"), 2)).collect();
+    assert_eq!(per_rule, expected, "one problem per rule, linking both");
     let linked = a.incidents(IncidentFilter::default()).await.unwrap();
     let timeline = a.incident_timeline(linked[0].id).await.unwrap();
     assert!(timeline.iter().any(|entry| entry.kind == "problem"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_changing_the_same_incidents_in_opposite_orders_both_succeed() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let a = Store::open_postgres(&db.settings(), "collector-a")
+        .await
+        .unwrap();
+    let b = second_collector(&db).await;
+    let keys: Vec<String> = (0..30).map(|index| format!("k{index}")).collect();
+    let opens = keys
+        .iter()
+        .map(|key| IncidentChange::Open(Box::new(new_incident(key, 100))))
+        .collect();
+    a.apply_incident_changes(opens).await.unwrap();
+    let flap = |keys: Vec<&String>, flapping: bool| -> Vec<IncidentChange> {
+        keys.into_iter()
+            .map(|key| IncidentChange::Flapping {
+                dedup_key: key.clone(),
+                flapping,
+                detail: "flap".into(),
+                now_ms: 200,
+            })
+            .collect()
+    };
+    // Rows locked crosswise deadlock; PostgreSQL aborts one transaction,
+    // which runs again and succeeds.
+    for round in 0..6 {
+        let flapping = round % 2 == 0;
+        let (left, right) = tokio::join!(
+            a.apply_incident_changes(flap(keys.iter().collect(), flapping)),
+            b.apply_incident_changes(flap(keys.iter().rev().collect(), flapping)),
+        );
+        assert_eq!(left.unwrap().len(), 30);
+        assert_eq!(right.unwrap().len(), 30);
+    }
+    let (left, right) = tokio::join!(
+        a.apply_incident_changes(keys.iter().map(|key| resolve_change(key, 300)).collect()),
+        b.apply_incident_changes(
+            keys.iter()
+                .rev()
+                .map(|key| resolve_change(key, 300))
+                .collect()
+        ),
+    );
+    let resolved = left
+        .unwrap()
+        .into_iter()
+        .chain(right.unwrap())
+        .filter(Option::is_some)
+        .count();
+    assert_eq!(resolved, 30, "each resolved once");
+    assert!(a.unresolved_incidents().await.unwrap().is_empty());
 }
