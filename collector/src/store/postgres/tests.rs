@@ -322,7 +322,7 @@ async fn a_resolved_key_opens_a_new_incident_linked_to_the_old() {
         a.resolve_incident(first.id, "rules".into(), "again".into(), None, 2_001)
             .await
             .expect("resolve")
-            .is_err()
+            == Err(crate::store::ChangeRefused::AlreadyResolved)
     );
     let (second, new) = a
         .open_incident(&new_incident("disk|agent-1", 3_000))

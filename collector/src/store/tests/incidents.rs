@@ -253,6 +253,36 @@ on_both_backends! {
 }
 }
 
+on_both_backends! {
+    async fn a_hold_that_runs_out_after_an_acknowledgement_releases_without_paging(backend: &TestBackend) {
+        let store = backend.open().await;
+        let child = opened_id(&store, IncidentChange::Open(Box::new(NewIncident {
+            parents: vec![ParentCheck { rule: "pdu-down".into(), labels: Labels::new() }],
+            parent_hold_ms: 30_000,
+            ..new_incident("child", 1_000)
+        })))
+        .await;
+        store
+            .acknowledge_incident(child, "alice".into(), None, 2_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store.expire_parent_holds(31_000).await.unwrap().is_empty(), "not paged");
+        let child_now = store.incident(child).await.unwrap().unwrap();
+        assert!(!child_now.suppressed && child_now.held_until_ms.is_none());
+        let timeline = store.incident_timeline(child).await.unwrap();
+        let last = timeline.last().unwrap();
+        assert_eq!(
+            (last.kind.as_str(), last.detail.as_str()),
+            (
+                "released",
+                "Waited 30s for parent pdu-down, which did not open; acknowledged meanwhile, so not paged."
+            )
+        );
+        assert!(store.expire_parent_holds(60_000).await.unwrap().is_empty(), "ended once");
+}
+}
+
 /// A second collector on the test's database, and a plain connection to
 /// look at its tables.
 async fn second_collector(db: &TestDb) -> Store {
