@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::postgres::{PgError, PgSettings, PgStore};
+use super::postgres::{PgSettings, PgStore};
 use super::*;
 
 pub struct Store {
@@ -506,9 +506,9 @@ impl Store {
     ) -> Result<Result<IncidentRecord, ChangeRefused>, StoreError> {
         match &self.backend {
             Backend::Sqlite(store) => store.acknowledge_incident(id, by, note, now_ms).await,
-            Backend::Postgres(store) => Ok(store
-                .acknowledge_incident(id, &by, note.as_deref(), now_ms)
-                .await?),
+            Backend::Postgres(store) => {
+                Ok(store.acknowledge_incident(id, by, note, now_ms).await?)
+            }
         }
     }
 
@@ -522,7 +522,9 @@ impl Store {
     ) -> Result<Result<IncidentRecord, ChangeRefused>, StoreError> {
         match &self.backend {
             Backend::Sqlite(store) => store.resolve_incident(id, by, reason, value, now_ms).await,
-            Backend::Postgres(_) => Err(PgError::NotYet("resolve_incident").into()),
+            Backend::Postgres(store) => Ok(store
+                .resolve_incident(id, by, reason, value, now_ms)
+                .await?),
         }
     }
 

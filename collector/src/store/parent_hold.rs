@@ -34,7 +34,7 @@ impl Opening<'_> {
 }
 
 /// "gw-down{target="a"} or pdu-down".
-fn describe(parents: &[ParentCheck]) -> String {
+pub(super) fn describe(parents: &[ParentCheck]) -> String {
     parents
         .iter()
         .map(ParentCheck::describe)
@@ -42,7 +42,7 @@ fn describe(parents: &[ParentCheck]) -> String {
         .join(" or ")
 }
 
-fn seconds(ms: i64) -> String {
+pub(super) fn seconds(ms: i64) -> String {
     let seconds = ms as f64 / 1000.0;
     if seconds.fract() == 0.0 {
         format!("{seconds:.0}s")

@@ -34,6 +34,7 @@ mod inventory;
 mod maintenance;
 mod migrations;
 mod outbox;
+mod parent_hold;
 mod pending;
 mod problems;
 mod retention;

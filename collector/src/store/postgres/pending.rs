@@ -44,48 +44,6 @@ impl PgStore {
         0
     }
 
-    pub async fn apply_incident_changes(
-        &self,
-        changes: Vec<IncidentChange>,
-    ) -> Result<Vec<AppliedChange>, PgError> {
-        let _ = (changes,);
-        Err(PgError::NotYet("apply_incident_changes"))
-    }
-
-    pub async fn add_incident_note(
-        &self,
-        id: i64,
-        by: String,
-        text: String,
-        now_ms: i64,
-    ) -> Result<Result<IncidentRecord, ChangeRefused>, PgError> {
-        let _ = (id, by, text, now_ms);
-        Err(PgError::NotYet("add_incident_note"))
-    }
-
-    pub async fn expire_parent_holds(&self, now_ms: i64) -> Result<Vec<IncidentRecord>, PgError> {
-        let _ = (now_ms,);
-        Err(PgError::NotYet("expire_parent_holds"))
-    }
-
-    pub async fn incidents(&self, filter: IncidentFilter) -> Result<Vec<IncidentRecord>, PgError> {
-        let _ = (filter,);
-        Err(PgError::NotYet("incidents"))
-    }
-
-    pub async fn incident_timeline(&self, id: i64) -> Result<Vec<TimelineEntry>, PgError> {
-        let _ = (id,);
-        Err(PgError::NotYet("incident_timeline"))
-    }
-
-    pub async fn incidents_opened_since(
-        &self,
-        since_ms: i64,
-    ) -> Result<Vec<IncidentRecord>, PgError> {
-        let _ = (since_ms,);
-        Err(PgError::NotYet("incidents_opened_since"))
-    }
-
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, PgError> {
         Err(PgError::NotYet("agents"))
     }

@@ -307,16 +307,22 @@ async fn a_resolved_key_opens_a_new_incident_linked_to_the_old() {
         .await
         .expect("open");
     let resolved = b
-        .resolve_incident(first.id, "rules", "back to normal", 2_000)
+        .resolve_incident(
+            first.id,
+            "rules".into(),
+            "back to normal".into(),
+            None,
+            2_000,
+        )
         .await
         .expect("resolve")
         .expect("was open");
     assert_eq!(resolved.state, IncidentState::Resolved);
     assert!(
-        a.resolve_incident(first.id, "rules", "again", 2_001)
+        a.resolve_incident(first.id, "rules".into(), "again".into(), None, 2_001)
             .await
             .expect("resolve")
-            .is_none()
+            == Err(crate::store::ChangeRefused::AlreadyResolved)
     );
     let (second, new) = a
         .open_incident(&new_incident("disk|agent-1", 3_000))
@@ -796,8 +802,8 @@ async fn two_operators_acknowledging_on_two_collectors_ack_once() {
         .await
         .expect("open");
     let (left, right) = tokio::join!(
-        a.acknowledge_incident(incident.id, "alice", None, 2_000),
-        b.acknowledge_incident(incident.id, "bob", Some("on it"), 2_000)
+        a.acknowledge_incident(incident.id, "alice".into(), None, 2_000),
+        b.acknowledge_incident(incident.id, "bob".into(), Some("on it".into()), 2_000)
     );
     let outcomes = [left.expect("a"), right.expect("b")];
     assert_eq!(outcomes.iter().filter(|outcome| outcome.is_ok()).count(), 1);
@@ -812,9 +818,10 @@ async fn two_operators_acknowledging_on_two_collectors_ack_once() {
     let unresolved = b.unresolved_incidents().await.expect("unresolved");
     assert_eq!(unresolved.len(), 1);
     assert_eq!(unresolved[0].state, IncidentState::Acknowledged);
-    b.resolve_incident(incident.id, "rules", "ok", 3_000)
+    b.resolve_incident(incident.id, "rules".into(), "ok".into(), None, 3_000)
         .await
-        .expect("resolve");
+        .expect("resolve")
+        .expect("was acknowledged");
     assert!(
         a.unresolved_incidents()
             .await
@@ -822,7 +829,7 @@ async fn two_operators_acknowledging_on_two_collectors_ack_once() {
             .is_empty()
     );
     assert_eq!(
-        a.acknowledge_incident(incident.id, "carol", None, 4_000)
+        a.acknowledge_incident(incident.id, "carol".into(), None, 4_000)
             .await
             .expect("ack"),
         Err(crate::store::ChangeRefused::AlreadyResolved)
