@@ -23,6 +23,7 @@
 //! README "Scaling out").
 
 mod group;
+mod history;
 mod incidents;
 mod ingest;
 mod migrations;
@@ -143,6 +144,8 @@ pub struct PgStore {
     /// This collector's name in claims (`claimed_by`) and batch rows.
     collector: String,
     batches: group::BatchQueue,
+    /// Latest values and the commit problem of this collector's batches.
+    published: std::sync::Arc<ingest::Published>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -193,12 +196,19 @@ impl PgStore {
             message: error.to_string(),
         })?;
         migrations::migrate(&mut client).await?;
+        let latest = history::load_latest(&client).await?;
         drop(client);
-        let batches = group::BatchQueue::start(pool.clone(), collector.to_string());
+        let published = std::sync::Arc::new(ingest::Published::new(latest));
+        let batches = group::BatchQueue::start(
+            pool.clone(),
+            collector.to_string(),
+            std::sync::Arc::clone(&published),
+        );
         Ok(Self {
             pool,
             collector: collector.to_string(),
             batches,
+            published,
         })
     }
 

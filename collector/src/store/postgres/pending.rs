@@ -26,11 +26,6 @@ impl PgStore {
         Err(PgError::NotYet("commit_inventory"))
     }
 
-    pub async fn prune(&self, before_ms: i64) -> Result<usize, PgError> {
-        let _ = (before_ms,);
-        Err(PgError::NotYet("prune"))
-    }
-
     pub async fn prune_records(
         &self,
         policy: RetentionPolicy,
@@ -38,29 +33,6 @@ impl PgStore {
     ) -> Result<PruneReport, PgError> {
         let _ = (policy, now_ms);
         Err(PgError::NotYet("prune_records"))
-    }
-
-    pub async fn prune_rollups(&self, before_ms: i64) -> Result<usize, PgError> {
-        let _ = (before_ms,);
-        Err(PgError::NotYet("prune_rollups"))
-    }
-
-    pub async fn close_head_chunks(&self) -> Result<(), PgError> {
-        Err(PgError::NotYet("close_head_chunks"))
-    }
-
-    pub async fn series_points(&self, key: &SeriesKey) -> Result<Vec<(i64, f64)>, PgError> {
-        let _ = (key,);
-        Err(PgError::NotYet("series_points"))
-    }
-
-    pub async fn history(&self, query: HistoryQuery) -> Result<Vec<SeriesHistory>, PgError> {
-        let _ = (query,);
-        Err(PgError::NotYet("history"))
-    }
-
-    pub fn head_encoded_bytes(&self) -> usize {
-        0
     }
 
     pub async fn apply_incident_changes(
@@ -336,24 +308,6 @@ impl PgStore {
         Err(PgError::NotYet("touch_api_token"))
     }
 
-    pub async fn agents(&self) -> Result<Vec<AgentRecord>, PgError> {
-        Err(PgError::NotYet("agents"))
-    }
-
-    pub async fn agents_page(
-        &self,
-        after: Option<(String, String)>,
-        limit: u32,
-    ) -> Result<Vec<AgentRecord>, PgError> {
-        let _ = (after, limit);
-        Err(PgError::NotYet("agents_page"))
-    }
-
-    pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, PgError> {
-        let _ = (agent_id,);
-        Err(PgError::NotYet("agent"))
-    }
-
     pub async fn inventory(&self, agent_id: &str) -> Result<Option<InventorySnapshot>, PgError> {
         let _ = (agent_id,);
         Err(PgError::NotYet("inventory"))
@@ -378,24 +332,6 @@ impl PgStore {
     pub async fn packages_fingerprint(&self, agent_id: &str) -> Result<u64, PgError> {
         let _ = (agent_id,);
         Err(PgError::NotYet("packages_fingerprint"))
-    }
-
-    pub async fn counts(&self) -> Result<(u64, u64), PgError> {
-        Err(PgError::NotYet("counts"))
-    }
-
-    pub fn latest_value(&self, key: &SeriesKey) -> Option<LatestValue> {
-        let _ = (key,);
-        None
-    }
-
-    pub fn latest(&self, agent_id: Option<&str>) -> Vec<(SeriesKey, LatestValue)> {
-        let _ = (agent_id,);
-        Vec::new()
-    }
-
-    pub fn write_problem(&self) -> Option<String> {
-        None
     }
 
     pub async fn redeem_enrollment(
