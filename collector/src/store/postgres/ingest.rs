@@ -14,7 +14,7 @@
 //! anyway to learn the series' id, so keeping it current costs no extra
 //! statement or row, and a restarted collector loads the map from it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
 
 use deadpool_postgres::{Pool, Transaction};
@@ -23,8 +23,8 @@ use tokio_postgres::Row;
 use super::super::chunk::{self, Bucket, LoggedSample, ROLLUP_BUCKET_MS};
 use super::super::packed_key::{LatestMap, PackedKey};
 use super::super::{
-    AgentHello, AgentRecord, CommitOutcome, LatestValue, LatestValues, SampleBatch, SeriesKey,
-    labels_json,
+    AgentHello, AgentRecord, CommitOutcome, LatestValue, LatestValues, SampleBatch, SampleRecord,
+    SeriesKey, labels_json,
 };
 use super::{PgError, PgStore};
 
@@ -257,59 +257,51 @@ pub(super) async fn commit_group(
     }
 }
 
-/// The statements of one group's transaction, prepared once per connection.
-struct Statements {
-    claim: tokio_postgres::Statement,
-    series: tokio_postgres::Statement,
-    rollups: tokio_postgres::Statement,
-    log: tokio_postgres::Statement,
-}
+// A group is written with one statement per table, whatever its number of
+// batches: a round trip per batch and table made the committer's
+// transaction, not the database, the limit.
 
-impl Statements {
-    async fn prepare(transaction: &Transaction<'_>) -> Result<Self, PgError> {
-        Ok(Self {
-            claim: transaction
-                .prepare_cached(
-                    "INSERT INTO batches (agent_id, epoch, seq, received_ms, sample_count, collector)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                )
-                .await?,
-            // One statement per batch: its distinct series upserted from
-            // arrays, their ids returned with their keys.
-            series: transaction
-                .prepare_cached(
-                    "INSERT INTO series AS s (agent_id, metric, labels, last_value, last_ts_ms)
-                     SELECT $1, metric, labels, value, ts
-                     FROM unnest($2::TEXT[], $3::TEXT[], $4::FLOAT8[], $5::INT8[]) AS u(metric, labels, value, ts)
-                     ON CONFLICT (agent_id, metric, labels) DO UPDATE
-                         SET last_value = CASE WHEN excluded.last_ts_ms >= s.last_ts_ms
-                                               THEN excluded.last_value ELSE s.last_value END,
-                             last_ts_ms = greatest(s.last_ts_ms, excluded.last_ts_ms)
-                     RETURNING metric, labels, id",
-                )
-                .await?,
-            rollups: transaction
-                .prepare_cached(
-                    "INSERT INTO rollups AS r (series_id, start_ms, end_ms, min, max, sum, count)
-                     SELECT * FROM unnest($1::INT8[], $2::INT8[], $3::INT8[], $4::FLOAT8[],
-                                          $5::FLOAT8[], $6::FLOAT8[], $7::INT8[])
-                     ON CONFLICT (series_id, start_ms) DO UPDATE
-                         SET end_ms = greatest(r.end_ms, excluded.end_ms),
-                             min = least(r.min, excluded.min),
-                             max = greatest(r.max, excluded.max),
-                             sum = r.sum + excluded.sum,
-                             count = r.count + excluded.count",
-                )
-                .await?,
-            log: transaction
-                .prepare_cached(
-                    "INSERT INTO sample_log (agent_id, received_ms, start_ms, end_ms, sample_count, payload)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .await?,
-        })
-    }
-}
+/// Claims the group's batch keys, in key order (the lock order).
+const CLAIM: &str =
+    "INSERT INTO batches (agent_id, epoch, seq, received_ms, sample_count, collector)
+     SELECT agent_id, epoch, seq, received_ms, sample_count, $6
+     FROM unnest($1::TEXT[], $2::INT8[], $3::INT8[], $4::INT8[], $5::INT4[])
+          WITH ORDINALITY AS u(agent_id, epoch, seq, received_ms, sample_count, n)
+     ORDER BY n
+     ON CONFLICT DO NOTHING
+     RETURNING agent_id, epoch, seq";
+
+/// The group's distinct series with their newest points; their ids come back
+/// with their keys. The stored value is the newest whichever collector wrote it.
+const UPSERT_SERIES: &str =
+    "INSERT INTO series AS s (agent_id, metric, labels, last_value, last_ts_ms)
+     SELECT agent_id, metric, labels, value, ts
+     FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::FLOAT8[], $5::INT8[])
+          AS u(agent_id, metric, labels, value, ts)
+     ON CONFLICT (agent_id, metric, labels) DO UPDATE
+         SET last_value = CASE WHEN excluded.last_ts_ms >= s.last_ts_ms
+                               THEN excluded.last_value ELSE s.last_value END,
+             last_ts_ms = greatest(s.last_ts_ms, excluded.last_ts_ms)
+     RETURNING agent_id, metric, labels, id";
+
+const UPSERT_ROLLUPS: &str =
+    "INSERT INTO rollups AS r (series_id, start_ms, end_ms, min, max, sum, count)
+     SELECT * FROM unnest($1::INT8[], $2::INT8[], $3::INT8[], $4::FLOAT8[], $5::FLOAT8[],
+                          $6::FLOAT8[], $7::INT8[])
+     ON CONFLICT (series_id, start_ms) DO UPDATE
+         SET end_ms = greatest(r.end_ms, excluded.end_ms),
+             min = least(r.min, excluded.min),
+             max = greatest(r.max, excluded.max),
+             sum = r.sum + excluded.sum,
+             count = r.count + excluded.count";
+
+const APPEND_LOG: &str =
+    "INSERT INTO sample_log (agent_id, received_ms, start_ms, end_ms, sample_count, payload)
+     SELECT * FROM unnest($1::TEXT[], $2::INT8[], $3::INT8[], $4::INT8[], $5::INT4[], $6::BYTEA[])";
+
+/// As on SQLite, a stored batch shows its agent alive.
+const TOUCH_AGENTS: &str = "UPDATE agents a SET last_seen_ms = greatest(a.last_seen_ms, u.seen_ms)
+     FROM unnest($1::TEXT[], $2::INT8[]) AS u(id, seen_ms) WHERE a.id = u.id";
 
 type Committed = (Vec<CommitOutcome>, Vec<(PackedKey, LatestValue)>);
 
@@ -320,7 +312,6 @@ async fn try_commit_group(
 ) -> Result<Committed, PgError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
-    let statements = Statements::prepare(&transaction).await?;
     // Rows are locked in key order, so two collectors' groups holding the
     // same agents (resends after a failover) queue behind each other rather
     // than deadlock; outcomes go back in the callers' order.
@@ -329,163 +320,234 @@ async fn try_commit_group(
         let (l, r) = (&batches[left], &batches[right]);
         (&l.agent_id, l.epoch, l.seq).cmp(&(&r.agent_id, r.epoch, r.seq))
     });
+    let stored = claim(&transaction, collector, batches, &order).await?;
     let mut outcomes = vec![CommitOutcome::Duplicate; batches.len()];
-    let mut latest = Vec::new();
-    let mut seen: BTreeMap<&str, i64> = BTreeMap::new();
-    for index in order {
-        let batch = &batches[index];
-        let inserted = transaction
-            .execute(
-                &statements.claim,
-                &[
-                    &batch.agent_id,
-                    &(batch.epoch as i64),
-                    &(batch.seq as i64),
-                    &batch.received_ms,
-                    &(batch.samples.len() as i32),
-                    &collector,
-                ],
-            )
-            .await?;
-        if inserted == 0 {
-            continue;
-        }
-        latest.extend(store_samples(&transaction, &statements, batch).await?);
-        let newest_seen = seen.entry(&batch.agent_id).or_insert(batch.received_ms);
-        *newest_seen = (*newest_seen).max(batch.received_ms);
+    for &index in &stored {
         outcomes[index] = CommitOutcome::Stored {
-            samples: batch.samples.len(),
+            samples: batches[index].samples.len(),
         };
     }
-    // As on SQLite, a stored batch shows its agent alive; one statement per
-    // group, agents in key order.
-    let (agents, seen_ms): (Vec<&str>, Vec<i64>) = seen.into_iter().unzip();
-    if !agents.is_empty() {
-        transaction
-            .execute(
-                "UPDATE agents a SET last_seen_ms = greatest(a.last_seen_ms, u.seen_ms)
-                 FROM unnest($1::TEXT[], $2::INT8[]) AS u(id, seen_ms) WHERE a.id = u.id",
-                &[&agents, &seen_ms],
-            )
-            .await?;
-    }
+    let latest = store_samples(&transaction, batches, &stored).await?;
+    touch_agents(&transaction, batches, &stored).await?;
     transaction.commit().await?;
     Ok((outcomes, latest))
 }
 
-/// Upserts a claimed batch's series and rollups and appends its log record;
-/// returns the newest value of each of its series.
-async fn store_samples(
+/// Claims the batches' keys; returns the indices of those stored now, in
+/// key order. A key already stored, or twice in the group, is a duplicate
+/// (its first copy in the group is stored).
+async fn claim(
     transaction: &Transaction<'_>,
-    statements: &Statements,
-    batch: &SampleBatch,
-) -> Result<Vec<(PackedKey, LatestValue)>, PgError> {
-    if batch.samples.is_empty() {
-        return Ok(Vec::new());
-    }
-    let labels: Vec<String> = batch
-        .samples
+    collector: &str,
+    batches: &[SampleBatch],
+    order: &[usize],
+) -> Result<Vec<usize>, PgError> {
+    let agents: Vec<&str> = order
         .iter()
-        .map(|sample| labels_json(&sample.labels))
+        .map(|&i| batches[i].agent_id.as_str())
         .collect();
-    // The newest point of each series in the batch (a series may repeat),
-    // with the index of a sample naming it.
-    let mut newest: HashMap<(&str, &str), (usize, LatestValue)> = HashMap::new();
-    for (index, (sample, labels)) in batch.samples.iter().zip(&labels).enumerate() {
-        let value = LatestValue {
-            value: sample.value,
-            timestamp_ms: sample.timestamp_ms,
-        };
-        let entry = newest
-            .entry((sample.metric.as_str(), labels.as_str()))
-            .or_insert((index, value));
-        if value.timestamp_ms >= entry.1.timestamp_ms {
-            *entry = (index, value);
-        }
-    }
-    let mut metrics = Vec::with_capacity(newest.len());
-    let mut label_texts = Vec::with_capacity(newest.len());
-    let mut values = Vec::with_capacity(newest.len());
-    let mut timestamps = Vec::with_capacity(newest.len());
-    for ((metric, labels), (_, value)) in &newest {
-        metrics.push(*metric);
-        label_texts.push(*labels);
-        values.push(value.value);
-        timestamps.push(value.timestamp_ms);
-    }
-    let returned: HashMap<(String, String), i64> = transaction
+    let epochs: Vec<i64> = order.iter().map(|&i| batches[i].epoch as i64).collect();
+    let seqs: Vec<i64> = order.iter().map(|&i| batches[i].seq as i64).collect();
+    let received: Vec<i64> = order.iter().map(|&i| batches[i].received_ms).collect();
+    let counts: Vec<i32> = order
+        .iter()
+        .map(|&i| batches[i].samples.len() as i32)
+        .collect();
+    let statement = transaction.prepare_cached(CLAIM).await?;
+    let rows = transaction
         .query(
-            &statements.series,
-            &[
-                &batch.agent_id,
-                &metrics,
-                &label_texts,
-                &values,
-                &timestamps,
-            ],
-        )
-        .await?
-        .iter()
-        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
-        .collect();
-    let mut ids: HashMap<(&str, &str), i64> = HashMap::with_capacity(newest.len());
-    for &(metric, labels) in newest.keys() {
-        let id = returned
-            .get(&(metric.to_string(), labels.to_string()))
-            .ok_or_else(|| PgError::Decode {
-                column: "series.id".to_string(),
-                message: format!("no id returned for series {metric}"),
-            })?;
-        ids.insert((metric, labels), *id);
-    }
-    let mut logged = Vec::with_capacity(batch.samples.len());
-    for (sample, labels) in batch.samples.iter().zip(&labels) {
-        // Every sample's series is a key of `newest`, so of `ids`.
-        let Some(&series_id) = ids.get(&(sample.metric.as_str(), labels.as_str())) else {
-            continue;
-        };
-        logged.push(LoggedSample {
-            series_id,
-            timestamp_ms: sample.timestamp_ms,
-            value: sample.value,
-        });
-    }
-    upsert_rollups(transaction, statements, &logged).await?;
-    let start_ms = logged.iter().map(|s| s.timestamp_ms).min().unwrap_or(0);
-    let end_ms = logged.iter().map(|s| s.timestamp_ms).max().unwrap_or(0);
-    transaction
-        .execute(
-            &statements.log,
-            &[
-                &batch.agent_id,
-                &batch.received_ms,
-                &start_ms,
-                &end_ms,
-                &(logged.len() as i32),
-                &chunk::encode_log_record(&logged),
-            ],
+            &statement,
+            &[&agents, &epochs, &seqs, &received, &counts, &collector],
         )
         .await?;
+    let mut claimed: HashSet<(String, i64, i64)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    Ok(order
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let batch = &batches[i];
+            claimed.remove(&(batch.agent_id.clone(), batch.epoch as i64, batch.seq as i64))
+        })
+        .collect())
+}
+
+/// A series as the statements name it: agent, metric, labels as JSON text.
+type SeriesName<'a> = (&'a str, &'a str, &'a str);
+
+/// Upserts the stored batches' series and rollups and appends one log
+/// record per batch; returns the newest value of each of their series.
+async fn store_samples(
+    transaction: &Transaction<'_>,
+    batches: &[SampleBatch],
+    stored: &[usize],
+) -> Result<Vec<(PackedKey, LatestValue)>, PgError> {
+    let labels: Vec<Vec<String>> = stored
+        .iter()
+        .map(|&i| {
+            batches[i]
+                .samples
+                .iter()
+                .map(|sample| labels_json(&sample.labels))
+                .collect()
+        })
+        .collect();
+    // The newest point of each series in the group (a series may repeat),
+    // in key order: the order its row is locked in.
+    let mut newest: BTreeMap<SeriesName<'_>, (&SampleRecord, LatestValue)> = BTreeMap::new();
+    for (&i, texts) in stored.iter().zip(&labels) {
+        let batch = &batches[i];
+        for (sample, text) in batch.samples.iter().zip(texts) {
+            let value = LatestValue {
+                value: sample.value,
+                timestamp_ms: sample.timestamp_ms,
+            };
+            newest
+                .entry((&batch.agent_id, &sample.metric, text))
+                .and_modify(|held| {
+                    if value.timestamp_ms >= held.1.timestamp_ms {
+                        *held = (sample, value);
+                    }
+                })
+                .or_insert((sample, value));
+        }
+    }
+    if newest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = upsert_series(transaction, &newest).await?;
+    let mut log = LogColumns::default();
+    let mut rollups = RollupBuckets::new();
+    for (&i, texts) in stored.iter().zip(&labels) {
+        let batch = &batches[i];
+        let mut logged = Vec::with_capacity(batch.samples.len());
+        for (sample, text) in batch.samples.iter().zip(texts) {
+            let name = (
+                batch.agent_id.as_str(),
+                sample.metric.as_str(),
+                text.as_str(),
+            );
+            let series_id = *ids.get(&name).ok_or_else(|| PgError::Decode {
+                column: "series.id".to_string(),
+                message: format!("no id returned for series {}", sample.metric),
+            })?;
+            logged.push(LoggedSample {
+                series_id,
+                timestamp_ms: sample.timestamp_ms,
+                value: sample.value,
+            });
+        }
+        fold_into_rollups(&mut rollups, &logged);
+        log.push(batch, &logged);
+    }
+    append_log(transaction, &log).await?;
+    upsert_rollups(transaction, rollups).await?;
     Ok(newest
-        .into_values()
-        .map(|(index, value)| {
-            let sample = &batch.samples[index];
+        .into_iter()
+        .map(|((agent_id, _, _), (sample, value))| {
             (
-                PackedKey::new(&batch.agent_id, &sample.metric, &sample.labels),
+                PackedKey::new(agent_id, &sample.metric, &sample.labels),
                 value,
             )
         })
         .collect())
 }
 
-/// Folds a batch's points into the 5-minute rollups: one row per series and
-/// bucket, in key order (the lock order).
-async fn upsert_rollups(
+/// Upserts the group's series with their newest points; returns their ids.
+async fn upsert_series<'a>(
     transaction: &Transaction<'_>,
-    statements: &Statements,
-    logged: &[LoggedSample],
-) -> Result<(), PgError> {
-    let mut buckets: BTreeMap<(i64, i64), (Bucket, i64)> = BTreeMap::new();
+    newest: &BTreeMap<SeriesName<'a>, (&SampleRecord, LatestValue)>,
+) -> Result<HashMap<SeriesName<'a>, i64>, PgError> {
+    let mut agents = Vec::with_capacity(newest.len());
+    let mut metrics = Vec::with_capacity(newest.len());
+    let mut label_texts = Vec::with_capacity(newest.len());
+    let mut values = Vec::with_capacity(newest.len());
+    let mut timestamps = Vec::with_capacity(newest.len());
+    for (&(agent_id, metric, labels), (_, value)) in newest {
+        agents.push(agent_id);
+        metrics.push(metric);
+        label_texts.push(labels);
+        values.push(value.value);
+        timestamps.push(value.timestamp_ms);
+    }
+    let statement = transaction.prepare_cached(UPSERT_SERIES).await?;
+    let returned: HashMap<(String, String, String), i64> = transaction
+        .query(
+            &statement,
+            &[&agents, &metrics, &label_texts, &values, &timestamps],
+        )
+        .await?
+        .iter()
+        .map(|row| ((row.get(0), row.get(1), row.get(2)), row.get(3)))
+        .collect();
+    let mut ids = HashMap::with_capacity(newest.len());
+    for &name @ (agent_id, metric, labels) in newest.keys() {
+        let owned = (agent_id.to_string(), metric.to_string(), labels.to_string());
+        let id = returned.get(&owned).ok_or_else(|| PgError::Decode {
+            column: "series.id".to_string(),
+            message: format!("no id returned for series {metric}"),
+        })?;
+        ids.insert(name, *id);
+    }
+    Ok(ids)
+}
+
+/// One log record per stored batch with samples, as columns.
+#[derive(Default)]
+struct LogColumns<'a> {
+    agents: Vec<&'a str>,
+    received: Vec<i64>,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    counts: Vec<i32>,
+    payloads: Vec<Vec<u8>>,
+}
+
+impl<'a> LogColumns<'a> {
+    fn push(&mut self, batch: &'a SampleBatch, logged: &[LoggedSample]) {
+        let (Some(start_ms), Some(end_ms)) = (
+            logged.iter().map(|sample| sample.timestamp_ms).min(),
+            logged.iter().map(|sample| sample.timestamp_ms).max(),
+        ) else {
+            return; // an empty batch leaves no record
+        };
+        self.agents.push(&batch.agent_id);
+        self.received.push(batch.received_ms);
+        self.starts.push(start_ms);
+        self.ends.push(end_ms);
+        self.counts.push(logged.len() as i32);
+        self.payloads.push(chunk::encode_log_record(logged));
+    }
+}
+
+async fn append_log(transaction: &Transaction<'_>, log: &LogColumns<'_>) -> Result<(), PgError> {
+    if log.agents.is_empty() {
+        return Ok(());
+    }
+    let statement = transaction.prepare_cached(APPEND_LOG).await?;
+    transaction
+        .execute(
+            &statement,
+            &[
+                &log.agents,
+                &log.received,
+                &log.starts,
+                &log.ends,
+                &log.counts,
+                &log.payloads,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Rollup buckets of a group by (series id, bucket start), with the newest
+/// point of each; key order is the lock order.
+type RollupBuckets = BTreeMap<(i64, i64), (Bucket, i64)>;
+
+fn fold_into_rollups(buckets: &mut RollupBuckets, logged: &[LoggedSample]) {
     for sample in logged {
         let start_ms = chunk::bucket_start(sample.timestamp_ms, ROLLUP_BUCKET_MS);
         let point = Bucket {
@@ -503,46 +565,61 @@ async fn upsert_rollups(
             })
             .or_insert((point, sample.timestamp_ms));
     }
-    let mut columns = RollupColumns::default();
-    for ((series_id, _), (bucket, end_ms)) in buckets {
-        columns.push(series_id, &bucket, end_ms);
+}
+
+async fn upsert_rollups(
+    transaction: &Transaction<'_>,
+    buckets: RollupBuckets,
+) -> Result<(), PgError> {
+    if buckets.is_empty() {
+        return Ok(());
     }
+    let mut series_ids = Vec::with_capacity(buckets.len());
+    let mut starts = Vec::with_capacity(buckets.len());
+    let mut ends = Vec::with_capacity(buckets.len());
+    let mut mins = Vec::with_capacity(buckets.len());
+    let mut maxes = Vec::with_capacity(buckets.len());
+    let mut sums = Vec::with_capacity(buckets.len());
+    let mut counts = Vec::with_capacity(buckets.len());
+    for ((series_id, start_ms), (bucket, end_ms)) in buckets {
+        series_ids.push(series_id);
+        starts.push(start_ms);
+        ends.push(end_ms);
+        mins.push(bucket.min);
+        maxes.push(bucket.max);
+        sums.push(bucket.sum);
+        counts.push(bucket.count as i64);
+    }
+    let statement = transaction.prepare_cached(UPSERT_ROLLUPS).await?;
     transaction
         .execute(
-            &statements.rollups,
-            &[
-                &columns.series_ids,
-                &columns.starts,
-                &columns.ends,
-                &columns.mins,
-                &columns.maxes,
-                &columns.sums,
-                &columns.counts,
-            ],
+            &statement,
+            &[&series_ids, &starts, &ends, &mins, &maxes, &sums, &counts],
         )
         .await?;
     Ok(())
 }
 
-#[derive(Default)]
-struct RollupColumns {
-    series_ids: Vec<i64>,
-    starts: Vec<i64>,
-    ends: Vec<i64>,
-    mins: Vec<f64>,
-    maxes: Vec<f64>,
-    sums: Vec<f64>,
-    counts: Vec<i64>,
-}
-
-impl RollupColumns {
-    fn push(&mut self, series_id: i64, bucket: &Bucket, end_ms: i64) {
-        self.series_ids.push(series_id);
-        self.starts.push(bucket.start_ms);
-        self.ends.push(end_ms);
-        self.mins.push(bucket.min);
-        self.maxes.push(bucket.max);
-        self.sums.push(bucket.sum);
-        self.counts.push(bucket.count as i64);
+/// Moves each agent with a stored batch's `last_seen_ms` up to its newest
+/// batch's receipt, agents in key order.
+async fn touch_agents(
+    transaction: &Transaction<'_>,
+    batches: &[SampleBatch],
+    stored: &[usize],
+) -> Result<(), PgError> {
+    let mut seen: BTreeMap<&str, i64> = BTreeMap::new();
+    for &i in stored {
+        let batch = &batches[i];
+        let newest = seen.entry(&batch.agent_id).or_insert(batch.received_ms);
+        *newest = (*newest).max(batch.received_ms);
     }
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let (agents, seen_ms): (Vec<&str>, Vec<i64>) = seen.into_iter().unzip();
+    let statement = transaction.prepare_cached(TOUCH_AGENTS).await?;
+    transaction
+        .execute(&statement, &[&agents, &seen_ms])
+        .await?;
+    Ok(())
 }
