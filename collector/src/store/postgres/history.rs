@@ -121,9 +121,66 @@ impl PgStore {
             let deleted = self.prune_step(before_ms).await?;
             total += deleted;
             if (deleted as i64) < PRUNE_STEP {
-                return Ok(total);
+                break;
             }
         }
+        self.forget_series_pruned_elsewhere(before_ms).await?;
+        Ok(total)
+    }
+
+    /// Drops from the latest values the series silent since before
+    /// `before_ms` that are no longer stored: another collector's prune
+    /// may have deleted them, and this collector's own finds nothing then.
+    async fn forget_series_pruned_elsewhere(&self, before_ms: i64) -> Result<(), PgError> {
+        let silent: Vec<SeriesKey> = self
+            .published
+            .latest
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|(_, value)| value.timestamp_ms < before_ms)
+            .map(|(key, _)| key.unpack())
+            .collect();
+        if silent.is_empty() {
+            return Ok(());
+        }
+        let agents: Vec<&str> = silent.iter().map(|key| key.agent_id.as_str()).collect();
+        let metrics: Vec<&str> = silent.iter().map(|key| key.metric.as_str()).collect();
+        let labels: Vec<String> = silent.iter().map(|key| labels_json(&key.labels)).collect();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT u.n FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[])
+                     WITH ORDINALITY AS u(agent_id, metric, labels, n)
+                 WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.agent_id = u.agent_id
+                                     AND s.metric = u.metric AND s.labels = u.labels)",
+                &[&agents, &metrics, &labels],
+            )
+            .await?;
+        let mut latest = self
+            .published
+            .latest
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for row in rows {
+            let ordinal: i64 = row.get(0);
+            let Some(key) = usize::try_from(ordinal - 1)
+                .ok()
+                .and_then(|i| silent.get(i))
+            else {
+                continue;
+            };
+            let key = PackedKey::of(key);
+            // A series stored again meanwhile (a newer point) stays.
+            if latest
+                .get(&key)
+                .is_some_and(|value| value.timestamp_ms < before_ms)
+            {
+                latest.remove(&key);
+            }
+        }
+        Ok(())
     }
 
     async fn prune_step(&self, before_ms: i64) -> Result<usize, PgError> {

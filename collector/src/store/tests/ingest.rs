@@ -249,3 +249,51 @@ async fn a_failed_group_commit_is_a_write_problem_until_one_commits() {
     drop(admin);
     let _ = driver.await;
 }
+
+on_both_backends! {
+    async fn a_batch_sent_twice_at_once_to_one_store_is_stored_once(backend: &TestBackend) {
+        let store = backend.open().await;
+        let sent = batch(1, vec![sample("m", "/", 1.0, 100)]);
+        let (left, right) = tokio::join!(store.commit_batch(sent.clone()), store.commit_batch(sent));
+        let mut outcomes = [left.unwrap(), right.unwrap()];
+        outcomes.sort_by_key(|outcome| matches!(outcome, CommitOutcome::Duplicate));
+        assert_eq!(
+            outcomes,
+            [CommitOutcome::Stored { samples: 1 }, CommitOutcome::Duplicate]
+        );
+        assert_eq!(store.counts().await.unwrap(), (1, 1));
+        assert_eq!(store.series_points(&series_key("/")).await.unwrap(), [(100, 1.0)]);
+    }
+}
+
+/// A series one collector's retention deletes is forgotten by the others'
+/// latest values at their next prune (which finds nothing left to delete).
+#[tokio::test]
+async fn a_series_pruned_by_one_collector_leaves_the_others_latest_values() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let a = Store::open_postgres(&db.settings(), "collector-a")
+        .await
+        .unwrap();
+    a.commit_batch(batch(1, vec![sample("m", "/", 1.0, 100)]))
+        .await
+        .unwrap();
+    let b = Store::open_postgres(&db.settings(), "collector-b")
+        .await
+        .unwrap();
+    b.commit_batch(batch(2, vec![sample("m", "/boot", 1.0, 9_000)]))
+        .await
+        .unwrap();
+    assert_eq!(b.latest(None).len(), 2, "loaded at open, and committed");
+    a.prune_rollups(5_000).await.unwrap();
+    assert!(a.prune(5_000).await.unwrap() >= 1);
+    assert_eq!(a.latest(None).len(), 0, "a never saw /boot's commit");
+    b.prune(5_000).await.unwrap();
+    let left: Vec<String> = b
+        .latest(None)
+        .into_iter()
+        .map(|(key, _)| key.labels["mount"].clone())
+        .collect();
+    assert_eq!(left, ["/boot"]);
+}
