@@ -30,7 +30,7 @@ use super::{PgError, PgStore};
 
 /// What this collector's readers see of its commits: the latest value of
 /// every series, and why the last group could not be committed, if so.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Published {
     pub(super) latest: LatestValues,
     commit_error: Mutex<Option<String>>,
