@@ -264,7 +264,7 @@ pub fn history(
     Ok(answer)
 }
 
-fn bucket_point(bucket: Bucket) -> HistoryPoint {
+pub(super) fn bucket_point(bucket: Bucket) -> HistoryPoint {
     HistoryPoint {
         timestamp_ms: bucket.start_ms,
         value: bucket.sum / bucket.count as f64,
@@ -274,7 +274,7 @@ fn bucket_point(bucket: Bucket) -> HistoryPoint {
 }
 
 /// The median gap between consecutive points (0 for fewer than two).
-fn sample_interval(points: &[(i64, f64)]) -> i64 {
+pub(super) fn sample_interval(points: &[(i64, f64)]) -> i64 {
     let mut gaps: Vec<i64> = points
         .windows(2)
         .map(|w| w[1].0.saturating_sub(w[0].0))

@@ -3,12 +3,14 @@
 //! groups them. A task owns the queue; each caller waits for its group's
 //! commit before it may acknowledge.
 
+use std::sync::Arc;
+
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::{CommitOutcome, SampleBatch};
 use super::PgError;
-use super::ingest::commit_group;
+use super::ingest::{Published, commit_group};
 
 /// Most batches folded into one transaction; bounds commit latency under load.
 const MAX_BATCHES_PER_TRANSACTION: usize = 256;
@@ -22,9 +24,9 @@ pub(super) struct BatchQueue {
 }
 
 impl BatchQueue {
-    pub(super) fn start(pool: Pool, collector: String) -> Self {
+    pub(super) fn start(pool: Pool, collector: String, published: Arc<Published>) -> Self {
         let (sender, receiver) = mpsc::channel(MAX_BATCHES_PER_TRANSACTION * 4);
-        tokio::spawn(run(pool, collector, receiver));
+        tokio::spawn(run(pool, collector, published, receiver));
         Self { sender }
     }
 
@@ -40,7 +42,12 @@ impl BatchQueue {
     }
 }
 
-async fn run(pool: Pool, collector: String, mut receiver: mpsc::Receiver<(SampleBatch, Reply)>) {
+async fn run(
+    pool: Pool,
+    collector: String,
+    published: Arc<Published>,
+    mut receiver: mpsc::Receiver<(SampleBatch, Reply)>,
+) {
     let mut group = Vec::with_capacity(MAX_BATCHES_PER_TRANSACTION);
     while receiver
         .recv_many(&mut group, MAX_BATCHES_PER_TRANSACTION)
@@ -48,7 +55,7 @@ async fn run(pool: Pool, collector: String, mut receiver: mpsc::Receiver<(Sample
         > 0
     {
         let (batches, replies): (Vec<SampleBatch>, Vec<Reply>) = group.drain(..).unzip();
-        match commit_group(&pool, &collector, &batches).await {
+        match commit_group(&pool, &collector, &published, &batches).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));

@@ -27,6 +27,7 @@ mod assets;
 mod changes;
 mod cluster;
 mod group;
+mod history;
 mod identity;
 mod incidents;
 mod ingest;
@@ -35,7 +36,6 @@ mod maintenance;
 mod migrations;
 mod outbox;
 mod parent_hold;
-mod pending;
 mod problems;
 mod retention;
 #[cfg(any(test, feature = "test-support"))]
@@ -137,9 +137,6 @@ pub enum PgError {
     /// nothing of it is stored.
     #[error("write refused: {0}")]
     Conflict(String),
-    /// An operation the PostgreSQL backend does not implement yet.
-    #[error("{0} is not implemented on PostgreSQL yet")]
-    NotYet(&'static str),
 }
 
 impl From<deadpool_postgres::PoolError> for PgError {
@@ -158,6 +155,8 @@ pub struct PgStore {
     /// This collector's name in claims (`claimed_by`) and batch rows.
     collector: String,
     batches: group::BatchQueue,
+    /// Latest values and the commit problem of this collector's batches.
+    published: std::sync::Arc<ingest::Published>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -208,13 +207,31 @@ impl PgStore {
             message: error.to_string(),
         })?;
         migrations::migrate(&mut client).await?;
+        let latest = history::load_latest(&client).await?;
         drop(client);
-        let batches = group::BatchQueue::start(pool.clone(), collector.to_string());
+        let published = std::sync::Arc::new(ingest::Published::new(latest));
+        let batches = group::BatchQueue::start(
+            pool.clone(),
+            collector.to_string(),
+            std::sync::Arc::clone(&published),
+        );
         Ok(Self {
             pool,
             collector: collector.to_string(),
             batches,
+            published,
         })
+    }
+
+    /// Never resolves: unlike SQLite's, this backend has no writer thread
+    /// that could stop (a failing database shows in `write_problem`).
+    pub async fn writer_stopped(&self) -> Result<(), String> {
+        std::future::pending().await
+    }
+
+    /// Closes the pool's idle connections.
+    pub async fn close(&self) {
+        self.pool.close();
     }
 
     /// This collector's name in claims.

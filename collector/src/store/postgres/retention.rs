@@ -33,7 +33,7 @@ impl PgStore {
     ) -> Result<PruneReport, PgError> {
         let mut total = PruneReport::default();
         loop {
-            let step = self.prune_step(&policy, now_ms).await?;
+            let step = self.prune_records_step(&policy, now_ms).await?;
             if step.is_empty() {
                 return Ok(total);
             }
@@ -41,7 +41,7 @@ impl PgStore {
         }
     }
 
-    async fn prune_step(
+    async fn prune_records_step(
         &self,
         policy: &RetentionPolicy,
         now_ms: i64,
