@@ -167,8 +167,9 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
             first.start_agent(name, |text| {
                 assert!(text.contains(&single), "{text}");
                 *text = text.replace(&single, &urls);
-                text.push_str("\n[patch]\nenabled = false\n\n[inventory]\nenabled = false\n");
+                // `hostname` belongs to the template's last table: first.
                 text.push_str(&port_check(Some(name), ports[name]));
+                text.push_str("\n[patch]\nenabled = false\n\n[inventory]\nenabled = false\n");
             })
         })
         .collect();
