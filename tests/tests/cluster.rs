@@ -18,7 +18,9 @@ use steward_tests::{
 
 const AGENTS: [&str; 3] = ["web-1", "web-2", "web-3"];
 
-fn rules_and_channel(webhook: &Receiver) -> String {
+/// A port-down rule paging `webhook`, escalating to `pager` after 4 s
+/// without an acknowledgement.
+fn rules_and_channels(webhook: &Receiver, pager: &Receiver) -> String {
     format!(
         r#"
 [[rule]]
@@ -34,8 +36,27 @@ name = "ops-webhook"
 type = "webhook"
 url = "{}"
 secret = "0123456789abcdef"
+
+[[channel]]
+name = "pager-webhook"
+type = "webhook"
+url = "{}"
+secret = "0123456789abcdef"
+
+[[person]]
+name = "oncall"
+channels = ["pager-webhook"]
+
+[[escalation]]
+name = "ops"
+levels = [{{ notify = ["person:oncall"], after = "4s" }}]
+
+[[route]]
+channels = ["ops-webhook"]
+escalation = "ops"
 "#,
-        webhook.url("/hooks/steward")
+        webhook.url("/hooks/steward"),
+        pager.url("/hooks/pager"),
     )
 }
 
@@ -80,6 +101,21 @@ fn pages(webhook: &Receiver) -> BTreeMap<(String, String), usize> {
     pages
 }
 
+/// Successful escalation pages per dedup key.
+fn escalations(pager: &Receiver) -> BTreeMap<String, usize> {
+    let mut pages = BTreeMap::new();
+    for request in pager.requests() {
+        if request.status == 200 {
+            let key = request.json()["dedup_key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            *pages.entry(key).or_insert(0) += 1;
+        }
+    }
+    pages
+}
+
 fn paged(webhook: &Receiver, event: &str, host: &str) -> bool {
     webhook.requests().iter().any(|request| {
         let body = request.json();
@@ -119,10 +155,10 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
     let Some(db) = runtime.block_on(TestDb::create()) else {
         return;
     };
-    let webhook = Receiver::start();
+    let (webhook, pager) = (Receiver::start(), Receiver::start());
     let mut first = Collector::start_with(|text| {
         on_postgres(text, &db.url, "collector-a");
-        text.push_str(&rules_and_channel(&webhook));
+        text.push_str(&rules_and_channels(&webhook, &pager));
     });
     // One cluster as agents see it: the second presents the first's
     // certificate and accepts its agent token.
@@ -142,7 +178,7 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
             .replace("\"ca.pem\"", &format!("{ca:?}"))
             .replace("\"ca.key\"", &format!("{ca_key:?}"))
             .replace("\"agent-tokens\"", &format!("{tokens:?}"));
-        text.push_str(&rules_and_channel(&webhook));
+        text.push_str(&rules_and_channels(&webhook, &pager));
     });
     let urls = format!(
         "collector = [\"https://127.0.0.1:{}\", \"https://127.0.0.1:{}\"]",
@@ -206,11 +242,10 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
             .then_some(())
     });
 
-    // Kill the collector serving more agents (web-1 among them if tied).
-    let at_first = connected_agents(&first);
-    let at_second = connected_agents(&second);
-    let first_dies = at_first.len() > at_second.len()
-        || (at_first.len() == at_second.len() && at_first.contains("web-1"));
+    // Kill the collector serving web-1: it opened web-1's incident and, woken
+    // by it, most likely routed its opening, so the survivor must take over
+    // the escalation as well as the agents.
+    let first_dies = connected_agents(&first).contains("web-1");
     let (dead, survivor) = if first_dies {
         (&mut first, &mut second)
     } else {
@@ -232,6 +267,11 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
             paged(&webhook, "opened", host).then_some(())
         });
     }
+    // web-1's escalation was due 4 s after it opened, whichever collector
+    // routed its opening: it is paged once, by the survivor if need be.
+    poll(DEADLINE, "every incident escalated", || {
+        (escalations(&pager).len() == 3).then_some(())
+    });
     // web-1 recovers: its incident, opened before the kill, resolves once.
     let _web_1 = TcpListener::bind(("127.0.0.1", ports["web-1"])).unwrap();
     poll(DEADLINE, "web-1's incident resolved and paged", || {
@@ -263,6 +303,16 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
         pages.values().all(|&count| count == 1),
         "paged twice: {pages:?}"
     );
+    let escalated = escalations(&pager);
+    assert_eq!(
+        escalated.keys().collect::<BTreeSet<_>>(),
+        per_key.keys().collect::<BTreeSet<_>>(),
+        "{escalated:?}"
+    );
+    assert!(
+        escalated.values().all(|&count| count == 1),
+        "escalated twice: {escalated:?}"
+    );
 
     // No acknowledged batch lost, none stored twice (the primary key would
     // refuse it): every batch an agent measured is in the database.
@@ -290,7 +340,7 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
         );
     }
     println!(
-        "cluster failover: {} agent(s) moved to the survivor {:.1}s after kill -9; 3 incidents, 3 opened pages, each once",
+        "cluster failover: {} agent(s) moved to the survivor {:.1}s after kill -9; 3 incidents, 3 opened pages and 3 escalations, each once",
         moving.len(),
         moved_after.as_secs_f64()
     );

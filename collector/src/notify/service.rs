@@ -34,6 +34,10 @@ use crate::telemetry::Telemetry;
 
 /// Attempts before a delivery is given up as failed.
 const MAX_ATTEMPTS: i64 = 12;
+/// With several collectors on one database (PostgreSQL), how often each
+/// re-reads which incidents escalate: another collector routed their
+/// openings, and may be gone.
+const CLUSTER_ESCALATION_SYNC: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deliveries in flight at once, so one slow receiver does not hold up the rest.
@@ -129,7 +133,17 @@ impl NotifyService {
                 tracing::error!(message = "Cannot restore grouped notifications.", %error)
             }
         }
+        let mut escalations_synced_ms = self.clock.now_ms();
         loop {
+            if self.store.cluster_instance().is_some()
+                && self.clock.now_ms() - escalations_synced_ms
+                    >= CLUSTER_ESCALATION_SYNC.as_millis() as i64
+            {
+                escalations_synced_ms = self.clock.now_ms();
+                if let Err(error) = self.sync_escalations(&mut escalations).await {
+                    tracing::error!(message = "Cannot re-read escalations.", %error);
+                }
+            }
             if let Err(error) = self
                 .route_journal(&mut escalations, &mut group_escalations, &mut groups)
                 .await
@@ -475,6 +489,23 @@ impl NotifyService {
         Ok((escalations, group_escalations))
     }
 
+    /// Several collectors: every collector escalates every open incident,
+    /// whichever routed its opening (the steps' idempotency keys queue each
+    /// page once, and a collector that dies leaves none behind). Adds the
+    /// incidents this one does not track yet and drops those no longer
+    /// escalating; a tracked state keeps its progress.
+    async fn sync_escalations(
+        &self,
+        escalations: &mut HashMap<i64, EscalationState>,
+    ) -> Result<(), StoreError> {
+        let (current, _) = self.rebuild_escalations().await?;
+        escalations.retain(|id, _| current.contains_key(id));
+        for (id, state) in current {
+            escalations.entry(id).or_insert(state);
+        }
+        Ok(())
+    }
+
     /// The group of the first channel if every channel got the incident's
     /// opening in a group message (a storm does not escalate host by host,
     /// also after a restart: it escalates with its group).
@@ -599,6 +630,12 @@ impl NotifyService {
             let Some(incident) = self.store.incident(*incident_id).await? else {
                 continue;
             };
+            if incident.state != IncidentState::Open {
+                // Acknowledged or resolved meanwhile, perhaps through another
+                // collector whose journal entry this one never routes.
+                state.acknowledge();
+                continue;
+            }
             let held = self
                 .in_maintenance(&self.asset_context(&incident.agent_id).await?, now)
                 .await?;
