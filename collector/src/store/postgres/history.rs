@@ -111,7 +111,8 @@ impl PgStore {
     }
 
     /// Deletes sample records that end before `before_ms`, batch records
-    /// received before it (resends that old cannot arrive), and series
+    /// received before it (resends that old cannot arrive), journal entries
+    /// already routed, delivery attempts, and series
     /// silent since before it of which nothing is stored any more; in steps,
     /// each its own transaction. Returns, summed over steps, the most rows
     /// any one table lost in a step.
@@ -192,6 +193,11 @@ impl PgStore {
                  (SELECT id FROM sample_log WHERE end_ms < $1 LIMIT $2)",
             "DELETE FROM batches WHERE (agent_id, epoch, seq) IN
                  (SELECT agent_id, epoch, seq FROM batches WHERE received_ms < $1 LIMIT $2)",
+            // Journal entries already routed (SQLite: behind the cursor).
+            "DELETE FROM incident_events WHERE id IN (SELECT id FROM incident_events
+                 WHERE ts_ms < $1 AND routed_ms IS NOT NULL LIMIT $2)",
+            "DELETE FROM outbox_attempts WHERE id IN
+                 (SELECT id FROM outbox_attempts WHERE ts_ms < $1 LIMIT $2)",
         ] {
             let count = transaction
                 .execute(statement, &[&before_ms, &PRUNE_STEP])

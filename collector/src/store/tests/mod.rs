@@ -703,6 +703,27 @@ on_both_backends! {
 }
 
 /// Rows of `table`, for retention tests.
+/// Rows of `table` on either backend (for what no store method shows).
+async fn table_rows(backend: &TestBackend, store: &Store, table: &'static str) -> i64 {
+    match backend {
+        TestBackend::Sqlite(_) => rows(store, table).await,
+        TestBackend::Postgres(db) => {
+            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(connection);
+            let count: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            drop(client);
+            let _ = driver.await;
+            count
+        }
+    }
+}
+
 async fn rows(store: &Store, table: &'static str) -> i64 {
     store
         .sqlite()

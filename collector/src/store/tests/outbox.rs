@@ -730,3 +730,39 @@ async fn retention_keeps_incidents_until_every_journal_entry_is_routed() {
     }
     assert!(store.prune_records(policy, now).await.unwrap().is_empty());
 }
+
+// Retention of samples also drops journal entries already routed (and only
+// those): an unrouted entry survives any cutoff.
+on_both_backends! {
+    async fn prune_drops_routed_journal_entries_and_keeps_unrouted_ones(backend: &TestBackend) {
+        let store = backend.open().await;
+        store
+            .apply_incident_changes(vec![
+                open_change(new_incident("rule/a1/x", 1_000)),
+                open_change(new_incident("rule/a1/y", 2_000)),
+            ])
+            .await
+            .unwrap();
+        let first = store.unnotified_journal(1).await.unwrap();
+        assert_eq!(first.len(), 1);
+        store
+            .enqueue_notifications(Vec::new(), first[0].position, 3_000)
+            .await
+            .unwrap();
+        assert_eq!(table_rows(backend, &store, "incident_events").await, 2);
+        store.prune(i64::MAX).await.unwrap();
+        assert_eq!(table_rows(backend, &store, "incident_events").await, 1);
+        let left = store.unnotified_journal(10).await.unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_ne!(left[0].position, first[0].position);
+        assert_eq!(
+            store
+                .incident(left[0].incident_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .dedup_key,
+            "rule/a1/y"
+        );
+    }
+}
