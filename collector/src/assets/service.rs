@@ -20,7 +20,7 @@ use super::lifecycle::{Actor, Lifecycle, LifecycleError, automatic_status, chang
 use super::{
     Asset, AssetEdit, AssetPolicy, Disposal, EditError, apply_edit, compliance_samples, diff_assets,
 };
-use crate::incidents::{IncidentHandle, RulesInput, Suppression};
+use crate::incidents::{COLLECTOR_DEAD_AFTER, IncidentHandle, RulesInput, Suppression};
 use crate::store::{AssetEventRow, AssetLink, AssetRow, AssetWrite, Labels, Store, StoreError};
 
 /// Which agents must not page, from the asset records: agents of retired or
@@ -255,16 +255,15 @@ fn asset_row(asset: &Asset, now_ms: i64) -> AssetRow {
     }
 }
 
-/// Starts the asset task; loads every asset into memory first.
-pub async fn start(
-    store: Arc<Store>,
-    policy: AssetPolicy,
-    sweep_every: Duration,
-    incidents: IncidentHandle,
-    suppression: Suppression,
-    clock: Clock,
-    shutdown: CancellationToken,
-) -> Result<(AssetHandle, tokio::task::JoinHandle<()>), StoreError> {
+/// With several collectors on one database, how old this collector's copy
+/// of the asset records may get before it reads them again (another
+/// collector writes the assets of the agents streaming to it).
+const CLUSTER_RELOAD_EVERY: Duration = Duration::from_secs(30);
+
+/// Every asset record, and which asset each agent belongs to.
+async fn load_assets(
+    store: &Store,
+) -> Result<(BTreeMap<String, Asset>, HashMap<String, String>), StoreError> {
     let mut assets = BTreeMap::new();
     for row in store.assets().await? {
         match serde_json::from_str::<Asset>(&row.record) {
@@ -282,9 +281,28 @@ pub async fn start(
         .into_iter()
         .map(|link| (link.agent_id, link.asset_id))
         .collect();
+    Ok((assets, by_agent))
+}
+
+/// Starts the asset task; loads every asset into memory first.
+pub async fn start(
+    store: Arc<Store>,
+    policy: AssetPolicy,
+    sweep_every: Duration,
+    incidents: IncidentHandle,
+    suppression: Suppression,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> Result<(AssetHandle, tokio::task::JoinHandle<()>), StoreError> {
+    let (assets, by_agent) = load_assets(&store).await?;
     let (inputs, receiver) = mpsc::channel(256);
     let handle = AssetHandle { inputs };
+    let cluster = store.cluster_instance().map(|instance| ClusterAssets {
+        instance: instance.to_string(),
+        loaded_ms: clock.now_ms(),
+    });
     let mut service = AssetService {
+        cluster,
         store,
         policy,
         assets,
@@ -309,9 +327,83 @@ struct AssetService {
     /// What the incidents task was last told.
     suppression: Suppression,
     clock: Clock,
+    /// `Some` when collectors share a PostgreSQL database.
+    cluster: Option<ClusterAssets>,
+}
+
+/// This collector among several: its name, and when it last read the assets.
+struct ClusterAssets {
+    instance: String,
+    loaded_ms: i64,
 }
 
 impl AssetService {
+    /// Several collectors: reads the asset records again when the copy is
+    /// older than [`CLUSTER_RELOAD_EVERY`], or at once (`force`).
+    async fn reload_shared(&mut self, force: bool) {
+        let now_ms = self.clock.now_ms();
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if !force && now_ms - cluster.loaded_ms < CLUSTER_RELOAD_EVERY.as_millis() as i64 {
+            return;
+        }
+        match load_assets(&self.store).await {
+            Ok((assets, by_agent)) => {
+                self.assets = assets;
+                self.by_agent = by_agent;
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.loaded_ms = now_ms;
+                }
+                self.refresh_suppression().await;
+            }
+            Err(error) => tracing::warn!(message = "Cannot re-read the asset records.", %error),
+        }
+    }
+
+    /// Several collectors: the assets this collector sweeps. An asset
+    /// belongs to the collector its first agent streams to; assets whose
+    /// agent's collector is gone, and assets without agents, to the live
+    /// collector first by name. `None`: every asset (one collector).
+    async fn swept_here(&self, now_ms: i64) -> Option<std::collections::HashSet<String>> {
+        let cluster = self.cluster.as_ref()?;
+        let alive_after = now_ms - COLLECTOR_DEAD_AFTER.as_millis() as i64;
+        let (owners, live) = match tokio::try_join!(
+            self.store.agent_owners(alive_after),
+            self.store.live_collectors(alive_after)
+        ) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(message = "Cannot read which collector sweeps which asset.", %error);
+                return Some(Default::default());
+            }
+        };
+        let leader = live.first().is_some_and(|name| *name == cluster.instance);
+        let owner_of: HashMap<&str, Option<&str>> = owners
+            .iter()
+            .map(|owner| {
+                let alive = owner.collector.as_deref().filter(|_| owner.collector_alive);
+                (owner.agent_id.as_str(), alive)
+            })
+            .collect();
+        Some(
+            self.assets
+                .values()
+                .filter(|asset| {
+                    match asset
+                        .agent_ids
+                        .first()
+                        .and_then(|agent| owner_of.get(agent.as_str()).copied().flatten())
+                    {
+                        Some(owner) => owner == cluster.instance,
+                        None => leader,
+                    }
+                })
+                .map(|asset| asset.id.clone())
+                .collect(),
+        )
+    }
+
     async fn run(
         mut self,
         mut inputs: mpsc::Receiver<AssetInput>,
@@ -333,6 +425,15 @@ impl AssetService {
     }
 
     async fn handle(&mut self, input: AssetInput) {
+        // An agent this copy does not know may have an asset another
+        // collector wrote (it streamed there before): read them first.
+        let unknown_agent = match &input {
+            AssetInput::Inventory { agent_id, .. } | AssetInput::Patch { agent_id, .. } => {
+                !self.by_agent.contains_key(agent_id)
+            }
+            _ => false,
+        };
+        self.reload_shared(unknown_agent).await;
         let result = match input {
             AssetInput::Identity { change, reply } => {
                 let outcome = self.on_identity(change).await;
@@ -738,6 +839,8 @@ impl AssetService {
     /// Moves silent assets along the lifecycle, and publishes compliance
     /// figures for the rules engine.
     async fn sweep(&mut self, now_ms: i64) {
+        self.reload_shared(true).await;
+        let swept_here = self.swept_here(now_ms).await;
         let last_seen: HashMap<String, i64> = match self.store.agents().await {
             Ok(agents) => agents
                 .into_iter()
@@ -748,7 +851,12 @@ impl AssetService {
                 return;
             }
         };
-        let ids: Vec<String> = self.assets.keys().cloned().collect();
+        let ids: Vec<String> = self
+            .assets
+            .keys()
+            .filter(|id| swept_here.as_ref().is_none_or(|here| here.contains(*id)))
+            .cloned()
+            .collect();
         for id in ids {
             let Some(before) = self.assets.get(&id).cloned() else {
                 continue;

@@ -27,7 +27,7 @@ use super::{AGENT_UP_METRIC, Worker};
 pub(super) const SYNC_EVERY: Duration = Duration::from_secs(2);
 
 /// A collector silent this long is taken for dead and its agents adopted.
-pub(super) const DEAD_AFTER: Duration = Duration::from_secs(10);
+pub const DEAD_AFTER: Duration = Duration::from_secs(10);
 
 /// This collector's view of which agents it evaluates.
 #[derive(Debug, Default)]

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use cluster::DEAD_AFTER as COLLECTOR_DEAD_AFTER;
 pub use dependency::{Dependency, RawDependency, validate_dependencies};
 pub use recurrence::RawProblemPolicy;
 pub use sla::{SlaPolicy, SlaTarget};
@@ -380,6 +381,11 @@ impl Worker {
                     .as_ref()
                     .is_some_and(|cluster| !cluster.watched.contains(&agent_id))
                 {
+                    if synthetic {
+                        // Compliance figures of an agent another collector
+                        // evaluates (its sweep sends them there too).
+                        return;
+                    }
                     // Its samples come here, so it is ours whatever the last sync read.
                     self.adopt(vec![(agent_id.clone(), now_ms)], now_ms).await;
                 }

@@ -911,4 +911,12 @@ impl Store {
             Backend::Postgres(store) => Ok(store.agent_owners(alive_after_ms).await?),
         }
     }
+
+    /// The live collectors by name (empty on the embedded backend).
+    pub async fn live_collectors(&self, alive_after_ms: i64) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(store) => Ok(store.live_collectors(alive_after_ms).await?),
+        }
+    }
 }

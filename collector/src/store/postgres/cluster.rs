@@ -58,4 +58,17 @@ impl PgStore {
             })
             .collect())
     }
+
+    /// The collectors whose heartbeat is newer than `alive_after_ms`, by name.
+    pub async fn live_collectors(&self, alive_after_ms: i64) -> Result<Vec<String>, PgError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT name FROM collectors WHERE heartbeat_ms > $1 ORDER BY name COLLATE \"C\"",
+                &[&alive_after_ms],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
 }
