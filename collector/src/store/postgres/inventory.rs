@@ -23,7 +23,7 @@ use super::{PgError, PgStore, parse_column};
 
 /// First key of the per-agent inventory lock (`pg_advisory_xact_lock(int, int)`,
 /// a key space apart from the migration lock's single bigint).
-const INVENTORY_LOCK: i32 = 0x5354_0005;
+pub(super) const INVENTORY_LOCK: i32 = 0x5354_0005;
 
 fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())

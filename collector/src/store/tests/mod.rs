@@ -736,11 +736,31 @@ async fn rows(store: &Store, table: &'static str) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn retention_removes_old_records_but_never_an_unnotified_incident_or_an_asset() {
+/// Runs `sql` (statements without parameters) on either backend, for rows
+/// no store method writes directly.
+async fn execute_sql(backend: &TestBackend, store: &Store, sql: String) {
+    match backend {
+        TestBackend::Sqlite(_) => store
+            .sqlite()
+            .write(move |transaction| transaction.execute_batch(&sql))
+            .await
+            .unwrap(),
+        TestBackend::Postgres(db) => {
+            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(connection);
+            client.batch_execute(&sql).await.unwrap();
+            drop(client);
+            let _ = driver.await;
+        }
+    }
+}
+
+on_both_backends! {
+    async fn retention_removes_old_records_but_never_an_unnotified_incident_or_an_asset(backend: &TestBackend) {
     const DAY: i64 = 24 * 3600 * 1000;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let store = backend.open().await;
     let now = 1_000 * DAY;
     // An old resolved incident, a recent resolved one and an old open one.
     store
@@ -754,24 +774,16 @@ async fn retention_removes_old_records_but_never_an_unnotified_incident_or_an_as
         .await
         .unwrap();
     store.record_hello(hello()).await.unwrap(); // agent "a1", seen at its hello time
-    store
-        .sqlite().write(move |transaction| {
-            transaction.execute(
-                "INSERT INTO inventory_events (agent_id, ts_ms, kind, subject) VALUES ('a1', ?1, 'k', 's'), ('a1', ?2, 'k', 's')",
-                params![DAY, now],
-            )?;
-            transaction.execute(
-                "INSERT INTO asset_events (asset_id, ts_ms, source, kind) VALUES ('x', ?1, 'agent', 'k'), ('x', ?2, 'agent', 'k')",
-                params![DAY, now],
-            )?;
-            transaction.execute(
-                "INSERT INTO assets (id, record, status, hostname, updated_ms) VALUES ('x', '{}', 'active', 'h', ?1)",
-                params![DAY],
-            )?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    execute_sql(
+        backend,
+        &store,
+        format!(
+            "INSERT INTO inventory_events (agent_id, ts_ms, kind, subject) VALUES ('a1', {DAY}, 'k', 's'), ('a1', {now}, 'k', 's');
+             INSERT INTO asset_events (asset_id, ts_ms, source, kind) VALUES ('x', {DAY}, 'agent', 'k'), ('x', {now}, 'agent', 'k');
+             INSERT INTO assets (id, record, status, hostname, updated_ms) VALUES ('x', '{{}}', 'active', 'h', {DAY});"
+        ),
+    )
+    .await;
     let policy = RetentionPolicy {
         resolved_incidents: std::time::Duration::from_secs(30 * 24 * 3600),
         notifications: std::time::Duration::from_secs(30 * 24 * 3600),
@@ -786,8 +798,14 @@ async fn retention_removes_old_records_but_never_an_unnotified_incident_or_an_as
     assert_eq!(report.inventory_events, 1);
     assert_eq!(report.asset_events, 1);
     assert_eq!(report.agents, ["a1".to_string()], "the hello was long ago");
-    assert_eq!(rows(&store, "agents").await, 0);
-    assert_eq!(rows(&store, "assets").await, 1, "assets are never pruned");
+    assert_eq!(table_rows(backend, &store, "agents").await, 0);
+    assert_eq!(
+        table_rows(backend, &store, "assets").await,
+        1,
+        "assets are never pruned"
+    );
+    assert_eq!(table_rows(backend, &store, "inventory_events").await, 1);
+    assert_eq!(table_rows(backend, &store, "asset_events").await, 1);
 
     // Once notify has passed the journal, the old resolved incident goes
     // with its timeline and journal; the recent and the open one stay.
@@ -809,6 +827,237 @@ async fn retention_removes_old_records_but_never_an_unnotified_incident_or_an_as
     assert_eq!(kept.len(), 2);
     assert!(!kept.contains(&"old".to_string()), "{kept:?}");
     assert!(store.prune_records(policy, now).await.unwrap().is_empty());
+}
+}
+
+/// A backlog of every kind of record retention handles, more than one
+/// pruning step of each (PostgreSQL only), half of it due to go.
+const PRUNE_BACKLOG: &str = "
+    INSERT INTO incidents (dedup_key, rule, metric, agent_id, host, labels, severity, state, summary,
+                           since_ms, opened_at_ms, resolved_at_ms)
+    SELECT 'k' || n, 'r', 'm', 'a' || n, 'h', '{}', 'critical',
+           CASE WHEN n % 5 = 0 THEN 'open' ELSE 'resolved' END, 's', 1, 1,
+           CASE WHEN n % 5 = 0 THEN NULL WHEN n % 3 = 0 THEN 99000000000 ELSE 1 END
+    FROM generate_series(1, 1500) AS n;
+    -- One journal entry each, unrouted for every seventh.
+    INSERT INTO incident_events (incident_id, kind, ts_ms, routed_ms)
+    SELECT id, 'opened', 1, CASE WHEN id % 7 = 0 THEN NULL ELSE 1 END FROM incidents;
+    INSERT INTO incident_timeline (incident_id, ts_ms, kind, actor, detail)
+    SELECT id, 1, 'opened', 'rule', '' FROM incidents;
+    -- Two old notifications each: delivered (with an attempt) and, for every
+    -- eleventh incident, one still pending.
+    INSERT INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms)
+    SELECT 'd' || id, id, 'opened', 'c', 'delivered', 1, 1 FROM incidents;
+    INSERT INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms)
+    SELECT 'p' || id, id, 'resolved', 'c', 'pending', 1, 1 FROM incidents WHERE id % 11 = 0;
+    INSERT INTO outbox_attempts (outbox_id, ts_ms, status, collector)
+    SELECT id, 1, 200, 'c' FROM outbox WHERE state = 'delivered';
+    INSERT INTO inventory_events (agent_id, ts_ms, kind, subject)
+    SELECT 'a' || n, CASE WHEN n % 2 = 0 THEN 1 ELSE 99000000000 END, 'k', 's'
+    FROM generate_series(1, 1300) AS n;
+    INSERT INTO asset_events (asset_id, ts_ms, source, kind)
+    SELECT 'x' || n, CASE WHEN n % 2 = 0 THEN 1 ELSE 99000000000 END, 'agent', 'k'
+    FROM generate_series(1, 1300) AS n;
+    -- Agents, silent for the even ones, each with inventory, packages and an asset.
+    INSERT INTO agents (id, hostname, version, first_seen_ms, last_seen_ms)
+    SELECT 'a' || n, 'h', 'v', 1, CASE WHEN n % 2 = 0 THEN 1 ELSE 99000000000 END
+    FROM generate_series(1, 1300) AS n;
+    INSERT INTO inventory (agent_id, updated_ms) SELECT id, 1 FROM agents;
+    INSERT INTO packages (agent_id, name, version)
+    SELECT id, 'p' || p, '1' FROM agents, generate_series(1, 3) AS p;
+    INSERT INTO assets (id, record, status, hostname, updated_ms)
+    SELECT 'x' || id, '{}', 'active', 'h', 1 FROM agents;
+    INSERT INTO asset_agents (agent_id, asset_id, confidence, reasons, matched_ms)
+    SELECT id, 'x' || id, 1.0, '[]', 1 FROM agents;
+";
+
+const PRUNED_TABLES: [&str; 12] = [
+    "incidents",
+    "incident_events",
+    "incident_timeline",
+    "outbox",
+    "outbox_attempts",
+    "inventory_events",
+    "asset_events",
+    "agents",
+    "inventory",
+    "packages",
+    "assets",
+    "asset_agents",
+];
+
+/// The backlog pruned by the given stores at once; returns the sum of their
+/// reports (agents sorted) and the rows left per table.
+async fn prune_backlog(collectors: &[&str]) -> Option<(PruneReport, Vec<(&'static str, i64)>)> {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let db = TestDb::create().await?;
+    let backend = TestBackend::Postgres(db);
+    let TestBackend::Postgres(db) = &backend else {
+        unreachable!()
+    };
+    let mut stores = Vec::new();
+    for collector in collectors {
+        stores.push(
+            Store::open_postgres(&db.settings(), collector)
+                .await
+                .unwrap(),
+        );
+    }
+    execute_sql(&backend, &stores[0], PRUNE_BACKLOG.to_string()).await;
+    let policy = RetentionPolicy {
+        resolved_incidents: std::time::Duration::from_secs(30 * 24 * 3600),
+        notifications: std::time::Duration::from_secs(30 * 24 * 3600),
+        inventory_events: std::time::Duration::from_secs(30 * 24 * 3600),
+        asset_events: std::time::Duration::from_secs(30 * 24 * 3600),
+        silent_agents: std::time::Duration::from_secs(30 * 24 * 3600),
+    };
+    let now = 1_000 * DAY;
+    // Spawned first, awaited after: the runs overlap.
+    let runs: Vec<_> = stores
+        .into_iter()
+        .map(|store| {
+            tokio::spawn(async move {
+                let report = store.prune_records(policy, now).await;
+                (report, store)
+            })
+        })
+        .collect();
+    let mut total = PruneReport::default();
+    let mut last = None;
+    for run in runs {
+        let (report, store) = run.await.unwrap();
+        total.add(report.expect("no error (nor deadlock) while pruning together"));
+        last = Some(store);
+    }
+    total.agents.sort();
+    let store = last.unwrap();
+    let mut left = Vec::new();
+    for table in PRUNED_TABLES {
+        left.push((table, table_rows(&backend, &store, table).await));
+    }
+    Some((total, left))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_pruning_at_once_remove_what_one_would() {
+    let Some((alone, left_alone)) = prune_backlog(&["collector-a"]).await else {
+        return;
+    };
+    let Some((together, left_together)) = prune_backlog(&["collector-a", "collector-b"]).await
+    else {
+        return;
+    };
+    // What a notification counts as depends on timing, even in one run: a
+    // finished notification of an old incident counts among `notifications`
+    // if the notification phase takes it before the incident's own phase
+    // removes it with the incident. Every other count, and what is left, is exact.
+    let without_notifications = |report: &PruneReport| PruneReport {
+        notifications: 0,
+        ..report.clone()
+    };
+    assert_eq!(
+        without_notifications(&together),
+        without_notifications(&alone)
+    );
+    assert_eq!(left_together, left_alone);
+    // And one run removed what the rules say (1500 incidents: 300 open, 400
+    // resolved recently, 800 old of which those with an unrouted entry or a
+    // pending notification stay).
+    assert_eq!(alone.agents.len(), 650);
+    assert_eq!((alone.inventory_events, alone.asset_events), (650, 650));
+    let left = |table: &str| {
+        left_alone
+            .iter()
+            .find(|(name, _)| *name == table)
+            .unwrap()
+            .1
+    };
+    assert_eq!(left("agents"), 650);
+    assert_eq!(left("inventory"), 650);
+    assert_eq!(left("packages"), 3 * 650);
+    assert_eq!((left("assets"), left("asset_agents")), (1300, 1300));
+    assert_eq!(left("incidents"), 1500 - alone.incidents as i64);
+    assert!(alone.incidents > 500, "{alone:?}");
+}
+
+/// The lock order between a pruning collector's incident phase and another's
+/// notification phase (PostgreSQL only): the other holds a finished
+/// notification of an old incident and removes its attempts while this one
+/// prunes the incident. Taking attempts before the notification would
+/// deadlock here; the incident phase waits for the notification instead.
+#[tokio::test]
+async fn pruning_an_incident_waits_for_a_notification_another_collector_prunes() {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = Store::open_postgres(&db.settings(), "collector-a")
+        .await
+        .unwrap();
+    let (mut other, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    other
+        .batch_execute(
+            "INSERT INTO incidents (dedup_key, rule, metric, agent_id, host, labels, severity, state, summary,
+                                    since_ms, opened_at_ms, resolved_at_ms)
+             VALUES ('old', 'r', 'm', 'a1', 'h', '{}', 'critical', 'resolved', 's', 1, 1, 1);
+             INSERT INTO incident_events (incident_id, kind, ts_ms, routed_ms)
+             SELECT id, 'opened', 1, 1 FROM incidents;
+             INSERT INTO outbox (idempotency_key, incident_id, event, channel, state, next_attempt_ms, created_ms)
+             SELECT 'd', id, 'opened', 'c', 'delivered', 1, 1 FROM incidents;
+             INSERT INTO outbox_attempts (outbox_id, ts_ms, status, collector)
+             SELECT id, 1, 200, 'c' FROM outbox;",
+        )
+        .await
+        .unwrap();
+    let other_step = other.transaction().await.unwrap();
+    other_step
+        .execute("SELECT id FROM outbox FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let policy = RetentionPolicy {
+        resolved_incidents: std::time::Duration::from_secs(30 * 24 * 3600),
+        notifications: std::time::Duration::from_secs(30 * 24 * 3600),
+        ..RetentionPolicy::default()
+    };
+    let pruning = tokio::spawn(async move { store.prune_records(policy, 1_000 * DAY).await });
+    // Until the pruning collector waits on a lock (the notification's row).
+    let (watcher, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    other_step
+        .batch_execute("DELETE FROM outbox_attempts; DELETE FROM outbox;")
+        .await
+        .expect("the other collector's step is not a deadlock victim");
+    other_step.commit().await.unwrap();
+    let report = pruning.await.unwrap().unwrap();
+    assert_eq!(report.incidents, 1, "{report:?}");
+    for table in ["incidents", "incident_events", "outbox", "outbox_attempts"] {
+        let left: i64 = watcher
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{table}");
+    }
 }
 
 fn open_change(new: NewIncident) -> IncidentChange {
