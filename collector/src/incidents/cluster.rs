@@ -70,6 +70,19 @@ impl Worker {
         };
         cluster.last_sync_ms = Some(now_ms);
         let mut adopt = Vec::new();
+        // Agents retention removed (through any collector): forgotten here
+        // too; the collector that removed them resolved their incidents.
+        let listed: HashSet<&str> = owners.iter().map(|owner| owner.agent_id.as_str()).collect();
+        let removed: Vec<String> = cluster
+            .watched
+            .iter()
+            .filter(|agent_id| !listed.contains(agent_id.as_str()))
+            .cloned()
+            .collect();
+        for agent_id in removed {
+            self.engine.release_agent(&agent_id);
+            cluster.watched.remove(&agent_id);
+        }
         for owner in owners {
             let mine = !owner.collector_alive
                 || owner.collector.as_deref() == Some(cluster.instance.as_str());
