@@ -988,24 +988,7 @@ impl SqliteStore {
 
     /// Latest values, optionally for one agent, ordered by series key.
     pub fn latest(&self, agent_id: Option<&str>) -> Vec<(SeriesKey, LatestValue)> {
-        let latest = self
-            .latest
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut values: Vec<_> = match agent_id {
-            Some(agent_id) => latest
-                .of_agent(agent_id)
-                .map(|(key, value)| (key.unpack(), *value))
-                .collect(),
-            None => latest
-                .iter()
-                .map(|(key, value)| (key.unpack(), *value))
-                .collect(),
-        };
-        // Sorted after the lock is released: the writer needs it.
-        drop(latest);
-        values.sort_by(|a, b| a.0.cmp(&b.0));
-        values
+        packed_key::latest_sorted(&self.latest, agent_id)
     }
 
     /// Why writes cannot be stored now, if they cannot: the writer thread

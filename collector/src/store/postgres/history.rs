@@ -283,25 +283,7 @@ impl PgStore {
 
     /// Latest values, optionally for one agent, ordered by series key.
     pub fn latest(&self, agent_id: Option<&str>) -> Vec<(SeriesKey, LatestValue)> {
-        let latest = self
-            .published
-            .latest
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut values: Vec<_> = match agent_id {
-            Some(agent_id) => latest
-                .of_agent(agent_id)
-                .map(|(key, value)| (key.unpack(), *value))
-                .collect(),
-            None => latest
-                .iter()
-                .map(|(key, value)| (key.unpack(), *value))
-                .collect(),
-        };
-        // Sorted after the lock is released: committers need it.
-        drop(latest);
-        values.sort_by(|a, b| a.0.cmp(&b.0));
-        values
+        super::super::packed_key::latest_sorted(&self.published.latest, agent_id)
     }
 
     /// Why batches cannot be stored now, if they cannot: the last group
