@@ -143,6 +143,30 @@ impl LatestMap {
     }
 }
 
+/// Latest values, optionally for one agent, ordered by series key; sorted
+/// after the read lock is released, as committers wait for it.
+pub(super) fn latest_sorted(
+    latest: &super::LatestValues,
+    agent_id: Option<&str>,
+) -> Vec<(SeriesKey, super::LatestValue)> {
+    let map = latest
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut values: Vec<_> = match agent_id {
+        Some(agent_id) => map
+            .of_agent(agent_id)
+            .map(|(key, value)| (key.unpack(), *value))
+            .collect(),
+        None => map
+            .iter()
+            .map(|(key, value)| (key.unpack(), *value))
+            .collect(),
+    };
+    drop(map);
+    values.sort_by(|a, b| a.0.cmp(&b.0));
+    values
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,28 +246,4 @@ mod tests {
         );
         assert_eq!(map.len(), 1);
     }
-}
-
-/// Latest values, optionally for one agent, ordered by series key; sorted
-/// after the read lock is released, as committers wait for it.
-pub(super) fn latest_sorted(
-    latest: &super::LatestValues,
-    agent_id: Option<&str>,
-) -> Vec<(SeriesKey, super::LatestValue)> {
-    let map = latest
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut values: Vec<_> = match agent_id {
-        Some(agent_id) => map
-            .of_agent(agent_id)
-            .map(|(key, value)| (key.unpack(), *value))
-            .collect(),
-        None => map
-            .iter()
-            .map(|(key, value)| (key.unpack(), *value))
-            .collect(),
-    };
-    drop(map);
-    values.sort_by(|a, b| a.0.cmp(&b.0));
-    values
 }
