@@ -365,12 +365,11 @@ impl AssetService {
     /// belongs to the collector its first agent streams to; assets whose
     /// agent's collector is gone, and assets without agents, to the live
     /// collector first by name. `None`: every asset (one collector).
-    async fn swept_here(&self, now_ms: i64) -> Option<std::collections::HashSet<String>> {
+    async fn swept_here(&self) -> Option<std::collections::HashSet<String>> {
         let cluster = self.cluster.as_ref()?;
-        let alive_after = now_ms - COLLECTOR_DEAD_AFTER.as_millis() as i64;
         let (owners, live) = match tokio::try_join!(
-            self.store.agent_owners(alive_after),
-            self.store.live_collectors(alive_after)
+            self.store.agent_owners(COLLECTOR_DEAD_AFTER),
+            self.store.live_collectors(COLLECTOR_DEAD_AFTER)
         ) {
             Ok(found) => found,
             Err(error) => {
@@ -840,7 +839,7 @@ impl AssetService {
     /// figures for the rules engine.
     async fn sweep(&mut self, now_ms: i64) {
         self.reload_shared(true).await;
-        let swept_here = self.swept_here(now_ms).await;
+        let swept_here = self.swept_here().await;
         let last_seen: HashMap<String, i64> = match self.store.agents().await {
             Ok(agents) => agents
                 .into_iter()

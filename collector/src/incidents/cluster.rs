@@ -13,7 +13,14 @@
 //!   is *adopted*: its `agent.up` last sighting is seeded, so absence rules
 //!   notice a host that died with its collector, and its open incidents are
 //!   restored. Two collectors adopting one orphan cannot open its incident
-//!   twice: an open incident's key is unique in the database.
+//!   twice: an open incident's key is unique in the database. An orphan's
+//!   last sighting is re-seeded from the database at every sync (a
+//!   collector whose heartbeat stalled may still be receiving its samples).
+//! - every sync also restores the open incidents of the agents watched
+//!   here, so one another collector opened meanwhile (say while it held an
+//!   orphan) is known, and resolved, here. The heartbeat is written only
+//!   after the ownership read succeeded: a collector that cannot read the
+//!   database must not look alive to the others.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -51,25 +58,21 @@ impl Worker {
             return;
         }
         let store = std::sync::Arc::clone(&self.handle.store);
-        if let Err(error) = store.heartbeat(now_ms).await {
-            tracing::warn!(message = "Cannot write this collector's heartbeat.", %error);
-            return;
-        }
-        let owners = match store
-            .agent_owners(now_ms - DEAD_AFTER.as_millis() as i64)
-            .await
-        {
+        let owners = match store.agent_owners(DEAD_AFTER).await {
             Ok(owners) => owners,
             Err(error) => {
                 tracing::warn!(message = "Cannot read which collector has which agent.", %error);
                 return;
             }
         };
+        if let Err(error) = store.heartbeat().await {
+            tracing::warn!(message = "Cannot write this collector's heartbeat.", %error);
+            return;
+        }
         let Some(cluster) = &mut self.cluster else {
             return;
         };
         cluster.last_sync_ms = Some(now_ms);
-        let mut adopt = Vec::new();
         // Agents retention removed (through any collector): forgotten here
         // too; the collector that removed them resolved their incidents.
         let listed: HashSet<&str> = owners.iter().map(|owner| owner.agent_id.as_str()).collect();
@@ -83,6 +86,7 @@ impl Worker {
             self.engine.release_agent(&agent_id);
             cluster.watched.remove(&agent_id);
         }
+        let mut adopt = Vec::new();
         for owner in owners {
             let mine = !owner.collector_alive
                 || owner.collector.as_deref() == Some(cluster.instance.as_str());
@@ -93,45 +97,57 @@ impl Worker {
                 self.engine.release_agent(&owner.agent_id);
                 cluster.watched.remove(&owner.agent_id);
                 tracing::info!(message = "Agent is at another collector; released.", agent_id = %owner.agent_id, collector = owner.collector.as_deref().unwrap_or(""));
+            } else if mine && !owner.collector_alive {
+                // An orphan: its collector's heartbeat stopped, but that
+                // collector may still be storing its samples.
+                self.engine.seed_last_seen(
+                    &owner.agent_id,
+                    AGENT_UP_METRIC,
+                    &Labels::new(),
+                    owner.last_seen_ms,
+                );
             }
         }
-        if !adopt.is_empty() {
-            self.adopt(adopt, now_ms).await;
+        for (agent_id, last_seen_ms) in &adopt {
+            self.engine
+                .seed_last_seen(agent_id, AGENT_UP_METRIC, &Labels::new(), *last_seen_ms);
+            tracing::info!(message = "Watching agent here.", %agent_id);
+            cluster.watched.insert(agent_id.clone());
         }
+        self.restore_watched(now_ms).await;
     }
 
-    /// Starts evaluating `agents` (id, last sighting) here.
-    pub(super) async fn adopt(&mut self, agents: Vec<(String, i64)>, now_ms: i64) {
+    /// Starts evaluating `agent_id` here (it said hello, or its samples
+    /// arrived) and restores its open incidents.
+    pub(super) async fn adopt(&mut self, agent_id: &str, now_ms: i64) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let mut adopted = HashSet::new();
-        for (agent_id, last_seen_ms) in agents {
-            if cluster.watched.insert(agent_id.clone()) {
-                self.engine.seed_last_seen(
-                    &agent_id,
-                    AGENT_UP_METRIC,
-                    &Labels::new(),
-                    last_seen_ms,
-                );
-                tracing::info!(message = "Watching agent here.", %agent_id);
-                adopted.insert(agent_id);
-            }
-        }
-        if adopted.is_empty() {
+        if !cluster.watched.insert(agent_id.to_string()) {
             return;
         }
-        // Incidents the collector they left opened since this one started.
+        self.engine
+            .seed_last_seen(agent_id, AGENT_UP_METRIC, &Labels::new(), now_ms);
+        tracing::info!(message = "Watching agent here.", %agent_id);
+        self.restore_watched(now_ms).await;
+    }
+
+    /// Restores the open incidents of the agents watched here: restoring
+    /// one the engine holds open already changes nothing.
+    async fn restore_watched(&mut self, now_ms: i64) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
         let open = match self.handle.store.unresolved_incidents().await {
             Ok(open) => open,
             Err(error) => {
-                tracing::warn!(message = "Cannot restore adopted agents' incidents.", %error);
+                tracing::warn!(message = "Cannot restore the open incidents of watched agents.", %error);
                 return;
             }
         };
         let restored = self.engine.restore(
             open.iter()
-                .filter(|incident| adopted.contains(&incident.agent_id))
+                .filter(|incident| cluster.watched.contains(&incident.agent_id))
                 .map(|incident| RestoredIncident {
                     dedup_key: incident.dedup_key.clone(),
                     opened_ms: incident.opened_at_ms,

@@ -387,7 +387,7 @@ impl Worker {
                         return;
                     }
                     // Its samples come here, so it is ours whatever the last sync read.
-                    self.adopt(vec![(agent_id.clone(), now_ms)], now_ms).await;
+                    self.adopt(&agent_id, now_ms).await;
                 }
                 let mut transitions = Vec::new();
                 for (metric, labels, value) in &samples {
@@ -424,7 +424,7 @@ impl Worker {
             RulesInput::Hello { agent_id, hostname } => {
                 self.engine.set_host_name(&agent_id, &hostname);
                 let now_ms = self.clock.now_ms();
-                self.adopt(vec![(agent_id.clone(), now_ms)], now_ms).await;
+                self.adopt(&agent_id, now_ms).await;
                 self.hosts.insert(agent_id, hostname);
             }
             RulesInput::ReplaceRules {

@@ -894,29 +894,38 @@ impl Store {
     }
 
     /// Records that this collector is alive (no-op on the embedded backend).
-    pub async fn heartbeat(&self, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn heartbeat(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(()),
-            Backend::Postgres(store) => Ok(store.heartbeat(now_ms).await?),
+            Backend::Postgres(store) => Ok(store.heartbeat().await?),
         }
     }
 
-    /// Every agent with the collector it streams to (empty on the embedded backend).
+    /// Every agent with the collector it streams to, alive when its
+    /// heartbeat (on the database's clock) is under `dead_after` old; empty
+    /// on the embedded backend.
     pub async fn agent_owners(
         &self,
-        alive_after_ms: i64,
+        dead_after: std::time::Duration,
     ) -> Result<Vec<super::postgres::AgentOwner>, StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(Vec::new()),
-            Backend::Postgres(store) => Ok(store.agent_owners(alive_after_ms).await?),
+            Backend::Postgres(store) => Ok(store.agent_owners(millis(dead_after)).await?),
         }
     }
 
     /// The live collectors by name (empty on the embedded backend).
-    pub async fn live_collectors(&self, alive_after_ms: i64) -> Result<Vec<String>, StoreError> {
+    pub async fn live_collectors(
+        &self,
+        dead_after: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(Vec::new()),
-            Backend::Postgres(store) => Ok(store.live_collectors(alive_after_ms).await?),
+            Backend::Postgres(store) => Ok(store.live_collectors(millis(dead_after)).await?),
         }
     }
+}
+
+fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

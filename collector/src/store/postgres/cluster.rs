@@ -6,9 +6,14 @@
 //! to while that collector's heartbeat is fresh. When a collector dies, its
 //! agents are orphans: every live collector watches them (absence rules)
 //! until they say hello to one, and the unique open-incident key keeps the
-//! incidents they open to one each.
+//! incidents they open to one each. Heartbeats are stamped and judged by the
+//! database's clock, so collectors whose clocks disagree still agree on who
+//! is alive.
 
 use super::{PgError, PgStore};
+
+/// Milliseconds since the epoch on the database server's clock.
+const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// An agent and whether this collector should evaluate it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,30 +27,34 @@ pub struct AgentOwner {
 }
 
 impl PgStore {
-    /// Records that this collector is alive at `now_ms`.
-    pub async fn heartbeat(&self, now_ms: i64) -> Result<(), PgError> {
+    /// Records that this collector is alive now.
+    pub async fn heartbeat(&self) -> Result<(), PgError> {
         self.client()
             .await?
             .execute(
-                "INSERT INTO collectors (name, heartbeat_ms, started_ms) VALUES ($1, $2, $2)
-                 ON CONFLICT (name) DO UPDATE SET heartbeat_ms = GREATEST(collectors.heartbeat_ms, excluded.heartbeat_ms)",
-                &[&self.collector, &now_ms],
+                &format!(
+                    "INSERT INTO collectors (name, heartbeat_ms, started_ms) VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS})
+                     ON CONFLICT (name) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms"
+                ),
+                &[&self.collector],
             )
             .await?;
         Ok(())
     }
 
     /// Every agent with its collector, which counts as alive when its
-    /// heartbeat is newer than `alive_after_ms`.
-    pub async fn agent_owners(&self, alive_after_ms: i64) -> Result<Vec<AgentOwner>, PgError> {
+    /// heartbeat is under `dead_after_ms` old.
+    pub async fn agent_owners(&self, dead_after_ms: i64) -> Result<Vec<AgentOwner>, PgError> {
         let rows = self
             .client()
             .await?
             .query(
-                "SELECT a.id, a.collector, COALESCE(c.heartbeat_ms > $1, false), a.last_seen_ms
-                 FROM agents a LEFT JOIN collectors c ON c.name = a.collector
-                 ORDER BY a.id",
-                &[&alive_after_ms],
+                &format!(
+                    "SELECT a.id, a.collector, COALESCE(c.heartbeat_ms > {DB_NOW_MS} - $1, false), a.last_seen_ms
+                     FROM agents a LEFT JOIN collectors c ON c.name = a.collector
+                     ORDER BY a.id"
+                ),
+                &[&dead_after_ms],
             )
             .await?;
         Ok(rows
@@ -59,14 +68,17 @@ impl PgStore {
             .collect())
     }
 
-    /// The collectors whose heartbeat is newer than `alive_after_ms`, by name.
-    pub async fn live_collectors(&self, alive_after_ms: i64) -> Result<Vec<String>, PgError> {
+    /// The collectors whose heartbeat is under `dead_after_ms` old, by name.
+    pub async fn live_collectors(&self, dead_after_ms: i64) -> Result<Vec<String>, PgError> {
         let rows = self
             .client()
             .await?
             .query(
-                "SELECT name FROM collectors WHERE heartbeat_ms > $1 ORDER BY name COLLATE \"C\"",
-                &[&alive_after_ms],
+                &format!(
+                    "SELECT name FROM collectors WHERE heartbeat_ms > {DB_NOW_MS} - $1
+                     ORDER BY name COLLATE \"C\""
+                ),
+                &[&dead_after_ms],
             )
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())

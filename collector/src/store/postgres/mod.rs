@@ -73,34 +73,43 @@ impl std::fmt::Debug for PgSettings {
     }
 }
 
-/// The URL with any password replaced by `***`, for logs and errors.
+/// Where a PostgreSQL URL points, for logs and errors: user, hosts, ports
+/// and database as parsed, never the password (nor any other part of the
+/// text, which a hand-written redaction could miss: quoting, spaces).
 pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_string();
-    // URL form: postgres://user:secret@host/...
-    if let Some(scheme_end) = out.find("://") {
-        let authority_start = scheme_end + 3;
-        let authority_end = out[authority_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |end| authority_start + end);
-        if let Some(at) = out[authority_start..authority_end].rfind('@') {
-            let userinfo = &out[authority_start..authority_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                let start = authority_start + colon + 1;
-                out.replace_range(start..authority_start + at, "***");
+    let Ok(config) = tokio_postgres::Config::from_str(url) else {
+        return "(a PostgreSQL URL that does not parse)".to_string();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let name = match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match config.get_ports().get(index).or(config.get_ports().first()) {
+                Some(port) => format!("{name}:{port}"),
+                None => name,
             }
-        }
-    }
-    // `password=` as a query parameter or in the key=value form.
-    let mut searched = 0;
-    while let Some(found) = out[searched..].find("password=") {
-        let value_start = searched + found + "password=".len();
-        let value_end = out[value_start..]
-            .find(['&', ' '])
-            .map_or(out.len(), |end| value_start + end);
-        out.replace_range(value_start..value_end, "***");
-        searched = value_start + 3;
-    }
-    out
+        })
+        .collect();
+    let user = config
+        .get_user()
+        .map(|user| format!("{user}@"))
+        .unwrap_or_default();
+    let password = if config.get_password().is_some() {
+        " (password set)"
+    } else {
+        ""
+    };
+    format!(
+        "postgres://{user}{}/{}{password}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

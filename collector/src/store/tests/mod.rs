@@ -1028,11 +1028,13 @@ async fn pruning_an_incident_waits_for_a_notification_another_collector_prunes()
         .await
         .unwrap();
     tokio::spawn(connection);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let waiting: i64 = watcher
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%outbox%'",
                 &[],
             )
             .await
@@ -1041,6 +1043,10 @@ async fn pruning_an_incident_waits_for_a_notification_another_collector_prunes()
         if waiting > 0 {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pruning collector never waited on the notification's row lock"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     other_step
