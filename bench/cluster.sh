@@ -50,13 +50,14 @@ drop_databases() {
 }
 trap 'bench_cleanup; drop_databases' EXIT
 
-# A fresh database; prints its URL.
+# A fresh database (dropped on exit); sets DB_URL. Not in a subshell, so
+# the EXIT trap knows it.
 new_database() {
   local name="steward_bench_$RANDOM$RANDOM"
   psql "$admin_url" -qAtc "CREATE DATABASE $name" >/dev/null
   DATABASES+=("$name")
   local base=${admin_url%%\?*}
-  echo "${base%/*}/$name?sslmode=disable"
+  DB_URL="${base%/*}/$name?sslmode=disable"
 }
 
 # start_pair URL: two collectors from one init dir (one CA, one agent token)
@@ -139,11 +140,13 @@ for ((round = 1; round <= rounds; round++)); do
   bench_stop "$COLLECTOR_PID"; rm -rf "$COLLECTOR_DIR"
 
   [[ -n $pg_reason ]] && continue
-  start_pair "$(new_database)"
+  new_database
+  start_pair "$DB_URL"
   pair_loadgen $((agents / 2)) --series "$series" --mode max --duration "$duration"
   rate=$PAIR_RATE p99=$PAIR_P99 errors=$PAIR_ERRORS
   bench_stop "$A_PID"; bench_stop "$B_PID"; rm -rf "$COLLECTOR_DIR"
-  start_pair "$(new_database)"
+  new_database
+  start_pair "$DB_URL"
   pair_loadgen $((breach_agents / 2)) --series "$series" --points 1 --breach-rate 1 --mode max --duration 30s
   echo "| 2 × PostgreSQL | $round | $(fmt0 "$rate") | $(fmt1 "$p99") | $errors | $PAIR_SEEN of $PAIR_BREACHES | $(fmt1 "$PAIR_B50") | $(fmt1 "$PAIR_B99") |"
   p_rates+=("$rate") p_b99s+=("$PAIR_B99")

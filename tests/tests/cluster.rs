@@ -149,19 +149,14 @@ fn stored_batches(runtime: &tokio::runtime::Runtime, url: &str) -> BTreeSet<(Str
     })
 }
 
-#[test]
-fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anything() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let Some(db) = runtime.block_on(TestDb::create()) else {
-        return;
-    };
-    let (webhook, pager) = (Receiver::start(), Receiver::start());
-    let mut first = Collector::start_with(|text| {
-        on_postgres(text, &db.url, "collector-a");
-        text.push_str(&rules_and_channels(&webhook, &pager));
+/// Two collectors on database `url` with `config` appended, as one cluster
+/// as agents see it: the second presents the first's certificate and
+/// accepts its agent token. Also returns the agents' `collector = [...]` line.
+fn two_collectors(url: &str, config: &str) -> (Collector, Collector, String) {
+    let first = Collector::start_with(|text| {
+        on_postgres(text, url, "collector-a");
+        text.push_str(config);
     });
-    // One cluster as agents see it: the second presents the first's
-    // certificate and accepts its agent token.
     let shared = |name: &str| path_str(&first.path(name)).to_string();
     let (cert, key, ca, ca_key, tokens) = (
         shared("server.pem"),
@@ -170,21 +165,33 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
         shared("ca.key"),
         shared("agent-tokens"),
     );
-    let mut second = Collector::start_with(|text| {
-        on_postgres(text, &db.url, "collector-b");
+    let second = Collector::start_with(|text| {
+        on_postgres(text, url, "collector-b");
         *text = text
             .replace("\"server.pem\"", &format!("{cert:?}"))
             .replace("\"server.key\"", &format!("{key:?}"))
             .replace("\"ca.pem\"", &format!("{ca:?}"))
             .replace("\"ca.key\"", &format!("{ca_key:?}"))
             .replace("\"agent-tokens\"", &format!("{tokens:?}"));
-        text.push_str(&rules_and_channels(&webhook, &pager));
+        text.push_str(config);
     });
     let urls = format!(
         "collector = [\"https://127.0.0.1:{}\", \"https://127.0.0.1:{}\"]",
         first.grpc_addr.port(),
         second.grpc_addr.port()
     );
+    (first, second, urls)
+}
+
+#[test]
+fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anything() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = runtime.block_on(TestDb::create()) else {
+        return;
+    };
+    let (webhook, pager) = (Receiver::start(), Receiver::start());
+    let (mut first, mut second, urls) =
+        two_collectors(&db.url, &rules_and_channels(&webhook, &pager));
     let single = format!(
         "collector = \"https://127.0.0.1:{}\"",
         first.grpc_addr.port()
@@ -344,4 +351,65 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
         moving.len(),
         moved_after.as_secs_f64()
     );
+}
+
+/// An agent that dies together with its collector is noticed by the one
+/// left (its absence rule, once the dead collector's heartbeat is stale),
+/// exactly once; an agent that only moved opens nothing.
+#[test]
+fn an_agent_that_dies_with_its_collector_is_reported_by_the_other_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = runtime.block_on(TestDb::create()) else {
+        return;
+    };
+    let absent = "\n[[rule]]\nname = \"agent-down\"\nkind = \"absent\"\nmetric = \"agent.up\"\nfor = \"3s\"\nseverity = \"critical\"\n";
+    let (mut first, mut second, urls) = two_collectors(&db.url, absent);
+    let single = format!(
+        "collector = \"https://127.0.0.1:{}\"",
+        first.grpc_addr.port()
+    );
+    let start = |name: &str| {
+        first.start_agent(name, |text| {
+            *text = text.replace(&single, &urls);
+            text.push_str(&format!("hostname = {name:?}\n"));
+            text.push_str("\n[patch]\nenabled = false\n\n[inventory]\nenabled = false\n");
+        })
+    };
+    let mut victim = start("db-1");
+    let _mover = start("web-1");
+    let everyone: BTreeSet<String> = ["db-1", "web-1"].map(String::from).into();
+    poll(DEADLINE, "both agents connected", || {
+        let connected: BTreeSet<String> = connected_agents(&first)
+            .union(&connected_agents(&second))
+            .cloned()
+            .collect();
+        (connected == everyone).then_some(())
+    });
+    let (dead, survivor) = if connected_agents(&first).contains("db-1") {
+        (&mut first, &mut second)
+    } else {
+        (&mut second, &mut first)
+    };
+    // The host goes down with its collector.
+    dead.process.kill9();
+    victim.kill9();
+    let incident = poll(DEADLINE, "agent-down for db-1 at the survivor", || {
+        incidents(survivor)
+            .into_iter()
+            .find(|incident| incident["host"] == "db-1")
+    });
+    assert_eq!(incident["rule"], "agent-down");
+    // The mover reconnected within seconds; give a false absence of it
+    // longer than `for` and the dead collector's heartbeat to show.
+    let opened = Instant::now();
+    poll(DEADLINE, "five more seconds", || {
+        (opened.elapsed().as_secs() >= 5).then_some(())
+    });
+    assert!(connected_agents(survivor).contains("web-1"));
+    let all = incidents(survivor);
+    let hosts: Vec<&str> = all
+        .iter()
+        .map(|incident| incident["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["db-1"], "{all:#?}");
 }

@@ -92,7 +92,7 @@ impl Worker {
                 || owner.collector.as_deref() == Some(cluster.instance.as_str());
             let watched = cluster.watched.contains(&owner.agent_id);
             if mine && !watched {
-                adopt.push((owner.agent_id, owner.last_seen_ms));
+                adopt.push(owner);
             } else if !mine && watched {
                 self.engine.release_agent(&owner.agent_id);
                 cluster.watched.remove(&owner.agent_id);
@@ -108,11 +108,18 @@ impl Worker {
                 );
             }
         }
-        for (agent_id, last_seen_ms) in &adopt {
-            self.engine
-                .seed_last_seen(agent_id, AGENT_UP_METRIC, &Labels::new(), *last_seen_ms);
-            tracing::info!(message = "Watching agent here.", %agent_id);
-            cluster.watched.insert(agent_id.clone());
+        for owner in adopt {
+            // Its summaries name the host, though it never said hello here.
+            self.engine.set_host_name(&owner.agent_id, &owner.hostname);
+            self.engine.seed_last_seen(
+                &owner.agent_id,
+                AGENT_UP_METRIC,
+                &Labels::new(),
+                owner.last_seen_ms,
+            );
+            tracing::info!(message = "Watching agent here.", agent_id = %owner.agent_id);
+            cluster.watched.insert(owner.agent_id.clone());
+            self.hosts.insert(owner.agent_id, owner.hostname);
         }
         self.restore_watched(now_ms).await;
     }

@@ -19,6 +19,7 @@ const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentOwner {
     pub agent_id: String,
+    pub hostname: String,
     /// The collector it last said hello to.
     pub collector: Option<String>,
     /// That collector's heartbeat is fresh.
@@ -50,7 +51,8 @@ impl PgStore {
             .await?
             .query(
                 &format!(
-                    "SELECT a.id, a.collector, COALESCE(c.heartbeat_ms > {DB_NOW_MS} - $1, false), a.last_seen_ms
+                    "SELECT a.id, a.collector, COALESCE(c.heartbeat_ms > {DB_NOW_MS} - $1, false), a.last_seen_ms,
+                            a.hostname
                      FROM agents a LEFT JOIN collectors c ON c.name = a.collector
                      ORDER BY a.id"
                 ),
@@ -64,6 +66,7 @@ impl PgStore {
                 collector: row.get(1),
                 collector_alive: row.get(2),
                 last_seen_ms: row.get(3),
+                hostname: row.get(4),
             })
             .collect())
     }
