@@ -132,6 +132,10 @@ pub async fn start(
         Some(settings) => store::Store::open_postgres(settings, &config.instance).await?,
         None => store::Store::open(&config.sqlite_path)?,
     });
+    // Two collectors under one name would both evaluate every agent.
+    store
+        .claim_instance(incidents::COLLECTOR_DEAD_AFTER)
+        .await?;
     supervisor.spawn(
         "store-writer",
         watch_store_writer(Arc::clone(&store), shutdown.clone()),

@@ -893,6 +893,16 @@ impl Store {
         }
     }
 
+    /// Takes this collector's `instance` name among the collectors of the
+    /// shared database: refused while another live process holds it (no-op
+    /// on the embedded backend).
+    pub async fn claim_instance(&self, dead_after: std::time::Duration) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(store) => Ok(store.claim_instance(millis(dead_after)).await?),
+        }
+    }
+
     /// Records that this collector is alive (no-op on the embedded backend).
     pub async fn heartbeat(&self) -> Result<(), StoreError> {
         match &self.backend {

@@ -28,18 +28,60 @@ pub struct AgentOwner {
 }
 
 impl PgStore {
-    /// Records that this collector is alive now.
+    /// Takes this collector's name for this process: refused while another
+    /// process holds it with a heartbeat under `dead_after_ms` old. A
+    /// restart after a crash waits until its previous heartbeat is stale.
+    pub async fn claim_instance(&self, dead_after_ms: i64) -> Result<(), PgError> {
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(u64::try_from(dead_after_ms).unwrap_or(0))
+            + std::time::Duration::from_secs(2);
+        loop {
+            let claimed = self
+                .client()
+                .await?
+                .query_opt(
+                    &format!(
+                        "INSERT INTO collectors (name, session, heartbeat_ms, started_ms)
+                         VALUES ($1, $2, {DB_NOW_MS}, {DB_NOW_MS})
+                         ON CONFLICT (name) DO UPDATE SET session = excluded.session,
+                             heartbeat_ms = excluded.heartbeat_ms, started_ms = excluded.started_ms
+                         WHERE collectors.session = excluded.session
+                            OR collectors.heartbeat_ms <= {DB_NOW_MS} - $3
+                         RETURNING name"
+                    ),
+                    &[&self.collector, &self.session, &dead_after_ms],
+                )
+                .await?;
+            if claimed.is_some() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(PgError::InstanceTaken {
+                    name: self.collector.clone(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Records that this collector is alive now; refused if another process
+    /// has taken its name meanwhile (this one was taken for dead).
     pub async fn heartbeat(&self) -> Result<(), PgError> {
-        self.client()
+        let updated = self
+            .client()
             .await?
             .execute(
                 &format!(
-                    "INSERT INTO collectors (name, heartbeat_ms, started_ms) VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS})
-                     ON CONFLICT (name) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms"
+                    "UPDATE collectors SET heartbeat_ms = {DB_NOW_MS} WHERE name = $1 AND session = $2"
                 ),
-                &[&self.collector],
+                &[&self.collector, &self.session],
             )
             .await?;
+        if updated == 0 {
+            return Err(PgError::InstanceTaken {
+                name: self.collector.clone(),
+            });
+        }
         Ok(())
     }
 

@@ -146,6 +146,12 @@ pub enum PgError {
     /// nothing of it is stored.
     #[error("write refused: {0}")]
     Conflict(String),
+    /// Another live collector uses this collector's `instance` name.
+    #[error(
+        "another collector named {name:?} is alive on this database (its heartbeat is fresh): \
+         give each collector its own [storage] instance"
+    )]
+    InstanceTaken { name: String },
 }
 
 impl From<deadpool_postgres::PoolError> for PgError {
@@ -164,6 +170,8 @@ pub struct PgStore {
     /// This collector's name in claims (`claimed_by`) and batch rows.
     collector: String,
     batches: group::BatchQueue,
+    /// This process among collectors of the same name (`cluster`): random per start.
+    session: String,
     /// Latest values and the commit problem of this collector's batches.
     published: std::sync::Arc<ingest::Published>,
 }
@@ -228,6 +236,7 @@ impl PgStore {
             pool,
             collector: collector.to_string(),
             batches,
+            session: steward_core::ids::new_uuid_v4(),
             published,
         })
     }

@@ -883,3 +883,37 @@ async fn tls_with_the_servers_ca_connects_encrypted() {
         .expect("ssl status");
     assert!(row.get::<_, bool>(0), "the connection is encrypted");
 }
+
+/// Two processes under one `instance` name: the second is refused while the
+/// first beats, takes the name once the first's heartbeat is stale, and the
+/// first's next heartbeat is then refused.
+#[tokio::test]
+async fn an_instance_name_is_held_by_one_live_process() {
+    let db = test_db!();
+    let first = collector(&db, "collector-x").await;
+    let second = collector(&db, "collector-x").await;
+    first.claim_instance(1_000).await.unwrap();
+    first.claim_instance(1_000).await.unwrap();
+    let beating = {
+        let first = first.clone();
+        tokio::spawn(async move {
+            loop {
+                first.heartbeat().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let refused = second.claim_instance(1_000).await;
+    assert!(
+        matches!(&refused, Err(PgError::InstanceTaken { name }) if name == "collector-x"),
+        "{refused:?}"
+    );
+    beating.abort();
+    let _ = beating.await;
+    second.claim_instance(1_000).await.unwrap();
+    second.heartbeat().await.unwrap();
+    assert!(matches!(
+        first.heartbeat().await,
+        Err(PgError::InstanceTaken { .. })
+    ));
+}
