@@ -11,9 +11,9 @@
 //! [`PgError::Conflict`] rather than leave two assets claiming the agent.
 
 use tokio_postgres::GenericClient;
-use tokio_postgres::error::SqlState;
 
 use super::super::{AssetEventRow, AssetLink, AssetRow, AssetWrite};
+use super::retry::retrying_conflicts;
 use super::{PgError, PgStore};
 
 const ASSET_COLUMNS: &str = "id, record, status, hostname, updated_ms";
@@ -39,30 +39,12 @@ fn link_from_row(row: &tokio_postgres::Row) -> AssetLink {
     }
 }
 
-/// Whether a transaction failed only because it ran into another one
-/// (deadlock, serialization) and may simply run again.
-pub(super) fn retryable(error: &PgError) -> bool {
-    matches!(error, PgError::Db(error) if matches!(
-        error.code(),
-        Some(&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE)
-    ))
-}
-
 impl PgStore {
     /// Writes asset records, links and history in one transaction; retried
     /// when it deadlocks with another collector writing the same assets in
     /// another order.
     pub async fn write_assets(&self, writes: Vec<AssetWrite>) -> Result<(), PgError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_write_assets(&writes).await {
-                Err(error) if attempt < 4 && retryable(&error) => {
-                    tracing::debug!(message = "Asset write ran into another; retrying.", attempt);
-                }
-                result => return result,
-            }
-        }
+        retrying_conflicts(|| self.try_write_assets(&writes)).await
     }
 
     async fn try_write_assets(&self, writes: &[AssetWrite]) -> Result<(), PgError> {

@@ -13,11 +13,7 @@
 //!   until it commits, so the parent cannot resolve unseen and leave the
 //!   child suppressed for ever.
 
-use std::future::Future;
-
 use deadpool_postgres::{GenericClient, Transaction};
-use tokio_postgres::Row;
-use tokio_postgres::error::SqlState;
 
 use super::super::codec::labels_from_json;
 use super::super::parent_hold::Opening;
@@ -25,115 +21,14 @@ use super::super::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, IncidentRecord, NewIncident,
     TimelineEntry, labels_json,
 };
+use super::incident_rows::{COLUMNS, add_timeline, from_row, from_rows, get_in, journal, written};
+use super::retry::retrying_conflicts;
 use super::{PgError, PgStore, parent_hold, parse_column};
 use crate::domain::{IncidentEvent, IncidentState, Recurrence, Severity};
-
-const COLUMNS: &str = "id, dedup_key, rule, metric, agent_id, host, labels, severity, state, flapping, summary, runbook,
-    value, last_value, since_ms, opened_at_ms, acknowledged_at_ms, acknowledged_by, resolved_at_ms, resolved_by,
-    resolve_reason, ack_due_at_ms, resolve_due_at_ms, ack_breached, resolve_breached, previous_id,
-    suppressed, caused_by, problem_id, change_id, held_until_ms";
 
 /// Class (first key) of the per-rule advisory locks; the two-key form never
 /// collides with the one-key migration lock.
 const RULE_LOCK_CLASS: i32 = 0x5354_4502;
-
-fn from_row(row: &Row) -> Result<IncidentRecord, PgError> {
-    let labels: &str = row.get(6);
-    let severity: &str = row.get(7);
-    let state: &str = row.get(8);
-    Ok(IncidentRecord {
-        id: row.get(0),
-        dedup_key: row.get(1),
-        rule: row.get(2),
-        metric: row.get(3),
-        agent_id: row.get(4),
-        host: row.get(5),
-        labels: parse_column("incidents.labels", labels, labels_from_json)?,
-        severity: parse_column("incidents.severity", severity, str::parse::<Severity>)?,
-        state: parse_column("incidents.state", state, str::parse::<IncidentState>)?,
-        flapping: row.get(9),
-        summary: row.get(10),
-        runbook: row.get(11),
-        value: row.get(12),
-        last_value: row.get(13),
-        since_ms: row.get(14),
-        opened_at_ms: row.get(15),
-        acknowledged_at_ms: row.get(16),
-        acknowledged_by: row.get(17),
-        resolved_at_ms: row.get(18),
-        resolved_by: row.get(19),
-        resolve_reason: row.get(20),
-        ack_due_at_ms: row.get(21),
-        resolve_due_at_ms: row.get(22),
-        ack_breached: row.get(23),
-        resolve_breached: row.get(24),
-        previous_id: row.get(25),
-        suppressed: row.get(26),
-        caused_by: row.get(27),
-        problem_id: row.get(28),
-        change_id: row.get(29),
-        held_until_ms: row.get(30),
-    })
-}
-
-fn from_rows(rows: &[Row]) -> Result<Vec<IncidentRecord>, PgError> {
-    rows.iter().map(from_row).collect()
-}
-
-pub(super) async fn get_in(
-    client: &impl GenericClient,
-    id: i64,
-) -> Result<Option<IncidentRecord>, PgError> {
-    client
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM incidents WHERE id = $1"),
-            &[&id],
-        )
-        .await?
-        .map(|row| from_row(&row))
-        .transpose()
-}
-
-/// The incident `id`, which this transaction just wrote.
-async fn written(client: &impl GenericClient, id: i64) -> Result<IncidentRecord, PgError> {
-    get_in(client, id).await?.ok_or_else(|| PgError::Decode {
-        column: "incidents.id".to_string(),
-        message: format!("incident {id} vanished inside its own transaction"),
-    })
-}
-
-pub(super) async fn add_timeline(
-    client: &impl GenericClient,
-    incident: i64,
-    ts_ms: i64,
-    kind: &str,
-    actor: &str,
-    detail: &str,
-) -> Result<(), PgError> {
-    client
-        .execute(
-            "INSERT INTO incident_timeline (incident_id, ts_ms, kind, actor, detail) VALUES ($1, $2, $3, $4, $5)",
-            &[&incident, &ts_ms, &kind, &actor, &detail],
-        )
-        .await?;
-    Ok(())
-}
-
-/// Appends the journal entry the outbox routes (`incident_events`).
-pub(super) async fn journal(
-    client: &impl GenericClient,
-    incident: i64,
-    event: IncidentEvent,
-    ts_ms: i64,
-) -> Result<(), PgError> {
-    client
-        .execute(
-            "INSERT INTO incident_events (incident_id, kind, ts_ms) VALUES ($1, $2, $3)",
-            &[&incident, &event.key().as_ref(), &ts_ms],
-        )
-        .await?;
-    Ok(())
-}
 
 /// A stable 32-bit key for a rule's advisory lock (FNV-1a: the same on
 /// every collector and build, unlike std's hasher). A collision only makes
@@ -773,33 +668,6 @@ async fn link_change(
     Ok(())
 }
 
-/// Runs `attempt` (a whole transaction) again when PostgreSQL aborted it to
-/// break a deadlock: two collectors changing the same incidents in another
-/// order (a burst of resolves, SLA marks) may lock rows crosswise, and the
-/// loser's work is all rolled back, so running it again is safe.
-pub(super) async fn retrying_deadlocks<T, F, Fut>(mut attempt: F) -> Result<T, PgError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, PgError>>,
-{
-    const RETRIES: u32 = 5;
-    let mut retries = 0;
-    loop {
-        match attempt().await {
-            Err(PgError::Db(error))
-                if retries < RETRIES && error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
-            {
-                retries += 1;
-                tracing::debug!(
-                    message = "Deadlock with another collector; retrying.",
-                    retries
-                );
-            }
-            outcome => return outcome,
-        }
-    }
-}
-
 impl PgStore {
     /// Applies rule decisions in one transaction, in order, with the
     /// outcomes of SQLite's `apply_changes`. An open of a key another
@@ -808,7 +676,7 @@ impl PgStore {
         &self,
         changes: Vec<IncidentChange>,
     ) -> Result<Vec<AppliedChange>, PgError> {
-        retrying_deadlocks(|| self.apply_incident_changes_once(&changes)).await
+        retrying_conflicts(|| self.apply_incident_changes_once(&changes)).await
     }
 
     async fn apply_incident_changes_once(
@@ -870,7 +738,7 @@ impl PgStore {
         value: Option<f64>,
         now_ms: i64,
     ) -> Result<Result<IncidentRecord, ChangeRefused>, PgError> {
-        retrying_deadlocks(|| async {
+        retrying_conflicts(|| async {
             let mut client = self.client().await?;
             let transaction = client.transaction().await?;
             let outcome = resolve(&transaction, id, &by, &reason, value, now_ms).await?;
@@ -904,7 +772,7 @@ impl PgStore {
         &self,
         now_ms: i64,
     ) -> Result<Vec<(IncidentRecord, &'static str)>, PgError> {
-        retrying_deadlocks(|| self.mark_sla_breaches_once(now_ms)).await
+        retrying_conflicts(|| self.mark_sla_breaches_once(now_ms)).await
     }
 
     async fn mark_sla_breaches_once(

@@ -26,6 +26,7 @@ use super::super::{
     AgentHello, AgentRecord, CommitOutcome, LatestValue, LatestValues, SampleBatch, SampleRecord,
     SeriesKey, labels_json,
 };
+use super::retry::retrying_conflicts;
 use super::{PgError, PgStore};
 
 /// What this collector's readers see of its commits: the latest value of
@@ -230,20 +231,7 @@ pub(super) async fn commit_group(
     published: &Published,
     batches: &[SampleBatch],
 ) -> Result<Vec<CommitOutcome>, PgError> {
-    let mut attempt = 0;
-    let result = loop {
-        attempt += 1;
-        match try_commit_group(pool, collector, batches).await {
-            Err(PgError::Db(error))
-                if attempt < 4
-                    && error.code()
-                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
-            {
-                tracing::debug!(message = "Batch group deadlocked; retrying.", attempt);
-            }
-            result => break result,
-        }
-    };
+    let result = retrying_conflicts(|| try_commit_group(pool, collector, batches)).await;
     match result {
         Ok((outcomes, latest)) => {
             published.record_commit(Ok(()));

@@ -29,6 +29,7 @@ mod cluster;
 mod group;
 mod history;
 mod identity;
+mod incident_rows;
 mod incidents;
 mod ingest;
 mod inventory;
@@ -38,6 +39,7 @@ mod outbox;
 mod parent_hold;
 mod problems;
 mod retention;
+mod retry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testdb;
 #[cfg(test)]

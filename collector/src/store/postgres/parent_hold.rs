@@ -11,7 +11,8 @@
 use deadpool_postgres::Transaction;
 
 use super::super::parent_hold::{Opening, describe, seconds};
-use super::incidents::{add_timeline, get_in, journal, retrying_deadlocks};
+use super::incident_rows::{add_timeline, get_in, journal};
+use super::retry::retrying_conflicts;
 use super::{PgError, PgStore, parse_column};
 use crate::domain::{IncidentEvent, IncidentRecord, IncidentState, ParentCheck};
 
@@ -219,7 +220,7 @@ impl PgStore {
         if !any_due {
             return Ok(Vec::new());
         }
-        retrying_deadlocks(|| self.expire_parent_holds_once(now_ms)).await
+        retrying_conflicts(|| self.expire_parent_holds_once(now_ms)).await
     }
 
     async fn expire_parent_holds_once(&self, now_ms: i64) -> Result<Vec<IncidentRecord>, PgError> {
