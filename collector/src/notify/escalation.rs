@@ -195,6 +195,11 @@ impl EscalationState {
         self.stopped = true;
     }
 
+    /// When the incident opened: its steps count from here.
+    pub fn opened_ms(&self) -> i64 {
+        self.opened_ms
+    }
+
     pub fn is_finished(&self) -> bool {
         self.due().is_none()
     }

@@ -94,6 +94,26 @@ impl GroupEscalations {
         }
     }
 
+    /// Takes in groups and members `other` knows and this does not (several
+    /// collectors: groups another collector started routing); a group
+    /// known here keeps its progress.
+    pub fn merge(&mut self, other: GroupEscalations) {
+        for (key, theirs) in other.groups {
+            match self.groups.get_mut(&key) {
+                Some(mine) => {
+                    for member in theirs.members {
+                        if !mine.members.contains(&member) {
+                            mine.members.push(member);
+                        }
+                    }
+                }
+                None => {
+                    self.groups.insert(key, theirs);
+                }
+            }
+        }
+    }
+
     /// Drops an incident (acknowledged or resolved) from every group.
     pub fn leave(&mut self, incident: i64) {
         for group in self.groups.values_mut() {
@@ -151,5 +171,23 @@ mod tests {
         assert_eq!(due[0].steps[0].level, 1);
         groups.leave(2);
         assert_eq!(groups.next_due(), None, "nobody left to escalate for");
+    }
+
+    #[test]
+    fn merging_adds_unknown_groups_and_members_and_keeps_progress() {
+        let mut mine = GroupEscalations::default();
+        mine.join("g", 1, &policy(), 1_000);
+        mine.advanced("g", 61_000, vec![1]);
+        let mut theirs = GroupEscalations::default();
+        theirs.join("g", 1, &policy(), 1_000);
+        theirs.join("g", 3, &policy(), 1_000);
+        theirs.join("h", 7, &policy(), 2_000);
+        mine.merge(theirs);
+        let due = mine.due_steps(121_000);
+        let g = due.iter().find(|steps| steps.group_key == "g").unwrap();
+        assert_eq!(g.members, [1, 3]);
+        assert_eq!(g.steps[0].level, 1, "level 0 was sent here already");
+        let h = due.iter().find(|steps| steps.group_key == "h").unwrap();
+        assert_eq!((h.members.as_slice(), h.started_ms), (&[7][..], 2_000));
     }
 }

@@ -140,7 +140,10 @@ impl NotifyService {
                     >= CLUSTER_ESCALATION_SYNC.as_millis() as i64
             {
                 escalations_synced_ms = self.clock.now_ms();
-                if let Err(error) = self.sync_escalations(&mut escalations).await {
+                if let Err(error) = self
+                    .sync_escalations(&mut escalations, &mut group_escalations)
+                    .await
+                {
                     tracing::error!(message = "Cannot re-read escalations.", %error);
                 }
             }
@@ -497,12 +500,19 @@ impl NotifyService {
     async fn sync_escalations(
         &self,
         escalations: &mut HashMap<i64, EscalationState>,
+        group_escalations: &mut GroupEscalations,
     ) -> Result<(), StoreError> {
-        let (current, _) = self.rebuild_escalations().await?;
+        let (current, current_groups) = self.rebuild_escalations().await?;
+        // Openings this recent are still being routed (by whichever collector
+        // claimed them): until then alone-or-grouped is not known yet.
+        let routed_before = self.clock.now_ms() - CLUSTER_ESCALATION_SYNC.as_millis() as i64 * 2;
         escalations.retain(|id, _| current.contains_key(id));
         for (id, state) in current {
-            escalations.entry(id).or_insert(state);
+            if state.opened_ms() < routed_before {
+                escalations.entry(id).or_insert(state);
+            }
         }
+        group_escalations.merge(current_groups);
         Ok(())
     }
 
