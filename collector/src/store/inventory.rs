@@ -80,12 +80,12 @@ pub struct InventoryApplied {
     pub events: usize,
 }
 
-fn to_json<T: Serialize>(value: &T) -> String {
+pub(super) fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
 /// Stored facts, disks JSON and interfaces JSON of one agent.
-type StoredInventory = (BTreeMap<String, String>, String, String);
+pub(super) type StoredInventory = (BTreeMap<String, String>, String, String);
 
 fn stored(
     transaction: &Transaction<'_>,
@@ -117,19 +117,35 @@ fn stored_packages(
     rows.collect()
 }
 
-/// Applies `update` inside the writer's transaction (the caller already
-/// checked it is not a duplicate) and records one event per change.
-pub(super) fn apply(
-    transaction: &Transaction<'_>,
+/// An inventory event before it is stored: kind, subject, before, after.
+pub(super) type NewEvent = (&'static str, String, Option<String>, Option<String>);
+
+/// What an update makes of the stored inventory: computed here for both
+/// backends, which only read the stored state and write this back.
+pub(super) struct InventoryDiff {
+    pub(super) facts: BTreeMap<String, String>,
+    pub(super) disks: String,
+    pub(super) interfaces: String,
+    /// Package names to delete, and (name, version) to write.
+    pub(super) removals: Vec<String>,
+    pub(super) upserts: Vec<(String, String)>,
+    /// The package list once written, for its fingerprint.
+    pub(super) packages: BTreeMap<String, String>,
+    /// One per change, none for an agent's first inventory (its baseline).
+    pub(super) events: Vec<NewEvent>,
+}
+
+/// Applies `update` to the stored facts/disks/interfaces (`None`: the
+/// agent's first inventory) and package list.
+pub(super) fn diff(
     update: &InventoryUpdate,
-) -> rusqlite::Result<InventoryApplied> {
-    let now = update.received_ms;
-    let previous = stored(transaction, &update.agent_id)?;
+    previous: Option<StoredInventory>,
+    old_packages: &BTreeMap<String, String>,
+) -> InventoryDiff {
     // The first inventory of an agent is its baseline, not a list of changes.
     let record_events = previous.is_some();
     let (old_facts, old_disks, old_interfaces) =
         previous.unwrap_or_else(|| (BTreeMap::new(), "[]".into(), "[]".into()));
-
     let mut facts = if update.full {
         BTreeMap::new()
     } else {
@@ -145,13 +161,39 @@ pub(super) fn apply(
         .as_ref()
         .map_or(old_interfaces.clone(), to_json);
 
-    let mut events: Vec<(&str, String, Option<String>, Option<String>)> = Vec::new();
-    if record_events {
-        for key in old_facts
+    let removals: Vec<String> = if update.packages_replaced {
+        old_packages
             .keys()
-            .chain(facts.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-        {
+            .filter(|name| !update.packages_upserted.contains_key(*name))
+            .cloned()
+            .collect()
+    } else {
+        update
+            .packages_removed
+            .iter()
+            .filter(|name| old_packages.contains_key(*name))
+            .cloned()
+            .collect()
+    };
+    let upserts: Vec<(String, String)> = update
+        .packages_upserted
+        .iter()
+        .filter(|(name, version)| old_packages.get(*name) != Some(version))
+        .map(|(name, version)| (name.clone(), version.clone()))
+        .collect();
+    let mut packages = old_packages.clone();
+    for name in &removals {
+        packages.remove(name);
+    }
+    for (name, version) in &upserts {
+        packages.insert(name.clone(), version.clone());
+    }
+
+    let mut events: Vec<NewEvent> = Vec::new();
+    if record_events {
+        let keys: std::collections::BTreeSet<&String> =
+            old_facts.keys().chain(facts.keys()).collect();
+        for key in keys {
             let (before, after) = (old_facts.get(key), facts.get(key));
             // Counters that change every time are not news.
             if before != after && key != "boot_time" && key != "package_count" {
@@ -174,80 +216,84 @@ pub(super) fn apply(
                 Some(interfaces.clone()),
             ));
         }
-    }
-
-    let old_packages = stored_packages(transaction, &update.agent_id)?;
-    let mut upserts: Vec<(&String, &String)> = Vec::new();
-    let mut removals: Vec<&String> = Vec::new();
-    if update.packages_replaced {
-        removals.extend(
-            old_packages
-                .keys()
-                .filter(|name| !update.packages_upserted.contains_key(*name)),
-        );
-    } else {
-        removals.extend(
-            update
-                .packages_removed
-                .iter()
-                .filter(|name| old_packages.contains_key(*name)),
-        );
-    }
-    for (name, version) in &update.packages_upserted {
-        if old_packages.get(name) != Some(version) {
-            upserts.push((name, version));
+        for name in &removals {
+            events.push((
+                "package_removed",
+                name.clone(),
+                old_packages.get(name).cloned(),
+                None,
+            ));
+        }
+        for (name, version) in &upserts {
+            let before = old_packages.get(name).cloned();
+            let kind = if before.is_some() {
+                "package_upgraded"
+            } else {
+                "package_installed"
+            };
+            events.push((kind, name.clone(), before, Some(version.clone())));
         }
     }
+    InventoryDiff {
+        facts,
+        disks,
+        interfaces,
+        removals,
+        upserts,
+        packages,
+        events,
+    }
+}
+
+/// Applies `update` inside the writer's transaction (the caller already
+/// checked it is not a duplicate) and records one event per change.
+pub(super) fn apply(
+    transaction: &Transaction<'_>,
+    update: &InventoryUpdate,
+) -> rusqlite::Result<InventoryApplied> {
+    let now = update.received_ms;
+    let previous = stored(transaction, &update.agent_id)?;
+    let old_packages = stored_packages(transaction, &update.agent_id)?;
+    let diff = diff(update, previous, &old_packages);
     {
         let mut delete =
             transaction.prepare_cached("DELETE FROM packages WHERE agent_id = ?1 AND name = ?2")?;
-        for name in &removals {
+        for name in &diff.removals {
             delete.execute(params![update.agent_id, name])?;
-            if record_events {
-                events.push((
-                    "package_removed",
-                    (*name).clone(),
-                    old_packages.get(*name).cloned(),
-                    None,
-                ));
-            }
         }
         let mut upsert = transaction.prepare_cached(
             "INSERT INTO packages (agent_id, name, version) VALUES (?1, ?2, ?3)
              ON CONFLICT (agent_id, name) DO UPDATE SET version = excluded.version",
         )?;
-        for (name, version) in &upserts {
+        for (name, version) in &diff.upserts {
             upsert.execute(params![update.agent_id, name, version])?;
-            if record_events {
-                let before = old_packages.get(*name).cloned();
-                let kind = if before.is_some() {
-                    "package_upgraded"
-                } else {
-                    "package_installed"
-                };
-                events.push((kind, (*name).clone(), before, Some((*version).clone())));
-            }
         }
     }
-    let packages = stored_packages(transaction, &update.agent_id)?;
-    let fingerprint = steward_core::inventory::packages_fingerprint(&packages);
+    let fingerprint = steward_core::inventory::packages_fingerprint(&diff.packages);
 
     transaction.execute(
         "INSERT INTO inventory (agent_id, facts, disks, interfaces, packages_fingerprint, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (agent_id) DO UPDATE SET facts = ?2, disks = ?3, interfaces = ?4,
              packages_fingerprint = ?5, updated_ms = ?6",
-        params![update.agent_id, to_json(&facts), disks, interfaces, fingerprint as i64, now],
+        params![
+            update.agent_id,
+            to_json(&diff.facts),
+            diff.disks,
+            diff.interfaces,
+            fingerprint as i64,
+            now
+        ],
     )?;
     let mut insert_event = transaction.prepare_cached(
         "INSERT INTO inventory_events (agent_id, ts_ms, kind, subject, before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for (kind, subject, before, after) in &events {
+    for (kind, subject, before, after) in &diff.events {
         insert_event.execute(params![update.agent_id, now, kind, subject, before, after])?;
     }
     Ok(InventoryApplied {
         packages_in_sync: fingerprint == update.packages_fingerprint,
-        events: events.len(),
+        events: diff.events.len(),
     })
 }
 

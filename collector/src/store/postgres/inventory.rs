@@ -11,11 +11,11 @@
 //! before reading the stored state, so each diff patches the list the
 //! previous one left, never a stale copy of it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use serde::Serialize;
 use tokio_postgres::GenericClient;
 
+use super::super::inventory::{NewEvent, StoredInventory, diff, to_json};
 use super::super::{
     InventoryApplied, InventoryEvent, InventoryOutcome, InventorySnapshot, InventoryUpdate,
 };
@@ -25,19 +25,9 @@ use super::{PgError, PgStore, parse_column};
 /// a key space apart from the migration lock's single bigint).
 pub(super) const INVENTORY_LOCK: i32 = 0x5354_0005;
 
-fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
-}
-
 fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, PgError> {
     parse_column(column, text, |text| serde_json::from_str::<T>(text))
 }
-
-/// An inventory event before it is stored: kind, subject, before, after.
-type NewEvent = (&'static str, String, Option<String>, Option<String>);
-
-/// Stored facts, disks JSON and interfaces JSON of one agent.
-type StoredInventory = (BTreeMap<String, String>, String, String);
 
 impl PgStore {
     /// Applies an inventory update once cluster-wide; a resend is a duplicate.
@@ -191,67 +181,17 @@ async fn stored_packages(
 }
 
 /// Applies `update` (the caller claimed its key and holds the agent's lock)
-/// and records one event per change, as SQLite's `inventory::apply`.
+/// and records one event per change, as SQLite's `inventory::apply` (the
+/// same `inventory::diff` decides both).
 async fn apply(
     transaction: &impl GenericClient,
     update: &InventoryUpdate,
 ) -> Result<InventoryApplied, PgError> {
     let previous = stored(transaction, &update.agent_id).await?;
-    // The first inventory of an agent is its baseline, not a list of changes.
-    let record_events = previous.is_some();
-    let (old_facts, old_disks, old_interfaces) =
-        previous.unwrap_or_else(|| (BTreeMap::new(), "[]".into(), "[]".into()));
-
-    let mut facts = if update.full {
-        BTreeMap::new()
-    } else {
-        old_facts.clone()
-    };
-    for key in &update.facts_removed {
-        facts.remove(key);
-    }
-    facts.extend(update.facts_changed.clone());
-    let disks = update.disks.as_ref().map_or(old_disks.clone(), to_json);
-    let interfaces = update
-        .interfaces
-        .as_ref()
-        .map_or(old_interfaces.clone(), to_json);
-
-    let mut events: Vec<NewEvent> = Vec::new();
-    if record_events {
-        events.extend(fact_events(&old_facts, &facts));
-        if disks != old_disks {
-            events.push((
-                "disks",
-                "disks".into(),
-                Some(old_disks),
-                Some(disks.clone()),
-            ));
-        }
-        if interfaces != old_interfaces {
-            events.push((
-                "interfaces",
-                "interfaces".into(),
-                Some(old_interfaces),
-                Some(interfaces.clone()),
-            ));
-        }
-    }
-
     let old_packages = stored_packages(transaction, &update.agent_id).await?;
-    let (removals, upserts) = package_changes(&old_packages, update);
-    let mut packages = old_packages.clone();
-    for name in &removals {
-        packages.remove(name);
-    }
-    for (name, version) in &upserts {
-        packages.insert(name.clone(), version.clone());
-    }
-    write_packages(transaction, &update.agent_id, &removals, &upserts).await?;
-    if record_events {
-        events.extend(package_events(&old_packages, &removals, &upserts));
-    }
-    let fingerprint = steward_core::inventory::packages_fingerprint(&packages);
+    let diff = diff(update, previous, &old_packages);
+    write_packages(transaction, &update.agent_id, &diff.removals, &diff.upserts).await?;
+    let fingerprint = steward_core::inventory::packages_fingerprint(&diff.packages);
 
     transaction
         .execute(
@@ -263,90 +203,25 @@ async fn apply(
                  updated_ms = excluded.updated_ms",
             &[
                 &update.agent_id,
-                &to_json(&facts),
-                &disks,
-                &interfaces,
+                &to_json(&diff.facts),
+                &diff.disks,
+                &diff.interfaces,
                 &(fingerprint as i64),
                 &update.received_ms,
             ],
         )
         .await?;
-    insert_events(transaction, &update.agent_id, update.received_ms, &events).await?;
+    insert_events(
+        transaction,
+        &update.agent_id,
+        update.received_ms,
+        &diff.events,
+    )
+    .await?;
     Ok(InventoryApplied {
         packages_in_sync: fingerprint == update.packages_fingerprint,
-        events: events.len(),
+        events: diff.events.len(),
     })
-}
-
-fn fact_events(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Vec<NewEvent> {
-    old.keys()
-        .chain(new.keys())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        // Counters that change every time are not news.
-        .filter(|key| *key != "boot_time" && *key != "package_count")
-        .filter(|key| old.get(*key) != new.get(*key))
-        .map(|key| {
-            (
-                "fact",
-                key.clone(),
-                old.get(key).cloned(),
-                new.get(key).cloned(),
-            )
-        })
-        .collect()
-}
-
-/// Names to remove and (name, version) to write, as SQLite decides them.
-fn package_changes(
-    old: &BTreeMap<String, String>,
-    update: &InventoryUpdate,
-) -> (Vec<String>, Vec<(String, String)>) {
-    let removals = if update.packages_replaced {
-        old.keys()
-            .filter(|name| !update.packages_upserted.contains_key(*name))
-            .cloned()
-            .collect()
-    } else {
-        update
-            .packages_removed
-            .iter()
-            .filter(|name| old.contains_key(*name))
-            .cloned()
-            .collect()
-    };
-    let upserts = update
-        .packages_upserted
-        .iter()
-        .filter(|(name, version)| old.get(*name) != Some(version))
-        .map(|(name, version)| (name.clone(), version.clone()))
-        .collect();
-    (removals, upserts)
-}
-
-fn package_events(
-    old: &BTreeMap<String, String>,
-    removals: &[String],
-    upserts: &[(String, String)],
-) -> Vec<NewEvent> {
-    let removed = removals.iter().map(|name| {
-        (
-            "package_removed",
-            name.clone(),
-            old.get(name).cloned(),
-            None,
-        )
-    });
-    let upserted = upserts.iter().map(|(name, version)| {
-        let before = old.get(name).cloned();
-        let kind = if before.is_some() {
-            "package_upgraded"
-        } else {
-            "package_installed"
-        };
-        (kind, name.clone(), before, Some(version.clone()))
-    });
-    removed.chain(upserted).collect()
 }
 
 /// One statement each for removals and upserts: a full list can hold

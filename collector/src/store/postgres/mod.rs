@@ -18,9 +18,9 @@
 //! together do not race. Connections come from a pool (deadpool) and speak
 //! TLS through rustls when the URL's `sslmode` asks for it.
 //!
-//! Status: this is the shared-state layer the collector's [`Store`](super::Store)
-//! facade is to dispatch to; the collector does not run on it yet (see
-//! README "Scaling out").
+//! The collector's [`Store`](super::Store) dispatches here when
+//! `[storage] postgres` is set (README "Scaling out"); `cluster` records
+//! which collector is alive and which agent streams where.
 
 mod api_tokens;
 mod assets;
