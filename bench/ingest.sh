@@ -8,9 +8,20 @@
 # Usage: bench/ingest.sh [--smoke] [--duration 30s] [--runs 1]
 #                        [--steps "1x1000 10x100 10x1000 100x100 100x1000"]
 #                        [--knee-p99-ms 2000] [--all] [--no-victoria]
+#                        [--offered 500000] [--paced "10 100 1000"] [--paced-series 100000]
 # A step "falls behind" when it has errors, no acks, or ack p99 above the
 # knee; later steps are skipped unless --all. With --runs N each figure is
 # the median of N runs.
+#
+# The closed-loop steps above measure the most a collector takes; ack
+# latency there is queueing (4 batches in flight per stream: at 100 × 1000
+# that is 400,000 samples waiting, so by Little's law no server at 500k/s
+# answers them in under 0.8 s). The paced table offers a fixed rate instead:
+# --paced-series series in all (like the closed loop's 100 × 1000), split
+# over N streams, every series sampled so that --offered samples/s arrive
+# (100,000 series at 500,000/s: each stream sends its share every 200 ms),
+# and reports the ack latency at that rate: issue #10's "≥ 500,000
+# samples/s from 10 to 1,000 streams, ack p99 ≤ 250 ms".
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 bench_init "$@"
@@ -18,7 +29,8 @@ set -- "${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"}"
 
 duration=30s runs=1 knee=2000 all=0 victoria=1
 steps="1x1000 10x100 10x1000 100x100 100x1000"
-if ((SMOKE)); then duration=2s steps="1x100 4x100"; fi
+offered=500000 paced="10 100 1000" paced_series=100000
+if ((SMOKE)); then duration=2s steps="1x100 4x100" offered=2000 paced="2" paced_series=200; fi
 while (($#)); do
   case $1 in
     --duration) duration=$2; shift ;;
@@ -27,6 +39,9 @@ while (($#)); do
     --knee-p99-ms) knee=$2; shift ;;
     --all) all=1 ;;
     --no-victoria) victoria=0 ;;
+    --offered) offered=$2; shift ;;
+    --paced) paced=$2; shift ;;
+    --paced-series) paced_series=$2; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -41,6 +56,8 @@ rules=$'[[rule]]\nname = "loadgen"\nmetric = "loadgen.m0"\nop = ">"\nthreshold =
 # shell (not a subshell) so the EXIT trap knows every process it started.
 run_step() {
   local target=$1 agents=$2 series=$3 pid addr args t0 c0 t1 c1 rss
+  local mode=(--mode max)
+  if [[ -n ${4:-} ]]; then mode=(--mode paced --interval "$4"); fi
   if [[ $target == steward ]]; then
     start_collector "c-$agents-$series-$RANDOM" "$rules"
     pid=$COLLECTOR_PID
@@ -51,14 +68,14 @@ run_step() {
     args=(--target victoria --addr "$VM_ADDR")
   fi
   t0=$(now_s) c0=$(cpu_ticks "$pid")
-  if ! loadgen "${args[@]}" --agents "$agents" --series "$series" --mode max --duration "$duration"; then
+  if ! loadgen "${args[@]}" --agents "$agents" --series "$series" "${mode[@]}" --duration "$duration"; then
     echo "steward-loadgen failed ($target ${agents}x$series)" >&2
     return 1
   fi
   t1=$(now_s) c1=$(cpu_ticks "$pid") rss=$(rss_kib "$pid")
   bench_stop "$pid"
   if [[ $target == steward ]]; then rm -rf "$COLLECTOR_DIR"; else rm -rf "$VM_DIR"; fi
-  STEP_RESULT="$(kv samples_per_s 0) $(kv ack_p50_ms) $(kv ack_p99_ms) $(percent $((c1 - c0)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')") $(mib "$rss") $(kv errors 0) $(kv batches_unacked 0) $(kv loadgen_cpu_percent 0)"
+  STEP_RESULT="$(kv samples_per_s 0) $(kv ack_p50_ms) $(kv ack_p99_ms) $(percent $((c1 - c0)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')") $(mib "$rss") $(kv errors 0) $(kv batches_unacked 0) $(kv loadgen_cpu_percent 0) $(kv ticks_behind 0)"
 }
 
 # table TARGET: runs the steps, prints a markdown table, stops at the knee.
@@ -74,7 +91,7 @@ table() {
     local rates=() p50s=() p99s=() cpus=() rsss=() errs=() unacked=() own=()
     for ((run = 0; run < runs; run++)); do
       run_step "$target" "$agents" "$series" || return 1
-      read -r r a b c m e u o <<<"$STEP_RESULT"
+      read -r r a b c m e u o _ <<<"$STEP_RESULT"
       rates+=("$r") p50s+=("$a") p99s+=("$b") cpus+=("$c") rsss+=("$m") errs+=("$e") unacked+=("$u") own+=("$o")
     done
     local rate p99 errors note=""
@@ -91,12 +108,40 @@ table() {
   done
 }
 
+# paced_table: a fixed offered rate over increasing stream counts.
+paced_table() {
+  local streams batch interval_ms run
+  interval_ms=$(awk -v s="$paced_series" -v r="$offered" 'BEGIN {printf "%d", s * 1000 / r}')
+  ((interval_ms >= 1)) || interval_ms=1
+  echo
+  echo "### steward, paced: $(fmt0 "$offered") samples/s offered over $(fmt0 "$paced_series") series, every series every ${interval_ms} ms ($duration per step, median of $runs)"
+  echo
+  echo "| streams × samples per batch | batch interval per stream | acknowledged samples/s | ack p50 ms | ack p99 ms | ticks behind | CPU % | RSS MiB | errors | notes |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for streams in $paced; do
+    batch=$((paced_series / streams))
+    local rates=() p50s=() p99s=() cpus=() rsss=() errs=() behind=()
+    for ((run = 0; run < runs; run++)); do
+      run_step steward "$streams" "$batch" "${interval_ms}ms" || return 1
+      read -r r a b c m e u o t <<<"$STEP_RESULT"
+      rates+=("$r") p50s+=("$a") p99s+=("$b") cpus+=("$c") rsss+=("$m") errs+=("$e") behind+=("$t")
+    done
+    local rate p99 note=""
+    rate=$(median "${rates[@]}") p99=$(median "${p99s[@]}")
+    if [[ $p99 == - ]] || awk -v p="$p99" -v r="$rate" -v o="$offered" 'BEGIN {exit !(p > 250 || r < 0.95 * o)}'; then
+      note="misses (p99 > 250 ms or < 95% of offered acknowledged)"
+    fi
+    echo "| $streams × $batch | ${interval_ms} ms | $(fmt0 "$rate") | $(fmt1 "$(median "${p50s[@]}")") | $(fmt1 "$p99") | $(median "${behind[@]}") | $(median "${cpus[@]}") | $(median "${rsss[@]}") | $(median "${errs[@]}") | $note |"
+  done
+}
+
 echo "## Ingest"
 echo
 machine_line
 echo
 echo "Command: \`bench/ingest.sh $BENCH_CMDLINE\`"
 table steward
+if [[ -n $paced ]]; then paced_table; fi
 if ((victoria)) && command -v victoria-metrics >/dev/null; then
   table victoria
   echo

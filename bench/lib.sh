@@ -98,7 +98,12 @@ free_port() {
 start_collector() {
   local name=$1 extra=${2:-}
   COLLECTOR_DIR=$BENCH_DIR/$name
-  "$BIN/steward-collector" init "$COLLECTOR_DIR" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 >/dev/null
+  # init logs its migrations at INFO; keep them out of the tables.
+  if ! "$BIN/steward-collector" init "$COLLECTOR_DIR" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+    >/dev/null 2>"$BENCH_DIR/$name.init.log"; then
+    cat "$BENCH_DIR/$name.init.log" >&2
+    return 1
+  fi
   sed -i 's/^include = \["default-rules.toml"\]$//' "$COLLECTOR_DIR/collector.toml"
   # Simulated agents (loadgen) and copies of agent.toml use the shared token.
   sed -i 's/^# agent_token_file = /agent_token_file = /' "$COLLECTOR_DIR/collector.toml"
