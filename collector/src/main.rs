@@ -9,6 +9,14 @@ use clap::{Parser, Subcommand};
 use steward_collector::setup::init::{InitOptions, init};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc's malloc: under ingest load a third of the
+/// collector's CPU went to glibc's malloc and free (per-sample strings and
+/// label maps allocated on one thread and freed on another; `perf` on 10
+/// streams × 1,000 samples, BENCHMARKS.md), and mimalloc's per-thread free
+/// lists make those cheap. SQLite and other C code keep glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "steward-collector",

@@ -102,6 +102,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// built-in `absent` rule can notice a silent host.
 pub const AGENT_UP_METRIC: &str = "agent.up";
 
+fn metrics_of(rules: &[Rule]) -> HashSet<String> {
+    rules.iter().map(|rule| rule.metric.clone()).collect()
+}
+
 /// Cheap, cloneable access for the API and ingest.
 #[derive(Clone)]
 pub struct IncidentHandle {
@@ -109,6 +113,10 @@ pub struct IncidentHandle {
     inputs: mpsc::Sender<RulesInput>,
     events: broadcast::Sender<IncidentUpdate>,
     rules: Arc<std::sync::RwLock<Vec<Rule>>>,
+    /// The metrics some rule reads: ingest sends only their samples, so the
+    /// labels of every other sample are not cloned for this task (a tenth
+    /// of the collector's CPU at 10 × 1,000 samples per batch).
+    rule_metrics: Arc<std::sync::RwLock<Arc<HashSet<String>>>>,
     clock: Clock,
 }
 
@@ -152,6 +160,24 @@ impl IncidentHandle {
         self.events.subscribe()
     }
 
+    /// The metrics of the rules in force (during a replacement: of the old
+    /// and the new ones). Samples of any other metric need not be sent.
+    pub fn rule_metrics(&self) -> Arc<HashSet<String>> {
+        Arc::clone(
+            &self
+                .rule_metrics
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    fn set_rule_metrics(&self, metrics: HashSet<String>) {
+        *self
+            .rule_metrics
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(metrics);
+    }
+
     pub fn rules(&self) -> Vec<Rule> {
         self.rules
             .read()
@@ -160,6 +186,11 @@ impl IncidentHandle {
     }
 
     pub async fn replace_rules(&self, rules: Vec<Rule>, sla: SlaPolicy, service: ServicePolicy) {
+        // Until the task has swapped the rules, samples queued before and
+        // after the swap must reach whichever rules are in force then.
+        let mut metrics = (*self.rule_metrics()).clone();
+        metrics.extend(metrics_of(&rules));
+        self.set_rule_metrics(metrics);
         let _ = self
             .inputs
             .send(RulesInput::ReplaceRules {
@@ -270,6 +301,7 @@ pub async fn start(
         inputs,
         events,
         rules: Arc::new(std::sync::RwLock::new(rules.clone())),
+        rule_metrics: Arc::new(std::sync::RwLock::new(Arc::new(metrics_of(&rules)))),
         clock,
     };
     let mut engine = RuleEngine::new(rules);
@@ -438,6 +470,7 @@ impl Worker {
                     .rules
                     .write()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = rules.clone();
+                self.handle.set_rule_metrics(metrics_of(&rules));
                 let transitions = self.engine.replace_rules(rules);
                 self.sla = sla;
                 self.service = service;

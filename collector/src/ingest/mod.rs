@@ -709,8 +709,10 @@ impl AgentStream {
         }
         let series_held = series.held();
         self.count_refused(refused, series_held);
+        let rule_metrics = self.incidents.rule_metrics();
         let for_rules: Vec<_> = samples
             .iter()
+            .filter(|sample| rule_metrics.contains(&sample.metric))
             .map(|sample| (sample.metric.clone(), sample.labels.clone(), sample.value))
             .collect();
         let patch: Vec<(String, f64)> = samples

@@ -10,8 +10,10 @@
 //! a point in it; log records older than every pin are covered by persisted
 //! chunks and may be deleted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use hashbrown::HashMap;
 
 use super::chunk;
 use super::gorilla::{self, ChunkEncoder, CorruptChunk};

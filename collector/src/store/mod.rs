@@ -298,8 +298,17 @@ impl SqliteStore {
 
     /// Stores a batch; resolves after the transaction holding it has committed.
     pub async fn commit_batch(&self, batch: SampleBatch) -> Result<CommitOutcome, StoreError> {
-        self.submit(|reply| writer::Job::Batch { batch, reply })
-            .await
+        // Freed here, on the caller's thread, not on the writer's.
+        let batch = Arc::new(batch);
+        let shared = Arc::clone(&batch);
+        let outcome = self
+            .submit(|reply| writer::Job::Batch {
+                batch: shared,
+                reply,
+            })
+            .await;
+        drop(batch);
+        outcome
     }
 
     /// Applies an inventory update; resolves after it has committed.

@@ -7,7 +7,7 @@
 //! for a typical series) behind an `Arc`, so the two maps share it; it is
 //! unpacked only when a reader asks for keys.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{Labels, SeriesKey};

@@ -254,3 +254,34 @@ severity = "major"
     assert_eq!(resolved.resolve_reason.as_deref(), Some("data_resumed"));
     harness.stop().await;
 }
+
+/// Ingest sends the rules task only samples of metrics some rule reads; while
+/// a reload is queued, the metrics of both the old and the new rules pass,
+/// so no sample misses the rules in force when it is evaluated.
+#[tokio::test(start_paused = true)]
+async fn only_rule_metrics_reach_the_rules_task_and_a_reload_widens_them_until_it_applies() {
+    let harness = Harness::start(CPU_RULE).await;
+    let held = harness.incidents.rule_metrics();
+    assert!(held.contains(CPU), "{held:?}");
+    assert!(!held.contains("disk.used_percent"), "{held:?}");
+
+    let mut disk_rule = harness.config.rules[0].clone();
+    disk_rule.name = "disk-full".into();
+    disk_rule.metric = "disk.used_percent".into();
+    harness
+        .incidents
+        .replace_rules(
+            vec![disk_rule],
+            harness.config.sla.clone(),
+            harness.config.service.clone(),
+        )
+        .await;
+    let swapped = crate::support::eventually("the reload to apply", async || {
+        let metrics = harness.incidents.rule_metrics();
+        (!metrics.contains(CPU)).then_some(metrics)
+    })
+    .await;
+    assert!(swapped.contains("disk.used_percent"), "{swapped:?}");
+    assert_eq!(swapped.len(), 1, "{swapped:?}");
+    harness.stop().await;
+}
