@@ -406,13 +406,12 @@ where
 }
 
 /// glibc keeps freed heap memory for reuse and returns it to the kernel only
-/// from the top of each arena. The collector's transient allocations (decoded
-/// batches waiting for their commit, a reconnect storm's handshakes, a large
-/// `/metrics` body) are spread over several arenas between long-lived ones
-/// (connections, series), so after a burst most of the RSS can be free
-/// memory: with 10,000 agents connected, 1,355 MB mapped by malloc of which
-/// 458 MB in use, and `malloc_trim` took RSS from 1,225 to 594 MB (see
-/// BENCHMARKS.md). A background thread hands free pages back periodically.
+/// from the top of each arena. Rust's allocations go to mimalloc (above),
+/// but SQLite's page cache and statements and other C code still use glibc's
+/// malloc; before mimalloc, with 10,000 agents connected, 1,355 MB were mapped
+/// by malloc of which 458 MB in use, and `malloc_trim` took RSS from 1,225 to
+/// 594 MB (BENCHMARKS.md). A background thread hands glibc's free pages back
+/// periodically; it costs nothing when there are none.
 #[allow(unsafe_code)]
 mod allocator {
     use std::time::Duration;
