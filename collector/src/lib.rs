@@ -520,6 +520,9 @@ async fn reload_on_sighup(
     }
 }
 
+/// How long after a UTC day ends the prune loop merges its chunks.
+const COMPACT_AFTER_DAY_ENDS: Duration = Duration::from_secs(3600);
+
 /// What the prune loop keeps, and how often it looks.
 struct Retention {
     samples: Duration,
@@ -557,6 +560,22 @@ async fn prune_loop(
             Ok(0) => {}
             Ok(removed) => tracing::info!(message = "Pruned rollups past retention.", removed),
             Err(error) => tracing::warn!(message = "Pruning rollups failed.", %error),
+        }
+        // Whole UTC days that ended over an hour ago become one chunk row
+        // and one rollup row per series (late points of a day merge later).
+        match store
+            .compact_aged(now - COMPACT_AFTER_DAY_ENDS.as_millis() as i64)
+            .await
+        {
+            Ok(report) if report.is_empty() => {}
+            Ok(report) => tracing::info!(
+                message = "Compacted aged samples.",
+                chunks_merged = report.chunks_merged,
+                chunks_written = report.chunks_written,
+                rollups_merged = report.rollups_merged,
+                rollups_written = report.rollups_written,
+            ),
+            Err(error) => tracing::warn!(message = "Compacting aged samples failed.", %error),
         }
         match store.prune_records(retention.records, now).await {
             Ok(report) if report.is_empty() => {}
