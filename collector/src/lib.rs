@@ -520,6 +520,37 @@ async fn reload_on_sighup(
     }
 }
 
+/// `steward-collector compact`, with the collector stopped: writes every
+/// chunk the head holds, then merges the chunks of each series-day that
+/// ended (with `all`, every day, today included) into one row, as the
+/// running collector does an hour after each day ends. Nothing to do on
+/// PostgreSQL.
+pub async fn compact_store(
+    config: &CollectorConfig,
+    all: bool,
+) -> Result<store::CompactReport, CollectorError> {
+    if config.postgres.is_some() {
+        return Ok(store::CompactReport::default());
+    }
+    let store = store::Store::open(&config.sqlite_path)?;
+    // Each group writes a bounded number of chunks; the head is empty once
+    // every chunk is persisted.
+    for _ in 0..10_000 {
+        store.close_head_chunks().await?;
+        if store.head_encoded_bytes() == 0 {
+            break;
+        }
+    }
+    let before_ms = if all {
+        i64::MAX
+    } else {
+        steward_core::now_ms() - COMPACT_AFTER_DAY_ENDS.as_millis() as i64
+    };
+    let report = store.compact_aged(before_ms).await;
+    store.close().await;
+    Ok(report?)
+}
+
 /// How long after a UTC day ends the prune loop merges its chunks.
 const COMPACT_AFTER_DAY_ENDS: Duration = Duration::from_secs(3600);
 

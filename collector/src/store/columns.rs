@@ -213,8 +213,35 @@ fn get_rice(reader: &mut BitReader<'_>, parameter: u32) -> Result<u64, CorruptCh
     Ok((quotient << parameter) | reader.read(parameter)?)
 }
 
-/// Writes a column of integers (the reader is told how many).
+/// Values per block of an integer column: each block picks its own packing,
+/// so a day-long column follows its data (an f32 walk's steps are wider
+/// where its exponent is) for ~30 bits of header per block.
+const BLOCK: usize = 512;
+
+/// Writes a column of integers (the reader is told how many), in blocks of
+/// [`BLOCK`].
 pub(super) fn put_ints(bits: &mut BitWriter, values: &[i64]) {
+    if values.is_empty() {
+        put_block(bits, values);
+    }
+    for block in values.chunks(BLOCK) {
+        put_block(bits, block);
+    }
+}
+
+/// Reads `count` integers written by [`put_ints`].
+pub(super) fn get_ints(reader: &mut BitReader<'_>, count: usize) -> Result<Vec<i64>, CorruptChunk> {
+    if count == 0 {
+        return get_block(reader, 0);
+    }
+    let mut values = Vec::with_capacity(count.min(1 << 16));
+    while values.len() < count {
+        values.extend(get_block(reader, (count - values.len()).min(BLOCK))?);
+    }
+    Ok(values)
+}
+
+fn put_block(bits: &mut BitWriter, values: &[i64]) {
     let plain = best_packing(values);
     let runs = zero_runs(values);
     let non_zero: Vec<i64> = values.iter().copied().filter(|&v| v != 0).collect();
@@ -254,8 +281,7 @@ pub(super) fn put_ints(bits: &mut BitWriter, values: &[i64]) {
     }
 }
 
-/// Reads `count` integers written by [`put_ints`].
-pub(super) fn get_ints(reader: &mut BitReader<'_>, count: usize) -> Result<Vec<i64>, CorruptChunk> {
+fn get_block(reader: &mut BitReader<'_>, count: usize) -> Result<Vec<i64>, CorruptChunk> {
     let runs = reader.bit()?;
     let parameter = if runs { reader.read(5)? as u32 } else { 0 };
     let floor = unzigzag(get_bitvar(reader)?);
