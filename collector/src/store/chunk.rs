@@ -106,6 +106,7 @@ pub fn chunk_blob_columns(points: &[(i64, f64)]) -> Vec<u8> {
 }
 
 /// The format byte of a chunk or rollup blob, if it has one.
+#[cfg(test)]
 pub fn blob_format(blob: &[u8]) -> Option<u8> {
     blob.first().copied()
 }

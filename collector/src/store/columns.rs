@@ -666,14 +666,15 @@ mod tests {
     #[test]
     fn integer_columns_pick_cheap_packings() {
         assert_eq!(ints_round_trip(&[]), 1 + 7 + 7);
-        assert!(ints_round_trip(&[0; 8640]) < 40, "a constant column");
-        assert!(ints_round_trip(&[7; 8640]) < 40, "all the floor");
+        // A few bits per block of 512.
+        assert!(ints_round_trip(&[0; 8640]) < 17 * 40, "a constant column");
+        assert!(ints_round_trip(&[7; 8640]) < 17 * 40, "all the floor");
         let jitter: Vec<i64> = (0..1000).map(|i| (i * 7) % 15).collect();
-        assert!(ints_round_trip(&jitter) <= 4 * 1000 + 20, "0..14 in 4 bits");
+        assert!(ints_round_trip(&jitter) <= 4 * 1000 + 60, "0..14 in 4 bits");
         let mut with_outlier = jitter.clone();
         with_outlier[500] = -1_000_000_000;
         with_outlier[501] = i64::MAX;
-        assert!(ints_round_trip(&with_outlier) <= 4 * 1000 + 200);
+        assert!(ints_round_trip(&with_outlier) <= 4 * 1000 + 250);
         ints_round_trip(&[i64::MIN, i64::MAX, 0, -1, 1, i64::MIN]);
     }
 
