@@ -224,6 +224,8 @@ fn f32_step_bits(previous: f64) -> f64 {
     bits
 }
 
+type Points = [(i64, f64)];
+
 /// Encoded bytes per point of each value kind, format 1 (the head's Gorilla
 /// stream, as chunks are written) against format 2 (compaction), and the
 /// information the generator puts in each point: the floor for any
@@ -316,7 +318,7 @@ fn codec_by_kind() {
             bits / 8.0
         );
     }
-    let mean = |f: &dyn Fn(&[(i64, f64)]) -> f64| kinds.iter().map(|k| f(k)).sum::<f64>() / 4.0;
+    let mean = |f: &dyn Fn(&Points) -> f64| kinds.iter().map(|k| f(k)).sum::<f64>() / 4.0;
     println!(
         "| **mean of the four** | {:.2} | {:.2} | {:.2} | {:.2} |",
         mean(&|k| format1(k, 360)),
