@@ -5,7 +5,11 @@
 # gauges). Measured for whatever store the collector has (every file the
 # collector added to its directory, after a clean shutdown), and for
 # VictoriaMetrics (its data directory after a flush and a forced merge)
-# where Debian's victoria-metrics is installed.
+# where Debian's victoria-metrics is installed. The Steward "aged" row is
+# the same data after `steward-collector compact --all` (needs sqlite3 with
+# dbstat). Loadgen kinds: 0 percent gauge (1 decimal), 1 counter, 2 0/1
+# state, 3 full-precision f64 walk (~50 random bits a point: no lossless
+# store gets near 1.5 bytes on it).
 #
 # Usage: bench/storage.sh [--smoke] [--agents 10] [--series 1000] [--points 500]
 set -euo pipefail
@@ -48,6 +52,15 @@ rm -f "$COLLECTOR_DIR"/collector.log
 after=$(dir_bytes "$COLLECTOR_DIR")
 files=$(cd "$COLLECTOR_DIR" && find . -type f -newer collector.toml -printf '%f %s\n' | sort | awk '{printf "%s%s %.1f MB", (NR > 1 ? ", " : ""), $1, $2 / 1e6}')
 echo "| steward ($(grep -E '^(sqlite|path|engine) *=' "$COLLECTOR_DIR/collector.toml" | tr '\n' ' ' | sed 's/ *$//;s/"//g')) | $(fmt0 "$acked") | $(fmt1 "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')") | $(fmt0 $((after - base))) | $(awk -v b=$((after - base)) -v n="$acked" 'BEGIN {printf "%.2f", n ? b / n : 0}') | $files |"
+# Aged: every chunk written and each series-day merged into one format-2
+# row (`steward-collector compact --all`), counted as SQLite's pages in use
+# by the sample tables and their indexes (a compacted file keeps its freed
+# pages until a VACUUM; the log is empty once every chunk is written).
+"$BIN/steward-collector" --config "$COLLECTOR_DIR/collector.toml" compact --all 2>/dev/null
+db=$(find "$COLLECTOR_DIR" \( -name '*.sqlite' -o -name '*.db' \) -print -quit)
+aged=$(sqlite3 "$db" "SELECT sum(pgsize) FROM dbstat WHERE name IN ('chunks', 'rollups', 'sample_log', 'chunks_by_series_time', 'chunks_by_end', 'rollups_by_series_time', 'rollups_by_end')")
+kinds=$(sqlite3 -separator ' ' "$db" "SELECT CAST(substr(s.metric, 10) AS INTEGER) % 4 AS kind, printf('%.2f', 1.0 * sum(length(c.data)) / sum(c.count)) FROM chunks c JOIN series s ON s.id = c.series_id GROUP BY kind ORDER BY kind" | awk '{printf "%skind %s %s", (NR > 1 ? ", " : ""), $1, $2}')
+echo "| steward aged (after \`compact --all\`: chunks + rollups + their indexes) | $(fmt0 "$acked") | | $(fmt0 "$aged") | $(awk -v b="$aged" -v n="$acked" 'BEGIN {printf "%.2f", n ? b / n : 0}') | blob bytes/point by loadgen kind: $kinds |"
 if [[ $acked != "$total" ]]; then
   echo
   echo "Only $acked of $total samples were acknowledged:" >&2

@@ -12,7 +12,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use steward_collector::store::{SampleBatch, SampleRecord, Store};
+use steward_collector::store::{
+    ChunkEncoder, SampleBatch, SampleRecord, Store, chunk_blob, chunk_blob_columns,
+};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -22,6 +24,8 @@ struct Shape {
     points: usize,
     /// Concurrent committers per agent (like pipelined streams).
     streams: usize,
+    /// Time of the first point.
+    base_ms: i64,
 }
 
 /// xorshift64*: deterministic values without a dependency.
@@ -60,7 +64,7 @@ fn batches(shape: &Shape, agent: usize) -> Vec<SampleBatch> {
         .collect();
     (0..shape.points)
         .map(|step| {
-            let timestamp_ms = BASE_MS + step as i64 * 10_000 + (rng.next() % 15) as i64;
+            let timestamp_ms = shape.base_ms + step as i64 * 10_000 + (rng.next() % 15) as i64;
             let samples = (0..shape.series)
                 .map(|index| {
                     let value = &mut values[index];
@@ -147,6 +151,259 @@ fn chunk_payload(path: &std::path::Path) -> BenchResult<String> {
     ))
 }
 
+/// Encoded bytes per point of chunk blobs and rollup blobs, per metric
+/// (each metric is one value kind of the generator).
+fn payload_by_kind(path: &std::path::Path) -> BenchResult<()> {
+    let connection = rusqlite::Connection::open(path)?;
+    let mut statement = connection.prepare(
+        "SELECT s.metric, count(*), sum(length(c.data)), sum(c.count),
+                (SELECT sum(length(r.data)) FROM rollups r JOIN series t ON t.id = r.series_id
+                 WHERE t.metric = s.metric)
+         FROM chunks c JOIN series s ON s.id = c.series_id GROUP BY s.metric ORDER BY s.metric",
+    )?;
+    println!(
+        "\n| kind (metric) | chunk rows | chunk blob bytes/point | rollup blob bytes/point |\n|---|---:|---:|---:|"
+    );
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+            row.get::<_, i64>(3)?,
+            row.get::<_, Option<i64>>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (metric, chunks, bytes, points, rollups) = row?;
+        let points = points.max(1) as f64;
+        println!(
+            "| {metric} | {chunks} | {:.2} | {:.2} |",
+            bytes as f64 / points,
+            rollups.unwrap_or(0) as f64 / points
+        );
+    }
+    Ok(())
+}
+
+/// Empirical entropy in bits of the values' distribution.
+fn entropy(values: impl Iterator<Item = i64>) -> f64 {
+    let mut counts = std::collections::HashMap::new();
+    let mut total = 0.0;
+    for value in values {
+        *counts.entry(value).or_insert(0.0) += 1.0;
+        total += 1.0;
+    }
+    counts
+        .values()
+        .map(|&count: &f64| -(count / total) * (count / total).log2())
+        .sum()
+}
+
+/// Bits of information in one step of the CPU generator from `previous`:
+/// the new value is uniform in [previous − 2, previous + 2], clamped to
+/// [0, 100] (point masses at the ends), then rounded to an f32, so each f32
+/// cell of width `ulp(x)` has probability `ulp(x) / 4`.
+fn f32_step_bits(previous: f64) -> f64 {
+    let (low, high) = ((previous - 2.0).max(0.0), (previous + 2.0).min(100.0));
+    let mut bits = 0.0;
+    for mass in [
+        (2.0 - previous).max(0.0) / 4.0,
+        (previous - 98.0).max(0.0) / 4.0,
+    ] {
+        if mass > 0.0 {
+            bits -= mass * mass.log2();
+        }
+    }
+    let slices = 256;
+    let width = (high - low) / slices as f64;
+    for slice in 0..slices {
+        let x = (low + (slice as f64 + 0.5) * width) as f32;
+        let ulp = f64::from(f32::from_bits(x.to_bits() + 1)) - f64::from(x);
+        bits += width / 4.0 * (4.0 / ulp).log2();
+    }
+    bits
+}
+
+type Points = [(i64, f64)];
+
+/// Encoded bytes per point of each value kind, format 1 (the head's Gorilla
+/// stream, as chunks are written) against format 2 (compaction), and the
+/// information the generator puts in each point: the floor for any
+/// lossless codec.
+fn codec_by_kind() {
+    let day = Shape {
+        agents: 1,
+        series: 4,
+        points: 8640,
+        streams: 1,
+        base_ms: BASE_MS,
+    };
+    let mut kinds: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 4];
+    for batch in batches(&day, 7) {
+        for (index, sample) in batch.samples.iter().enumerate() {
+            kinds[index].push((sample.timestamp_ms, sample.value));
+        }
+    }
+    let format1 = |points: &[(i64, f64)], size: usize| -> f64 {
+        let bytes: usize = points
+            .chunks(size)
+            .map(|chunk| {
+                let mut encoder = ChunkEncoder::default();
+                for &(t, v) in chunk {
+                    encoder.push(t, v);
+                }
+                chunk_blob(encoder.count(), encoder.bytes()).len()
+            })
+            .sum();
+        bytes as f64 / points.len() as f64
+    };
+    let format2 = |points: &[(i64, f64)], size: usize| -> f64 {
+        let bytes: usize = points
+            .chunks(size)
+            .map(|chunk| chunk_blob_columns(chunk).len())
+            .sum();
+        bytes as f64 / points.len() as f64
+    };
+    let timestamps_only: Vec<(i64, f64)> = kinds[0].iter().map(|&(t, _)| (t, 0.0)).collect();
+    let jitter_bits = entropy(
+        kinds[0]
+            .iter()
+            .enumerate()
+            .map(|(i, &(t, _))| t - BASE_MS - i as i64 * 10_000),
+    );
+    let decimal_step_bits = |points: &[(i64, f64)]| {
+        entropy(
+            points
+                .windows(2)
+                .map(|w| (w[1].1 * 100.0).round() as i64 - (w[0].1 * 100.0).round() as i64),
+        )
+    };
+    let cpu = &kinds[1];
+    let cpu_bits =
+        cpu.windows(2).map(|w| f32_step_bits(w[0].1)).sum::<f64>() / (cpu.len() - 1) as f64;
+    let value_bits = [
+        decimal_step_bits(&kinds[0]),
+        cpu_bits,
+        decimal_step_bits(&kinds[2]),
+        5000f64.log2(),
+    ];
+    println!(
+        "\n### Codec by value kind (one series of 8,640 points at 10 s, 0–14 ms jitter)\n\n\
+         | kind | format 1, 360-point chunks | format 2, 360-point chunks | format 2, one 8,640-point day | information per point (bits: values + timestamp) = bytes |\n|---|---:|---:|---:|---:|"
+    );
+    println!(
+        "| timestamps alone (constant value) | {:.3} | {:.3} | {:.3} | {jitter_bits:.2} bits = {:.3} |",
+        format1(&timestamps_only, 360),
+        format2(&timestamps_only, 360),
+        format2(&timestamps_only, 8640),
+        jitter_bits / 8.0
+    );
+    let names = [
+        "load average (2 decimals, walk)",
+        "CPU % (f32 walk)",
+        "slow % (2 decimals, 10% change)",
+        "byte counter (+0..4999)",
+    ];
+    let mut total_bits = 0.0;
+    for (index, points) in kinds.iter().enumerate() {
+        let bits = value_bits[index] + jitter_bits;
+        total_bits += bits;
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} + {jitter_bits:.2} bits = {:.2} |",
+            names[index],
+            format1(points, 360),
+            format2(points, 360),
+            format2(points, 8640),
+            value_bits[index],
+            bits / 8.0
+        );
+    }
+    let mean = |f: &dyn Fn(&Points) -> f64| kinds.iter().map(|k| f(k)).sum::<f64>() / 4.0;
+    println!(
+        "| **mean of the four** | {:.2} | {:.2} | {:.2} | {:.2} |",
+        mean(&|k| format1(k, 360)),
+        mean(&|k| format2(k, 360)),
+        mean(&|k| format2(k, 8640)),
+        total_bits / 4.0 / 8.0
+    );
+}
+
+/// The "day" shape: `series` series of one agent × 8,640 points (one UTC
+/// day at 10 s), ingested, written, then compacted into day rows.
+async fn day_shape(dir: &std::path::Path, series: usize) -> BenchResult<()> {
+    let shape = Shape {
+        agents: 1,
+        series,
+        points: 8640,
+        streams: 1,
+        // Midnight UTC, so the day is one series-day.
+        base_ms: BASE_MS - BASE_MS.rem_euclid(86_400_000),
+    };
+    let path = dir.join("day.db");
+    let store = Arc::new(Store::open(&path)?);
+    let (samples, seconds) = ingest(&store, &shape).await?;
+    for _ in 0..(series / 1000 + 3) {
+        store.close_head_chunks().await?;
+    }
+    println!(
+        "\n## Day shape: {series} series × 8,640 points (one UTC day at 10 s, {samples} samples; ingest {seconds:.1} s)"
+    );
+    print_tables(
+        "### Day shape, aged, before compaction (360-point format-1 chunks)",
+        &table_bytes(&path)?,
+        samples,
+    );
+    let started = Instant::now();
+    let report = store.compact_aged(i64::MAX).await?;
+    let took = started.elapsed().as_secs_f64();
+    print_tables(
+        "### Day shape after compaction (one format-2 chunk row and rollup row per series)",
+        &table_bytes(&path)?,
+        samples,
+    );
+    println!(
+        "\nCompaction: {} chunk rows into {}, {} rollup rows into {}, {took:.2} s ({:.0} samples/s).\n\n{}",
+        report.chunks_merged,
+        report.chunks_written,
+        report.rollups_merged,
+        report.rollups_written,
+        samples as f64 / took,
+        chunk_payload(&path)?
+    );
+    payload_by_kind(&path)?;
+    // The query from day rows: 24 h of one series at 1-minute step.
+    let query = steward_collector::store::HistoryQuery {
+        agent_id: "agent-0".into(),
+        metric: "load.avg1".into(),
+        labels: steward_collector::store::Labels::from([("index".to_string(), "0".to_string())]),
+        from_ms: shape.base_ms,
+        to_ms: shape.base_ms + 86_400_000,
+        step_ms: Some(60_000),
+    };
+    let mut timings = Vec::new();
+    for _ in 0..21 {
+        let started = Instant::now();
+        let answer = store.history(query.clone()).await?;
+        timings.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(answer[0].points.len(), 1440);
+    }
+    timings.sort_by(f64::total_cmp);
+    let hourly = steward_collector::store::HistoryQuery {
+        step_ms: Some(3_600_000),
+        ..query
+    };
+    let started = Instant::now();
+    store.history(hourly).await?;
+    println!(
+        "\n| history from the day row, 24 h at 1-minute step | median {:.2} ms, max {:.2} ms |\n|---|---:|\n| same at 1-hour step (day rollup row) | {:.2} ms |",
+        timings[10],
+        timings[20],
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    store.close().await;
+    Ok(())
+}
+
 fn print_tables(title: &str, tables: &[(String, i64)], samples: u64) {
     println!("\n{title}\n\n| table or index | bytes | bytes/sample |\n|---|---:|---:|");
     let mut total = 0;
@@ -230,6 +487,7 @@ async fn main() -> BenchResult<()> {
             series: 100,
             points: 60,
             streams: 4,
+            base_ms: BASE_MS,
         }
     } else {
         Shape {
@@ -237,6 +495,7 @@ async fn main() -> BenchResult<()> {
             series: 1000,
             points: 500,
             streams: 8,
+            base_ms: BASE_MS,
         }
     };
     let dir = tempfile::tempdir()?;
@@ -309,12 +568,31 @@ async fn main() -> BenchResult<()> {
         samples,
     );
     println!("\n{}", chunk_payload(&path)?);
+    payload_by_kind(&path)?;
+    let started = Instant::now();
+    let report = store.compact_aged(i64::MAX).await?;
+    let took = started.elapsed().as_secs_f64();
+    print_tables(
+        "### On disk after compaction (aged: one format-2 chunk row and one rollup row per series-day)",
+        &table_bytes(&path)?,
+        samples,
+    );
+    println!(
+        "\nCompaction: {} chunk rows into {}, {} rollup rows into {}, {took:.2} s.\n\n{}",
+        report.chunks_merged,
+        report.chunks_written,
+        report.rollups_merged,
+        report.rollups_written,
+        chunk_payload(&path)?
+    );
+    payload_by_kind(&path)?;
     // Query: 24 h of one series at 10 s, read at a 1-minute step.
     let day = Shape {
         agents: 1,
         series: 1,
         points: 8640,
         streams: 1,
+        base_ms: BASE_MS,
     };
     let mut day_batches = batches(&day, 99);
     for batch in &mut day_batches {
@@ -353,6 +631,8 @@ async fn main() -> BenchResult<()> {
         "| same at 1-hour step (rollups) | {:.2} ms |",
         started.elapsed().as_secs_f64() * 1000.0
     );
+    codec_by_kind();
+    day_shape(dir.path(), if quick { 8 } else { 400 }).await?;
     // NEW-ONLY END
     store.close().await;
     Ok(())

@@ -520,6 +520,40 @@ async fn reload_on_sighup(
     }
 }
 
+/// `steward-collector compact`, with the collector stopped: writes every
+/// chunk the head holds, then merges the chunks of each series-day that
+/// ended (with `all`, every day, today included) into one row, as the
+/// running collector does an hour after each day ends. Nothing to do on
+/// PostgreSQL.
+pub async fn compact_store(
+    config: &CollectorConfig,
+    all: bool,
+) -> Result<store::CompactReport, CollectorError> {
+    if config.postgres.is_some() {
+        return Ok(store::CompactReport::default());
+    }
+    let store = store::Store::open(&config.sqlite_path)?;
+    // Each group writes a bounded number of chunks; the head is empty once
+    // every chunk is persisted.
+    for _ in 0..10_000 {
+        store.close_head_chunks().await?;
+        if store.head_encoded_bytes() == 0 {
+            break;
+        }
+    }
+    let before_ms = if all {
+        i64::MAX
+    } else {
+        steward_core::now_ms() - COMPACT_AFTER_DAY_ENDS.as_millis() as i64
+    };
+    let report = store.compact_aged(before_ms).await;
+    store.close().await;
+    Ok(report?)
+}
+
+/// How long after a UTC day ends the prune loop merges its chunks.
+const COMPACT_AFTER_DAY_ENDS: Duration = Duration::from_secs(3600);
+
 /// What the prune loop keeps, and how often it looks.
 struct Retention {
     samples: Duration,
@@ -557,6 +591,22 @@ async fn prune_loop(
             Ok(0) => {}
             Ok(removed) => tracing::info!(message = "Pruned rollups past retention.", removed),
             Err(error) => tracing::warn!(message = "Pruning rollups failed.", %error),
+        }
+        // Whole UTC days that ended over an hour ago become one chunk row
+        // and one rollup row per series (late points of a day merge later).
+        match store
+            .compact_aged(now - COMPACT_AFTER_DAY_ENDS.as_millis() as i64)
+            .await
+        {
+            Ok(report) if report.is_empty() => {}
+            Ok(report) => tracing::info!(
+                message = "Compacted aged samples.",
+                chunks_merged = report.chunks_merged,
+                chunks_written = report.chunks_written,
+                rollups_merged = report.rollups_merged,
+                rollups_written = report.rollups_written,
+            ),
+            Err(error) => tracing::warn!(message = "Compacting aged samples failed.", %error),
         }
         match store.prune_records(retention.records, now).await {
             Ok(report) if report.is_empty() => {}

@@ -1,5 +1,6 @@
 //! `steward-collector [--config FILE] | init DIR | quickstart [--dir DIR] | token …
-//!  | enroll-token create|list|revoke | ca-fingerprint | agent revoke ID | hash-password`
+//!  | enroll-token create|list|revoke | ca-fingerprint | agent revoke ID | hash-password
+//!  | compact [--all]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,6 +86,14 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Merge each series' sample chunks into one row per ended UTC day (the
+    /// running collector does this an hour after each day ends). Run it
+    /// while the collector is stopped.
+    Compact {
+        /// Every day, today included (benchmarks, before a backup).
+        #[arg(long)]
+        all: bool,
     },
     /// Read a password from stdin (first line) and print its argon2id hash,
     /// for `password_hash` in `[[console.users]]`. Never takes it as an argument.
@@ -258,6 +267,26 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Compact { all }) => {
+            let config = match steward_collector::CollectorConfig::load(&args.config) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("steward-collector: invalid configuration: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            block_on(|_shutdown| async move {
+                let report = steward_collector::compact_store(&config, all).await?;
+                eprintln!(
+                    "steward-collector: compacted {} chunk rows into {} and {} rollup rows into {}",
+                    report.chunks_merged,
+                    report.chunks_written,
+                    report.rollups_merged,
+                    report.rollups_written
+                );
+                Ok(())
+            })
+        }
         Some(Command::CaFingerprint) => identity_command(&args.config, |config| {
             println!(
                 "{}",

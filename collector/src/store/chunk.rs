@@ -5,11 +5,21 @@
 
 use std::collections::BTreeMap;
 
-use super::gorilla::{self, ChunkEncoder, CorruptChunk, VarintReader};
+use super::columns;
+use super::gorilla::{self, BitReader, BitWriter, ChunkEncoder, CorruptChunk, VarintReader};
 
 const LOG_FORMAT: u8 = 1;
+/// Format 1: the head's Gorilla stream as it was; 2: [`columns`], written
+/// by compaction. Both are read.
 const CHUNK_FORMAT: u8 = 1;
+const CHUNK_FORMAT_COLUMNS: u8 = 2;
 const ROLLUP_FORMAT: u8 = 1;
+const ROLLUP_FORMAT_COLUMNS: u8 = 2;
+
+/// Most points a format-2 blob may claim: a day at one point a second is
+/// 86,400; a corrupt count must not size an allocation. Compaction keeps
+/// its merged chunks below this.
+pub const MAX_BLOB_POINTS: u64 = 1 << 21;
 
 /// Width of a rollup bucket.
 pub const ROLLUP_BUCKET_MS: i64 = 5 * 60 * 1000;
@@ -79,8 +89,52 @@ pub fn chunk_blob(count: u32, bits: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `[2][count][timestamp column][value column]` (see [`columns`]): points
+/// in any order, each kept bit for bit.
+pub fn chunk_blob_columns(points: &[(i64, f64)]) -> Vec<u8> {
+    let timestamps: Vec<i64> = points.iter().map(|&(t, _)| t).collect();
+    let values: Vec<f64> = points.iter().map(|&(_, v)| v).collect();
+    let mut bits = BitWriter::default();
+    columns::put_timestamps(&mut bits, &timestamps);
+    columns::put_values(&mut bits, &values);
+    let bits = bits.into_bytes();
+    let mut out = Vec::with_capacity(bits.len() + 4);
+    out.push(CHUNK_FORMAT_COLUMNS);
+    gorilla::put_uvarint(&mut out, points.len() as u64);
+    out.extend_from_slice(&bits);
+    out
+}
+
+/// The format byte of a chunk or rollup blob, if it has one.
+#[cfg(test)]
+pub fn blob_format(blob: &[u8]) -> Option<u8> {
+    blob.first().copied()
+}
+
+/// True when `format` is the newest chunk or rollup format (compaction
+/// rewrites older ones).
+pub fn is_columns_format(format: Option<u8>) -> bool {
+    format == Some(CHUNK_FORMAT_COLUMNS)
+}
+
+fn columns_count(reader: &mut VarintReader<'_>) -> Result<usize, CorruptChunk> {
+    let count = reader.uvarint()?;
+    if count > MAX_BLOB_POINTS {
+        return Err(CorruptChunk("format 2 count too large"));
+    }
+    Ok(count as usize)
+}
+
 pub fn decode_chunk_blob(blob: &[u8]) -> Result<Vec<(i64, f64)>, CorruptChunk> {
     let (&format, rest) = blob.split_first().ok_or(CorruptChunk("empty chunk"))?;
+    if format == CHUNK_FORMAT_COLUMNS {
+        let mut reader = VarintReader::new(rest);
+        let count = columns_count(&mut reader)?;
+        let mut bits = BitReader::new(reader.rest());
+        let timestamps = columns::get_timestamps(&mut bits, count)?;
+        let values = columns::get_values(&mut bits, count)?;
+        return Ok(timestamps.into_iter().zip(values).collect());
+    }
     if format != CHUNK_FORMAT {
         return Err(CorruptChunk("unknown chunk format"));
     }
@@ -167,8 +221,51 @@ pub fn rollup_blob(buckets: &[Bucket]) -> Vec<u8> {
     out
 }
 
+/// `[2][bucket count][start column][count column][min, max, sum value
+/// columns]` (see [`columns`]): the format compaction writes.
+pub fn rollup_blob_columns(buckets: &[Bucket]) -> Vec<u8> {
+    let mut bits = BitWriter::default();
+    let starts: Vec<i64> = buckets.iter().map(|b| b.start_ms).collect();
+    columns::put_timestamps(&mut bits, &starts);
+    let counts: Vec<i64> = buckets.iter().map(|b| b.count as i64).collect();
+    columns::put_ints(&mut bits, &counts);
+    for field in [
+        (|b: &Bucket| b.min) as fn(&Bucket) -> f64,
+        |b| b.max,
+        |b| b.sum,
+    ] {
+        let values: Vec<f64> = buckets.iter().map(field).collect();
+        columns::put_values(&mut bits, &values);
+    }
+    let bits = bits.into_bytes();
+    let mut out = Vec::with_capacity(bits.len() + 4);
+    out.push(ROLLUP_FORMAT_COLUMNS);
+    gorilla::put_uvarint(&mut out, buckets.len() as u64);
+    out.extend_from_slice(&bits);
+    out
+}
+
 pub fn decode_rollup_blob(blob: &[u8]) -> Result<Vec<Bucket>, CorruptChunk> {
     let (&format, rest) = blob.split_first().ok_or(CorruptChunk("empty rollup"))?;
+    if format == ROLLUP_FORMAT_COLUMNS {
+        let mut reader = VarintReader::new(rest);
+        let length = columns_count(&mut reader)?;
+        let mut bits = BitReader::new(reader.rest());
+        let starts = columns::get_timestamps(&mut bits, length)?;
+        let counts = columns::get_ints(&mut bits, length)?;
+        let min = columns::get_values(&mut bits, length)?;
+        let max = columns::get_values(&mut bits, length)?;
+        let sum = columns::get_values(&mut bits, length)?;
+        return Ok((0..length)
+            .map(|index| Bucket {
+                start_ms: starts[index],
+                min: min[index],
+                max: max[index],
+                sum: sum[index],
+                count: counts[index] as u64,
+            })
+            .collect());
+    }
     if format != ROLLUP_FORMAT {
         return Err(CorruptChunk("unknown rollup format"));
     }
@@ -222,6 +319,37 @@ mod tests {
     }
 
     #[test]
+    fn format_1_and_2_chunk_blobs_decode_to_the_same_points() {
+        let points: Vec<(i64, f64)> = (0..360)
+            .map(|i| {
+                (
+                    1_764_000_000_000 + i * 10_000 + (i * 7) % 15,
+                    f64::from((i as f32 * 1.7).sin() * 50.0 + 50.0),
+                )
+            })
+            .chain([(5, f64::NAN), (5, -0.0), (1, f64::NEG_INFINITY)])
+            .collect();
+        let mut encoder = ChunkEncoder::default();
+        for &(t, v) in &points {
+            encoder.push(t, v);
+        }
+        let v1 = chunk_blob(encoder.count(), encoder.bytes());
+        let v2 = chunk_blob_columns(&points);
+        let bits = |points: Vec<(i64, f64)>| -> Vec<(i64, u64)> {
+            points.into_iter().map(|(t, v)| (t, v.to_bits())).collect()
+        };
+        assert_eq!(bits(decode_chunk_blob(&v1).unwrap()), bits(points.clone()));
+        assert_eq!(bits(decode_chunk_blob(&v2).unwrap()), bits(points));
+        assert!(v2.len() < v1.len(), "{} vs {} bytes", v2.len(), v1.len());
+        assert_eq!(blob_format(&v1), Some(1));
+        assert!(is_columns_format(blob_format(&v2)));
+        assert!(decode_chunk_blob(&v2[..v2.len() / 2]).is_err());
+        let mut huge = vec![2];
+        gorilla::put_uvarint(&mut huge, MAX_BLOB_POINTS + 1);
+        assert!(decode_chunk_blob(&huge).is_err());
+    }
+
+    #[test]
     fn rollups_merge_partial_buckets() {
         let mut buckets = BTreeMap::new();
         add_points(&mut buckets, &[(0, 1.0), (299_999, 3.0)], ROLLUP_BUCKET_MS);
@@ -247,6 +375,7 @@ mod tests {
             ]
         );
         assert_eq!(decode_rollup_blob(&rollup_blob(&all)).unwrap(), all);
+        assert_eq!(decode_rollup_blob(&rollup_blob_columns(&all)).unwrap(), all);
         assert_eq!(bucket_start(-1, 300_000), -300_000);
         assert_eq!(bucket_start(i64::MIN, 300_000), i64::MIN, "saturates");
     }

@@ -127,6 +127,16 @@ impl Store {
         }
     }
 
+    /// Merges aged chunks and rollups into one row per series per UTC day
+    /// that ended before `before_ms` (SQLite; PostgreSQL keeps no chunks and
+    /// has nothing to do).
+    pub async fn compact_aged(&self, before_ms: i64) -> Result<CompactReport, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.compact_aged(before_ms).await,
+            Backend::Postgres(_) => Ok(CompactReport::default()),
+        }
+    }
+
     /// Closes every open head chunk and writes it now (tests, benchmarks,
     /// and aging the head on demand); resolves after commit.
     pub async fn close_head_chunks(&self) -> Result<(), StoreError> {

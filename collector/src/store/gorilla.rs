@@ -15,7 +15,7 @@
 
 /// Appends bits most significant first.
 #[derive(Debug, Clone, Default)]
-struct BitWriter {
+pub(super) struct BitWriter {
     bytes: Vec<u8>,
     /// Unused low bits of the last byte (0: the next bit starts a new byte).
     free: u32,
@@ -38,7 +38,7 @@ impl BitWriter {
     }
 
     /// Writes the low `n` bits of `value` (`n` ≤ 64).
-    fn write(&mut self, value: u64, n: u32) {
+    pub(super) fn write(&mut self, value: u64, n: u32) {
         let mut remaining = n;
         while remaining > 0 {
             if self.free == 0 {
@@ -55,15 +55,40 @@ impl BitWriter {
             remaining -= take;
         }
     }
+
+    /// Bits written so far.
+    pub(super) fn len_bits(&self) -> usize {
+        self.bytes.len() * 8 - self.free as usize
+    }
+
+    /// Appends every bit `other` holds.
+    pub(super) fn append(&mut self, other: &BitWriter) {
+        let Some((&last, full)) = other.bytes.split_last() else {
+            return;
+        };
+        for &byte in full {
+            self.write(u64::from(byte), 8);
+        }
+        let used = 8 - other.free;
+        self.write(u64::from(last >> other.free), used);
+    }
+
+    pub(super) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
-struct BitReader<'a> {
+pub(super) struct BitReader<'a> {
     bytes: &'a [u8],
     position: usize,
 }
 
-impl BitReader<'_> {
-    fn read(&mut self, n: u32) -> Result<u64, CorruptChunk> {
+impl<'a> BitReader<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, position: 0 }
+    }
+
+    pub(super) fn read(&mut self, n: u32) -> Result<u64, CorruptChunk> {
         if self.position + n as usize > self.bytes.len() * 8 {
             return Err(CorruptChunk("ends early"));
         }
@@ -81,7 +106,7 @@ impl BitReader<'_> {
         Ok(out)
     }
 
-    fn bit(&mut self) -> Result<bool, CorruptChunk> {
+    pub(super) fn bit(&mut self) -> Result<bool, CorruptChunk> {
         self.read(1).map(|bit| bit == 1)
     }
 }
@@ -90,11 +115,11 @@ impl BitReader<'_> {
 #[error("corrupt chunk: {0}")]
 pub struct CorruptChunk(pub &'static str);
 
-fn zigzag(value: i64) -> u64 {
+pub(super) fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
-fn unzigzag(value: u64) -> i64 {
+pub(super) fn unzigzag(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
@@ -118,14 +143,14 @@ const MANTISSA_CLASSES: [(u64, u32, u32); 5] = [
 ];
 
 /// Most decimal digits tried; 10^k is exact in an f64 up to k = 22.
-const MAX_DECIMALS: usize = 12;
+pub(super) const MAX_DECIMALS: usize = 12;
 
-const POWERS_OF_TEN: [f64; MAX_DECIMALS + 1] = [
+pub(super) const POWERS_OF_TEN: [f64; MAX_DECIMALS + 1] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
 ];
 
 /// `m` with `m / 10^decimals == value` bit for bit, if there is one below 2^53.
-fn mantissa_at(value: f64, decimals: usize) -> Option<i64> {
+pub(super) fn mantissa_at(value: f64, decimals: usize) -> Option<i64> {
     let scaled = value * POWERS_OF_TEN[decimals];
     if !scaled.is_finite() || scaled.abs() >= 9_007_199_254_740_992.0 {
         return None;
@@ -135,7 +160,7 @@ fn mantissa_at(value: f64, decimals: usize) -> Option<i64> {
 }
 
 /// The fewest decimals that represent `value` exactly, and its mantissa.
-fn shortest_decimal(value: f64) -> Option<(usize, i64)> {
+pub(super) fn shortest_decimal(value: f64) -> Option<(usize, i64)> {
     (0..=MAX_DECIMALS).find_map(|decimals| Some((decimals, mantissa_at(value, decimals)?)))
 }
 

@@ -295,6 +295,18 @@ impl Head {
         Ok(snapshot)
     }
 
+    /// The lowest seq of a chunk of the series the head holds (open or not
+    /// known to be persisted); persisted chunks below it are not in the head.
+    pub fn min_seq(&self, series_id: i64) -> Option<i64> {
+        let series = self.series.get(&series_id)?;
+        series
+            .closed
+            .iter()
+            .map(|chunk| chunk.seq)
+            .chain(series.open.as_ref().map(|open| open.seq))
+            .min()
+    }
+
     /// Per series: the lowest seq in the head and how many points it holds.
     pub fn point_counts(&self) -> HashMap<i64, (i64, u64)> {
         let mut counts = HashMap::new();

@@ -28,6 +28,8 @@ mod assets;
 mod changes;
 mod chunk;
 mod codec;
+mod columns;
+mod compaction;
 mod facade;
 mod gorilla;
 mod head;
@@ -46,6 +48,7 @@ mod retention;
 mod timeline;
 mod writer;
 
+pub use compaction::CompactReport;
 pub use facade::Store;
 pub use history::{HistoryPoint, HistoryQuery, MAX_POINTS_PER_SERIES, SeriesHistory};
 pub use identity::{
@@ -55,7 +58,7 @@ pub use identity::{
 pub use migrations::SCHEMA_VERSION;
 
 // The chunk codec is public for the hot-path benches (collector/benches/hot_paths.rs).
-pub use chunk::{chunk_blob, decode_chunk_blob};
+pub use chunk::{chunk_blob, chunk_blob_columns, decode_chunk_blob};
 pub use gorilla::{ChunkEncoder, CorruptChunk};
 
 pub use api_tokens::{ActiveToken, ApiTokenRow, ApiTokenTable, TokenTableError};
@@ -381,6 +384,27 @@ impl SqliteStore {
     /// and aging the head on demand); resolves after commit.
     pub async fn close_head_chunks(&self) -> Result<(), StoreError> {
         self.submit(|reply| writer::Job::CloseHead { reply }).await
+    }
+
+    /// Merges the chunks and rollups of every series-day that ended before
+    /// `before_ms` into one row each (see `compaction`), in small steps, each
+    /// its own transaction so ingest keeps flowing.
+    pub async fn compact_aged(&self, before_ms: i64) -> Result<CompactReport, StoreError> {
+        let mut total = CompactReport::default();
+        for table in [compaction::Table::Chunks, compaction::Table::Rollups] {
+            let mut cursor = Some(compaction::Cursor::start());
+            while let Some(from) = cursor {
+                let head = Arc::clone(&self.head);
+                let (step, next) = self
+                    .write(move |transaction| {
+                        compaction::compact_step(transaction, &head, table, before_ms, from)
+                    })
+                    .await?;
+                total.add(step);
+                cursor = next;
+            }
+        }
+        Ok(total)
     }
 
     /// Every stored point of one series, oldest first; a point stored twice

@@ -47,6 +47,7 @@ macro_rules! on_both_backends {
 
 // Declared after the macro so they can use it.
 mod assets;
+mod compaction;
 mod identity;
 mod incidents;
 mod ingest;
