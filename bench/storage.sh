@@ -56,11 +56,18 @@ echo "| steward ($(grep -E '^(sqlite|path|engine) *=' "$COLLECTOR_DIR/collector.
 # row (`steward-collector compact --all`), counted as SQLite's pages in use
 # by the sample tables and their indexes (a compacted file keeps its freed
 # pages until a VACUUM; the log is empty once every chunk is written).
-"$BIN/steward-collector" --config "$COLLECTOR_DIR/collector.toml" compact --all 2>/dev/null
-db=$(find "$COLLECTOR_DIR" \( -name '*.sqlite' -o -name '*.db' \) -print -quit)
-aged=$(sqlite3 "$db" "SELECT sum(pgsize) FROM dbstat WHERE name IN ('chunks', 'rollups', 'sample_log', 'chunks_by_series_time', 'chunks_by_end', 'rollups_by_series_time', 'rollups_by_end')")
-kinds=$(sqlite3 -separator ' ' "$db" "SELECT CAST(substr(s.metric, 10) AS INTEGER) % 4 AS kind, printf('%.2f', 1.0 * sum(length(c.data)) / sum(c.count)) FROM chunks c JOIN series s ON s.id = c.series_id GROUP BY kind ORDER BY kind" | awk '{printf "%skind %s %s", (NR > 1 ? ", " : ""), $1, $2}')
-echo "| steward aged (after \`compact --all\`: chunks + rollups + their indexes) | $(fmt0 "$acked") | | $(fmt0 "$aged") | $(awk -v b="$aged" -v n="$acked" 'BEGIN {printf "%.2f", n ? b / n : 0}') | blob bytes/point by loadgen kind: $kinds |"
+if ! "$BIN/steward-collector" --config "$COLLECTOR_DIR/collector.toml" compact --all 2>"$BENCH_DIR/compact.log"; then
+  cat "$BENCH_DIR/compact.log" >&2
+  exit 1
+fi
+if command -v sqlite3 >/dev/null; then
+  db=$(find "$COLLECTOR_DIR" \( -name '*.sqlite' -o -name '*.db' \) -print -quit)
+  aged=$(sqlite3 "$db" "SELECT sum(pgsize) FROM dbstat WHERE name IN ('chunks', 'rollups', 'sample_log', 'chunks_by_series_time', 'chunks_by_end', 'rollups_by_series_time', 'rollups_by_end')")
+  kinds=$(sqlite3 -separator ' ' "$db" "SELECT CAST(substr(s.metric, 10) AS INTEGER) % 4 AS kind, printf('%.2f', 1.0 * sum(length(c.data)) / sum(c.count)) FROM chunks c JOIN series s ON s.id = c.series_id GROUP BY kind ORDER BY kind" | awk '{printf "%skind %s %s", (NR > 1 ? ", " : ""), $1, $2}')
+  echo "| steward aged (after \`compact --all\`: chunks + rollups + their indexes) | $(fmt0 "$acked") | | $(fmt0 "$aged") | $(awk -v b="$aged" -v n="$acked" 'BEGIN {printf "%.2f", n ? b / n : 0}') | blob bytes/point by loadgen kind: $kinds |"
+else
+  echo "| steward aged | not measured: needs the sqlite3 command (apt-get install sqlite3) | | | | |"
+fi
 if [[ $acked != "$total" ]]; then
   echo
   echo "Only $acked of $total samples were acknowledged:" >&2
