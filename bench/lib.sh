@@ -108,6 +108,12 @@ start_collector() {
   # Simulated agents (loadgen) and copies of agent.toml use the shared token.
   sed -i 's/^# agent_token_file = /agent_token_file = /' "$COLLECTOR_DIR/collector.toml"
   printf '\n%s\n' "$extra" >>"$COLLECTOR_DIR/collector.toml"
+  restart_collector
+}
+
+# restart_collector: starts the collector of $COLLECTOR_DIR (again) and
+# waits for its addresses. Sets COLLECTOR_PID, GRPC, HTTP.
+restart_collector() {
   RUST_LOG=${RUST_LOG:-warn,steward_collector=info} NO_COLOR=1 \
     bench_spawn "$COLLECTOR_DIR/collector.log" "$BIN/steward-collector" --config "$COLLECTOR_DIR/collector.toml"
   COLLECTOR_PID=$LAST_PID

@@ -94,3 +94,43 @@ if start_victoria vm; then
 else
   echo "| victoria-metrics | not installed | | | | |"
 fi
+
+# History over HTTP (issue #10: "24 h of one series at 1-minute step in
+# ≤ 50 ms"): one simulated agent with a day of points (16 series, 10 s
+# apart), then GET /api/v1/series/query for 24 h of one series at step=1m,
+# 20 times, while the points sit in the head and written chunks, and again
+# after `compact --all` from the day's merged row.
+day_points=8640
+if ((SMOKE)); then day_points=60; fi
+# time_queries LABEL: median and max wall time of 20 queries (curl's total).
+time_queries() {
+  local token to from url times=() i points
+  token=$(tail -1 "$COLLECTOR_DIR/api-token")
+  to=$(($(date +%s) * 1000 + 60000)) from=$((to - 86400000 - 120000))
+  url="http://$HTTP/api/v1/series/query?agent=day-0&metric=loadgen.m0&labels=series=0&from=$from&to=$to&step=1m"
+  for ((i = 0; i < 20; i++)); do
+    times+=("$(curl -fsS -o "$BENCH_DIR/query.json" -w '%{time_total}' -H "Authorization: Bearer $token" "$url")")
+  done
+  points=$(grep -o '"t":' "$BENCH_DIR/query.json" | wc -l)
+  echo "| $1 | $points | $(awk -v s="$(median "${times[@]}")" 'BEGIN {printf "%.1f", s * 1000}') | $(printf '%s\n' "${times[@]}" | sort -g | tail -1 | awk '{printf "%.1f", $1 * 1000}') |"
+}
+echo
+echo "### History query over HTTP"
+echo
+echo "One agent × 16 series × $day_points points 10 s apart; \`GET /api/v1/series/query\` for 24 h of one series at \`step=1m\`, 20 times."
+echo
+echo "| read from | points answered | median ms | max ms |"
+echo "|---|---|---|---|"
+start_collector history
+loadgen --addr "$GRPC" --dir "$COLLECTOR_DIR" --id-prefix day --agents 1 --series 16 \
+  --points "$day_points" --interval 10s --mode max --window 8 --duration 600s
+time_queries "head + written chunks"
+bench_stop "$COLLECTOR_PID"
+if ! "$BIN/steward-collector" --config "$COLLECTOR_DIR/collector.toml" compact --all 2>"$BENCH_DIR/compact.log"; then
+  cat "$BENCH_DIR/compact.log" >&2
+  exit 1
+fi
+restart_collector
+time_queries "after \`compact --all\` (day rows)"
+bench_stop "$COLLECTOR_PID"
+rm -rf "$COLLECTOR_DIR"

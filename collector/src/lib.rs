@@ -74,6 +74,60 @@ pub enum CollectorError {
     /// A supervised task failed after start; the rest were shut down.
     #[error("{}", join_failures(.0))]
     TasksFailed(Vec<supervisor::TaskFailure>),
+    #[error("{} is in use by a running steward-collector (it holds {}); stop it first", .database.display(), .lock.display())]
+    StoreInUse {
+        database: std::path::PathBuf,
+        lock: std::path::PathBuf,
+    },
+    #[error("cannot lock {}: {source}", .lock.display())]
+    StoreLock {
+        lock: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Holds `<database>.lock` (an advisory lock the kernel drops when the
+/// process ends, kill -9 included) for as long as the returned file lives:
+/// the running collector and `steward-collector compact` take it, so an
+/// offline compaction never writes chunks a running collector also holds in
+/// its head (they would be stored twice), and two collectors never share
+/// one SQLite file. `None` on PostgreSQL, or when the database's folder does
+/// not exist yet (opening the store reports that).
+pub fn lock_sqlite_store(
+    config: &CollectorConfig,
+) -> Result<Option<std::fs::File>, CollectorError> {
+    if config.postgres.is_some() {
+        return Ok(None);
+    }
+    let database = &config.sqlite_path;
+    if database
+        .parent()
+        .is_some_and(|folder| !folder.as_os_str().is_empty() && !folder.is_dir())
+    {
+        return Ok(None);
+    }
+    let mut lock = database.clone().into_os_string();
+    lock.push(".lock");
+    let lock = std::path::PathBuf::from(lock);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|source| CollectorError::StoreLock {
+            lock: lock.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CollectorError::StoreInUse {
+            database: database.clone(),
+            lock,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => {
+            Err(CollectorError::StoreLock { lock, source })
+        }
+    }
 }
 
 fn join_failures(failures: &[supervisor::TaskFailure]) -> String {
@@ -532,6 +586,7 @@ pub async fn compact_store(
     if config.postgres.is_some() {
         return Ok(store::CompactReport::default());
     }
+    let _lock = lock_sqlite_store(config)?;
     let store = store::Store::open(&config.sqlite_path)?;
     // Each group writes a bounded number of chunks; the head is empty once
     // every chunk is persisted.
@@ -553,6 +608,9 @@ pub async fn compact_store(
 
 /// How long after a UTC day ends the prune loop merges its chunks.
 const COMPACT_AFTER_DAY_ENDS: Duration = Duration::from_secs(3600);
+/// How far back the periodic pass looks for days to merge: yesterday, and a
+/// couple of days for a collector that was down or points that came late.
+const COMPACT_LOOK_BACK: Duration = Duration::from_secs(3 * 86_400);
 
 /// What the prune loop keeps, and how often it looks.
 struct Retention {
@@ -593,11 +651,13 @@ async fn prune_loop(
             Err(error) => tracing::warn!(message = "Pruning rollups failed.", %error),
         }
         // Whole UTC days that ended over an hour ago become one chunk row
-        // and one rollup row per series (late points of a day merge later).
-        match store
-            .compact_aged(now - COMPACT_AFTER_DAY_ENDS.as_millis() as i64)
-            .await
-        {
+        // and one rollup row per series (late points of a day merge later,
+        // within the look-back).
+        let before = now - COMPACT_AFTER_DAY_ENDS.as_millis() as i64;
+        let since = (before - COMPACT_LOOK_BACK.as_millis() as i64)
+            .div_euclid(store::COMPACTION_DAY_MS)
+            * store::COMPACTION_DAY_MS;
+        match store.compact_days(since, before).await {
             Ok(report) if report.is_empty() => {}
             Ok(report) => tracing::info!(
                 message = "Compacted aged samples.",

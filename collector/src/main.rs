@@ -312,6 +312,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // Held until the process ends.
+            let _lock = match steward_collector::lock_sqlite_store(&config) {
+                Ok(lock) => lock,
+                Err(error) => {
+                    eprintln!("steward-collector: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
             block_on(|shutdown| async move {
                 steward_collector::run(config, shutdown)
                     .await

@@ -117,6 +117,8 @@ pub struct IncidentHandle {
     /// labels of every other sample are not cloned for this task (a tenth
     /// of the collector's CPU at 10 × 1,000 samples per batch).
     rule_metrics: Arc<std::sync::RwLock<Arc<HashSet<String>>>>,
+    /// Replacements sent and not yet applied: the set narrows only when none is.
+    pending_reloads: Arc<std::sync::atomic::AtomicUsize>,
     clock: Clock,
 }
 
@@ -171,11 +173,33 @@ impl IncidentHandle {
         )
     }
 
-    fn set_rule_metrics(&self, metrics: HashSet<String>) {
-        *self
+    /// A replacement is on its way: its metrics pass from now on. Under the
+    /// lock, so a replacement applied meanwhile cannot narrow them away.
+    fn widen_rule_metrics(&self, rules: &[Rule]) {
+        let mut held = self
             .rule_metrics
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(metrics);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.pending_reloads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut metrics = (**held).clone();
+        metrics.extend(metrics_of(rules));
+        *held = Arc::new(metrics);
+    }
+
+    /// The task applied `rules`: only their metrics pass, unless another
+    /// replacement is still queued (its metrics must keep passing).
+    fn applied_rule_metrics(&self, rules: &[Rule]) {
+        let mut held = self
+            .rule_metrics
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let pending = self
+            .pending_reloads
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if pending <= 1 {
+            *held = Arc::new(metrics_of(rules));
+        }
     }
 
     pub fn rules(&self) -> Vec<Rule> {
@@ -188,9 +212,7 @@ impl IncidentHandle {
     pub async fn replace_rules(&self, rules: Vec<Rule>, sla: SlaPolicy, service: ServicePolicy) {
         // Until the task has swapped the rules, samples queued before and
         // after the swap must reach whichever rules are in force then.
-        let mut metrics = (*self.rule_metrics()).clone();
-        metrics.extend(metrics_of(&rules));
-        self.set_rule_metrics(metrics);
+        self.widen_rule_metrics(&rules);
         let _ = self
             .inputs
             .send(RulesInput::ReplaceRules {
@@ -302,6 +324,7 @@ pub async fn start(
         events,
         rules: Arc::new(std::sync::RwLock::new(rules.clone())),
         rule_metrics: Arc::new(std::sync::RwLock::new(Arc::new(metrics_of(&rules)))),
+        pending_reloads: Arc::default(),
         clock,
     };
     let mut engine = RuleEngine::new(rules);
@@ -470,7 +493,7 @@ impl Worker {
                     .rules
                     .write()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = rules.clone();
-                self.handle.set_rule_metrics(metrics_of(&rules));
+                self.handle.applied_rule_metrics(&rules);
                 let transitions = self.engine.replace_rules(rules);
                 self.sla = sla;
                 self.service = service;

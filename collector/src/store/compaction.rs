@@ -26,6 +26,10 @@ pub const DAY_MS: i64 = 86_400_000;
 const SCAN_ROWS: i64 = 4_096;
 /// Series-days merged per step: keeps a step (one transaction) short.
 const MERGES_PER_STEP: usize = 32;
+/// Rows read into merges per step (at most ~360 points each while they are
+/// head chunks): a step decodes and re-encodes some 20,000 points, tens of
+/// milliseconds, however long the days are; at least one series-day merges.
+const MERGED_ROWS_PER_STEP: usize = 64;
 /// A merged chunk is not made bigger than this (a series at 10 points a
 /// second); such a day keeps its chunks as they are.
 const MAX_MERGED_POINTS: usize = 1 << 20;
@@ -67,18 +71,21 @@ impl Table {
     }
 }
 
-/// Where the next step resumes: series, then day start.
+/// Where the next step resumes: series, then day start; days starting
+/// before `since_ms` are not looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Cursor {
     pub series_id: i64,
     pub from_ms: i64,
+    pub since_ms: i64,
 }
 
 impl Cursor {
-    pub fn start() -> Self {
+    pub fn start(since_ms: i64) -> Self {
         Cursor {
             series_id: i64::MIN,
             from_ms: i64::MIN,
+            since_ms,
         }
     }
 }
@@ -110,11 +117,19 @@ pub(super) fn compact_step(
     let mut scanned = 0;
     {
         let mut statement = transaction.prepare_cached(&format!(
+            // `start_ms >= ?4` is checked on the index entry, before the
+            // row (and its blob, for the format byte) is read.
             "SELECT series_id, start_ms, seq, substr(data, 1, 1) FROM {}
-             WHERE (series_id, start_ms) >= (?1, ?2) ORDER BY series_id, start_ms LIMIT ?3",
+             WHERE (series_id, start_ms) >= (?1, ?2) AND start_ms >= ?4
+             ORDER BY series_id, start_ms LIMIT ?3",
             table.name()
         ))?;
-        let mut rows = statement.query(params![cursor.series_id, cursor.from_ms, SCAN_ROWS])?;
+        let mut rows = statement.query(params![
+            cursor.series_id,
+            cursor.from_ms,
+            SCAN_ROWS,
+            cursor.since_ms
+        ])?;
         while let Some(row) = rows.next()? {
             scanned += 1;
             let series_id: i64 = row.get(0)?;
@@ -148,6 +163,7 @@ pub(super) fn compact_step(
             next = Some(Cursor {
                 series_id: last.series_id,
                 from_ms: day_start(last.day),
+                since_ms: cursor.since_ms,
             });
         }
     } else if scanned == SCAN_ROWS
@@ -157,15 +173,18 @@ pub(super) fn compact_step(
         next = Some(Cursor {
             series_id: only.series_id,
             from_ms: day_start(only.day + 1),
+            since_ms: cursor.since_ms,
         });
     }
     let mut report = CompactReport::default();
     let mut merged = 0;
+    let mut merged_rows = 0;
     for group in &groups {
-        if merged == MERGES_PER_STEP {
+        if merged == MERGES_PER_STEP || merged_rows >= MERGED_ROWS_PER_STEP {
             next = Some(Cursor {
                 series_id: group.series_id,
                 from_ms: day_start(group.day),
+                since_ms: cursor.since_ms,
             });
             break;
         }
@@ -195,6 +214,7 @@ pub(super) fn compact_step(
             }
         }
         merged += 1;
+        merged_rows += group.rows;
     }
     Ok((report, next))
 }
@@ -395,7 +415,7 @@ mod tests {
             &head,
             Table::Chunks,
             i64::MAX,
-            Cursor::start(),
+            Cursor::start(i64::MIN),
         )
         .unwrap();
         assert!(report.is_empty(), "seq 1 is in the head: {report:?}");
@@ -405,7 +425,7 @@ mod tests {
             &Mutex::new(Head::default()),
             Table::Chunks,
             DAY_MS - 1,
-            Cursor::start(),
+            Cursor::start(i64::MIN),
         )
         .unwrap();
         assert!(report.is_empty(), "a day not over is left alone");
@@ -414,7 +434,7 @@ mod tests {
             &Mutex::new(Head::default()),
             Table::Chunks,
             i64::MAX,
-            Cursor::start(),
+            Cursor::start(i64::MIN),
         )
         .unwrap();
         assert_eq!((report.chunks_merged, report.chunks_written), (2, 1));

@@ -137,6 +137,18 @@ impl Store {
         }
     }
 
+    /// [`Self::compact_aged`] for the days starting at or after `since_ms`.
+    pub async fn compact_days(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> Result<CompactReport, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.compact_days(since_ms, before_ms).await,
+            Backend::Postgres(_) => Ok(CompactReport::default()),
+        }
+    }
+
     /// Closes every open head chunk and writes it now (tests, benchmarks,
     /// and aging the head on demand); resolves after commit.
     pub async fn close_head_chunks(&self) -> Result<(), StoreError> {

@@ -48,7 +48,7 @@ mod retention;
 mod timeline;
 mod writer;
 
-pub use compaction::CompactReport;
+pub use compaction::{CompactReport, DAY_MS as COMPACTION_DAY_MS};
 pub use facade::Store;
 pub use history::{HistoryPoint, HistoryQuery, MAX_POINTS_PER_SERIES, SeriesHistory};
 pub use identity::{
@@ -390,9 +390,21 @@ impl SqliteStore {
     /// `before_ms` into one row each (see `compaction`), in small steps, each
     /// its own transaction so ingest keeps flowing.
     pub async fn compact_aged(&self, before_ms: i64) -> Result<CompactReport, StoreError> {
+        self.compact_days(i64::MIN, before_ms).await
+    }
+
+    /// [`Self::compact_aged`] for the days that start at or after `since_ms`
+    /// only: the periodic pass looks back a few days, so it does not read
+    /// every stored blob once an hour (late points older than that stay in
+    /// their chunks: readable, just less compact).
+    pub async fn compact_days(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> Result<CompactReport, StoreError> {
         let mut total = CompactReport::default();
         for table in [compaction::Table::Chunks, compaction::Table::Rollups] {
-            let mut cursor = Some(compaction::Cursor::start());
+            let mut cursor = Some(compaction::Cursor::start(since_ms));
             while let Some(from) = cursor {
                 let head = Arc::clone(&self.head);
                 let (step, next) = self

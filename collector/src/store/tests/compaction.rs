@@ -196,3 +196,30 @@ async fn a_late_chunk_is_merged_into_its_day() {
     );
     store.close().await;
 }
+
+/// The periodic pass looks back a few days only: days that start before
+/// its `since_ms` are left as they are, the later ones are merged.
+#[tokio::test]
+async fn a_look_back_leaves_older_days_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let expected = fill(&store).await;
+    store.compact_days(DAY_MS, 2 * DAY_MS).await.unwrap();
+    let after = rows(&store, "chunks").await;
+    assert!(
+        after
+            .iter()
+            .any(|(_, start_ms, _, format)| *start_ms < DAY_MS && *format != 2),
+        "day 0 is before the look-back and keeps its chunks"
+    );
+    assert!(
+        after.iter().any(
+            |(_, start_ms, _, format)| (DAY_MS..2 * DAY_MS).contains(start_ms) && *format == 2
+        ),
+        "day 1 is merged"
+    );
+    assert_eq!(
+        bits(&store.series_points(&series_key("/")).await.unwrap()),
+        bits(&expected)
+    );
+}
