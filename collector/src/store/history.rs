@@ -52,11 +52,33 @@ fn corrupt(error: CorruptChunk) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(error))
 }
 
-fn snapshot(head: &Mutex<Head>, series_id: i64) -> Result<HeadSnapshot, rusqlite::Error> {
-    head.lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .snapshot(series_id)
-        .map_err(corrupt)
+/// The head's view of a series, and a read transaction begun while the head
+/// was locked. Rows committed after it stay invisible, so "skip rows at or
+/// above the head's lowest seq" never skips points the snapshot lacks:
+/// compaction merges a day into a row carrying its highest seq only once the
+/// head has let go of that chunk, which takes this lock. Without the pin, a
+/// day merged between the head snapshot and the query would be skipped
+/// whole. Inside a caller's transaction the snapshot is already fixed.
+fn snapshot<'c>(
+    connection: &'c Connection,
+    head: &Mutex<Head>,
+    series_id: i64,
+) -> Result<(HeadSnapshot, Option<rusqlite::Transaction<'c>>), rusqlite::Error> {
+    let head = head.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let pinned = if connection.is_autocommit() {
+        let transaction = connection.unchecked_transaction()?;
+        // The first read fixes the WAL snapshot.
+        transaction.query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM chunks LIMIT 1)",
+            [],
+            |_| Ok(()),
+        )?;
+        Some(transaction)
+    } else {
+        None
+    };
+    let snapshot = head.snapshot(series_id).map_err(corrupt)?;
+    Ok((snapshot, pinned))
 }
 
 /// Every stored point of a series with `from_ms <= t <= to_ms`, sorted by
@@ -68,7 +90,7 @@ pub fn raw_points(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<(i64, f64)>, rusqlite::Error> {
-    let snapshot = snapshot(head, series_id)?;
+    let (snapshot, _pinned) = snapshot(connection, head, series_id)?;
     let mut points = Vec::new();
     let mut statement = connection.prepare_cached(
         "SELECT seq, data FROM chunks WHERE series_id = ?1 AND start_ms <= ?3 AND end_ms >= ?2
@@ -115,7 +137,7 @@ fn rollup_buckets(
     to_ms: i64,
 ) -> Result<BTreeMap<i64, Bucket>, rusqlite::Error> {
     let first_bucket = chunk::bucket_start(from_ms, ROLLUP_BUCKET_MS);
-    let snapshot = snapshot(head, series_id)?;
+    let (snapshot, _pinned) = snapshot(connection, head, series_id)?;
     let mut buckets = BTreeMap::new();
     let mut statement = connection.prepare_cached(
         "SELECT seq, data FROM rollups WHERE series_id = ?1 AND start_ms <= ?3 AND end_ms >= ?2",
