@@ -7,10 +7,10 @@
 //! chunks are written in the next group's transaction, and log records
 //! whose points are all in written chunks are deleted then.
 
-use hashbrown::HashMap;
 use std::any::Any;
 use std::sync::{Arc, Mutex};
 
+use hashbrown::HashMap;
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
