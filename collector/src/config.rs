@@ -1105,6 +1105,11 @@ mod tests {
                 "console.session_idle",
                 15,
             ),
+            (
+                "\n[console]\nsession_idle = \"2h\"\nsession_max = \"1h\"\n".to_string(),
+                "console.session_max",
+                16,
+            ),
         ];
         for (extra, key, line) in cases {
             let error = CollectorConfig::load(&write(dir.path(), &base(&extra))).unwrap_err();

@@ -144,7 +144,13 @@ async fn a_database_from_before_versioning_keeps_every_row_and_reaches_the_lates
             .len(),
         1
     );
-    let outbox = store.notifications(None, None, 10).await.unwrap();
+    let outbox = store
+        .notifications(steward_collector::store::NotificationFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].idempotency_key, "incident-1-opened-ops");
     assert_eq!(store.packages("a1").await.unwrap().len(), 2);

@@ -95,8 +95,12 @@
     if (!response.ok) {
       throw new ApiError(response.status, (body && (body.message || body.error)) || response.statusText);
     }
+    // Lists come in pages: X-Next-Cursor names the next one.
+    if (options.paged) return { rows: body, next: response.headers.get("X-Next-Cursor") };
     return body;
   }
+  // A path segment from an id (ids come from the address bar too).
+  const seg = (id) => encodeURIComponent(String(id));
   const canWrite = () => session && (session.scope === "write" || session.scope === "admin");
 
   // ---- login -------------------------------------------------------------
@@ -200,7 +204,10 @@
     document.body.dataset.view = view;
     delete document.body.dataset.loaded;
     document.getElementById("live").textContent = "";
-    if (view === "incidents" && parts[1]) return incidentPage(parts[1]);
+    if (view === "incidents" && parts[1]) {
+      if (!/^[0-9]+$/.test(parts[1])) return main.replaceChildren(h("p", { class: "error" }, `No incident ${parts[1]}.`));
+      return incidentPage(parts[1]);
+    }
     if (view === "incidents") return incidentList();
     if (view === "hosts" && parts[1]) return hostPage(parts[1]);
     if (view === "hosts") return hostList();
@@ -232,61 +239,49 @@
   function overview() {
     const body = h("div");
     main.replaceChildren(h("h1", null, "Overview"), body);
-    // Incidents every tick; the fleet-wide reads (every asset) every 6th.
-    let tick = 0;
-    let fleet = null;
+    // The collector counts over the whole fleet (GET /api/v1/overview), so no
+    // figure here is cut short by a list's page size.
     live(async (mine) => {
-      const slow = fleet === null || tick++ % 6 === 0
-        ? Promise.all([api("/api/v1/agents"), api("/api/v1/assets?limit=10000"), api("/api/v1/oncall"), api("/api/v1/maintenance")])
-        : Promise.resolve(fleet);
-      const [incidents, current] = await Promise.all([api("/api/v1/incidents?limit=500"), slow]);
-      fleet = current;
-      const [agents, assets, oncall, maintenance] = fleet;
+      const view = await api("/api/v1/overview?limit=20");
       if (mine !== generation) return;
-      const open = incidents.filter((incident) => incident.state !== "resolved");
-      const bySeverity = Object.fromEntries(SEVERITIES.map((severity) => [severity, 0]));
-      for (const incident of open) bySeverity[incident.severity] = (bySeverity[incident.severity] || 0) + 1;
-      const now = Date.now();
-      const staleAfter = 10 * 60 * 1000;
-      const counts = { connected: 0, stale: 0, missing: 0 };
-      for (const agent of agents) {
-        if (agent.connected) counts.connected++;
-        else if (now - agent.last_seen_ms < staleAfter) counts.stale++;
-        else counts.missing++;
-      }
-      const patches = assets.filter((asset) => (asset.patch && asset.patch.security) > 0);
-      const reboots = assets.filter((asset) => asset.patch && asset.patch.reboot_required === true);
-      const flagged = assets.filter((asset) => patches.includes(asset) || reboots.includes(asset) || (asset.findings || []).length);
-      const activeWindows = maintenance.filter((window) => window.active);
+      const { incidents, agents, assets, oncall, maintenance } = view;
+      const bySeverity = incidents.by_severity;
+      const more = incidents.unresolved - incidents.most_urgent.length;
       body.replaceChildren(
-        h("div", { class: "panel", id: "open-incidents" },
-          h("h2", null, `Open incidents (${open.length})`),
+        h("div", { class: "panel", id: "open-incidents", dataset: { unresolved: incidents.unresolved } },
+          h("h2", null, `Open incidents (${incidents.unresolved})`),
           h("div", { class: "cards" }, SEVERITIES.map((severity) =>
-            h("div", { class: `card ${bySeverity[severity] ? severity : ""}` },
-              h("span", { class: "n" }, bySeverity[severity]), h("span", { class: "l" }, severity)))),
-          open.length
-            ? table(INCIDENT_HEADERS, incidentRows(open.slice(0, 20)))
+            h("div", { class: `card ${bySeverity[severity] ? severity : ""}`, dataset: { severity } },
+              h("span", { class: "n" }, bySeverity[severity]), h("span", { class: "l" }, severity))),
+            h("div", { class: `card ${incidents.sla_breached ? "bad" : ""}` },
+              h("span", { class: "n" }, incidents.sla_breached), h("span", { class: "l" }, "SLA breached")),
+            h("div", { class: "card" },
+              h("span", { class: "n" }, incidents.acknowledged), h("span", { class: "l" }, "acknowledged"))),
+          incidents.unresolved
+            ? table(INCIDENT_HEADERS, incidentRows(incidents.most_urgent))
             : h("p", { class: "ok" }, "No open incidents."),
-          open.length > 20 ? h("p", null, h("a", { href: "#/incidents" }, `All ${open.length} open incidents`)) : null),
+          more > 0 ? h("p", null, h("a", { href: "#/incidents" }, `All ${incidents.unresolved} open incidents`)) : null),
         h("div", { class: "grid" },
-          h("div", { class: "panel", id: "agents-summary" },
-            h("h2", null, "Agents"),
+          h("div", { class: "panel", id: "agents-summary", dataset: { total: agents.total } },
+            h("h2", null, `Agents (${agents.total})`),
             h("div", { class: "cards" },
-              h("div", { class: "card ok" }, h("span", { class: "n" }, counts.connected), h("span", { class: "l" }, "connected")),
-              h("div", { class: `card ${counts.stale ? "minor" : ""}` }, h("span", { class: "n" }, counts.stale), h("span", { class: "l" }, "stale (<10m)")),
-              h("div", { class: `card ${counts.missing ? "bad" : ""}` }, h("span", { class: "n" }, counts.missing), h("span", { class: "l" }, "missing")))),
+              h("div", { class: "card ok" }, h("span", { class: "n" }, agents.connected), h("span", { class: "l" }, "connected")),
+              h("div", { class: `card ${agents.stale ? "minor" : ""}` }, h("span", { class: "n" }, agents.stale),
+                h("span", { class: "l" }, `stale (<${Math.round(agents.stale_after_seconds / 60)}m)`)),
+              h("div", { class: `card ${agents.missing ? "bad" : ""}` }, h("span", { class: "n" }, agents.missing), h("span", { class: "l" }, "missing")))),
           h("div", { class: "panel", id: "patch-summary" },
             h("h2", null, "Assets needing attention"),
             h("div", { class: "cards" },
-              h("div", { class: `card ${patches.length ? "major" : "ok"}` }, h("span", { class: "n" }, patches.length), h("span", { class: "l" }, "security updates")),
-              h("div", { class: `card ${reboots.length ? "minor" : "ok"}` }, h("span", { class: "n" }, reboots.length), h("span", { class: "l" }, "reboot required"))),
-            h("ul", null, flagged.slice(0, 8).map((asset) =>
-              h("li", null, h("a", { href: `#/hosts/${encodeURIComponent(asset.id)}` }, asset.hostname || asset.id),
+              h("div", { class: `card ${assets.security_updates ? "major" : "ok"}` }, h("span", { class: "n" }, assets.security_updates), h("span", { class: "l" }, "security updates")),
+              h("div", { class: `card ${assets.reboot_required ? "minor" : "ok"}` }, h("span", { class: "n" }, assets.reboot_required), h("span", { class: "l" }, "reboot required"))),
+            h("ul", null, assets.attention.slice(0, 8).map((asset) =>
+              h("li", null, h("a", { href: `#/hosts/${seg(asset.id)}` }, asset.hostname || asset.id),
                 " ", h("span", { class: "muted" }, [
-                  asset.patch && asset.patch.security ? `${asset.patch.security} security updates` : null,
-                  ...(asset.findings || []).map((f) => f.check.replaceAll("_", " ")),
+                  asset.security_updates ? `${asset.security_updates} security updates` : null,
+                  ...asset.findings.filter((check) => !(asset.security_updates && check === "security_updates_pending"))
+                    .map((check) => check.replaceAll("_", " ")),
                 ].filter(Boolean).join(", "))))),
-            flagged.length > 8 ? h("p", null, h("a", { href: "#/hosts" }, `All ${flagged.length} hosts`)) : null),
+            assets.needing_attention > 8 ? h("p", null, h("a", { href: "#/hosts" }, `All ${assets.needing_attention} hosts needing attention`)) : null),
           h("div", { class: "panel", id: "oncall" },
             h("h2", null, "On call"),
             oncall.length
@@ -296,9 +291,9 @@
                 h("td", null, schedule.next ? schedule.next.person : "—", schedule.next ? h("div", { class: "muted" }, `from ${local(schedule.next.from)}`) : null))))
               : h("p", { class: "muted" }, "No on-call schedules configured.")),
           h("div", { class: "panel", id: "maintenance" },
-            h("h2", null, `Maintenance windows active (${activeWindows.length})`),
-            activeWindows.length
-              ? h("ul", null, activeWindows.map((window) => h("li", null,
+            h("h2", null, `Maintenance windows active (${maintenance.length})`),
+            maintenance.length
+              ? h("ul", null, maintenance.map((window) => h("li", null,
                 `${window.reason || "maintenance"} until ${local(window.ends_at)}`,
                 h("span", { class: "muted" }, ` (${[...(window.assets || []), ...(window.tags || [])].join(", ") || "all"})`))))
               : h("p", { class: "muted" }, "None."))));
@@ -314,23 +309,31 @@
       SEVERITIES.map((value) => h("option", { value }, value)));
     const host = h("input", { id: "filter-host", placeholder: "host contains…", type: "search" });
     const results = h("div", { class: "panel" }, h("p", { class: "muted" }, "Loading…"));
+    // Newest first, PAGE more at a time; every poll re-reads as many as are shown.
+    const PAGE = 200;
+    let wanted = PAGE;
     let refresh = () => {};
-    for (const control of [state, severity, host]) control.addEventListener("input", () => refresh());
+    for (const control of [state, severity, host]) {
+      control.addEventListener("input", () => { wanted = PAGE; refresh(); });
+    }
     main.replaceChildren(h("h1", null, "Incidents"), h("div", { class: "filters" }, state, severity, host), results);
     live(async (mine) => {
       refresh = async () => {
-        const params = new URLSearchParams({ limit: "500" });
-        if (!["unresolved", "all"].includes(state.value)) params.set("state", state.value);
+        const params = new URLSearchParams({ limit: String(wanted) });
+        if (state.value !== "all") params.set("state", state.value);
         if (severity.value) params.set("severity", severity.value);
-        const incidents = await api(`/api/v1/incidents?${params}`);
+        const { rows, next } = await api(`/api/v1/incidents?${params}`, { paged: true });
         if (mine !== generation) return;
         const needle = host.value.trim().toLowerCase();
-        const shown = incidents
-          .filter((incident) => state.value !== "unresolved" || incident.state !== "resolved")
-          .filter((incident) => !needle || incident.host.toLowerCase().includes(needle));
+        const shown = rows.filter((incident) => !needle || incident.host.toLowerCase().includes(needle));
+        const moreButton = next && wanted < 5000
+          ? h("button", { type: "button", id: "more-incidents", onclick: () => { wanted += PAGE; refresh(); } },
+            `Show ${PAGE} more (${rows.length} read so far)`)
+          : null;
         results.replaceChildren(shown.length
           ? table(INCIDENT_HEADERS, incidentRows(shown))
-          : h("p", { class: "muted" }, "No incidents match."));
+          : h("p", { class: "muted" }, next ? `None of the newest ${rows.length} incidents match.` : "No incidents match."),
+        moreButton ? h("div", { class: "actions" }, moreButton) : null);
         loaded(mine);
       };
       await refresh();
@@ -358,13 +361,13 @@
       }
     };
     const ackButton = h("button", { class: "primary", id: "ack", disabled: !writable,
-      onclick: () => act(`/api/v1/incidents/${id}/ack`, {}, "Acknowledged.") }, "Acknowledge");
+      onclick: () => act(`/api/v1/incidents/${seg(id)}/ack`, {}, "Acknowledged.") }, "Acknowledge");
     const resolveButton = h("button", { class: "danger", id: "resolve", disabled: !writable,
-      onclick: () => act(`/api/v1/incidents/${id}/resolve`, {}, "Resolved.") }, "Resolve");
+      onclick: () => act(`/api/v1/incidents/${seg(id)}/resolve`, {}, "Resolved.") }, "Resolve");
     const noteButton = h("button", { id: "add-note", disabled: !writable, onclick: () => {
       const value = noteText.value.trim();
       if (!value) return;
-      act(`/api/v1/incidents/${id}/notes`, { text: value }, "Note added.").then(() => { noteText.value = ""; });
+      act(`/api/v1/incidents/${seg(id)}/notes`, { text: value }, "Note added.").then(() => { noteText.value = ""; });
     } }, "Add note");
     main.replaceChildren(
       h("p", null, h("a", { href: "#/incidents" }, "← Incidents")),
@@ -377,9 +380,9 @@
         message),
       timeline, notifications);
     async function load(mine) {
-      const [incident, outbox] = await Promise.all([
-        api(`/api/v1/incidents/${encodeURIComponent(id)}`),
-        api("/api/v1/notifications?limit=500"),
+      const [incident, sent] = await Promise.all([
+        api(`/api/v1/incidents/${seg(id)}`),
+        api(`/api/v1/notifications?incident=${seg(id)}&limit=500`),
       ]);
       if (mine !== generation) return;
       const labels = Object.entries(incident.labels || {}).map(([key, value]) => h("span", { class: "tag" }, `${key}=${value}`));
@@ -387,7 +390,7 @@
         h("h1", null, h("span", { class: `sev ${incident.severity}` }, incident.severity), " ", incident.summary || incident.rule),
         h("dl", { class: "facts" },
           h("dt", null, "State"), h("dd", null, h("span", { class: `state ${incident.state}`, id: "incident-state" }, incident.state)),
-          h("dt", null, "Host"), h("dd", null, h("a", { href: `#/agent/${encodeURIComponent(incident.agent_id)}` }, incident.host)),
+          h("dt", null, "Host"), h("dd", null, h("a", { href: `#/agent/${seg(incident.agent_id)}` }, incident.host)),
           h("dt", null, "Rule"), h("dd", null, incident.rule),
           h("dt", null, "Metric"), h("dd", null, incident.metric, " ", labels),
           h("dt", null, "Value at breach"), h("dd", null, text(incident.value)),
@@ -405,7 +408,6 @@
       timeline.replaceChildren(h("h2", null, "Timeline"),
         table(["When", "What", "By", "Detail"], entries.map((entry) => h("tr", null,
           h("td", null, local(entry.at)), h("td", null, entry.kind), h("td", null, entry.actor), h("td", null, entry.detail)))));
-      const sent = outbox.filter((row) => row.incident_id === incident.id);
       notifications.replaceChildren(h("h2", null, `Notifications (${sent.length})`),
         sent.length
           ? table(["Created", "Event", "Channel", "State", "Attempts", { label: "Last error", class: "wide" }], sent.map((row) => h("tr", null,
@@ -427,17 +429,28 @@
     const results = h("div", { class: "panel" }, h("p", { class: "muted" }, "Loading…"));
     main.replaceChildren(h("h1", null, "Hosts and assets"), h("div", { class: "filters" }, search), results);
     const mine = generation;
+    const PAGE = 500;
     let pending = null;
-    async function load() {
-      const params = new URLSearchParams({ limit: "1000" });
+    let shown = [];
+    let next = null;
+    async function load(more) {
+      const params = new URLSearchParams({ limit: String(PAGE) });
       if (search.value.trim()) params.set("q", search.value.trim());
-      const assets = await api(`/api/v1/assets?${params}`);
+      if (more && next) params.set("cursor", next);
+      const page = await api(`/api/v1/assets?${params}`, { paged: true });
       if (mine !== generation) return;
+      shown = more ? shown.concat(page.rows) : page.rows;
+      next = page.next;
+      const assets = shown;
+      const moreButton = next
+        ? h("div", { class: "actions" }, h("button", { type: "button", id: "more-hosts", onclick: () => load(true).catch(() => {}) },
+          `Show ${PAGE} more (${assets.length} shown)`))
+        : null;
       results.replaceChildren(assets.length
         ? table(["Host", "Status", { label: "OS", class: "wide" }, "Seen", "Updates", { label: "Findings", class: "wide" }],
           assets.map((asset) => h("tr", { class: "clickable", dataset: { assetId: asset.id },
-            onclick: () => { location.hash = `#/hosts/${encodeURIComponent(asset.id)}`; } },
-          h("td", null, h("a", { href: `#/hosts/${encodeURIComponent(asset.id)}` }, asset.hostname || asset.id),
+            onclick: () => { location.hash = `#/hosts/${seg(asset.id)}`; } },
+          h("td", null, h("a", { href: `#/hosts/${seg(asset.id)}` }, asset.hostname || asset.id),
             asset.connected ? h("span", { class: "ok" }, " ●") : h("span", { class: "muted" }, " ○")),
           h("td", null, asset.status),
           h("td", { class: "wide" }, text(asset.os)),
@@ -445,22 +458,21 @@
           h("td", null, asset.patch && asset.patch.pending !== null && asset.patch.pending !== undefined
             ? `${asset.patch.pending} (${text(asset.patch.security)} security)` : "—"),
           h("td", { class: "wide" }, findingTags(asset.findings)))))
-        : h("p", { class: "muted" }, "No assets match."));
+        : h("p", { class: "muted" }, "No assets match."), moreButton);
       loaded(mine);
     }
     search.addEventListener("input", () => {
       clearTimeout(pending);
-      pending = setTimeout(() => load().catch(() => {}), 250);
+      pending = setTimeout(() => load(false).catch(() => {}), 250);
     });
-    load().catch((failure) => { results.replaceChildren(h("p", { class: "error" }, failure.message)); });
+    load(false).catch((failure) => { results.replaceChildren(h("p", { class: "error" }, failure.message)); });
   }
 
   async function agentRedirect(agentId) {
     const mine = generation;
-    const assets = await api("/api/v1/assets?limit=10000");
+    const [asset] = await api(`/api/v1/assets?agent=${seg(agentId)}&limit=1`);
     if (mine !== generation) return;
-    const asset = assets.find((candidate) => (candidate.agent_ids || []).includes(agentId));
-    if (asset) location.replace(`#/hosts/${encodeURIComponent(asset.id)}`);
+    if (asset) location.replace(`#/hosts/${seg(asset.id)}`);
     else main.replaceChildren(h("p", { class: "error" }, `No asset record for agent ${agentId} yet.`));
   }
 
@@ -496,11 +508,15 @@
     main.replaceChildren(h("p", null, h("a", { href: "#/hosts" }, "← Hosts")), head, chartsPanel, details, history);
     (async () => {
       const [asset, events] = await Promise.all([
-        api(`/api/v1/assets/${encodeURIComponent(assetId)}`),
-        api(`/api/v1/assets/${encodeURIComponent(assetId)}/history?limit=50`),
+        api(`/api/v1/assets/${seg(assetId)}`),
+        api(`/api/v1/assets/${seg(assetId)}/history?limit=50`),
       ]);
       if (mine !== generation) return;
-      const agentId = (asset.agent_ids || [])[0];
+      // Charts come from one agent: the one streaming now, else the one heard from last.
+      const agents = (await Promise.all((asset.agent_ids || []).slice(0, 8).map((id) =>
+        api(`/api/v1/agents/${seg(id)}`).catch(() => null)))).filter(Boolean);
+      if (mine !== generation) return;
+      agents.sort((a, b) => (b.connected - a.connected) || (Date.parse(b.last_seen) - Date.parse(a.last_seen)));
       head.replaceChildren(
         h("h1", null, asset.hostname || asset.id, " ", asset.connected ? h("span", { class: "ok" }, "● connected") : h("span", { class: "muted" }, "○ not connected")),
         h("p", { class: "muted" }, `${text(asset.os)} · ${text(asset.kernel)} · last seen ${ago(asset.last_seen)}`),
@@ -532,7 +548,7 @@
           h("td", null, local(event.at)), h("td", null, event.source), h("td", null, event.kind), h("td", null, text(event.field)),
           h("td", { class: "wide" }, text(event.before)), h("td", null, text(event.after)))))
         : h("p", { class: "muted" }, "No changes recorded."));
-      if (agentId) await drawCharts(chartsPanel, agentId, mine);
+      if (agents.length) await drawCharts(chartsPanel, agents, agents[0].id, mine);
       else chartsPanel.replaceChildren(h("p", { class: "muted" }, "No agent reports for this asset, so there are no charts."));
       loaded(mine);
     })().catch((failure) => {
@@ -540,13 +556,21 @@
     });
   }
 
-  async function drawCharts(panel, agentId, mine) {
+  async function drawCharts(panel, agents, agentId, mine) {
     const buttons = Object.keys(RANGES).map((range) => h("button", {
       type: "button", class: range === chartRange ? "chosen" : "", dataset: { range },
-      onclick: () => { chartRange = range; drawCharts(panel, agentId, mine); },
+      onclick: () => { chartRange = range; drawCharts(panel, agents, agentId, mine).catch(() => {}); },
     }, range));
+    // A host with several agents (reinstalled, or two on one machine): pick whose charts.
+    const agentPicker = agents.length > 1
+      ? h("select", { id: "chart-agent", onchange: (event) => drawCharts(panel, agents, event.target.value, mine).catch(() => {}) },
+        agents.map((agent) => h("option", { value: agent.id, selected: agent.id === agentId },
+          `${agent.id}${agent.connected ? " (connected)" : ` (last seen ${ago(agent.last_seen)})`}`)))
+      : null;
     const grid = h("div", { class: "charts" });
-    panel.replaceChildren(h("div", { class: "filters" }, h("h2", null, "Last ", chartRange), h("span", { class: "spacer" }), h("div", { class: "ranges" }, buttons)), grid);
+    panel.replaceChildren(h("div", { class: "filters" }, h("h2", null, "Last ", chartRange), h("span", { class: "spacer" }),
+      agentPicker, h("div", { class: "ranges" }, buttons)), grid);
+    panel.dataset.range = chartRange;
     const range = RANGES[chartRange];
     const to = Date.now();
     const from = to - range.ms;
@@ -561,8 +585,7 @@
         return api(`/api/v1/series/query?${params}`).catch(() => ({ series: [] }));
       }));
       if (mine !== generation) return;
-      const series = answers.flatMap((answer) => answer.series).slice(0, COLORS.length);
-      plot(box, chart, series, from, to);
+      plot(box, chart, answers.flatMap((answer) => answer.series), from, to);
     }));
   }
 
@@ -578,35 +601,65 @@
   }
 
   function plot(box, chart, series, from, to) {
-    const lines = series.map((one) => ({
+    const all = series.map((one) => ({
       label: chart.name ? chart.name(one.labels || {}, one.metric) : one.metric,
       points: chart.rate ? rates(one.points) : one.points,
     })).filter((line) => line.points.length);
-    if (!lines.length || typeof uPlot === "undefined") {
+    if (!all.length || typeof uPlot === "undefined") {
       box.append(h("div", { class: "empty" }, "No data in this range."));
       box.dataset.plotted = "empty";
       return;
     }
+    // At most one line per colour: the highest peaks (the fullest disks, the busiest links).
+    const peak = (line) => Math.max(...line.points.map((point) => (point.max ?? point.v) ?? -Infinity));
+    const lines = all.map((line) => ({ ...line, peak: peak(line) })).sort((a, b) => b.peak - a.peak).slice(0, COLORS.length);
     const times = [...new Set(lines.flatMap((line) => line.points.map((point) => point.t)))].sort((a, b) => a - b);
     const index = new Map(times.map((t, i) => [t, i]));
-    const data = [times.map((t) => t / 1000)];
-    for (const line of lines) {
+    const column = (line, pick) => {
       const values = new Array(times.length).fill(null);
-      for (const point of line.points) values[index.get(point.t)] = point.v;
-      data.push(values);
-    }
+      for (const point of line.points) values[index.get(point.t)] = pick(point);
+      return values;
+    };
+    const data = [times.map((t) => t / 1000)];
+    const seriesOptions = [{}];
+    const bands = [];
+    const hidden = [];
+    lines.forEach((line, i) => {
+      const color = COLORS[i % COLORS.length];
+      data.push(column(line, (point) => point.v));
+      seriesOptions.push({ label: line.label, stroke: color, width: 1.5, spanGaps: true, points: { show: times.length < 60 } });
+      // Per-step answers carry the step's min and max: shade between them.
+      const spread = !chart.rate && line.points.some((point) => point.min !== undefined && point.max !== point.min);
+      if (spread) {
+        const high = data.length;
+        data.push(column(line, (point) => point.max), column(line, (point) => point.min));
+        seriesOptions.push({ label: `${line.label} max`, stroke: `${color}55`, width: 0.5, spanGaps: true, points: { show: false } },
+          { label: `${line.label} min`, stroke: `${color}55`, width: 0.5, spanGaps: true, points: { show: false } });
+        bands.push({ series: [high, high + 1], fill: `${color}22` });
+        hidden.push(high, high + 1);
+      }
+    });
     const width = Math.max(280, box.clientWidth || 340);
     const options = {
       width, height: 180,
       scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
       legend: { show: true },
-      series: [{}, ...lines.map((line, i) => ({ label: line.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: times.length < 60 } }))],
+      series: seriesOptions,
+      bands,
       axes: [{}, { size: 56, values: (_, ticks) => ticks.map(compact) }],
     };
     const holder = h("div");
     box.append(holder);
     const instance = new uPlot(options, data, holder);
+    // The min/max edges of a band are drawn but not listed in the legend.
+    const rows = holder.querySelectorAll(".u-legend .u-series");
+    for (const i of hidden) if (rows[i]) rows[i].style.display = "none";
+    if (all.length > lines.length) {
+      box.append(h("p", { class: "muted" }, `${all.length - lines.length} more series with lower peaks are not drawn.`));
+    }
     box.dataset.plotted = "1";
+    box.dataset.lines = String(lines.length);
+    if (bands.length) box.dataset.bands = String(bands.length);
     new ResizeObserver(() => {
       const next = Math.max(280, box.clientWidth);
       if (Math.abs(next - instance.width) > 4) instance.setSize({ width: next, height: 180 });

@@ -30,6 +30,14 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Says on the terminal that a test (or part of one) did not run, and why.
+/// Written to stderr directly: libtest captures `println!`/`eprintln!` of a
+/// passing test, which would make a skip look like a pass.
+pub fn skipped(what: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {why}");
+}
+
 /// Polls `probe` until it returns `Some`, or panics after `timeout` with `what`.
 pub fn poll<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

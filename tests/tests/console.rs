@@ -588,7 +588,7 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
         if std::env::var("STEWARD_REQUIRE_BROWSER").is_ok_and(|value| value == "1") {
             panic!("STEWARD_REQUIRE_BROWSER=1 but the browser test cannot run: {reason}");
         }
-        println!("console browser test SKIPPED: {reason}");
+        steward_tests::skipped("console browser test", &reason);
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -610,7 +610,8 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
         r#"{"tags": ["db"], "duration": "2h", "change": "CHG-42", "reason": "database upgrade"}"#;
     tokio::task::block_in_place(|| collector.post_json("/api/v1/maintenance", window));
     let _agent = collector.start_agent("web", |text| {
-        text.push_str(&port_check(Some("web-1"), port))
+        text.push_str(&port_check(Some("web-1"), port));
+        text.push_str("\n[[ping]]\ntarget = \"127.0.0.1\"\ncount = 2\n");
     });
     tokio::task::block_in_place(|| collector.wait_port_up());
 
@@ -778,6 +779,31 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
             "the overview shows {shown:?}: {overview}"
         );
     }
+    // The page's figures are the collector's, counted over the whole fleet.
+    let summary = tokio::task::block_in_place(|| collector.get_json("/api/v1/overview"));
+    assert_eq!(summary["incidents"]["unresolved"], 1, "{summary}");
+    assert_eq!(
+        summary["incidents"]["by_severity"]["critical"], 1,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["incidents"]["most_urgent"][0]["id"], id,
+        "{summary}"
+    );
+    assert_eq!(summary["agents"]["connected"], 1, "{summary}");
+    assert_eq!(summary["oncall"][0]["schedule"], "primary", "{summary}");
+    assert_eq!(
+        summary["maintenance"][0]["reason"], "database upgrade",
+        "{summary}"
+    );
+    let shown_unresolved = client
+        .execute(
+            "return document.querySelector('#open-incidents').dataset.unresolved;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown_unresolved, json!("1"));
     save_screenshot(&client, &shots, "overview.png").await;
 
     // The incident page: acknowledge it there.
@@ -820,16 +846,26 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
     )
     .await;
     save_screenshot(&client, &shots, "incident.png").await;
+    client.set_window_size(390, 844).await.unwrap();
+    assert_fits_window(&client, "the incident page on a phone").await;
+    client.set_window_size(1280, 900).await.unwrap();
 
     // The host page with charts.
     click(&client, fantoccini::Locator::Css("a[href^='#/agent/']")).await;
-    wait_js(
-        &client,
-        "the host page with CPU, memory, disk and port charts",
+    // Ping round trips need raw ICMP: root here (CI runs as root); loss is
+    // charted either way.
+    let charts = if effective_uid() == 0 {
+        "['cpu', 'memory', 'disk', 'network', 'ping-rtt', 'ping-loss', 'port']"
+    } else {
+        "['cpu', 'memory', 'disk', 'network', 'ping-loss', 'port']"
+    };
+    let plotted = format!(
         "document.body.dataset.view === 'hosts' && document.body.dataset.loaded === '1' && \
-         ['cpu', 'memory', 'disk', 'port'].every(id => { const box = document.querySelector('#chart-' + id); return box && box.dataset.plotted === '1' && box.querySelector('canvas'); })",
-    )
-    .await;
+         {charts}.every(id => {{ const box = document.querySelector('#chart-' + id); \
+           return box && box.dataset.plotted === '1' && box.querySelector('canvas'); }})"
+    );
+    // The network chart is a rate: it needs two samples of the counters.
+    wait_js(&client, "the host page with every chart drawn", &plotted).await;
     assert_fits_window(&client, "the host page").await;
     let violations = client
         .execute("return window.__csp;", vec![])
@@ -839,6 +875,32 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
     // Tall enough for the charts, the inventory and the start of the history.
     client.set_window_size(1280, 1700).await.unwrap();
     save_screenshot(&client, &shots, "host.png").await;
+    // The longer ranges come per step, shaded between each step's min and max.
+    for range in ["24h", "7d"] {
+        click(
+            &client,
+            fantoccini::Locator::Css(&format!("button[data-range='{range}']")),
+        )
+        .await;
+        wait_js(
+            &client,
+            &format!("the {range} charts with min/max bands"),
+            // Drawn once per click: a poll that finds no band yet (a step
+            // holding a single sample) clicks again for fresh data.
+            &format!(
+                "(() => {{ const panel = document.querySelector('div[data-range]'); \
+                 const cpu = document.querySelector('#chart-cpu'); \
+                 if (panel && panel.dataset.range === '{range}' && cpu && cpu.dataset.plotted === '1' \
+                     && cpu.dataset.bands === '1' \
+                     && document.querySelector('#chart-memory').dataset.plotted === '1') return true; \
+                 if (cpu && cpu.dataset.plotted) document.querySelector(\"button[data-range='{range}']\").click(); \
+                 return false; }})()"
+            ),
+        )
+        .await;
+    }
+    save_screenshot(&client, &shots, "host-7d.png").await;
+    click(&client, fantoccini::Locator::Css("button[data-range='1h']")).await;
 
     // The asset table finds the host by search.
     client.set_window_size(1280, 900).await.unwrap();

@@ -76,7 +76,10 @@ fn a_full_disk_stops_acknowledgements_turns_healthz_503_and_ingest_resumes_when_
                 std::env::var("STEWARD_REQUIRE_PRIVILEGED_TESTS").is_err(),
                 "cannot mount a tmpfs ({why}) but STEWARD_REQUIRE_PRIVILEGED_TESTS is set"
             );
-            eprintln!("SKIPPED: mounting a tmpfs needs root ({why})");
+            steward_tests::skipped(
+                "disk-full test",
+                &format!("mounting a tmpfs needs root ({why})"),
+            );
             return;
         }
     };

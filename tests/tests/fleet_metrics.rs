@@ -61,7 +61,7 @@ fn fleet_series_are_exposed_with_identity_labels_and_hostile_values_round_trip()
     let hostile = "we\"b\\x y},z=\"1\"";
     let agent = agent_id(&collector);
 
-    let exposition = poll(DEADLINE, "CPU and port series in /metrics", || {
+    let exposition = poll(DEADLINE, "CPU, port and network series in /metrics", || {
         let exposition = scrape(&collector);
         let cpu = find(
             &exposition,
@@ -73,7 +73,8 @@ fn fleet_series_are_exposed_with_identity_labels_and_hostile_values_round_trip()
             "steward_port_up",
             &[("agent_id", &agent), ("name", hostile)],
         );
-        (cpu.is_some() && port.is_some()).then_some(exposition)
+        let network = exposition.families.contains_key("steward_net_rx_bytes");
+        (cpu.is_some() && port.is_some() && network).then_some(exposition)
     });
     let (cpu, timestamp) = find(
         &exposition,
@@ -103,9 +104,10 @@ fn fleet_series_are_exposed_with_identity_labels_and_hostile_values_round_trip()
     .unwrap();
     assert_eq!(up, 1.0);
     // Network totals are counters; the collector's own counters are still there.
-    if let Some(family) = exposition.families.get("steward_net_rx_bytes") {
-        assert_eq!(family.family_type, PrometheusType::Counter);
-    }
+    assert_eq!(
+        exposition.families["steward_net_rx_bytes"].family_type,
+        PrometheusType::Counter
+    );
     assert!(
         exposition
             .families

@@ -47,7 +47,7 @@ fn tool(name: &str, check: &str) -> Option<PathBuf> {
             std::env::var("STEWARD_REQUIRE_PRIVILEGED_TESTS").is_err(),
             "{name} is not installed but STEWARD_REQUIRE_PRIVILEGED_TESTS is set ({check})"
         );
-        eprintln!("SKIPPED: {check}: {name} is not installed");
+        steward_tests::skipped(check, &format!("{name} is not installed"));
     }
     found
 }
@@ -455,7 +455,7 @@ fn packages_install_run_upgrade_and_purge_in_an_isolated_root() {
             std::env::var("STEWARD_REQUIRE_PRIVILEGED_TESTS").is_err(),
             "the isolated install needs root but STEWARD_REQUIRE_PRIVILEGED_TESTS is set"
         );
-        eprintln!("SKIPPED: the isolated install needs root (mount, chroot)");
+        steward_tests::skipped("the isolated install", "it needs root (mount, chroot)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -482,7 +482,7 @@ fn packages_install_run_upgrade_and_purge_in_an_isolated_root() {
             std::env::var("STEWARD_REQUIRE_PRIVILEGED_TESTS").is_err(),
             "no overlayfs but STEWARD_REQUIRE_PRIVILEGED_TESTS is set:\n{log}"
         );
-        eprintln!("SKIPPED: {log}");
+        steward_tests::skipped("the isolated install", &log);
         return;
     }
     assert!(

@@ -242,7 +242,10 @@ fn prometheus_answers_a_promql_query_for_an_exported_series() {
             std::env::var_os("STEWARD_REQUIRE_PROMETHEUS").is_none(),
             "STEWARD_REQUIRE_PROMETHEUS is set but prometheus is not installed (apt-get install prometheus)"
         );
-        eprintln!("skipped: prometheus is not installed (apt-get install prometheus)");
+        steward_tests::skipped(
+            "remote_write to Prometheus",
+            "prometheus is not installed (apt-get install prometheus)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

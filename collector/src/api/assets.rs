@@ -44,7 +44,7 @@ impl From<AssetChangeError> for ApiError {
 }
 
 /// Every asset with `last_seen` taken from its agents' latest contact.
-async fn load(state: &ApiState) -> Result<Vec<Asset>, ApiError> {
+pub(super) async fn load(state: &ApiState) -> Result<Vec<Asset>, ApiError> {
     let last_seen: HashMap<String, i64> = state
         .store
         .agents()
@@ -173,6 +173,8 @@ pub struct ListQuery {
     tag: Option<String>,
     /// Substring of the OS name or id, any case.
     os: Option<String>,
+    /// Assets this agent id is linked to.
+    agent: Option<String>,
     /// Free text over hostname, FQDN, serial, vendor, model, owner, location, IPs, MACs, notes.
     q: Option<String>,
     /// Rows per page: 1 to 10000, default 1000.
@@ -194,6 +196,11 @@ fn matches(asset: &Asset, query: &ListQuery) -> bool {
     }
     if let Some(tag) = &query.tag
         && !asset.tags.contains(tag)
+    {
+        return false;
+    }
+    if let Some(agent) = &query.agent
+        && !asset.agent_ids.contains(agent)
     {
         return false;
     }

@@ -76,7 +76,10 @@ impl ApiAuth {
             failures: SourceRateLimiter::new(FAILURE_BURST, REFILL_EVERY),
             throttle: LogThrottle::default(),
             touched: Mutex::default(),
-            sessions: Sessions::new(ConsoleSettings::default().session_idle),
+            sessions: Sessions::new(
+                ConsoleSettings::default().session_idle,
+                ConsoleSettings::default().session_max,
+            ),
             console: ConsoleSettings::default(),
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
         }
@@ -84,7 +87,7 @@ impl ApiAuth {
 
     /// With `[console]` users and session lifetime.
     pub fn with_console(mut self, console: ConsoleSettings) -> Self {
-        self.sessions = Sessions::new(console.session_idle);
+        self.sessions = Sessions::new(console.session_idle, console.session_max);
         self.console = console;
         self
     }

@@ -18,7 +18,7 @@ use super::{ApiError, ApiState, paging, rfc3339};
 use crate::domain::{IncidentRecord, IncidentState, IncidentView, Severity, TimelineView};
 use crate::incidents::IncidentError;
 use crate::rules::{Rule, RuleKind};
-use crate::store::{IncidentFilter, SeriesKey};
+use crate::store::{IncidentFilter, NotificationFilter, SeriesKey};
 
 pub fn view(state: &ApiState, incident: IncidentRecord) -> IncidentView {
     let latest = state
@@ -35,7 +35,8 @@ pub fn view(state: &ApiState, incident: IncidentRecord) -> IncidentView {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// `open`, `acknowledged`, `flapping`, `suppressed` or `resolved`.
+    /// `open`, `acknowledged`, `flapping`, `suppressed`, `resolved` or
+    /// `unresolved` (open or acknowledged).
     state: Option<String>,
     /// `critical`, `major`, `minor`, `warning` or `info`.
     severity: Option<String>,
@@ -67,7 +68,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     // `flapping` is a view of unresolved incidents; the store filters by stored state.
     let (stored_state, only_flapping, only_suppressed) = match query.state.as_deref() {
-        None => (None, false, false),
+        None | Some("unresolved") => (None, false, false),
         Some("flapping") => (None, true, false),
         Some("suppressed") => (None, false, true),
         Some(other) => match other.parse::<IncidentState>() {
@@ -76,12 +77,18 @@ pub async fn list(
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     format!(
-                        "unknown state {other:?}; expected open, acknowledged, flapping, suppressed or resolved"
+                        "unknown state {other:?}; expected open, acknowledged, flapping, suppressed, resolved or unresolved"
                     ),
                 ));
             }
         },
     };
+    // Flapping and suppressed are views of unresolved incidents: asking the
+    // store for unresolved ones keeps their pages from filling with resolved rows.
+    let unresolved = matches!(
+        query.state.as_deref(),
+        Some("unresolved" | "flapping" | "suppressed")
+    );
     let severity = query
         .severity
         .as_deref()
@@ -98,6 +105,7 @@ pub async fn list(
         .store
         .incidents(IncidentFilter {
             state: stored_state,
+            unresolved,
             severity,
             agent_id: query.agent,
             before_id: paging::id_cursor(query.cursor.as_deref())?,
@@ -555,8 +563,10 @@ pub async fn sla(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct NotificationsQuery {
-    /// `pending`, `delivered` or `failed`.
+    /// `pending`, `held`, `delivered`, `failed`, `grouped` or `grouped_sent`.
     state: Option<String>,
+    /// Only this incident's rows (`grouped`/`grouped_sent`: its place in a grouped message).
+    incident: Option<i64>,
     /// Rows per page: 1 to 5000, default 200.
     limit: Option<u32>,
     /// `X-Next-Cursor` of the previous page.
@@ -586,7 +596,12 @@ pub async fn notifications(
     let before_id = paging::id_cursor(query.cursor.as_deref())?;
     let rows = state
         .store
-        .notifications(query.state, before_id, limit)
+        .notifications(NotificationFilter {
+            state: query.state,
+            incident_id: query.incident,
+            before_id,
+            limit,
+        })
         .await?;
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|row| row.id.to_string()))

@@ -25,6 +25,7 @@ pub mod https;
 pub mod incidents;
 mod oncall;
 pub mod openapi;
+mod overview;
 mod paging;
 mod problems;
 mod series;
@@ -103,6 +104,7 @@ struct RequestGate {
 pub(crate) fn documented_routes() -> OpenApiRouter<ApiState> {
     let reads = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(openapi::serve))
+        .routes(routes!(overview::overview))
         .routes(routes!(incidents::list))
         .routes(routes!(incidents::detail))
         .routes(routes!(incidents::rules))

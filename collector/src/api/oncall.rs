@@ -54,20 +54,22 @@ fn shift(on_call: Option<OnCall>) -> Option<Shift> {
     responses((status = 200, description = "Who is on call now and next, per schedule", body = Vec<OnCallView>)),
 )]
 pub async fn oncall(State(state): State<ApiState>) -> Json<Vec<OnCallView>> {
-    let now = steward_core::now_ms();
-    Json(
-        state
-            .notify
-            .schedules
-            .iter()
-            .map(|schedule| OnCallView {
-                schedule: schedule.name.clone(),
-                time_zone: schedule.time_zone.iana_name().map(str::to_string),
-                now: shift(on_call(schedule, now)),
-                next: shift(next(schedule, now)),
-            })
-            .collect(),
-    )
+    Json(on_call_views(&state, steward_core::now_ms()))
+}
+
+/// Who is on call at `now` and who is next, per schedule.
+pub(super) fn on_call_views(state: &ApiState, now: i64) -> Vec<OnCallView> {
+    state
+        .notify
+        .schedules
+        .iter()
+        .map(|schedule| OnCallView {
+            schedule: schedule.name.clone(),
+            time_zone: schedule.time_zone.iana_name().map(str::to_string),
+            now: shift(on_call(schedule, now)),
+            next: shift(next(schedule, now)),
+        })
+        .collect()
 }
 
 /// A maintenance window as the API shows it.
@@ -96,7 +98,7 @@ pub struct WindowView {
     created_at: String,
 }
 
-fn window_view(window: &MaintenanceWindow, now_ms: i64) -> WindowView {
+pub(super) fn window_view(window: &MaintenanceWindow, now_ms: i64) -> WindowView {
     WindowView {
         id: window.id,
         assets: window.asset_ids.clone(),

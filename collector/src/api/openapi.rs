@@ -36,6 +36,7 @@ Every error is `{\"error\": \"<stable code>\", \"message\": \"...\"}` (schema `E
     components(schemas(ErrorBody)),
     modifiers(&SharedConventions),
     tags(
+        (name = "overview", description = "The fleet at a glance, counted over every incident, agent and asset"),
         (name = "agents", description = "Enrolled agents, their inventory, packages and changes"),
         (name = "series", description = "Latest values and history of metric series"),
         (name = "incidents", description = "Incidents, rules, notifications and SLA figures"),

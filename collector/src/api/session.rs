@@ -4,7 +4,8 @@
 //! and password, for a random session id in a cookie (`HttpOnly; Secure;
 //! SameSite=Strict`). Only the id's SHA-256 is kept, in memory: a restart
 //! logs everyone out. A session ends after `console.session_idle` without a
-//! request, or at logout. Writes made with the cookie must repeat the
+//! request, `console.session_max` after login however busy (a console left
+//! open keeps polling), or at logout. Writes made with the cookie must repeat the
 //! session's CSRF token in `X-CSRF-Token` (double submit; bearer-token
 //! requests need none). A session made with an API token re-checks that
 //! token on every request, so revoking the token ends the session too.
@@ -51,6 +52,12 @@ pub struct RawConsole {
         deserialize_with = "steward_core::config_file::duration"
     )]
     session_idle: Duration,
+    /// A session this old is closed, used or not.
+    #[serde(
+        default = "default_session_max",
+        deserialize_with = "steward_core::config_file::duration"
+    )]
+    session_max: Duration,
 }
 
 impl Default for RawConsole {
@@ -58,12 +65,17 @@ impl Default for RawConsole {
         Self {
             users: Vec::new(),
             session_idle: default_session_idle(),
+            session_max: default_session_max(),
         }
     }
 }
 
 fn default_session_idle() -> Duration {
     Duration::from_secs(12 * 3600)
+}
+
+fn default_session_max() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 /// `[[console.users]]`: a person who logs in with a password.
@@ -98,6 +110,7 @@ impl std::fmt::Debug for ConsoleUser {
 pub struct ConsoleSettings {
     pub users: Vec<ConsoleUser>,
     pub session_idle: Duration,
+    pub session_max: Duration,
 }
 
 impl Default for ConsoleSettings {
@@ -105,6 +118,7 @@ impl Default for ConsoleSettings {
         Self {
             users: Vec::new(),
             session_idle: default_session_idle(),
+            session_max: default_session_max(),
         }
     }
 }
@@ -113,6 +127,15 @@ impl ConsoleSettings {
     pub fn validate(source: &ConfigSource, raw: RawConsole) -> Result<Self, ConfigError> {
         if raw.session_idle < Duration::from_secs(60) {
             return Err(source.error("console.session_idle", "must be at least 1m"));
+        }
+        if raw.session_max < raw.session_idle {
+            return Err(source.error(
+                "console.session_max",
+                format!(
+                    "must be at least session_idle ({})",
+                    humantime::format_duration(raw.session_idle)
+                ),
+            ));
         }
         let mut users: Vec<ConsoleUser> = Vec::with_capacity(raw.users.len());
         for (index, user) in raw.users.into_iter().enumerate() {
@@ -150,6 +173,7 @@ impl ConsoleSettings {
         Ok(Self {
             users,
             session_idle: raw.session_idle,
+            session_max: raw.session_max,
         })
     }
 
@@ -230,6 +254,7 @@ pub struct Session {
     pub credential: Credential,
     /// Must come back in [`CSRF_HEADER`] on writes.
     pub csrf_token: String,
+    opened: Instant,
     last_used: Instant,
 }
 
@@ -237,6 +262,7 @@ pub struct Session {
 /// in the browser's cookie).
 pub struct Sessions {
     idle: Duration,
+    max: Duration,
     open: Mutex<HashMap<[u8; 32], Session>>,
 }
 
@@ -244,14 +270,16 @@ impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sessions")
             .field("idle", &self.idle)
+            .field("max", &self.max)
             .finish_non_exhaustive()
     }
 }
 
 impl Sessions {
-    pub fn new(idle: Duration) -> Self {
+    pub fn new(idle: Duration, max: Duration) -> Self {
         Self {
             idle,
+            max,
             open: Mutex::default(),
         }
     }
@@ -262,7 +290,7 @@ impl Sessions {
         let csrf_token = hex::encode(rand::random::<[u8; 32]>());
         let mut open = self.lock();
         if open.len() >= MAX_SESSIONS {
-            open.retain(|_, session| now.duration_since(session.last_used) < self.idle);
+            open.retain(|_, session| self.is_live(session, now));
         }
         if open.len() >= MAX_SESSIONS
             && let Some(oldest) = open
@@ -277,18 +305,26 @@ impl Sessions {
             Session {
                 credential,
                 csrf_token: csrf_token.clone(),
+                opened: now,
                 last_used: now,
             },
         );
         (id, csrf_token)
     }
 
-    /// The session `id` names, if open and not idle too long; marks it used.
+    /// Neither idle too long nor too old.
+    fn is_live(&self, session: &Session, now: Instant) -> bool {
+        now.saturating_duration_since(session.last_used) < self.idle
+            && now.saturating_duration_since(session.opened) < self.max
+    }
+
+    /// The session `id` names, if open, not idle too long and not too old;
+    /// marks it used.
     pub fn find(&self, id: &str, now: Instant) -> Option<Session> {
         let key = TokenHash::of(id).0;
         let mut open = self.lock();
         let session = open.get_mut(&key)?;
-        if now.saturating_duration_since(session.last_used) >= self.idle {
+        if !self.is_live(session, now) {
             open.remove(&key);
             return None;
         }
@@ -383,7 +419,7 @@ mod tests {
 
     #[test]
     fn sessions_expire_when_idle_and_close_at_logout() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(3600));
         let start = Instant::now();
         let (id, csrf) = sessions.open(Credential::User("alice".into()), start);
         assert_ne!(id, csrf);
@@ -408,6 +444,26 @@ mod tests {
     }
 
     #[test]
+    fn a_session_in_constant_use_still_ends_at_its_maximum_age() {
+        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(300));
+        let start = Instant::now();
+        let (id, _) = sessions.open(Credential::User("alice".into()), start);
+        for second in (30..300).step_by(30) {
+            assert!(
+                sessions
+                    .find(&id, start + Duration::from_secs(second))
+                    .is_some(),
+                "in use at {second}s"
+            );
+        }
+        assert!(
+            sessions
+                .find(&id, start + Duration::from_secs(300))
+                .is_none()
+        );
+    }
+
+    #[test]
     fn the_cookie_and_csrf_header_are_read_exactly() {
         let mut headers = HeaderMap::new();
         headers.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
@@ -420,6 +476,7 @@ mod tests {
         let session = Session {
             credential: Credential::User("alice".into()),
             csrf_token: "t0k".into(),
+            opened: Instant::now(),
             last_used: Instant::now(),
         };
         assert!(!csrf_matches(&headers, &session));

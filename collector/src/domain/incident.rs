@@ -199,6 +199,57 @@ pub struct IncidentRecord {
     pub held_until_ms: Option<i64>,
 }
 
+impl IncidentRecord {
+    /// Whether its SLA is breached at `now_ms`: as the SLA timer recorded,
+    /// or past a due time the timer has not marked yet.
+    pub fn sla_breached_at(&self, now_ms: i64) -> bool {
+        let past = |due: Option<i64>| due.is_some_and(|due| due < now_ms);
+        let unresolved = !self.state.is_resolved();
+        self.ack_breached
+            || self.resolve_breached
+            || (unresolved && self.acknowledged_at_ms.is_none() && past(self.ack_due_at_ms))
+            || (unresolved && past(self.resolve_due_at_ms))
+    }
+
+    /// A critical open disk incident on `web-1`, for tests.
+    #[cfg(test)]
+    pub fn example(opened_ms: i64) -> IncidentRecord {
+        IncidentRecord {
+            id: 42,
+            dedup_key: "disk_full|agent-1|disk.used_percent|mount=/".into(),
+            rule: "disk_full".into(),
+            metric: "disk.used_percent".into(),
+            agent_id: "agent-1".into(),
+            host: "web-1".into(),
+            labels: [("mount".to_string(), "/".to_string())].into(),
+            severity: Severity::Critical,
+            state: IncidentState::Open,
+            flapping: false,
+            summary: "disk_full on web-1: disk.used_percent is 97.5 (> 95)".into(),
+            runbook: Some("https://runbooks.example.com/disk".into()),
+            value: Some(97.5),
+            last_value: Some(97.5),
+            since_ms: opened_ms - 60_000,
+            opened_at_ms: opened_ms,
+            acknowledged_at_ms: None,
+            acknowledged_by: None,
+            resolved_at_ms: None,
+            resolved_by: None,
+            resolve_reason: None,
+            ack_due_at_ms: None,
+            resolve_due_at_ms: None,
+            ack_breached: false,
+            resolve_breached: false,
+            previous_id: None,
+            suppressed: false,
+            caused_by: None,
+            problem_id: None,
+            change_id: None,
+            held_until_ms: None,
+        }
+    }
+}
+
 /// A check another asset's alerts depend on: the unresolved incident of
 /// `rule` whose labels include all of `labels` (`host` and `agent_id` match
 /// the incident's own fields).
@@ -242,6 +293,35 @@ impl ParentCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sla_counts_as_breached_once_a_due_time_has_passed_unmarked() {
+        let incident = IncidentRecord {
+            ack_due_at_ms: Some(1_000),
+            resolve_due_at_ms: Some(5_000),
+            ..IncidentRecord::example(0)
+        };
+        assert!(!incident.sla_breached_at(999));
+        assert!(incident.sla_breached_at(1_001));
+        let acknowledged = IncidentRecord {
+            state: IncidentState::Acknowledged,
+            acknowledged_at_ms: Some(900),
+            ..incident.clone()
+        };
+        assert!(!acknowledged.sla_breached_at(4_999));
+        assert!(acknowledged.sla_breached_at(5_001));
+        let resolved_in_time = IncidentRecord {
+            state: IncidentState::Resolved,
+            resolved_at_ms: Some(950),
+            ..acknowledged.clone()
+        };
+        assert!(!resolved_in_time.sla_breached_at(9_999));
+        let marked = IncidentRecord {
+            ack_breached: true,
+            ..IncidentRecord::example(0)
+        };
+        assert!(marked.sla_breached_at(0));
+    }
 
     #[test]
     fn event_keys_round_trip() {

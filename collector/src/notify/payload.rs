@@ -477,39 +477,7 @@ mod tests {
     const SENT_MS: i64 = 1_700_000_060_000;
 
     fn incident() -> IncidentRecord {
-        IncidentRecord {
-            id: 42,
-            dedup_key: "disk_full|agent-1|disk.used_percent|mount=/".into(),
-            rule: "disk_full".into(),
-            metric: "disk.used_percent".into(),
-            agent_id: "agent-1".into(),
-            host: "web-1".into(),
-            labels: [("mount".to_string(), "/".to_string())].into(),
-            severity: Severity::Critical,
-            state: IncidentState::Open,
-            flapping: false,
-            summary: "disk_full on web-1: disk.used_percent is 97.5 (> 95)".into(),
-            runbook: Some("https://runbooks.example.com/disk".into()),
-            value: Some(97.5),
-            last_value: Some(97.5),
-            since_ms: OPENED_MS - 60_000,
-            opened_at_ms: OPENED_MS,
-            acknowledged_at_ms: None,
-            acknowledged_by: None,
-            resolved_at_ms: None,
-            resolved_by: None,
-            resolve_reason: None,
-            ack_due_at_ms: None,
-            resolve_due_at_ms: None,
-            ack_breached: false,
-            resolve_breached: false,
-            previous_id: None,
-            suppressed: false,
-            caused_by: None,
-            problem_id: None,
-            change_id: None,
-            held_until_ms: None,
-        }
+        IncidentRecord::example(OPENED_MS)
     }
 
     fn view() -> Value {

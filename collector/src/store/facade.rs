@@ -458,13 +458,11 @@ impl Store {
 
     pub async fn notifications(
         &self,
-        state: Option<String>,
-        before_id: Option<i64>,
-        limit: u32,
+        filter: NotificationFilter,
     ) -> Result<Vec<Notification>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(store) => store.notifications(state, before_id, limit).await,
-            Backend::Postgres(store) => Ok(store.notifications(state, before_id, limit).await?),
+            Backend::Sqlite(store) => store.notifications(filter).await,
+            Backend::Postgres(store) => Ok(store.notifications(filter).await?),
         }
     }
 

@@ -53,6 +53,8 @@ pub struct TimelineEntry {
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
     pub state: Option<IncidentState>,
+    /// Only incidents not resolved (open or acknowledged); with `state`, both hold.
+    pub unresolved: bool,
     pub severity: Option<Severity>,
     pub agent_id: Option<String>,
     /// Paging: only incidents with a smaller id (newest first).
@@ -553,7 +555,7 @@ pub(super) fn list(
     let mut statement = connection.prepare(&format!(
         "SELECT {COLUMNS} FROM incidents
          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR severity = ?2) AND (?3 IS NULL OR agent_id = ?3)
-           AND (?5 IS NULL OR id < ?5)
+           AND (?5 IS NULL OR id < ?5) AND (?6 = 0 OR state != 'resolved')
          ORDER BY id DESC LIMIT ?4"
     ))?;
     let rows = statement.query_map(
@@ -562,7 +564,8 @@ pub(super) fn list(
             filter.severity,
             filter.agent_id,
             limit,
-            filter.before_id
+            filter.before_id,
+            filter.unresolved
         ],
         from_row,
     )?;

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005-problems-changes.sql"),
     include_str!("migrations/0006-dependency-hold.sql"),
     include_str!("migrations/0007-token-adopts-existing.sql"),
+    include_str!("migrations/0008-outbox-by-incident.sql"),
 ];
 
 /// The schema version this build writes; a database above it is refused.

@@ -69,7 +69,7 @@ pub use incidents::{
 };
 pub use outbox::{
     DeliveryAttempt, GroupEscalationMessage, GroupFlush, JournalEntry, MaintenanceWindow,
-    NewNotification, Notification,
+    NewNotification, Notification, NotificationFilter,
 };
 pub use problems::{ProblemFilter, ProblemRefused, ProblemUpdate};
 pub use retention::{PruneReport, RetentionPolicy};
@@ -680,11 +680,9 @@ impl SqliteStore {
 
     pub async fn notifications(
         &self,
-        state: Option<String>,
-        before_id: Option<i64>,
-        limit: u32,
+        filter: NotificationFilter,
     ) -> Result<Vec<Notification>, StoreError> {
-        self.read(move |connection| outbox::list(connection, state.as_deref(), before_id, limit))
+        self.read(move |connection| outbox::list(connection, &filter))
             .await
     }
 

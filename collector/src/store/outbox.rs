@@ -387,17 +387,36 @@ pub(super) fn record_attempt(
 }
 
 /// Notifications newest first; `before_id` pages back from a previous page.
+/// Which outbox rows to list, newest first; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationFilter {
+    /// `pending`, `held`, `delivered`, `failed`, `grouped`, …
+    pub state: Option<String>,
+    /// Rows of this incident (a grouped message's members included).
+    pub incident_id: Option<i64>,
+    /// Paging: only rows with a smaller id.
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
 pub(super) fn list(
     connection: &Connection,
-    state: Option<&str>,
-    before_id: Option<i64>,
-    limit: u32,
+    filter: &NotificationFilter,
 ) -> rusqlite::Result<Vec<Notification>> {
-    let mut statement = connection.prepare(&format!(
+    let mut statement = connection.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1) AND (?3 IS NULL OR id < ?3)
+           AND (?4 IS NULL OR incident_id = ?4)
          ORDER BY id DESC LIMIT ?2"
     ))?;
-    let rows = statement.query_map(params![state, limit, before_id], row)?;
+    let rows = statement.query_map(
+        params![
+            filter.state,
+            filter.limit,
+            filter.before_id,
+            filter.incident_id
+        ],
+        row,
+    )?;
     rows.collect()
 }
 

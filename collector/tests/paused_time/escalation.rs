@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use steward_collector::domain::{IncidentEvent, IncidentRecord};
 use steward_collector::notify::service::NotifyService;
-use steward_collector::store::Notification;
+use steward_collector::store::{Notification, NotificationFilter};
 use steward_collector::telemetry::Telemetry;
 use steward_core::Clock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -110,7 +110,14 @@ async fn open_and_page_level_0() -> (Harness, Receiver, IncidentRecord) {
 
 /// Outbox rows, oldest first.
 async fn outbox(harness: &Harness) -> Vec<Notification> {
-    let mut rows = harness.store.notifications(None, None, 100).await.unwrap();
+    let mut rows = harness
+        .store
+        .notifications(NotificationFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     rows.reverse();
     rows
 }

@@ -846,6 +846,7 @@ impl PgStore {
                     "SELECT {COLUMNS} FROM incidents
                      WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR severity = $2)
                        AND ($3::text IS NULL OR agent_id = $3) AND ($5::bigint IS NULL OR id < $5)
+                       AND (NOT $6 OR state <> 'resolved')
                      ORDER BY id DESC LIMIT $4"
                 ),
                 &[
@@ -854,6 +855,7 @@ impl PgStore {
                     &filter.agent_id,
                     &limit,
                     &filter.before_id,
+                    &filter.unresolved,
                 ],
             )
             .await?;

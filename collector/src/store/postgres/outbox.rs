@@ -26,7 +26,7 @@ use tokio_postgres::Row;
 
 use super::super::{
     DeliveryAttempt, GroupEscalationMessage, GroupFlush, JournalEntry, NewNotification,
-    Notification,
+    Notification, NotificationFilter,
 };
 use super::{PgError, PgStore, parse_column};
 use crate::domain::IncidentEvent;
@@ -451,9 +451,7 @@ impl PgStore {
     /// pages back from a previous page.
     pub async fn notifications(
         &self,
-        state: Option<String>,
-        before_id: Option<i64>,
-        limit: u32,
+        filter: NotificationFilter,
     ) -> Result<Vec<Notification>, PgError> {
         let rows = self
             .client()
@@ -462,9 +460,15 @@ impl PgStore {
                 &format!(
                     "SELECT {COLUMNS} FROM outbox
                      WHERE ($1::TEXT IS NULL OR state = $1) AND ($2::BIGINT IS NULL OR id < $2)
+                       AND ($4::BIGINT IS NULL OR incident_id = $4)
                      ORDER BY id DESC LIMIT $3"
                 ),
-                &[&state, &before_id, &i64::from(limit)],
+                &[
+                    &filter.state,
+                    &filter.before_id,
+                    &i64::from(filter.limit),
+                    &filter.incident_id,
+                ],
             )
             .await?;
         notifications_from_rows(&rows)

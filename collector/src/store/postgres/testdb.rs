@@ -45,7 +45,12 @@ impl TestDb {
                 if std::env::var("STEWARD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
                     panic!("STEWARD_REQUIRE_POSTGRES=1 but no PostgreSQL server: {reason}");
                 }
-                eprintln!("SKIPPED: no PostgreSQL server for this test: {reason}");
+                // Straight to stderr: libtest would swallow eprintln! of a passing test.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED: no PostgreSQL server for this test: {reason}"
+                );
                 return None;
             }
         };

@@ -57,6 +57,15 @@ on_both_backends! {
             let found = list(IncidentFilter { state: Some(state), ..Default::default() }).await;
             assert_eq!(keys(&found), [expected], "{state:?}");
         }
+        let unresolved = list(IncidentFilter { unresolved: true, ..Default::default() }).await;
+        assert_eq!(keys(&unresolved), ["k3", "k2"]);
+        let resolved_and_unresolved = list(IncidentFilter {
+            state: Some(IncidentState::Resolved),
+            unresolved: true,
+            ..Default::default()
+        })
+        .await;
+        assert!(resolved_and_unresolved.is_empty());
         let warnings = list(IncidentFilter {
             severity: Some(Severity::Warning),
             ..Default::default()

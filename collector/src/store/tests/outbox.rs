@@ -129,10 +129,10 @@ on_both_backends! {
         assert_eq!(store.next_notification_due().await.unwrap(), None);
         assert!(store.due_notifications(99_000, 10).await.unwrap().is_empty());
 
-        let delivered = store.notifications(Some("delivered".to_string()), None, 10).await.unwrap();
+        let delivered = store.notifications(NotificationFilter { state: Some("delivered".to_string()), limit: 10, ..Default::default() }).await.unwrap();
         assert_eq!(delivered.len(), 1);
         assert_eq!((delivered[0].attempts, delivered[0].delivered_ms), (2, Some(6_001)));
-        let failed = store.notifications(Some("failed".to_string()), None, 10).await.unwrap();
+        let failed = store.notifications(NotificationFilter { state: Some("failed".to_string()), limit: 10, ..Default::default() }).await.unwrap();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].delivered_ms, None);
     }
@@ -145,14 +145,14 @@ on_both_backends! {
             .map(|incident| notification(incident, IncidentEvent::Opened, 1_000))
             .collect();
         assert_eq!(store.enqueue_notifications(queued, 0, 900).await.unwrap(), 5);
-        let all = store.notifications(None, None, 100).await.unwrap();
+        let all = store.notifications(NotificationFilter { limit: 100, ..Default::default() }).await.unwrap();
         assert_eq!(all.len(), 5);
         assert!(all.windows(2).all(|pair| pair[0].id > pair[1].id), "newest first");
 
         let mut paged = Vec::new();
         let mut before = None;
         loop {
-            let page = store.notifications(None, before, 2).await.unwrap();
+            let page = store.notifications(NotificationFilter { before_id: before, limit: 2, ..Default::default() }).await.unwrap();
             let Some(last) = page.last() else { break };
             assert!(page.len() <= 2);
             before = Some(last.id);
@@ -162,14 +162,43 @@ on_both_backends! {
 
         let due = store.due_notifications(1_000, 1).await.unwrap();
         store.record_delivery(attempt(due[0].id, 1_001, "delivered", 1_001)).await.unwrap();
-        let pending = store.notifications(Some("pending".to_string()), None, 100).await.unwrap();
+        let pending = store.notifications(NotificationFilter { state: Some("pending".to_string()), limit: 100, ..Default::default() }).await.unwrap();
         assert_eq!(pending.len(), 4);
         let older = store
-            .notifications(Some("pending".to_string()), Some(pending[1].id), 100)
+            .notifications(NotificationFilter {
+                state: Some("pending".to_string()),
+                before_id: Some(pending[1].id),
+                limit: 100,
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(older, pending[2..].to_vec());
-        assert!(store.notifications(Some("held".to_string()), None, 100).await.unwrap().is_empty());
+        assert!(store.notifications(NotificationFilter { state: Some("held".to_string()), limit: 100, ..Default::default() }).await.unwrap().is_empty());
+
+        let of_incident_3 = store
+            .notifications(NotificationFilter { incident_id: Some(3), limit: 100, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(of_incident_3.iter().map(|row| row.incident_id).collect::<Vec<_>>(), [3]);
+        let delivered_of = |incident_id| {
+            let store = &store;
+            async move {
+                store
+                    .notifications(NotificationFilter {
+                        incident_id: Some(incident_id),
+                        state: Some("delivered".to_string()),
+                        limit: 100,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        let delivered_incident = due[0].incident_id;
+        assert_eq!(delivered_of(delivered_incident).await, 1);
+        assert_eq!(delivered_of(delivered_incident % 5 + 1).await, 0);
     }
 }
 
@@ -315,7 +344,7 @@ on_both_backends! {
             (sent.incident_id, sent.group_key.as_deref(), sent.digest_kind.as_deref(), sent.group_detail.as_deref()),
             (1, Some("g"), Some("storm"), Some(r#"{"count":2}"#))
         );
-        let rows = store.notifications(None, None, 10).await.unwrap();
+        let rows = store.notifications(NotificationFilter { limit: 10, ..Default::default() }).await.unwrap();
         let first = rows.iter().find(|row| row.idempotency_key == "1/opened/ops").unwrap();
         assert_eq!(first.digest_id, Some(message));
 
@@ -339,7 +368,7 @@ on_both_backends! {
             1
         );
         assert_eq!(store.enqueue_group_escalations(vec![escalation], 2_600).await.unwrap(), 0, "queued once");
-        let escalations = store.notifications(None, None, 10).await.unwrap();
+        let escalations = store.notifications(NotificationFilter { limit: 10, ..Default::default() }).await.unwrap();
         let queued = escalations.iter().find(|row| row.digest_kind.as_deref() == Some("escalation")).unwrap();
         assert_eq!(
             (queued.incident_id, queued.event, queued.next_attempt_ms, queued.created_ms),
@@ -428,7 +457,11 @@ async fn two_collectors_deliver_every_notification_exactly_once() {
         .get(0);
     assert_eq!(attempts, 150);
     let delivered = a
-        .notifications(Some("delivered".to_string()), None, 1_000)
+        .notifications(NotificationFilter {
+            state: Some("delivered".to_string()),
+            limit: 1_000,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(delivered.len(), 150);
@@ -485,7 +518,13 @@ async fn a_dead_collectors_delivery_claim_is_taken_over() {
     ))
     .await
     .unwrap();
-    let rows = a.notifications(None, None, 10).await.unwrap();
+    let rows = a
+        .notifications(NotificationFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(
         (
             rows[0].state.as_str(),
