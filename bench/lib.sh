@@ -189,6 +189,19 @@ fmt0() {
 }
 # median of the arguments (numbers).
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print NR ? a[int((NR + 1) / 2)] : "-"}'; }
+# http_times N URL: GETs URL N times with the collector's API token (from
+# $COLLECTOR_DIR/api-token); prints "MEDIAN_MS MAX_MS BYTES" (curl's total
+# time; bytes of the last answer, which is kept in $BENCH_DIR/answer.json).
+http_times() {
+  local n=$1 url=$2 token times=() i
+  token=$(tail -1 "$COLLECTOR_DIR/api-token")
+  for ((i = 0; i < n; i++)); do
+    times+=("$(curl -fsS -o "$BENCH_DIR/answer.json" -w '%{time_total}' -H "Authorization: Bearer $token" "$url")")
+  done
+  awk -v s="$(median "${times[@]}")" -v m="$(printf '%s\n' "${times[@]}" | sort -g | tail -1)" \
+    -v b="$(stat -c %s "$BENCH_DIR/answer.json")" 'BEGIN {printf "%.1f %.1f %d\n", s * 1000, m * 1000, b}'
+}
+
 # Bytes of every file under DIR.
 dir_bytes() { du -sb "$1" 2>/dev/null | cut -f1; }
 

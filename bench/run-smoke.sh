@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q -p steward-loadgen -p steward-collector -p steward-agent
 failed=()
-for script in ingest agents agents-soak storage agent-footprint alert-latency cluster; do
+for script in ingest agents agents-soak storage console agent-footprint alert-latency cluster; do
   echo "==> bench/$script.sh --smoke" >&2
   started=$(date +%s)
   if bench/"$script".sh --smoke --no-build; then

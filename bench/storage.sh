@@ -104,15 +104,11 @@ day_points=8640
 if ((SMOKE)); then day_points=60; fi
 # time_queries LABEL: median and max wall time of 20 queries (curl's total).
 time_queries() {
-  local token to from url times=() i points
-  token=$(tail -1 "$COLLECTOR_DIR/api-token")
+  local to from median max
   to=$(($(date +%s) * 1000 + 60000)) from=$((to - 86400000 - 120000))
-  url="http://$HTTP/api/v1/series/query?agent=day-0&metric=loadgen.m0&labels=series=0&from=$from&to=$to&step=1m"
-  for ((i = 0; i < 20; i++)); do
-    times+=("$(curl -fsS -o "$BENCH_DIR/query.json" -w '%{time_total}' -H "Authorization: Bearer $token" "$url")")
-  done
-  points=$(grep -o '"t":' "$BENCH_DIR/query.json" | wc -l)
-  echo "| $1 | $points | $(awk -v s="$(median "${times[@]}")" 'BEGIN {printf "%.1f", s * 1000}') | $(printf '%s\n' "${times[@]}" | sort -g | tail -1 | awk '{printf "%.1f", $1 * 1000}') |"
+  read -r median max _ < <(http_times 20 \
+    "http://$HTTP/api/v1/series/query?agent=day-0&metric=loadgen.m0&labels=series=0&from=$from&to=$to&step=1m")
+  echo "| $1 | $(grep -o '"t":' "$BENCH_DIR/answer.json" | wc -l) | $median | $max |"
 }
 echo
 echo "### History query over HTTP"

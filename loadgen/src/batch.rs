@@ -124,22 +124,47 @@ fn varint6(timestamp_ms: i64) -> [u8; TS_LEN] {
     out
 }
 
+/// The facts of a simulated host: one machine per agent id.
+fn facts(agent_id: &str) -> std::collections::HashMap<String, String> {
+    [
+        ("hostname", agent_id.to_string()),
+        ("os_name", "Debian GNU/Linux".into()),
+        ("os_version", "13".into()),
+        ("kernel", "6.12.0-loadgen".into()),
+        ("arch", "x86_64".into()),
+        ("cpu_cores", "2".into()),
+        ("memory_total_bytes", "4294967296".into()),
+        ("machine_id", format!("{agent_id}-machine")),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect()
+}
+
+/// Encoded `AgentMessage { inventory }`: a full inventory with sequence
+/// number `seq` (shared with batches), which the collector files as an
+/// asset, as it does a real agent's first inventory.
+pub fn inventory(agent_id: &str, seq: u64, timestamp_ms: i64) -> Vec<u8> {
+    pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Inventory(pb::InventoryUpdate {
+            seq,
+            full: true,
+            facts_changed: facts(agent_id),
+            packages_replaced: true,
+            packages_fingerprint: steward_core::inventory::packages_fingerprint(
+                &Default::default(),
+            ),
+            timestamp_ms,
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec()
+}
+
 /// Encoded `AgentMessage { hello }`.
 pub fn hello(agent_id: &str, token: &str, epoch: u64, inventory: bool) -> Vec<u8> {
     let inventory = inventory.then(|| pb::Inventory {
-        facts: [
-            ("hostname", agent_id.to_string()),
-            ("os_name", "Debian GNU/Linux".into()),
-            ("os_version", "13".into()),
-            ("kernel", "6.12.0-loadgen".into()),
-            ("arch", "x86_64".into()),
-            ("cpu_cores", "2".into()),
-            ("memory_total_bytes", "4294967296".into()),
-            ("machine_id", format!("{agent_id}-machine")),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_string(), value))
-        .collect(),
+        facts: facts(agent_id),
         disks: vec![],
         interfaces: vec![],
     });
@@ -306,6 +331,25 @@ mod tests {
         );
         assert_eq!(hello.epoch, 9);
         assert_eq!(hello.inventory.unwrap().facts["hostname"], "a-1");
+    }
+
+    #[test]
+    fn an_inventory_is_full_with_the_hosts_facts_and_an_empty_package_list() {
+        let bytes = inventory("a-1", 1, 1_000);
+        let message = pb::AgentMessage::decode(bytes.as_slice()).unwrap();
+        let Some(pb::agent_message::Kind::Inventory(update)) = message.kind else {
+            panic!("not an inventory");
+        };
+        assert_eq!(
+            (update.seq, update.full, update.packages_replaced),
+            (1, true, true)
+        );
+        assert_eq!(update.facts_changed["machine_id"], "a-1-machine");
+        assert!(update.packages_upserted.is_empty());
+        assert_eq!(
+            update.packages_fingerprint,
+            steward_core::inventory::packages_fingerprint(&Default::default())
+        );
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Config {
     pub points: Option<u64>,
     pub breach_rate: f64,
     pub inventory: bool,
+    /// Send a full inventory update (seq 1) after the hello: one asset per agent.
+    pub assets: bool,
     pub connect_concurrency: usize,
     pub connect_timeout: Duration,
     pub id_prefix: String,
@@ -435,6 +437,12 @@ async fn steward_connect(
         ))
         .await
         .context("queue hello")?;
+    if config.assets {
+        sender
+            .send(batch::inventory(&agent_id(config, index), 1, now_ms()))
+            .await
+            .context("queue inventory")?;
+    }
     let mut grpc = tonic::client::Grpc::new(channel)
         .max_encoding_message_size(usize::MAX)
         .max_decoding_message_size(64 << 20);
@@ -493,7 +501,8 @@ async fn steward_agent(
     let series = config.series as u64;
     // (seq, sent at) of batches awaiting their ack, oldest first.
     let mut inflight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(config.window);
-    let mut seq = 0u64;
+    // The inventory update, if any, went out as seq 1.
+    let mut seq = u64::from(config.assets);
     let mut ticker = paced_ticker(config, index);
     let deadline_sleep = tokio::time::sleep_until(deadline.into());
     tokio::pin!(deadline_sleep);
@@ -748,6 +757,7 @@ mod tests {
             points,
             breach_rate: 0.0,
             inventory: false,
+            assets: false,
             connect_concurrency: 1,
             connect_timeout: Duration::from_secs(1),
             id_prefix: "t".into(),

@@ -59,6 +59,10 @@ struct Args {
     /// Send a small inventory in each hello.
     #[arg(long)]
     inventory: bool,
+    /// Also send a full inventory update after the hello (seq 1), which the
+    /// collector files as an asset, as it does a real agent's first inventory.
+    #[arg(long)]
+    assets: bool,
     /// Connection handshakes at once.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
@@ -113,6 +117,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
         points: args.points,
         breach_rate: args.breach_rate,
         inventory: args.inventory,
+        assets: args.assets,
         connect_concurrency: args.connect_concurrency,
         connect_timeout: args.connect_timeout,
         id_prefix: args.id_prefix,
