@@ -51,7 +51,10 @@ fn exchange(
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     let body = body.unwrap_or("");
-    if !body.is_empty() {
+    let typed = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if !body.is_empty() && !typed {
         request.push_str("Content-Type: application/json\r\n");
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
@@ -357,6 +360,18 @@ fn users_log_in_with_passwords_scopes_hold_and_guessing_is_rate_limited() {
         &json!({ "user": "alice", "password": "correct horse battery" }),
     )
     .expect("alice logs in");
+    // What a cross-site HTML form can post (text/plain, the form's `=` inside
+    // the password) parses as JSON, but is no login.
+    let (status, head, body) = exchange(
+        collector.http_addr,
+        "POST",
+        "/api/v1/session",
+        &[("Content-Type", "text/plain")],
+        Some(r#"{"user":"alice","password":"correct horse battery"}"#),
+    );
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("unsupported_media_type"), "{body}");
+    assert!(header(&head, "set-cookie").is_none(), "{head}");
     let (_, body) = alice.get(&collector, "/api/v1/session");
     let me: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(

@@ -192,10 +192,22 @@ the cookie must repeat `csrf_token` in `X-CSRF-Token`. Open to all (it is the lo
         (status = 400, description = "`bad_request`: not a token or a user and password", body = super::error::ErrorBody),
         (status = 401, description = "`unauthorized`: wrong token or password", body = super::error::ErrorBody),
         (status = 413, description = "`payload_too_large`", body = super::error::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not sent as `application/json`", body = super::error::ErrorBody),
         (status = 429, description = "`rate_limited`: too many failed logins from this address", body = super::error::ErrorBody),
     ),
 )]
 pub(super) async fn log_in(State(state): State<ApiState>, request: Request) -> Response {
+    // A cross-site form can post text/plain that parses as JSON (a password
+    // may hold the form's `=`), logging a victim's browser into the
+    // attacker's account; it cannot send application/json without a CORS
+    // preflight, which the collector never grants.
+    if !is_json(request.headers()) {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a login is sent with Content-Type: application/json",
+        )
+        .into_response();
+    }
     let source = auth::source_of(&request);
     let body = match axum::body::to_bytes(request.into_body(), MAX_LOGIN_BODY).await {
         Ok(body) => body,
@@ -346,5 +358,35 @@ pub(super) async fn log_out(State(state): State<ApiState>, headers: HeaderMap) -
 fn set_cookie(headers: &mut HeaderMap, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(header::SET_COOKIE, value);
+    }
+}
+
+/// Whether the body is declared `application/json` (parameters such as a
+/// charset allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_json_content_type_is_a_login() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            is_json(&headers)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!with("application/jsonx"));
+        assert!(!is_json(&HeaderMap::new()));
     }
 }
