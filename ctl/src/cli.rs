@@ -42,8 +42,8 @@ pub struct Cli {
 pub enum Command {
     /// List incidents, newest first.
     Incidents {
-        /// Only incidents in this state.
-        #[arg(long, value_parser = ["open", "acknowledged", "flapping", "suppressed", "resolved"])]
+        /// Only incidents in this state (`unresolved`: open or acknowledged).
+        #[arg(long, value_parser = ["open", "acknowledged", "unresolved", "flapping", "suppressed", "resolved"])]
         state: Option<String>,
         /// Only incidents of this severity.
         #[arg(long, value_parser = ["critical", "major", "minor", "warning", "info"])]

@@ -198,9 +198,17 @@ fn every_command_works_against_a_real_collector_with_tables_json_and_exit_codes(
         shown.contains("Acknowledged by:") && shown.contains("rebooting web-1"),
         "{shown}"
     );
+    let unresolved = ctl(&["incidents", "--state", "unresolved", "--json"]).json();
+    assert_eq!(unresolved[0]["id"], id, "{unresolved}");
     let resolved = ctl(&["resolve", &id_text, "--json"]).json();
     assert_eq!(resolved["state"], "resolved");
     assert_eq!(resolved["id"], id);
+    let unresolved = ctl(&["incidents", "--state", "unresolved", "--json"]).json();
+    assert_eq!(
+        unresolved,
+        serde_json::json!([]),
+        "resolved is not unresolved"
+    );
     let missing = ctl(&["ack", "999999"]);
     assert_eq!(missing.status, 1, "{missing:?}");
     assert!(
