@@ -367,37 +367,11 @@ mod tests {
     #[test]
     fn record_pseudo_labels_do_not_override_real_labels() {
         let record = IncidentRecord {
-            id: 1,
-            dedup_key: "k".into(),
-            rule: "r".into(),
             metric: "cpu.percent".into(),
             agent_id: "a1".into(),
-            host: "web-1".into(),
             labels: [("metric".to_string(), "mine".to_string())].into(),
             severity: Severity::Minor,
-            state: crate::domain::IncidentState::Open,
-            flapping: false,
-            summary: String::new(),
-            runbook: None,
-            value: None,
-            last_value: None,
-            since_ms: 0,
-            opened_at_ms: 0,
-            acknowledged_at_ms: None,
-            acknowledged_by: None,
-            resolved_at_ms: None,
-            resolved_by: None,
-            resolve_reason: None,
-            ack_due_at_ms: None,
-            resolve_due_at_ms: None,
-            ack_breached: false,
-            resolve_breached: false,
-            previous_id: None,
-            suppressed: false,
-            caused_by: None,
-            problem_id: None,
-            change_id: None,
-            held_until_ms: None,
+            ..IncidentRecord::example(0)
         };
         let input = RouteInput::from_record(&record, vec!["prod".into()]);
         assert_eq!(input.labels["host"], "web-1");
