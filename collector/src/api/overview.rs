@@ -2,6 +2,8 @@
 //! the collector over the whole fleet (every unresolved incident, agent and
 //! asset), so no figure is cut short by a list's page size.
 
+use std::collections::HashSet;
+
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,11 @@ use crate::domain::{IncidentRecord, IncidentState, IncidentView, Severity};
 /// An agent without a stream for less than this is `stale` (likely
 /// reconnecting or restarting); longer, it is `missing`.
 pub const STALE_FOR_MS: i64 = 10 * 60 * 1000;
+
+/// Collectors sharing a database cannot see each other's streams: an agent
+/// whose collector is alive and which stored a batch this recently counts
+/// as connected there.
+pub const ELSEWHERE_SEEN_WITHIN_MS: i64 = 2 * 60 * 1000;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -78,12 +85,15 @@ impl SeverityCounts {
     }
 }
 
-/// Agents by whether they stream to this collector now.
+/// Agents by whether they stream to a collector now.
 #[derive(Serialize, ToSchema, Default)]
 pub struct AgentSummary {
     total: u64,
-    /// Holding a stream to this collector now.
+    /// Holding a stream to this collector now, or (collectors sharing a
+    /// database) to another live one and stored a batch in the last 2 minutes.
     connected: u64,
+    /// Of `connected`, those streaming to another collector.
+    on_other_collectors: u64,
     /// Without a stream for less than `stale_after_seconds`.
     stale: u64,
     /// Without a stream for longer.
@@ -136,12 +146,32 @@ pub async fn overview(
 ) -> Result<Json<Overview>, ApiError> {
     let limit = paging::limit(query.limit, 20, 500) as usize;
     let now = steward_core::now_ms();
-    let (incidents, agents, assets, windows) = tokio::try_join!(
+    let (incidents, agents, assets, windows, owners) = tokio::try_join!(
         async { Ok::<_, ApiError>(state.store.unresolved_incidents().await?) },
         async { Ok(state.store.agents().await?) },
         assets::load(&state),
         async { Ok(state.store.maintenance_windows(now).await?) },
+        // Empty on the embedded backend.
+        async {
+            Ok(state
+                .store
+                .agent_owners(crate::incidents::COLLECTOR_DEAD_AFTER)
+                .await?)
+        },
     )?;
+    let me = state.store.cluster_instance();
+    let elsewhere: HashSet<&str> = owners
+        .iter()
+        .filter(|owner| {
+            owner.collector_alive
+                && owner
+                    .collector
+                    .as_deref()
+                    .is_some_and(|name| Some(name) != me)
+                && now - owner.last_seen_ms < ELSEWHERE_SEEN_WITHIN_MS
+        })
+        .map(|owner| owner.agent_id.as_str())
+        .collect();
     let mut agent_summary = AgentSummary {
         stale_after_seconds: (STALE_FOR_MS / 1000) as u64,
         ..AgentSummary::default()
@@ -150,6 +180,9 @@ pub async fn overview(
         agent_summary.total += 1;
         if state.registry.is_connected(&agent.id) {
             agent_summary.connected += 1;
+        } else if elsewhere.contains(agent.id.as_str()) {
+            agent_summary.connected += 1;
+            agent_summary.on_other_collectors += 1;
         } else if now - agent.last_seen_ms < STALE_FOR_MS {
             agent_summary.stale += 1;
         } else {
