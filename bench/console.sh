@@ -2,7 +2,9 @@
 # What the web console asks the collector for, timed at fleet size: AGENTS
 # simulated agents (each with an inventory, so each becomes an asset) plus
 # one agent holding a week of history, then every read the console makes on
-# its overview and on a host's charts, 20 times each over HTTP.
+# its overview and on a host's charts, 20 times each over HTTP. A rule on
+# loadgen.m0 with 5 % of its samples breaching leaves about a thousand
+# incidents open, so the incident reads have something to count.
 #
 # Usage: bench/console.sh [--smoke] [--agents 10000] [--days 7]
 set -euo pipefail
@@ -26,10 +28,11 @@ echo "## Console reads"
 echo
 machine_line
 echo
-start_collector console
+start_collector console $'[[rule]]\nname = "loadgen"\nmetric = "loadgen.m0"\nop = ">"\nthreshold = 90\nseverity = "major"'
 # The fleet: every agent says hello with an inventory and sends two batches.
 loadgen --addr "$GRPC" --dir "$COLLECTOR_DIR" --id-prefix fleet --agents "$agents" --series 20 \
-  --points 2 --interval 10s --mode max --inventory --assets --connect-concurrency 256 --duration 600s
+  --points 2 --interval 10s --mode max --inventory --assets --connect-concurrency 256 --duration 600s \
+  --breach-rate 0.05
 # The charted host: 8 series, a point every 10 s for DAYS days, ending now.
 points=$((days * 8640))
 if ((SMOKE)); then points=360; fi
@@ -43,7 +46,9 @@ for ((i = 0; i < 600; i++)); do
   ((in_service >= agents)) && break
   sleep 0.5
 done
-echo "Command: \`bench/console.sh $BENCH_CMDLINE\`: $(fmt0 "$agents") agents with inventories ($(fmt0 "$in_service") assets), and one agent × 8 series × $(fmt0 "$points") points (10 s apart, $days days)"
+unresolved=$(curl -fsS -H "Authorization: Bearer $token" "http://$HTTP/api/v1/overview" |
+  grep -o '"unresolved":[0-9]*' | cut -d: -f2)
+echo "Command: \`bench/console.sh $BENCH_CMDLINE\`: $(fmt0 "$agents") agents with inventories ($(fmt0 "$in_service") assets, $(fmt0 "$unresolved") unresolved incidents), and one agent × 8 series × $(fmt0 "$points") points (10 s apart, $days days)"
 echo
 echo "| request (as the console makes it) | median ms | max ms | bytes |"
 echo "|---|---|---|---|"

@@ -256,7 +256,9 @@
             h("div", { class: `card ${incidents.sla_breached ? "bad" : ""}` },
               h("span", { class: "n" }, incidents.sla_breached), h("span", { class: "l" }, "SLA breached")),
             h("div", { class: "card" },
-              h("span", { class: "n" }, incidents.acknowledged), h("span", { class: "l" }, "acknowledged"))),
+              h("span", { class: "n" }, incidents.acknowledged), h("span", { class: "l" }, "acknowledged")),
+            h("div", { class: "card" },
+              h("span", { class: "n" }, incidents.suppressed), h("span", { class: "l" }, "suppressed by a parent"))),
           incidents.unresolved
             ? table(INCIDENT_HEADERS, incidentRows(incidents.most_urgent))
             : h("p", { class: "ok" }, "No open incidents."),
@@ -312,6 +314,7 @@
     // Newest first, PAGE more at a time; every poll re-reads as many as are shown.
     const PAGE = 200;
     let wanted = PAGE;
+    let asked = 0; // the newest request; an older answer arriving later is dropped
     let refresh = () => {};
     for (const control of [state, severity, host]) {
       control.addEventListener("input", () => { wanted = PAGE; refresh(); });
@@ -322,8 +325,9 @@
         const params = new URLSearchParams({ limit: String(wanted) });
         if (state.value !== "all") params.set("state", state.value);
         if (severity.value) params.set("severity", severity.value);
+        const request = ++asked;
         const { rows, next } = await api(`/api/v1/incidents?${params}`, { paged: true });
-        if (mine !== generation) return;
+        if (mine !== generation || request !== asked) return;
         const needle = host.value.trim().toLowerCase();
         const shown = rows.filter((incident) => !needle || incident.host.toLowerCase().includes(needle));
         const moreButton = next && wanted < 5000
@@ -432,18 +436,27 @@
     const PAGE = 500;
     let pending = null;
     let shown = [];
-    let next = null;
+    let next = null; // the cursor after `shown`, for the search it was read with
+    let query = "";
+    let asked = 0; // the newest request; an older answer arriving later is dropped
     async function load(more) {
+      if (more && !next) return;
+      const q = more ? query : search.value.trim();
       const params = new URLSearchParams({ limit: String(PAGE) });
-      if (search.value.trim()) params.set("q", search.value.trim());
-      if (more && next) params.set("cursor", next);
+      if (q) params.set("q", q);
+      if (more) params.set("cursor", next);
+      const request = ++asked;
+      const button = document.getElementById("more-hosts");
+      if (button) button.disabled = true;
       const page = await api(`/api/v1/assets?${params}`, { paged: true });
-      if (mine !== generation) return;
+      if (mine !== generation || request !== asked) return;
       shown = more ? shown.concat(page.rows) : page.rows;
       next = page.next;
+      query = q;
       const assets = shown;
       const moreButton = next
-        ? h("div", { class: "actions" }, h("button", { type: "button", id: "more-hosts", onclick: () => load(true).catch(() => {}) },
+        ? h("div", { class: "actions" }, h("button", { type: "button", id: "more-hosts",
+          onclick: () => load(true).catch(() => { const again = document.getElementById("more-hosts"); if (again) again.disabled = false; }) },
           `Show ${PAGE} more (${assets.length} shown)`))
         : null;
       results.replaceChildren(assets.length

@@ -227,13 +227,17 @@ fn two_collectors_on_postgres_survive_a_kill_9_without_losing_or_doubling_anythi
     // Each collector's overview counts the agents streaming to the other one
     // as connected too (they share the database, not their streams).
     for collector in [&first, &second] {
-        poll(DEADLINE, "the overview counting every agent connected", || {
-            let agents = &collector.get_json("/api/v1/overview")["agents"];
-            let mine = connected_agents(collector).len() as u64;
-            (agents["connected"] == AGENTS.len() as u64
-                && agents["on_other_collectors"] == AGENTS.len() as u64 - mine)
-                .then_some(())
-        });
+        poll(
+            DEADLINE,
+            "the overview counting every agent connected",
+            || {
+                let agents = &collector.get_json("/api/v1/overview")["agents"];
+                let mine = connected_agents(collector).len() as u64;
+                (agents["connected"] == AGENTS.len() as u64
+                    && agents["on_other_collectors"] == AGENTS.len() as u64 - mine)
+                    .then_some(())
+            },
+        );
     }
 
     let agent_ids: BTreeMap<&str, String> = AGENTS

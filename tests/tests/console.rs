@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use steward_tests::{Collector, DEADLINE, Process, Receiver, binary, path_str, port_check};
+use steward_tests::{Collector, DEADLINE, Process, Receiver, binary, path_str, poll, port_check};
 
 const RULE: &str = r#"
 [[rule]]
@@ -867,9 +867,28 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
 
     // The host page with charts.
     click(&client, fantoccini::Locator::Css("a[href^='#/agent/']")).await;
-    // Ping round trips need raw ICMP: root here (CI runs as root); loss is
-    // charted either way.
-    let charts = if effective_uid() == 0 {
+    // Ping round trips need ICMP sockets (CI has them as root); without
+    // them the probe reports only loss. Both come from one probe run.
+    let ping_rtt = tokio::task::block_in_place(|| {
+        poll(DEADLINE, "a ping result", || {
+            collector
+                .get_json("/api/v1/series?metric=ping.loss_percent")
+                .as_array()
+                .is_some_and(|series| !series.is_empty())
+                .then_some(())
+        });
+        collector
+            .get_json("/api/v1/series?metric=ping.rtt_ms")
+            .as_array()
+            .is_some_and(|series| !series.is_empty())
+    });
+    if effective_uid() == 0 && !ping_rtt {
+        steward_tests::skipped(
+            "the ping round-trip chart",
+            "no ICMP socket for the agent here (root without CAP_NET_RAW?)",
+        );
+    }
+    let charts = if ping_rtt {
         "['cpu', 'memory', 'disk', 'network', 'ping-rtt', 'ping-loss', 'port']"
     } else {
         "['cpu', 'memory', 'disk', 'network', 'ping-loss', 'port']"

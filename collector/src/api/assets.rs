@@ -19,7 +19,7 @@ use super::{ApiError, ApiState, paging, rfc3339};
 use crate::assets::lifecycle::ReplacementDue;
 use crate::assets::service::{AssetChangeError, OperatorChange, Regroup};
 use crate::assets::{Asset, AssetEdit, Disposal, Finding, Lifecycle, compliance};
-use crate::store::AssetLink;
+use crate::store::{AgentRecord, AssetLink};
 
 impl From<AssetChangeError> for ApiError {
     fn from(error: AssetChangeError) -> Self {
@@ -44,13 +44,18 @@ impl From<AssetChangeError> for ApiError {
 }
 
 /// Every asset with `last_seen` taken from its agents' latest contact.
-pub(super) async fn load(state: &ApiState) -> Result<Vec<Asset>, ApiError> {
-    let last_seen: HashMap<String, i64> = state
-        .store
-        .agents()
-        .await?
-        .into_iter()
-        .map(|agent| (agent.id, agent.last_seen_ms))
+async fn load(state: &ApiState) -> Result<Vec<Asset>, ApiError> {
+    load_with(state, &state.store.agents().await?).await
+}
+
+/// [`load`] with the agents already read.
+pub(super) async fn load_with(
+    state: &ApiState,
+    agents: &[AgentRecord],
+) -> Result<Vec<Asset>, ApiError> {
+    let last_seen: HashMap<&str, i64> = agents
+        .iter()
+        .map(|agent| (agent.id.as_str(), agent.last_seen_ms))
         .collect();
     let rows = state.store.assets().await?;
     Ok(rows
@@ -58,7 +63,7 @@ pub(super) async fn load(state: &ApiState) -> Result<Vec<Asset>, ApiError> {
         .filter_map(|row| serde_json::from_str::<Asset>(&row.record).ok())
         .map(|mut asset| {
             for agent in &asset.agent_ids {
-                if let Some(seen) = last_seen.get(agent) {
+                if let Some(seen) = last_seen.get(agent.as_str()) {
                     asset.last_seen_ms = asset.last_seen_ms.max(*seen);
                 }
             }

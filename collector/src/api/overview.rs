@@ -59,8 +59,8 @@ pub struct IncidentSummary {
     /// Past their acknowledge or resolve due time.
     sla_breached: u64,
     by_severity: SeverityCounts,
-    /// The most urgent first: severity, then not yet acknowledged, then the
-    /// oldest; at most `limit`.
+    /// The most urgent first: severity, then paging (not suppressed by a
+    /// parent), then not yet acknowledged, then the oldest; at most `limit`.
     most_urgent: Vec<IncidentView>,
 }
 
@@ -146,10 +146,9 @@ pub async fn overview(
 ) -> Result<Json<Overview>, ApiError> {
     let limit = paging::limit(query.limit, 20, 500) as usize;
     let now = steward_core::now_ms();
-    let (incidents, agents, assets, windows, owners) = tokio::try_join!(
+    let (incidents, agents, windows, owners) = tokio::try_join!(
         async { Ok::<_, ApiError>(state.store.unresolved_incidents().await?) },
         async { Ok(state.store.agents().await?) },
-        assets::load(&state),
         async { Ok(state.store.maintenance_windows(now).await?) },
         // Empty on the embedded backend.
         async {
@@ -172,6 +171,7 @@ pub async fn overview(
         })
         .map(|owner| owner.agent_id.as_str())
         .collect();
+    let assets = assets::load_with(&state, &agents).await?;
     let mut agent_summary = AgentSummary {
         stale_after_seconds: (STALE_FOR_MS / 1000) as u64,
         ..AgentSummary::default()
@@ -220,6 +220,7 @@ fn summarize_incidents(
     incidents.sort_by_key(|incident| {
         (
             std::cmp::Reverse(incident.severity),
+            incident.suppressed,
             incident.state == IncidentState::Acknowledged,
             incident.opened_at_ms,
             incident.id,

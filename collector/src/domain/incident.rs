@@ -201,14 +201,20 @@ pub struct IncidentRecord {
 
 impl IncidentRecord {
     /// Whether its SLA is breached at `now_ms`: as the SLA timer recorded,
-    /// or past a due time the timer has not marked yet.
+    /// done after its due time (as the incident's view says), or due by now
+    /// and not done, which the timer has not marked yet.
     pub fn sla_breached_at(&self, now_ms: i64) -> bool {
-        let past = |due: Option<i64>| due.is_some_and(|due| due < now_ms);
-        let unresolved = !self.state.is_resolved();
+        // A resolved incident is not waiting for anything any more.
+        let waiting = self.state != IncidentState::Resolved;
+        let missed = |done: Option<i64>, due: Option<i64>| match (done, due) {
+            (Some(done), Some(due)) => done > due,
+            (None, Some(due)) => waiting && due <= now_ms,
+            (_, None) => false,
+        };
         self.ack_breached
             || self.resolve_breached
-            || (unresolved && self.acknowledged_at_ms.is_none() && past(self.ack_due_at_ms))
-            || (unresolved && past(self.resolve_due_at_ms))
+            || missed(self.acknowledged_at_ms, self.ack_due_at_ms)
+            || missed(self.resolved_at_ms, self.resolve_due_at_ms)
     }
 
     /// A critical open disk incident on `web-1`, for tests.
@@ -302,7 +308,10 @@ mod tests {
             ..IncidentRecord::example(0)
         };
         assert!(!incident.sla_breached_at(999));
-        assert!(incident.sla_breached_at(1_001));
+        assert!(
+            incident.sla_breached_at(1_000),
+            "due is breached, as the SLA timer marks it"
+        );
         let acknowledged = IncidentRecord {
             state: IncidentState::Acknowledged,
             acknowledged_at_ms: Some(900),
@@ -316,6 +325,24 @@ mod tests {
             ..acknowledged.clone()
         };
         assert!(!resolved_in_time.sla_breached_at(9_999));
+        let resolved_unacknowledged = IncidentRecord {
+            state: IncidentState::Resolved,
+            resolved_at_ms: Some(950),
+            ..incident.clone()
+        };
+        assert!(
+            !resolved_unacknowledged.sla_breached_at(9_999),
+            "resolved in time, nothing left to acknowledge"
+        );
+        let acknowledged_late = IncidentRecord {
+            state: IncidentState::Acknowledged,
+            acknowledged_at_ms: Some(1_500),
+            ..incident.clone()
+        };
+        assert!(
+            acknowledged_late.sla_breached_at(1_600),
+            "late, though the timer never marked it"
+        );
         let marked = IncidentRecord {
             ack_breached: true,
             ..IncidentRecord::example(0)

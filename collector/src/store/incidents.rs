@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::Labels;
 use super::codec::labels_from_json;
+use super::conditions::Conditions;
 use super::timeline::add_timeline;
 use crate::domain::{
     IncidentEvent, IncidentRecord, IncidentState, ParentCheck, Recurrence, Severity,
@@ -552,23 +553,27 @@ pub(super) fn list(
     filter: &IncidentFilter,
 ) -> rusqlite::Result<Vec<IncidentRecord>> {
     let limit = if filter.limit == 0 { 500 } else { filter.limit };
-    let mut statement = connection.prepare(&format!(
-        "SELECT {COLUMNS} FROM incidents
-         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR severity = ?2) AND (?3 IS NULL OR agent_id = ?3)
-           AND (?5 IS NULL OR id < ?5) AND (?6 = 0 OR state != 'resolved')
-         ORDER BY id DESC LIMIT ?4"
+    let mut conditions = Conditions::default();
+    if let Some(state) = filter.state {
+        conditions.bind("state = ?", state.as_str().to_string());
+    }
+    if filter.unresolved {
+        conditions.fixed("state IN ('open', 'acknowledged')");
+    }
+    if let Some(severity) = filter.severity {
+        conditions.bind("severity = ?", severity.as_str().to_string());
+    }
+    if let Some(agent_id) = &filter.agent_id {
+        conditions.bind("agent_id = ?", agent_id.clone());
+    }
+    if let Some(before_id) = filter.before_id {
+        conditions.bind("id < ?", before_id);
+    }
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM incidents {} ORDER BY id DESC LIMIT {limit}",
+        conditions.where_clause()
     ))?;
-    let rows = statement.query_map(
-        params![
-            filter.state,
-            filter.severity,
-            filter.agent_id,
-            limit,
-            filter.before_id,
-            filter.unresolved
-        ],
-        from_row,
-    )?;
+    let rows = statement.query_map(conditions.params(), from_row)?;
     rows.collect()
 }
 

@@ -30,6 +30,7 @@ mod chunk;
 mod codec;
 mod columns;
 mod compaction;
+mod conditions;
 mod facade;
 mod gorilla;
 mod head;

@@ -4,6 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use super::conditions::Conditions;
 use crate::domain::IncidentEvent;
 
 /// One journal entry: something happened to an incident.
@@ -386,7 +387,6 @@ pub(super) fn record_attempt(
     Ok(())
 }
 
-/// Notifications newest first; `before_id` pages back from a previous page.
 /// Which outbox rows to list, newest first; `None` means any.
 #[derive(Debug, Clone, Default)]
 pub struct NotificationFilter {
@@ -399,24 +399,28 @@ pub struct NotificationFilter {
     pub limit: u32,
 }
 
+/// Notifications newest first; `before_id` pages back from a previous page.
 pub(super) fn list(
     connection: &Connection,
     filter: &NotificationFilter,
 ) -> rusqlite::Result<Vec<Notification>> {
+    // With an incident, its rows come from `outbox_by_incident`.
+    let mut conditions = Conditions::default();
+    if let Some(incident_id) = filter.incident_id {
+        conditions.bind("incident_id = ?", incident_id);
+    }
+    if let Some(state) = &filter.state {
+        conditions.bind("state = ?", state.clone());
+    }
+    if let Some(before_id) = filter.before_id {
+        conditions.bind("id < ?", before_id);
+    }
     let mut statement = connection.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1) AND (?3 IS NULL OR id < ?3)
-           AND (?4 IS NULL OR incident_id = ?4)
-         ORDER BY id DESC LIMIT ?2"
+        "SELECT {COLUMNS} FROM outbox {} ORDER BY id DESC LIMIT {}",
+        conditions.where_clause(),
+        filter.limit
     ))?;
-    let rows = statement.query_map(
-        params![
-            filter.state,
-            filter.limit,
-            filter.before_id,
-            filter.incident_id
-        ],
-        row,
-    )?;
+    let rows = statement.query_map(conditions.params(), row)?;
     rows.collect()
 }
 
