@@ -49,6 +49,11 @@
   }
 
   // ---- time --------------------------------------------------------------
+  // Ages and SLA clocks count on the collector's clock: a laptop whose clock
+  // is off must not show an SLA as met or overdue wrongly. Every answer's
+  // Date header moves the offset (whole seconds, enough for SLAs in minutes).
+  let clockOffset = 0;
+  const now = () => Date.now() + clockOffset;
   function span(ms) {
     const s = Math.max(0, Math.round(Math.abs(ms) / 1000));
     if (s < 60) return `${s}s`;
@@ -58,14 +63,14 @@
     if (hours < 48) return `${hours}h ${m % 60}m`;
     return `${Math.floor(hours / 24)}d ${hours % 24}h`;
   }
-  const ago = (iso) => (iso ? `${span(Date.now() - Date.parse(iso))} ago` : "—");
+  const ago = (iso) => (iso ? `${span(now() - Date.parse(iso))} ago` : "—");
   const local = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
   function slaCell(incident) {
     if (incident.state === "resolved") return h("span", { class: "muted" }, incident.sla_breached ? "breached" : "met");
     const due = incident.state === "acknowledged" || incident.acknowledged_at ? incident.resolve_due_at : incident.ack_due_at;
     const kind = incident.acknowledged_at ? "resolve" : "ack";
     if (!due) return h("span", { class: "muted" }, "no SLA");
-    const left = Date.parse(due) - Date.now();
+    const left = Date.parse(due) - now();
     if (left < 0 || incident.sla_breached) return h("span", { class: "late" }, `${kind} overdue ${span(left)}`);
     return h("span", null, `${span(left)} to ${kind}`);
   }
@@ -84,6 +89,8 @@
       }
     }
     const response = await fetch(path, init);
+    const served = Date.parse(response.headers.get("Date") || "");
+    if (!Number.isNaN(served)) clockOffset = served - Date.now();
     if (response.status === 401 && !options.allowUnauthorized) {
       session = null;
       showLogin("Your session has ended; log in again.");
@@ -585,7 +592,7 @@
       agentPicker, h("div", { class: "ranges" }, buttons)), grid);
     panel.dataset.range = chartRange;
     const range = RANGES[chartRange];
-    const to = Date.now();
+    const to = now();
     const from = to - range.ms;
     await Promise.all(CHARTS.map(async (chart) => {
       const box = h("div", { class: "chart", id: `chart-${chart.id}` }, h("h2", null, chart.title));

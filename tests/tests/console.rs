@@ -727,6 +727,19 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
         "HttpOnly hides the cookie from scripts"
     );
 
+    // The page counts ages and SLA clocks on the collector's clock, from the
+    // Date header of each answer.
+    let served = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             fetch('/api/v1/session').then(r => done(Date.parse(r.headers.get('Date')) - Date.now()));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let skew_ms = served.as_f64().expect("a Date header on API answers");
+    assert!(skew_ms.abs() < 5_000.0, "{skew_ms} ms");
+
     // The incidents page, then the port check fails: the incident appears without a reload.
     click(
         &client,
