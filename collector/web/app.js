@@ -449,7 +449,7 @@
     async function load(more) {
       if (more && !next) return;
       const q = more ? query : search.value.trim();
-      const params = new URLSearchParams({ limit: String(PAGE) });
+      const params = new URLSearchParams({ limit: String(PAGE), order: "hostname" });
       if (q) params.set("q", q);
       if (more) params.set("cursor", next);
       const request = ++asked;

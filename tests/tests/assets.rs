@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
-use steward_tests::{Collector, DEADLINE, http_request, poll};
+use steward_tests::{Collector, DEADLINE, http_exchange, http_request, poll};
 
 fn assets(collector: &Collector, query: &str) -> Vec<Value> {
     collector
@@ -205,6 +205,49 @@ fn reinstalled_agent_on_the_same_hardware_continues_the_asset_and_can_be_split_a
     assert_eq!(status, 200, "{body}");
     let all = assets(&collector, "");
     assert_eq!(all.len(), 2);
+    // Paged by host name (what the console lists), one asset a page.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, head, body) = http_exchange(
+            collector.http_addr,
+            "GET",
+            &format!("/api/v1/assets?order=hostname&limit=1{cursor}"),
+            Some(&token),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        let page: Vec<Value> = serde_json::from_str(&body).unwrap();
+        assert!(page.len() <= 1, "{body}");
+        paged.extend(page);
+        let next = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("x-next-cursor")
+                .then(|| value.trim().to_string())
+        });
+        match next {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let key = |asset: &Value| {
+        (
+            asset["hostname"].as_str().unwrap_or("").to_string(),
+            asset["id"].as_str().unwrap().to_string(),
+        )
+    };
+    let keys: Vec<_> = paged.iter().map(key).collect();
+    let mut sorted: Vec<_> = all.iter().map(key).collect();
+    sorted.sort();
+    assert_eq!(keys, sorted, "every asset once, by host name then id");
+    let (status, _, body) = http_exchange(
+        collector.http_addr,
+        "GET",
+        "/api/v1/assets?order=size",
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
     let other = all.iter().find(|asset| asset["id"] != id.as_str()).unwrap()["id"]
         .as_str()
         .unwrap()

@@ -182,10 +182,24 @@ pub struct ListQuery {
     agent: Option<String>,
     /// Free text over hostname, FQDN, serial, vendor, model, owner, location, IPs, MACs, notes.
     q: Option<String>,
+    /// `id` (default) or `hostname` (then id), the order pages follow.
+    order: Option<String>,
     /// Rows per page: 1 to 10000, default 1000.
     limit: Option<u32>,
-    /// The id of the last asset of the previous page.
+    /// `X-Next-Cursor` of the previous page.
     cursor: Option<String>,
+}
+
+/// Where a page of assets starts, in the list's order.
+enum AssetCursor {
+    /// After this id (order `id`).
+    Id(String),
+    /// After this (host name, id) (order `hostname`; no host name sorts as "").
+    Hostname(String, String),
+}
+
+fn hostname_key(asset: &Asset) -> (&str, &str) {
+    (asset.hostname.as_deref().unwrap_or(""), asset.id.as_str())
 }
 
 fn matches(asset: &Asset, query: &ListQuery) -> bool {
@@ -253,7 +267,7 @@ fn matches(asset: &Asset, query: &ListQuery) -> bool {
     responses(
         (status = 200, description = "A page of assets (record plus `last_seen`, `connected`, `findings`, `due_for_replacement`)", body = Vec<AssetView>,
             headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last page"))),
-        (status = 400, description = "`bad_request` (unknown status) or `invalid_query`", body = ErrorBody),
+        (status = 400, description = "`bad_request` (unknown status or order), `invalid_query` or `invalid_cursor`", body = ErrorBody),
     ),
 )]
 pub async fn list(
@@ -268,18 +282,59 @@ pub async fn list(
             format!("unknown status {status:?}"),
         ));
     }
+    let by_hostname = match query.order.as_deref() {
+        None | Some("id") => false,
+        Some("hostname") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown order {other:?}; expected id or hostname"
+            )));
+        }
+    };
+    let after = match (&query.cursor, by_hostname) {
+        (None, _) => None,
+        (Some(id), false) => Some(AssetCursor::Id(id.clone())),
+        (Some(_), true) => match paging::decode_parts(query.cursor.as_deref())? {
+            Some(parts) => match <[String; 2]>::try_from(parts) {
+                Ok([hostname, id]) => Some(AssetCursor::Hostname(hostname, id)),
+                Err(_) => {
+                    return Err(
+                        ApiError::bad_request("invalid cursor").with_code(ErrorCode::InvalidCursor)
+                    );
+                }
+            },
+            None => None,
+        },
+    };
     let limit = paging::limit(query.limit, 1000, 10_000) as usize;
     let mut assets: Vec<Asset> = load(&state)
         .await?
         .into_iter()
         .filter(|asset| matches(asset, &query))
-        .filter(|asset| query.cursor.as_ref().is_none_or(|after| asset.id > *after))
+        .filter(|asset| match &after {
+            None => true,
+            Some(AssetCursor::Id(id)) => asset.id > *id,
+            Some(AssetCursor::Hostname(hostname, id)) => {
+                hostname_key(asset) > (hostname.as_str(), id.as_str())
+            }
+        })
         .collect();
-    assets.sort_by(|a, b| a.id.cmp(&b.id));
+    if by_hostname {
+        assets.sort_by(|a, b| hostname_key(a).cmp(&hostname_key(b)));
+    } else {
+        assets.sort_by(|a, b| a.id.cmp(&b.id));
+    }
     let next = (assets.len() > limit)
         .then(|| {
             assets.truncate(limit);
-            assets.last().map(|asset| asset.id.clone())
+            assets.last().map(|asset| {
+                if by_hostname {
+                    let (hostname, id) = hostname_key(asset);
+                    paging::encode_parts(&[hostname, id])
+                } else {
+                    asset.id.clone()
+                }
+            })
         })
         .flatten();
     Ok(paging::respond(
