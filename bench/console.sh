@@ -61,7 +61,7 @@ now=$(($(date +%s) * 1000))
 series="agent=week-0&metric=loadgen.m0&labels=series=0"
 row "overview (\`/api/v1/overview\`, every 5 s while shown)" "/api/v1/overview?limit=20"
 row "incident list (\`/api/v1/incidents?state=unresolved&limit=200\`)" "/api/v1/incidents?state=unresolved&limit=200"
-row "host list (\`/api/v1/assets?limit=500\`)" "/api/v1/assets?limit=500"
+row "host list (\`/api/v1/assets?order=hostname&limit=500\`)" "/api/v1/assets?order=hostname&limit=500"
 row "chart, 1 h raw" "/api/v1/series/query?$series&from=$((now - 3600000))&to=$now"
 row "chart, 24 h at 5 m" "/api/v1/series/query?$series&from=$((now - 86400000))&to=$now&step=5m"
 row "chart, 24 h at 1 m" "/api/v1/series/query?$series&from=$((now - 86400000))&to=$now&step=1m"

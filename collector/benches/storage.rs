@@ -380,14 +380,7 @@ async fn day_shape(dir: &std::path::Path, series: usize) -> BenchResult<()> {
         to_ms: shape.base_ms + 86_400_000,
         step_ms: Some(60_000),
     };
-    let mut timings = Vec::new();
-    for _ in 0..21 {
-        let started = Instant::now();
-        let answer = store.history(query.clone()).await?;
-        timings.push(started.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(answer[0].points.len(), 1440);
-    }
-    timings.sort_by(f64::total_cmp);
+    let (median, max) = time_history(&store, &query, 1440).await?;
     let hourly = steward_collector::store::HistoryQuery {
         step_ms: Some(3_600_000),
         ..query
@@ -396,8 +389,8 @@ async fn day_shape(dir: &std::path::Path, series: usize) -> BenchResult<()> {
     store.history(hourly).await?;
     println!(
         "\n| history from the day row, 24 h at 1-minute step | median {:.2} ms, max {:.2} ms |\n|---|---:|\n| same at 1-hour step (day rollup row) | {:.2} ms |",
-        timings[10],
-        timings[20],
+        median,
+        max,
         started.elapsed().as_secs_f64() * 1000.0
     );
     store.close().await;
@@ -609,17 +602,10 @@ async fn main() -> BenchResult<()> {
         to_ms: BASE_MS + 86_400_000,
         step_ms: Some(60_000),
     };
-    let mut timings = Vec::new();
-    for _ in 0..21 {
-        let started = Instant::now();
-        let answer = store.history(query.clone()).await?;
-        timings.push(started.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(answer[0].points.len(), 1440);
-    }
-    timings.sort_by(f64::total_cmp);
+    let (median, max) = time_history(&store, &query, 1440).await?;
     println!(
         "\n| history query, 24 h of one series (8,640 points) at 1-minute step | median {:.2} ms, max {:.2} ms |",
-        timings[10], timings[20]
+        median, max
     );
     let hourly = steward_collector::store::HistoryQuery {
         step_ms: Some(3_600_000),
@@ -636,4 +622,22 @@ async fn main() -> BenchResult<()> {
     // NEW-ONLY END
     store.close().await;
     Ok(())
+}
+
+/// Median and maximum milliseconds of 21 runs of `query`, each answering
+/// `points` points.
+async fn time_history(
+    store: &Store,
+    query: &steward_collector::store::HistoryQuery,
+    points: usize,
+) -> BenchResult<(f64, f64)> {
+    let mut timings = Vec::new();
+    for _ in 0..21 {
+        let started = Instant::now();
+        let answer = store.history(query.clone()).await?;
+        timings.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(answer[0].points.len(), points);
+    }
+    timings.sort_by(f64::total_cmp);
+    Ok((timings[10], timings[20]))
 }
