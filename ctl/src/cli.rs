@@ -51,6 +51,9 @@ pub enum Command {
         /// Only incidents of this agent (its id).
         #[arg(long, value_name = "AGENT_ID")]
         agent: Option<String>,
+        /// Only incidents of hosts whose name contains this text (any case).
+        #[arg(long)]
+        host: Option<String>,
     },
     /// One incident with its timeline.
     Incident { id: i64 },

@@ -33,11 +33,17 @@ pub async fn execute(
             state,
             severity,
             agent,
+            host,
         } => {
             let items = client
                 .get_all(
                     &["incidents"],
-                    &filters(&[("state", state), ("severity", severity), ("agent", agent)]),
+                    &filters(&[
+                        ("state", state),
+                        ("severity", severity),
+                        ("agent", agent),
+                        ("host", host),
+                    ]),
                 )
                 .await?;
             Output {

@@ -784,6 +784,27 @@ async fn in_chromium_an_operator_logs_in_sees_a_new_incident_live_and_acknowledg
         "the incident appeared without reloading the page"
     );
 
+    // The host filter asks the collector (host name containing the text).
+    let filter = client
+        .find(fantoccini::Locator::Id("filter-host"))
+        .await
+        .unwrap();
+    filter.send_keys("no-such-host").await.unwrap();
+    wait_js(
+        &client,
+        "no incident for another host",
+        "document.querySelector(\"tr[data-rule='port-down']\") === null && document.body.innerText.includes('No incidents match.')",
+    )
+    .await;
+    filter.clear().await.unwrap();
+    filter.send_keys("WEB-1").await.unwrap();
+    wait_js(
+        &client,
+        "the incident found by its host, any case",
+        &format!("document.querySelector(\"tr[data-incident-id='{id}']\")"),
+    )
+    .await;
+
     // Overview with the open incident.
     click(
         &client,

@@ -200,6 +200,10 @@ fn every_command_works_against_a_real_collector_with_tables_json_and_exit_codes(
     );
     let unresolved = ctl(&["incidents", "--state", "unresolved", "--json"]).json();
     assert_eq!(unresolved[0]["id"], id, "{unresolved}");
+    let on_web = ctl(&["incidents", "--host", "WEB-", "--json"]).json();
+    assert_eq!(on_web[0]["id"], id, "{on_web}");
+    let elsewhere = ctl(&["incidents", "--host", "db-", "--json"]).json();
+    assert_eq!(elsewhere, serde_json::json!([]));
     let resolved = ctl(&["resolve", &id_text, "--json"]).json();
     assert_eq!(resolved["state"], "resolved");
     assert_eq!(resolved["id"], id);

@@ -42,6 +42,8 @@ pub struct ListQuery {
     severity: Option<String>,
     /// Agent id.
     agent: Option<String>,
+    /// Host name containing this text, any case.
+    host: Option<String>,
     /// Rows per page: 1 to 5000, default 500.
     limit: Option<u32>,
     /// `X-Next-Cursor` of the previous page.
@@ -108,6 +110,7 @@ pub async fn list(
             unresolved,
             severity,
             agent_id: query.agent,
+            host_contains: query.host.filter(|host| !host.is_empty()),
             before_id: paging::id_cursor(query.cursor.as_deref())?,
             limit,
         })

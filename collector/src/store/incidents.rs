@@ -58,9 +58,26 @@ pub struct IncidentFilter {
     pub unresolved: bool,
     pub severity: Option<Severity>,
     pub agent_id: Option<String>,
+    /// Host name containing this text, any case.
+    pub host_contains: Option<String>,
     /// Paging: only incidents with a smaller id (newest first).
     pub before_id: Option<i64>,
     pub limit: u32,
+}
+
+/// `text` as a `LIKE` pattern matching it anywhere, `\` escaping the
+/// wildcards it holds (both backends take `ESCAPE '\'`).
+pub(super) fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// Why a state change was refused.
@@ -565,6 +582,10 @@ pub(super) fn list(
     }
     if let Some(agent_id) = &filter.agent_id {
         conditions.bind("agent_id = ?", agent_id.clone());
+    }
+    if let Some(host) = &filter.host_contains {
+        // LIKE ignores ASCII case in SQLite.
+        conditions.bind("host LIKE ? ESCAPE '\\'", contains_pattern(host));
     }
     if let Some(before_id) = filter.before_id {
         conditions.bind("id < ?", before_id);

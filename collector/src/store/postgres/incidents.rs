@@ -16,6 +16,7 @@
 use deadpool_postgres::{GenericClient, Transaction};
 
 use super::super::codec::labels_from_json;
+use super::super::incidents::contains_pattern;
 use super::super::parent_hold::Opening;
 use super::super::{
     AppliedChange, ChangeRefused, IncidentChange, IncidentFilter, IncidentRecord, NewIncident,
@@ -847,6 +848,7 @@ impl PgStore {
                      WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR severity = $2)
                        AND ($3::text IS NULL OR agent_id = $3) AND ($5::bigint IS NULL OR id < $5)
                        AND (NOT $6 OR state <> 'resolved')
+                       AND ($7::text IS NULL OR host ILIKE $7 ESCAPE '\\')
                      ORDER BY id DESC LIMIT $4"
                 ),
                 &[
@@ -856,6 +858,7 @@ impl PgStore {
                     &limit,
                     &filter.before_id,
                     &filter.unresolved,
+                    &filter.host_contains.as_deref().map(contains_pattern),
                 ],
             )
             .await?;

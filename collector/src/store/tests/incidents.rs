@@ -8,6 +8,7 @@ use crate::domain::{IncidentEvent, IncidentState, ParentCheck, Severity};
 fn open_at(key: &str, agent: &str, severity: Severity, at: i64) -> IncidentChange {
     IncidentChange::Open(Box::new(NewIncident {
         agent_id: agent.into(),
+        host: format!("host-{agent}"),
         severity,
         ..new_incident(key, at)
     }))
@@ -57,6 +58,15 @@ on_both_backends! {
             let found = list(IncidentFilter { state: Some(state), ..Default::default() }).await;
             assert_eq!(keys(&found), [expected], "{state:?}");
         }
+        let on_host = |text: &str| IncidentFilter {
+            host_contains: Some(text.to_string()),
+            ..Default::default()
+        };
+        // Hosts of open_at: "host-<agent>".
+        assert_eq!(keys(&list(on_host("HOST-A1")).await), ["k3", "k1"], "any case");
+        assert_eq!(keys(&list(on_host("t-a2")).await), ["k2"]);
+        assert!(list(on_host("%")).await.is_empty(), "wildcards are text");
+        assert!(list(on_host("host_a1")).await.is_empty(), "wildcards are text");
         let unresolved = list(IncidentFilter { unresolved: true, ..Default::default() }).await;
         assert_eq!(keys(&unresolved), ["k3", "k2"]);
         let resolved_and_unresolved = list(IncidentFilter {
