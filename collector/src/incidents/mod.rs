@@ -106,19 +106,26 @@ fn metrics_of(rules: &[Rule]) -> HashSet<String> {
     rules.iter().map(|rule| rule.metric.clone()).collect()
 }
 
+/// The rules in force and the metrics ingest must send for them, changed
+/// together under one lock.
+struct RulesInForce {
+    rules: Vec<Rule>,
+    /// The metrics some rule reads: ingest sends only their samples, so the
+    /// labels of every other sample are not cloned for this task (a tenth
+    /// of the collector's CPU at 10 × 1,000 samples per batch). During a
+    /// replacement, of the old and the new rules.
+    metrics: Arc<HashSet<String>>,
+    /// Replacements sent and not yet applied: `metrics` narrows only when none is.
+    pending_reloads: usize,
+}
+
 /// Cheap, cloneable access for the API and ingest.
 #[derive(Clone)]
 pub struct IncidentHandle {
     store: Arc<Store>,
     inputs: mpsc::Sender<RulesInput>,
     events: broadcast::Sender<IncidentUpdate>,
-    rules: Arc<std::sync::RwLock<Vec<Rule>>>,
-    /// The metrics some rule reads: ingest sends only their samples, so the
-    /// labels of every other sample are not cloned for this task (a tenth
-    /// of the collector's CPU at 10 × 1,000 samples per batch).
-    rule_metrics: Arc<std::sync::RwLock<Arc<HashSet<String>>>>,
-    /// Replacements sent and not yet applied: the set narrows only when none is.
-    pending_reloads: Arc<std::sync::atomic::AtomicUsize>,
+    in_force: Arc<std::sync::RwLock<RulesInForce>>,
     clock: Clock,
 }
 
@@ -165,48 +172,44 @@ impl IncidentHandle {
     /// The metrics of the rules in force (during a replacement: of the old
     /// and the new ones). Samples of any other metric need not be sent.
     pub fn rule_metrics(&self) -> Arc<HashSet<String>> {
-        Arc::clone(
-            &self
-                .rule_metrics
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
-    }
-
-    /// A replacement is on its way: its metrics pass from now on. Under the
-    /// lock, so a replacement applied meanwhile cannot narrow them away.
-    fn widen_rule_metrics(&self, rules: &[Rule]) {
-        let mut held = self
-            .rule_metrics
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.pending_reloads
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let mut metrics = (**held).clone();
-        metrics.extend(metrics_of(rules));
-        *held = Arc::new(metrics);
-    }
-
-    /// The task applied `rules`: only their metrics pass, unless another
-    /// replacement is still queued (its metrics must keep passing).
-    fn applied_rule_metrics(&self, rules: &[Rule]) {
-        let mut held = self
-            .rule_metrics
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let pending = self
-            .pending_reloads
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        if pending <= 1 {
-            *held = Arc::new(metrics_of(rules));
-        }
+        Arc::clone(&self.read_in_force().metrics)
     }
 
     pub fn rules(&self) -> Vec<Rule> {
-        self.rules
+        self.read_in_force().rules.clone()
+    }
+
+    fn read_in_force(&self) -> std::sync::RwLockReadGuard<'_, RulesInForce> {
+        self.in_force
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    }
+
+    fn write_in_force(&self) -> std::sync::RwLockWriteGuard<'_, RulesInForce> {
+        self.in_force
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A replacement is on its way: its metrics pass from now on, and keep
+    /// passing until it is applied, even if an earlier one is applied first.
+    fn widen_rule_metrics(&self, rules: &[Rule]) {
+        let mut in_force = self.write_in_force();
+        in_force.pending_reloads += 1;
+        let mut metrics = (*in_force.metrics).clone();
+        metrics.extend(metrics_of(rules));
+        in_force.metrics = Arc::new(metrics);
+    }
+
+    /// The task applied `rules`: they are in force, and only their metrics
+    /// pass unless another replacement is still queued.
+    fn applied_rules(&self, rules: &[Rule]) {
+        let mut in_force = self.write_in_force();
+        in_force.rules = rules.to_vec();
+        in_force.pending_reloads = in_force.pending_reloads.saturating_sub(1);
+        if in_force.pending_reloads == 0 {
+            in_force.metrics = Arc::new(metrics_of(rules));
+        }
     }
 
     pub async fn replace_rules(&self, rules: Vec<Rule>, sla: SlaPolicy, service: ServicePolicy) {
@@ -322,9 +325,11 @@ pub async fn start(
         store: Arc::clone(&store),
         inputs,
         events,
-        rules: Arc::new(std::sync::RwLock::new(rules.clone())),
-        rule_metrics: Arc::new(std::sync::RwLock::new(Arc::new(metrics_of(&rules)))),
-        pending_reloads: Arc::default(),
+        in_force: Arc::new(std::sync::RwLock::new(RulesInForce {
+            metrics: Arc::new(metrics_of(&rules)),
+            rules: rules.clone(),
+            pending_reloads: 0,
+        })),
         clock,
     };
     let mut engine = RuleEngine::new(rules);
@@ -488,12 +493,7 @@ impl Worker {
                 service,
             } => {
                 let count = rules.len();
-                *self
-                    .handle
-                    .rules
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = rules.clone();
-                self.handle.applied_rule_metrics(&rules);
+                self.handle.applied_rules(&rules);
                 let transitions = self.engine.replace_rules(rules);
                 self.sla = sla;
                 self.service = service;
