@@ -68,13 +68,16 @@ pub async fn list(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    // `flapping` is a view of unresolved incidents; the store filters by stored state.
-    let (stored_state, only_flapping, only_suppressed) = match query.state.as_deref() {
-        None | Some("unresolved") => (None, false, false),
-        Some("flapping") => (None, true, false),
-        Some("suppressed") => (None, false, true),
+    // Flapping and suppressed are views of unresolved incidents: the store is
+    // asked for unresolved ones (so their pages do not fill with resolved
+    // rows) and the view is applied here.
+    let (stored_state, unresolved, only_flapping, only_suppressed) = match query.state.as_deref() {
+        None => (None, false, false, false),
+        Some("unresolved") => (None, true, false, false),
+        Some("flapping") => (None, true, true, false),
+        Some("suppressed") => (None, true, false, true),
         Some(other) => match other.parse::<IncidentState>() {
-            Ok(stored) => (Some(stored), false, false),
+            Ok(stored) => (Some(stored), false, false, false),
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -85,12 +88,6 @@ pub async fn list(
             }
         },
     };
-    // Flapping and suppressed are views of unresolved incidents: asking the
-    // store for unresolved ones keeps their pages from filling with resolved rows.
-    let unresolved = matches!(
-        query.state.as_deref(),
-        Some("unresolved" | "flapping" | "suppressed")
-    );
     let severity = query
         .severity
         .as_deref()

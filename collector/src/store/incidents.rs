@@ -590,7 +590,8 @@ pub(super) fn list(
     if let Some(before_id) = filter.before_id {
         conditions.bind("id < ?", before_id);
     }
-    let mut statement = connection.prepare_cached(&format!(
+    // Not cached: the text varies with the filters given and the limit.
+    let mut statement = connection.prepare(&format!(
         "SELECT {COLUMNS} FROM incidents {} ORDER BY id DESC LIMIT {limit}",
         conditions.where_clause()
     ))?;
